@@ -1,0 +1,7 @@
+"""`python -m babyllm ...` (also how torchrun launches training)."""
+
+import sys
+
+from babyllm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,433 @@
+"""CALLIGRAPHIST: turns every stat into colour-banded Rich text."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import deque
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.measure import Measurement
+from rich.style import Style
+from rich.text import Text
+
+# Band names, best first. superPerfect = at/beyond the best value ever seen; omgwtf! = at/beyond
+# the worst ever (or NaN/inf). The 14 bands between them split the recent window by percentile.
+BANDS: tuple[str, ...] = (
+    "superPerfect", "perfect", "almostPerfect", "superGreat", "great", "good", "fine",
+    "almostFine", "average", "meh", "bad", "worse", "wtf", "omg", "omgwtf", "omgwtf!",
+)
+MIDDLE_BANDS: tuple[str, ...] = BANDS[1:-1]
+
+# Goodness percentile (0 = best value in the window, 100 = worst) at the bad edge of each middle
+# band, evenly spaced: perfect = "as good as the best of the window", omgwtf = "as bad as the
+# worst of the window", each band in between covers 100/13 ~ 7.7 percentile points.
+BAND_PERCENTILES: Mapping[str, float] = MappingProxyType(
+    {band: 100.0 * i / (len(MIDDLE_BANDS) - 1) for i, band in enumerate(MIDDLE_BANDS)}
+)
+
+# Blue -> purple -> red, best first. Mid-luminance so they read on dark and light backgrounds
+# (contrast >= 3.2:1 against white and >= 4.6:1 against black); rich downgrades hex as needed.
+BAND_COLOURS: tuple[str, ...] = (
+    "#1e90ff", "#3087fd", "#437efb", "#5575f9", "#686cf7", "#7a63f5", "#8c5af3", "#9f51f1",
+    "#ae49e2", "#b943c6", "#c53daa", "#d1378e", "#dc3072", "#e82a56", "#f3243a", "#ff1e1e",
+)
+
+LOWER = "lower"
+HIGHER = "higher"
+NEUTRAL = "neutral"
+
+DIRECTIONS: Mapping[str, str] = MappingProxyType({
+    "loss": LOWER, "loss_100": LOWER, "loss_1000": LOWER, "val_loss": LOWER,
+    "perplexity": LOWER, "step_ms": LOWER, "act_inactive": LOWER,
+    "accuracy": HIGHER, "tokens_per_s": HIGHER,
+})
+
+SECTIONS: tuple[str, ...] = (
+    "loss", "learning", "windows", "memory", "logits", "neurons", "timing", "other",
+)
+_EXACT_SECTIONS: Mapping[str, str] = MappingProxyType({
+    **dict.fromkeys(("loss", "loss_100", "loss_1000", "val_loss", "perplexity", "accuracy"), "loss"),
+    **dict.fromkeys(("lr", "grad_norm", "step", "tokens", "epoch"), "learning"),
+    "entropy": "logits",
+    "tokens_per_s": "timing", "step_ms": "timing",
+})
+_PREFIX_SECTIONS: tuple[tuple[str, str], ...] = (
+    ("window_", "windows"), ("mem1_", "memory"), ("mem2_", "memory"), ("logit_", "logits"),
+    ("act_", "neurons"), ("norm_", "neurons"), ("t_", "timing"),
+)
+
+# The Tutor's keys in display order; unknown keys follow, naturally sorted.
+_KEY_ORDER: tuple[str, ...] = (
+    "loss", "loss_100", "loss_1000", "val_loss", "perplexity", "accuracy",
+    "step", "tokens", "epoch", "lr", "grad_norm",
+    *(f"window_weight_{i}" for i in range(7)), *(f"window_size_{i}" for i in range(7)),
+    *(f"mem{m}_{k}" for m in (1, 2) for k in (
+        "decay_short", "decay_long", "gate_short", "gate_long", "gate_input", "gate_proj")),
+    "mem2_mix", "entropy",
+    "act_mean", "act_std", "act_inactive",
+    "norm_embed", "norm_neurons", "norm_windows", "norm_memory1", "norm_memory2", "norm_logits",
+    "tokens_per_s", "step_ms", "t_data", "t_forward", "t_backward", "t_optimizer", "t_stats",
+)
+_KEY_RANK: Mapping[str, int] = MappingProxyType({k: i for i, k in enumerate(_KEY_ORDER)})
+
+_LABELS: Mapping[str, str] = MappingProxyType({
+    "loss_100": "loss100", "loss_1000": "loss1k", "val_loss": "val", "perplexity": "ppl",
+    "accuracy": "acc", "grad_norm": "grad", "tokens_per_s": "tok/s", "step_ms": "step ms",
+    "act_inactive": "inactive", "mem2_mix": "m2 mix",
+})
+# Prefix -> replacement for the remaining keys; the first matching prefix wins.
+_LABEL_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("window_weight_", "weight "), ("window_size_", "size "), ("mem1_", "m1 "), ("mem2_", "m2 "),
+    ("t_", ""), ("logit_", "logit "),
+)
+_LABEL_SUFFIXES: tuple[tuple[str, str], ...] = (
+    ("_short", " s"), ("_long", " l"), ("_input", " in"),
+)
+
+# (key, label) pairs of the headless one-liner, in order.
+_SUMMARY_FIELDS: tuple[tuple[str, str], ...] = (
+    ("step", "step"), ("loss", "loss"), ("val_loss", "val"), ("accuracy", "acc"), ("lr", "lr"),
+    ("grad_norm", "grad"),
+)
+
+_RECORD_BANDS = frozenset({BANDS[0], BANDS[-1]})
+_INT_KEYS = frozenset({"step"})
+
+
+def direction(name: str, overrides: Mapping[str, str] | None = None) -> str:
+    """Return LOWER, HIGHER or NEUTRAL for a stat name (timings ``t_*`` are lower-is-better)."""
+    if overrides and name in overrides:
+        return overrides[name]
+    if name in DIRECTIONS:
+        return DIRECTIONS[name]
+    return LOWER if name.startswith("t_") else NEUTRAL
+
+
+def section_of(name: str) -> str:
+    """Return the grid section a stat belongs to, by exact name then prefix."""
+    if name in _EXACT_SECTIONS:
+        return _EXACT_SECTIONS[name]
+    for prefix, section in _PREFIX_SECTIONS:
+        if name.startswith(prefix):
+            return section
+    return "other"
+
+
+def label(name: str) -> str:
+    """Return a short display label for a stat key (e.g. mem1_gate_short -> "m1 gate s")."""
+    if name in _LABELS:
+        return _LABELS[name]
+    if name.startswith("norm_"):
+        return f"|{name[5:]}|"  # reads as "norm of ..."
+    text = name
+    for prefix, new in _LABEL_PREFIXES:
+        if text.startswith(prefix):
+            text = new + text[len(prefix):]
+            break
+    for suffix, new in _LABEL_SUFFIXES:
+        if text.endswith(suffix):
+            text = text[: -len(suffix)] + new
+    return text.replace("_", " ")
+
+
+def _natural_key(name: str) -> tuple[int, list[Any]]:
+    """Sort known keys in Tutor order, then the rest with digit runs compared as numbers."""
+    parts = [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+    return (_KEY_RANK.get(name, len(_KEY_RANK)), parts)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _si(value: float) -> str:
+    """Format |value| >= 1e6 with an M/G/T suffix and 4 significant figures."""
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M")):
+        if abs(value) >= scale:
+            return f"{value / scale:.4g}{suffix}"
+    return f"{value:,.0f}"
+
+
+def format_value(name: str, value: Any) -> str:
+    """Format a stat: 4 significant figures, thousands separators, M/G suffixes, lr as 3.0e-04."""
+    if not _is_number(value):
+        return str(value)
+    value = float(value)
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if name == "lr":
+        return f"{value:.1e}"
+    if name in _INT_KEYS:
+        return str(int(round(value)))
+    if abs(value) >= 1e6:
+        return _si(value)
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    text = f"{value:.4g}"
+    return "0" if text == "-0" else text
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    """Linear-interpolated q-th percentile (0..100) of an already-ordered list."""
+    pos = (len(ordered) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+class _StatHistory:
+    """Recent finite values of one stat plus its all-time records."""
+
+    __slots__ = ("values", "best", "worst", "nonfinite", "sense")
+
+    def __init__(self, window: int, sense: str) -> None:
+        self.values: deque[float] = deque(maxlen=window)
+        self.best = math.nan
+        self.worst = math.nan
+        self.nonfinite = 0
+        self.sense = sense
+
+    def add(self, value: float) -> None:
+        if not math.isfinite(value):
+            self.nonfinite += 1  # kept out of history so one NaN can't poison the percentiles
+            return
+        self.values.append(value)
+        if self.sense == NEUTRAL:
+            return
+        if math.isnan(self.best):
+            self.best = self.worst = value
+        elif self.better(value, self.best):
+            self.best = value
+        elif self.better(self.worst, value):
+            self.worst = value
+
+    def better(self, a: float, b: float) -> bool:
+        """True when a is strictly better than b in this stat's direction."""
+        return a < b if self.sense == LOWER else a > b
+
+    def thresholds(self) -> dict[str, float]:
+        """Band -> threshold: the worst value that still earns that band (records at the ends)."""
+        if self.sense == NEUTRAL or not self.values:
+            return {}
+        ordered = sorted(self.values, reverse=self.sense == HIGHER)  # best first
+        out = {BANDS[0]: self.best}
+        for band, q in BAND_PERCENTILES.items():
+            out[band] = _percentile(ordered, q)
+        out[BANDS[-1]] = self.worst
+        return out
+
+
+class _BandTable(Mapping[str, Mapping[str, float]]):
+    """Read-only, lazily computed view ``bands[stat][band] -> threshold``."""
+
+    def __init__(self, owner: Calligraphist) -> None:
+        self._owner = owner
+
+    def __getitem__(self, name: str) -> Mapping[str, float]:
+        return self._owner._thresholds(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._owner._history))
+
+    def __len__(self) -> int:
+        return len(self._owner._history)
+
+
+class _Grid:
+    """Sectioned stat grid that picks its column count from the width it is rendered at."""
+
+    _GUTTER = 2  # spaces before each cell (and after the section name)
+    _MAX_COLUMNS = 8
+
+    def __init__(self, rows: list[tuple[str, list[tuple[str, Text]]]]) -> None:
+        self.rows = rows
+        self.head = max((len(section) for section, _ in rows), default=0)
+
+    def _widths(self, per_row: int) -> list[tuple[int, int]]:
+        """(label width, value width) of each cell column when laid out per_row cells a row."""
+        widths = [(0, 0)] * per_row
+        for _, group in self.rows:
+            for i, (name, text) in enumerate(group):
+                lab, val = widths[i % per_row]
+                widths[i % per_row] = (max(lab, len(name)), max(val, text.cell_len))
+        return widths
+
+    def _total(self, per_row: int) -> int:
+        return self.head + sum(self._GUTTER + lab + 1 + val for lab, val in self._widths(per_row))
+
+    def _most_per_row(self) -> int:
+        return max(1, min(self._MAX_COLUMNS, max((len(g) for _, g in self.rows), default=1)))
+
+    def _lines(self, max_width: int) -> list[Text]:
+        per_row = self._most_per_row()
+        while per_row > 1 and self._total(per_row) > max_width:
+            per_row -= 1
+        widths = self._widths(per_row)
+        lines = []
+        for section, group in self.rows:
+            for start in range(0, len(group), per_row):
+                line = Text(no_wrap=True, overflow="ellipsis")
+                line.append((section if start == 0 else "").ljust(self.head), style="bold")
+                for (name, value), (lab, val) in zip(group[start:start + per_row], widths):
+                    line.append(" " * self._GUTTER + name.ljust(lab) + " ", style="dim")
+                    line.append(" " * (val - value.cell_len))
+                    line.append_text(value)
+                lines.append(line)
+        return lines
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if not self.rows:
+            yield Text("no stats yet", style="dim")
+            return
+        for line in self._lines(options.max_width):
+            line.truncate(options.max_width, overflow="ellipsis")
+            yield line
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        if not self.rows:
+            return Measurement(12, 12)
+        return Measurement(min(self._total(1), options.max_width),
+                           min(self._total(self._most_per_row()), options.max_width))
+
+
+class Calligraphist:
+    """Bands each stat by percentiles of its own recent history and renders it in colour.
+
+    Banding rules for ``band(name, value)``:
+      * NaN/inf -> "omgwtf!" (for any stat, even neutral ones: something broke);
+      * neutral stats -> None (shown plain, no history-based colour, no records);
+      * fewer than ``min_history`` finite values seen, or a stat that never varied -> "average";
+      * at least as good as the best ever -> "superPerfect"; at least as bad as the worst ever ->
+        "omgwtf!" (the value just observed usually *is* the record, so ties count);
+      * otherwise the best middle band whose threshold the value reaches (see BAND_PERCENTILES);
+        values worse than everything in the window but not a record land in "omgwtf".
+    Not thread-safe: one consumer (the UI or headless printer) owns an instance.
+    """
+
+    def __init__(self, window: int = 100, min_history: int = 5,
+                 directions: Mapping[str, str] | None = None) -> None:
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.window = window
+        self.min_history = min_history
+        self._overrides = dict(directions or {})
+        self._history: dict[str, _StatHistory] = {}
+        self._cache: dict[str, dict[str, float]] = {}
+        self.bands: Mapping[str, Mapping[str, float]] = _BandTable(self)
+
+    # -- recording ---------------------------------------------------------------------------
+
+    def direction(self, name: str) -> str:
+        """Return LOWER, HIGHER or NEUTRAL for a stat (constructor overrides first)."""
+        return direction(name, self._overrides)
+
+    def observe(self, stats: Mapping[str, Any]) -> None:
+        """Append one step's values to each stat's history (O(1) per stat)."""
+        for name, value in stats.items():
+            if not _is_number(value):
+                continue
+            hist = self._history.get(name)
+            if hist is None:
+                hist = self._history[name] = _StatHistory(self.window, self.direction(name))
+            hist.add(float(value))
+            self._cache.pop(name, None)
+
+    def records(self, name: str) -> tuple[float, float] | None:
+        """(best ever, worst ever) for a directional stat with history, else None."""
+        hist = self._history.get(name)
+        if hist is None or hist.sense == NEUTRAL or math.isnan(hist.best):
+            return None
+        return hist.best, hist.worst
+
+    def nonfinite_count(self, name: str) -> int:
+        """How many NaN/inf values a stat has reported (they are kept out of its history)."""
+        hist = self._history.get(name)
+        return hist.nonfinite if hist else 0
+
+    def history(self, name: str) -> tuple[float, ...]:
+        """The finite values in a stat's current window, oldest first."""
+        hist = self._history.get(name)
+        return tuple(hist.values) if hist else ()
+
+    def _thresholds(self, name: str) -> Mapping[str, float]:
+        if name not in self._history:
+            raise KeyError(name)
+        cached = self._cache.get(name)
+        if cached is None:
+            cached = self._cache[name] = self._history[name].thresholds()
+        return MappingProxyType(cached)
+
+    # -- banding -----------------------------------------------------------------------------
+
+    def band(self, name: str, value: Any) -> str | None:
+        """Band name for a value of a stat (see the class docstring for the rules)."""
+        if not _is_number(value):
+            return None
+        value = float(value)
+        if not math.isfinite(value):
+            return BANDS[-1]
+        hist = self._history.get(name)
+        sense = hist.sense if hist else self.direction(name)
+        if sense == NEUTRAL:
+            return None
+        if hist is None or len(hist.values) < self.min_history or hist.best == hist.worst:
+            return "average"
+        if not hist.better(hist.best, value):
+            return BANDS[0]
+        if not hist.better(value, hist.worst):
+            return BANDS[-1]
+        thresholds = self._thresholds(name)
+        for band in MIDDLE_BANDS:
+            if not hist.better(thresholds[band], value):
+                return band
+        return MIDDLE_BANDS[-1]
+
+    @staticmethod
+    def style(band: str | None) -> Style:
+        """Rich style for a band; records are bold, None (neutral) is plain."""
+        if band is None:
+            return Style()
+        return Style(color=BAND_COLOURS[BANDS.index(band)], bold=band in _RECORD_BANDS)
+
+    # -- rendering ---------------------------------------------------------------------------
+
+    def text(self, name: str, value: Any) -> Text:
+        """The formatted value coloured by its band."""
+        return Text(format_value(name, value), style=self.style(self.band(name, value)))
+
+    def grid(self, stats: Mapping[str, Any]) -> _Grid:
+        """A renderable grid of label/value cells grouped by section; fits any width >= ~30."""
+        groups: dict[str, list[str]] = {}
+        for name in stats:
+            groups.setdefault(section_of(name), []).append(name)
+        rows = []
+        for section in SECTIONS:
+            names = sorted(groups.get(section, ()), key=_natural_key)
+            if names:
+                rows.append((section, [(label(n), self.text(n, stats[n])) for n in names]))
+        return _Grid(rows)
+
+    def summary(self, stats: Mapping[str, Any]) -> Text:
+        """One line for the headless printer, e.g. ``step 1200 | loss 3.412 | ... | 4,210 tok/s``."""
+        parts: list[Text] = []
+        for key, name in _SUMMARY_FIELDS:
+            if key in stats:
+                parts.append(Text.assemble(f"{name} ", self.text(key, stats[key])))
+        if "tokens_per_s" in stats:
+            parts.append(Text.assemble(self.text("tokens_per_s", stats["tokens_per_s"]), " tok/s"))
+        line = Text()
+        for i, part in enumerate(parts):
+            if i:
+                line.append(" | ", style="dim")  # Text.join would spread its style over the line
+            line.append_text(part)
+        return line
+
+    def legend(self) -> Text:
+        """The 16 band names in their colours, best first (wraps to two lines at 80 columns)."""
+        return Text(" ").join(Text(band, style=self.style(band)) for band in BANDS)

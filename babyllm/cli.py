@@ -1,0 +1,153 @@
+"""`babyllm`: headless commands (info, train, chat, sample, bench)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from babyllm.config import Config, default_config_name, load_config
+from babyllm.errors import BabyError
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="F", help="config name in configs/ (tiny, cpu, default) or a .toml path")
+    p.add_argument("--set", metavar="K=V", action="append", default=[], dest="overrides",
+                   help="override a config value, e.g. --set model.neurons=512 (repeatable)")
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--run", metavar="NAME", help="run name: the run directory is runs/NAME")
+    g.add_argument("--run-dir", metavar="D", type=Path, help="run directory (saves, metrics, logs)")
+
+
+def add_training_args(p: argparse.ArgumentParser) -> None:
+    """Arguments shared by `babyllm train` and `babyllm-tui`."""
+    add_config_args(p)
+    p.add_argument("--corpus", metavar="PATH", help="a .txt/.md file or a folder of them (default: corpora/)")
+    add_run_args(p)
+    p.add_argument("--steps", type=int, metavar="N", help="stop after N steps in total (default: train.steps)")
+    p.add_argument("--resume", action="store_true", help="continue the run from its latest save")
+
+
+def config_from_args(args: argparse.Namespace, default: str | None = None) -> Config:
+    """The config named by --config (or the one that suits this machine), with --corpus/--steps/--set applied."""
+    cfg = load_config(args.config or default or default_config_name(), args.overrides)
+    if getattr(args, "corpus", None):
+        cfg.data.corpus = str(Path(args.corpus).expanduser().resolve())
+    if getattr(args, "steps", None) is not None:
+        if args.steps < 0:
+            raise BabyError(f"--steps {args.steps}: must be >= 0 (0 = until stopped)")
+        cfg.train.steps = args.steps
+    return cfg
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Parameter counts per part and training FLOPs per token for a config."""
+    from babyllm.model import BabyLLM
+
+    cfg = load_config(args.config or "default", args.overrides)
+    model = BabyLLM(cfg.model)
+    counts = model.param_counts()
+    macs = model.forward_macs_per_token()
+    total = sum(counts.values())
+    flops = model.train_flops_per_token()
+    if args.json:
+        print(json.dumps({"config": cfg.name, "params": counts, "total_params": total,
+                          "forward_macs_per_token": macs, "train_flops_per_token": flops, "model": cfg.to_dict()["model"]}, indent=2))
+        return 0
+    m = cfg.model
+    print(f"config {cfg.name}: vocab {m.vocab:,}, embed {m.embed:,}, neurons {m.neurons:,}, context {m.context}, "
+          f"{len(m.windows)} windows, memory rank {m.memory_rank}")
+    print(f"{'part':<10}{'parameters':>14}{'share':>8}{'fwd MACs/token':>17}")
+    for name, n in counts.items():
+        print(f"{name:<10}{n:>14,}{n / total:>8.1%}{macs[name]:>17,}")
+    print(f"{'total':<10}{total:>14,}{1:>8.0%}{sum(macs.values()):>17,}")
+    print(f"training FLOPs per token (6 x forward MACs): {flops / 1e6:,.1f} M")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from babyllm.headless import main as train_main
+
+    return train_main(args)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from babyllm.chat import chat_main
+
+    return chat_main(args)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from babyllm.chat import sample_main
+
+    return sample_main(args)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from babyllm.bench import main as bench_main
+
+    return bench_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="babyllm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("info", help="parameter counts and FLOPs per token of a config")
+    add_config_args(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("train", help="train headless, printing banded stats")
+    add_training_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("chat", help="chat with a run's latest save")
+    add_run_args(p)
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("sample", help="one completion of a prompt from a run's latest save")
+    add_run_args(p)
+    p.add_argument("--prompt", required=True, help="the text to continue")
+    p.add_argument("--max-tokens", type=int, metavar="N", help="most tokens to generate")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed (same seed, same output)")
+    p.add_argument("--temperature", type=float, metavar="T", help="sampling temperature (0 = greedy)")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("bench", help="measure matmul peak, training and generation speed")
+    p.add_argument("--config", metavar="F", action="append", help="config(s) to measure (repeatable; default: cpu and default)")
+    p.add_argument("--set", metavar="K=V", action="append", default=[], dest="overrides", help="config override (repeatable)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), help="training precision (default: each config's)")
+    p.add_argument("--compile", action="store_true", help="use torch.compile")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a command; user mistakes become one line on stderr and exit code 2, never a traceback."""
+    try:
+        return func(args)
+    except BabyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from babyllm.runtime import tune_malloc
+
+    tune_malloc()
+    args = build_parser().parse_args(argv)
+    return run_command(args.func, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""Typed configuration: TOML files in configs/ plus `--set section.key=value` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from babyllm.errors import ConfigError
+from babyllm.paths import CONFIGS
+
+
+@dataclass
+class ModelConfig:
+    """Sizes of babyLLM's parts (seed defaults)."""
+
+    vocab: int = 4200
+    embed: int = 1024
+    neurons: int = 10_000
+    context: int = 256
+    windows: list[float] = field(default_factory=lambda: [2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0])
+    memory_rank: int = 64
+
+
+@dataclass
+class DataConfig:
+    """Where the corpus is and how it is split."""
+
+    corpus: str = ""  # "" = the corpus shipped in corpora/
+    val_fraction: float = 0.05
+    cache_dir: str = ""  # "" = $BABYLLM_CACHE or ~/.cache/babyllm
+
+
+@dataclass
+class TrainConfig:
+    """The Tutor's optimisation and bookkeeping settings."""
+
+    batch: int = 16
+    steps: int = 0  # 0 = train until stopped
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup: int = 200
+    decay_steps: int = 20_000  # cosine from lr to min_lr over this many steps (or `steps` if set)
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # 0 = off
+    device: str = "auto"
+    dtype: str = "fp32"
+    compile: bool = False
+    seed: int = 1337
+    eval_every: int = 250
+    eval_batches: int = 4
+    sample_every: int = 100
+    save_every: int = 1000  # steps between rolling saves; 0 = only when asked and on exit
+    keep: int = 3  # rolling saves kept (plus best and the step-numbered checkpoints)
+
+
+@dataclass
+class StatsConfig:
+    """How stats are banded and printed."""
+
+    window: int = 100  # history length the Calligraphist bands each stat against
+    print_every: float = 5.0  # seconds between headless lines
+
+
+@dataclass
+class ChatConfig:
+    """Infer2's default sampling settings."""
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    repetition_penalty: float = 1.1
+    penalty_window: int = 64
+    max_tokens: int = 200
+
+
+@dataclass
+class Config:
+    """Everything a run needs; `name` is the config's file stem."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
+    chat: ChatConfig = field(default_factory=ChatConfig)
+    name: str = "default"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (for checkpoints and `--json`), sections only."""
+        return {s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS}
+
+
+SECTIONS = ("model", "data", "train", "stats", "chat")
+DEVICES = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A config name ("cpu") means configs/cpu.toml; anything else is a path."""
+    p = Path(name_or_path)
+    if p.suffix != ".toml" and p.parent == Path(".") and (CONFIGS / f"{p}.toml").exists():
+        return CONFIGS / f"{p}.toml"
+    if not p.exists():
+        known = ", ".join(sorted(q.stem for q in CONFIGS.glob("*.toml")))
+        raise ConfigError(f"{p}: config file not found (shipped configs: {known})")
+    return p
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Load a TOML config (default: configs/default.toml), apply overrides, validate."""
+    src = resolve_config_path(path if path is not None else "default")
+    try:
+        raw = tomllib.loads(src.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{src}: invalid TOML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{src}: cannot read config: {e}") from None
+    cfg = Config(name=src.stem)
+    _apply_table(cfg, raw, where=str(src), base=src.parent)
+    overrides = list(overrides)
+    for item in overrides:
+        apply_override(cfg, item)
+    validate(cfg, where=f"{src} with --set {' '.join(overrides)}" if overrides else str(src))
+    return cfg
+
+
+def _apply_table(cfg: Config, raw: dict[str, Any], where: str, base: Path) -> None:
+    for section, table in raw.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"{where}: unknown section [{section}]{_suggest(section, SECTIONS)}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: '{section}' must be a [{section}] table")
+        for key, value in table.items():
+            _set(cfg, section, key, value, where)
+    corpus = cfg.data.corpus
+    if corpus and not Path(corpus).expanduser().is_absolute():
+        # Paths inside a config file are relative to that file, not to the shell's directory.
+        cfg.data.corpus = str((base / corpus).resolve())
+
+
+def apply_override(cfg: Config, item: str) -> None:
+    """Apply one `section.key=value` override; the value is read as TOML, else as a string."""
+    where = f"--set {item}"
+    key_path, sep, text = item.partition("=")
+    section, dot, key = key_path.strip().partition(".")
+    if not sep or not dot or not key:
+        raise ConfigError(f"{where}: expected section.key=value, e.g. --set model.neurons=512")
+    if section not in SECTIONS:
+        raise ConfigError(f"{where}: unknown section '{section}'{_suggest(section, SECTIONS)}")
+    try:
+        value = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()  # bare words such as cuda or bf16
+    _set(cfg, section, key, value, where)
+
+
+def _set(cfg: Config, section: str, key: str, value: Any, where: str) -> None:
+    obj = getattr(cfg, section)
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    if key not in fields:
+        raise ConfigError(f"{where}: unknown key '{section}.{key}'{_suggest(key, fields)}")
+    setattr(obj, key, _coerce(value, type(getattr(obj, key)), f"{where}: {section}.{key}"))
+
+
+def _coerce(value: Any, want: type, label: str) -> Any:
+    """Check a TOML value against the field's type; ints are accepted where floats are wanted."""
+    if want is bool:
+        if isinstance(value, bool):
+            return value
+    elif want is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif want is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif want is str:
+        if isinstance(value, str):
+            return value
+    elif want is list:
+        if isinstance(value, list) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+        ):
+            return [float(v) for v in value]
+        raise ConfigError(f"{label} = {value!r}: expected a list of numbers")
+    raise ConfigError(f"{label} = {value!r}: expected {want.__name__}, got {type(value).__name__}")
+
+
+def _suggest(word: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(options)})"
+
+
+def validate(cfg: Config, where: str = "config") -> None:
+    """Range and consistency checks; each failure names the key, the value and the fix."""
+    m, d, t, s, c = cfg.model, cfg.data, cfg.train, cfg.stats, cfg.chat
+    checks: list[tuple[bool, str]] = [
+        (260 <= m.vocab <= 65_535, f"model.vocab = {m.vocab}: must be 260..65535 (256 bytes + specials)"),
+        (m.embed >= 1, f"model.embed = {m.embed}: must be at least 1"),
+        (m.neurons >= 1, f"model.neurons = {m.neurons}: must be at least 1"),
+        (m.context >= 2, f"model.context = {m.context}: must be at least 2"),
+        (len(m.windows) >= 1, "model.windows = []: give at least one window size"),
+        (1 <= m.memory_rank <= m.neurons, f"model.memory_rank = {m.memory_rank}: must be 1..model.neurons ({m.neurons})"),
+        (0.0 < d.val_fraction <= 0.5, f"data.val_fraction = {d.val_fraction}: must be in (0, 0.5]"),
+        (t.batch >= 1, f"train.batch = {t.batch}: must be at least 1"),
+        (t.steps >= 0, f"train.steps = {t.steps}: must be >= 0 (0 = until stopped)"),
+        (t.lr > 0, f"train.lr = {t.lr}: must be > 0"),
+        (0 <= t.min_lr <= t.lr, f"train.min_lr = {t.min_lr}: must be between 0 and train.lr ({t.lr})"),
+        (t.warmup >= 0, f"train.warmup = {t.warmup}: must be >= 0"),
+        (t.decay_steps >= 1, f"train.decay_steps = {t.decay_steps}: must be at least 1"),
+        (t.weight_decay >= 0, f"train.weight_decay = {t.weight_decay}: must be >= 0"),
+        (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1/beta2: must be in [0, 1)"),
+        (t.grad_clip >= 0, f"train.grad_clip = {t.grad_clip}: must be >= 0 (0 = off)"),
+        (bool(DEVICES.match(t.device)), f"train.device = '{t.device}': use auto, cpu, cuda, cuda:N or mps"),
+        (t.dtype in ("fp32", "bf16"), f"train.dtype = '{t.dtype}': use fp32 or bf16"),
+        (t.eval_every >= 1 and t.eval_batches >= 1, "train.eval_every and train.eval_batches: must be at least 1"),
+        (t.sample_every >= 1, f"train.sample_every = {t.sample_every}: must be at least 1"),
+        (t.save_every >= 0, f"train.save_every = {t.save_every}: must be >= 0 (0 = on demand only)"),
+        (t.keep >= 1, f"train.keep = {t.keep}: must be at least 1"),
+        (s.window >= 2, f"stats.window = {s.window}: must be at least 2"),
+        (s.print_every > 0, f"stats.print_every = {s.print_every}: must be > 0"),
+        (c.temperature >= 0, f"chat.temperature = {c.temperature}: must be >= 0 (0 = greedy)"),
+        (c.top_k >= 0, f"chat.top_k = {c.top_k}: must be >= 0 (0 = off)"),
+        (0 < c.top_p <= 1, f"chat.top_p = {c.top_p}: must be in (0, 1]"),
+        (c.repetition_penalty >= 1, f"chat.repetition_penalty = {c.repetition_penalty}: must be >= 1"),
+        (c.max_tokens >= 1, f"chat.max_tokens = {c.max_tokens}: must be at least 1"),
+    ]
+    for w in m.windows:
+        checks.append((1 <= w <= m.context, f"model.windows has {w:g}: each window must be 1..model.context ({m.context})"))
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{where}: {message}")
+
+
+def default_config_name() -> str:
+    """The seed-size config on a GPU, the CPU config otherwise."""
+    import torch
+
+    return "default" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,108 @@
+"""The small interface between the Tutor and whoever watches it (the cockpit, the headless printer, tests).
+
+The Tutor publishes immutable Snapshots (at most a few per second) and keeps thread-safe bounded
+History series; readers never touch the model or the Tutor's internals, and the Tutor never waits
+on a reader.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something worth a line in the event log: a save, a checkpoint, a validation result, an alarm."""
+
+    step: int
+    kind: str  # info | save | checkpoint | val | alarm | error | state
+    message: str
+    time: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The latest guess-versus-truth sample: per position, the model's argmax guess and the true next token."""
+
+    step: int
+    context: str  # the text the guesses were made on
+    guesses: tuple[str, ...]
+    truths: tuple[str, ...]
+
+    @property
+    def matches(self) -> tuple[bool, ...]:
+        return tuple(g == t for g, t in zip(self.guesses, self.truths))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the Tutor looks like right now: state, the latest stats, the latest sample, recent events."""
+
+    step: int
+    tokens: int
+    state: str  # starting | running | paused | alarm | stopping | stopped | finished | error
+    stats: dict[str, float]
+    max_steps: int = 0  # 0 = no limit
+    sample: Sample | None = None
+    events: tuple[Event, ...] = ()  # the most recent events, oldest first
+    event_count: int = 0  # total events so far, so a reader can tell which ones are new
+    error: str | None = None  # the message when state is "error" or "alarm"
+    device: str = ""
+    config_name: str = ""
+    run_dir: str = ""
+
+
+class History:
+    """Bounded, thread-safe series of (step, value) per stat name, with downsampling for plots."""
+
+    def __init__(self, maxlen: int = 20_000) -> None:
+        self._maxlen = maxlen
+        self._series: dict[str, deque[tuple[int, float]]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, step: int, values: dict[str, float]) -> None:
+        with self._lock:
+            for name, v in values.items():
+                series = self._series.get(name)
+                if series is None:
+                    series = self._series[name] = deque(maxlen=self._maxlen)
+                series.append((step, v))
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return list(self._series)
+
+    def series(self, name: str, max_points: int = 1000) -> tuple[list[int], list[float]]:
+        """(steps, values) for a stat, thinned to at most max_points by averaging neighbouring points."""
+        with self._lock:
+            points = list(self._series.get(name, ()))
+        if not points:
+            return [], []
+        stride = -(-len(points) // max_points)  # ceil: buckets of `stride` points each
+        steps = [points[min(i + stride, len(points)) - 1][0] for i in range(0, len(points), stride)]
+        values = [sum(v for _, v in points[i : i + stride]) / len(points[i : i + stride]) for i in range(0, len(points), stride)]
+        return steps, values
+
+
+class TutorControl(Protocol):
+    """What a viewer may ask of a running Tutor; every call returns at once (requests are queued)."""
+
+    history: History
+
+    def snapshot(self) -> Snapshot: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def request_save(self) -> None: ...
+
+    def request_checkpoint(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+    def stop(self) -> None: ...
