@@ -1,0 +1,109 @@
+"""Configs: shipped files load, overrides apply, and every bad input is one clear line."""
+
+import subprocess
+import sys
+
+import pytest
+
+from babyllm.config import load_config
+from babyllm.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", ["tiny", "cpu", "default"])
+def test_shipped_configs_load(name):
+    cfg = load_config(name)
+    assert cfg.name == name
+    assert all(1 <= w <= cfg.model.context for w in cfg.model.windows)
+
+
+def test_default_config_has_seed_sizes():
+    m = load_config("default").model
+    assert (m.vocab, m.embed, m.neurons, m.context, len(m.windows)) == (4200, 1024, 10_000, 256, 7)
+
+
+def test_overrides_parse_toml_values_and_bare_words():
+    cfg = load_config("tiny", ["model.neurons=128", "train.lr=0.01", "train.device=cpu", "model.windows=[1, 2.5]",
+                               "train.compile=true"])
+    assert cfg.model.neurons == 128 and cfg.train.lr == 0.01 and cfg.train.device == "cpu"
+    assert cfg.model.windows == [1.0, 2.5] and cfg.train.compile is True
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize(
+    "text, fragments",
+    [
+        ("[model]\nvocab = = 3\n", ["c.toml", "invalid TOML", "line 2"]),
+        ("[modle]\nvocab = 300\n", ["c.toml", "[modle]", "did you mean 'model'"]),
+        ("[model]\nnerons = 3\n", ["c.toml", "model.nerons", "did you mean 'neurons'"]),
+        ("[model]\nneurons = \"many\"\n", ["c.toml", "model.neurons", "expected int"]),
+        ("[model]\nneurons = 1.5\n", ["c.toml", "model.neurons", "expected int"]),
+        ("[train]\ncompile = 1\n", ["c.toml", "train.compile", "expected bool"]),
+        ("[model]\nwindows = [1, \"x\"]\n", ["c.toml", "model.windows", "list of numbers"]),
+        ("[model]\nvocab = 10\n", ["c.toml", "model.vocab = 10", "260..65535"]),
+        ("[model]\ncontext = 8\nwindows = [2, 16]\n", ["c.toml", "model.windows has 16", "model.context (8)"]),
+        ("[train]\nlr = -1\n", ["c.toml", "train.lr = -1", "> 0"]),
+        ("[train]\ndtype = \"fp8\"\n", ["c.toml", "train.dtype", "fp32 or bf16"]),
+        ("[train]\ndevice = \"gpu\"\n", ["c.toml", "train.device", "auto, cpu, cuda"]),
+        ("model = 3\n", ["c.toml", "[model] table"]),
+    ],
+)
+def test_bad_config_files_name_file_key_and_fix(tmp_path, text, fragments):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text))
+    message = str(e.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("model.neurons", "expected section.key=value"),
+        ("neurons=3", "expected section.key=value"),
+        ("nosuch.key=3", "unknown section 'nosuch'"),
+        ("model.neurons=abc", "model.neurons = 'abc': expected int"),
+        ("model.windows=[1,300]", "model.windows has 300"),
+    ],
+)
+def test_bad_overrides_are_named(override, fragment):
+    with pytest.raises(ConfigError, match="--set") as e:
+        load_config("tiny", [override])
+    assert fragment in str(e.value)
+
+
+def test_missing_config_lists_shipped_ones():
+    with pytest.raises(ConfigError, match="nope: config file not found.*cpu, default, tiny"):
+        load_config("nope")
+
+
+def test_corpus_path_in_config_is_relative_to_the_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    p = tmp_path / "sub" / "c.toml"
+    p.write_text('[data]\ncorpus = "../texts"\n')
+    assert load_config(p).data.corpus == str((tmp_path / "texts").resolve())
+
+
+def test_cli_prints_one_line_not_a_traceback(tmp_path):
+    bad = write(tmp_path, "[model]\nneurons = -4\n")
+    r = subprocess.run([sys.executable, "-m", "babyllm", "info", "--config", str(bad)], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: ") and "model.neurons = -4" in r.stderr
+
+
+def test_info_prints_parameter_table_and_json():
+    r = subprocess.run([sys.executable, "-m", "babyllm", "info", "--config", "tiny"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for part in ("embed", "neurons", "windows", "memory1", "memory2", "logits", "total", "FLOPs per token"):
+        assert part in r.stdout
+    r = subprocess.run([sys.executable, "-m", "babyllm", "info", "--config", "tiny", "--json"], capture_output=True, text=True)
+    import json
+
+    info = json.loads(r.stdout)
+    assert info["total_params"] == sum(info["params"].values()) and info["train_flops_per_token"] > 0
