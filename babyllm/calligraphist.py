@@ -50,7 +50,8 @@ SECTIONS: tuple[str, ...] = (
     "loss", "learning", "windows", "memory", "logits", "neurons", "timing", "other",
 )
 _EXACT_SECTIONS: Mapping[str, str] = MappingProxyType({
-    **dict.fromkeys(("loss", "loss_100", "loss_1000", "val_loss", "perplexity", "accuracy"), "loss"),
+    **dict.fromkeys(
+        ("loss", "loss_100", "loss_1000", "val_loss", "perplexity", "accuracy"), "loss"),
     **dict.fromkeys(("lr", "grad_norm", "step", "tokens", "epoch"), "learning"),
     "entropy": "logits",
     "tokens_per_s": "timing", "step_ms": "timing",
@@ -164,7 +165,7 @@ def format_value(name: str, value: Any) -> str:
     if name == "lr":
         return f"{value:.1e}"
     if name in _INT_KEYS:
-        return str(int(round(value)))
+        return str(round(value))
     if abs(value) >= 1e6:
         return _si(value)
     if abs(value) >= 1000:
@@ -184,7 +185,7 @@ def _percentile(ordered: list[float], q: float) -> float:
 class _StatHistory:
     """Recent finite values of one stat plus its all-time records."""
 
-    __slots__ = ("values", "best", "worst", "nonfinite", "sense")
+    __slots__ = ("best", "nonfinite", "sense", "values", "worst")
 
     def __init__(self, window: int, sense: str) -> None:
         self.values: deque[float] = deque(maxlen=window)
@@ -414,7 +415,7 @@ class Calligraphist:
         return _Grid(rows)
 
     def summary(self, stats: Mapping[str, Any]) -> Text:
-        """One line for the headless printer, e.g. ``step 1200 | loss 3.412 | ... | 4,210 tok/s``."""
+        """One line for the headless printer: ``step 1200 | loss 3.412 | ... | 4,210 tok/s``."""
         parts: list[Text] = []
         for key, name in _SUMMARY_FIELDS:
             if key in stats:

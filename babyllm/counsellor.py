@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Self, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,7 +32,7 @@ _NO_OP = _NoOpSection()
 class _Section:
     """Times one entry into a named section and reports it to its Counsellor."""
 
-    __slots__ = ("_owner", "_name", "_start")
+    __slots__ = ("_name", "_owner", "_start")
 
     def __init__(self, owner: Counsellor, name: str) -> None:
         self._owner = owner
@@ -89,7 +89,7 @@ class Counsellor:
         return _Section(self, name)
 
     def timed(self, name: str) -> Callable[[F], F]:
-        """Decorator timing every call of a function as section ``name`` (checks ``enabled`` per call)."""
+        """Decorator timing each call as section ``name`` (``enabled`` is checked per call)."""
         def decorate(fn: F) -> F:
             @functools.wraps(fn)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -133,7 +133,8 @@ class Counsellor:
             if self._log_file is None:
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
                 # Line-buffered so a crash still leaves every logged line on disk.
-                self._log_file = open(self.log_path, "a", buffering=1, encoding="utf-8")
+                self._log_file = open(  # noqa: SIM115 - kept open until close()
+                    self.log_path, "a", buffering=1, encoding="utf-8")
             self._log_file.write(line)
 
     def close(self) -> None:
@@ -143,7 +144,7 @@ class Counsellor:
                 self._log_file.close()
                 self._log_file = None
 
-    def __enter__(self) -> Counsellor:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
