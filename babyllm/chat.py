@@ -1,0 +1,243 @@
+"""`babyllm chat` and `babyllm sample`: talk to (or sample from) a run's latest save with Infer2."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, TextIO
+
+from babyllm.errors import BabyError, CheckpointError
+from babyllm.infer2 import Infer2, Settings
+
+PROMPT = "you> "
+REPLY = "baby> "
+EMPTY_HINT = "(type some text for babyLLM to continue, /help for commands, /quit to leave)"
+QUIT = ("/quit", "/exit", "/q")
+
+
+RUNS = Path("runs")
+
+
+def find_run_dir(args: argparse.Namespace, runs_root: Path = RUNS) -> Path:
+    """The run directory from --run/--run-dir, else the most recently saved run; a clear error if missing."""
+    from babyllm.soul import resolve_run_dir
+
+    run, run_dir = getattr(args, "run", None), getattr(args, "run_dir", None)
+    if run_dir is None and not run:
+        return Path(resolve_run_dir(None, None, True, "", runs_root=runs_root))
+    if run_dir is not None:
+        path, flag = Path(run_dir).expanduser(), "--run-dir"
+    else:
+        if "/" in run or run in (".", ".."):
+            raise BabyError(f"--run {run}: a run name cannot contain '/'; use --run-dir for a path")
+        path, flag = Path(runs_root) / run, "--run"
+    if not path.exists():
+        known = sorted(p.name for p in Path(runs_root).iterdir() if p.is_dir()) if Path(runs_root).is_dir() else []
+        hint = f"runs in {runs_root}/: {', '.join(known)}" if known else "train one first with `babyllm train`"
+        raise CheckpointError(f"{path}: no such run directory ({hint})")
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a directory ({flag} wants a run directory, e.g. runs/NAME)")
+    return path
+
+
+def load(args: argparse.Namespace):
+    """(config, model, tokenizer, step, run_dir) of the run's newest good save, on GPU when there is one."""
+    import torch
+
+    from babyllm.soul import load_for_inference
+
+    run_dir = find_run_dir(args)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        cfg, model, tokenizer, step = load_for_inference(
+            run_dir, device=device, say=lambda m: print(f"warning: {m}", file=sys.stderr))
+    except PermissionError as e:
+        raise CheckpointError(f"{run_dir}: cannot read the run directory ({e.strerror})") from None
+    except OSError as e:
+        raise CheckpointError(f"{run_dir}: cannot read the run ({e.strerror or e})") from None
+    return cfg, model, tokenizer, step, run_dir
+
+
+def is_save_folder(path: Path) -> bool:
+    """--run-dir may also name one save folder (e.g. runs/NAME/best) rather than a run directory."""
+    return (path / "meta.json").exists()
+
+
+def run_name(run_dir: Path) -> str:
+    return f"{run_dir.parent.name}/{run_dir.name}" if is_save_folder(run_dir) else run_dir.name
+
+
+def _visible_table(keep: str) -> dict[int, str]:
+    table = {c: chr(0x2400 + c) for c in range(0x20) if chr(c) not in keep}  # control pictures: \x1b -> ␛
+    table[0x7F] = "\u2421"
+    table.update({c: "\ufffd" for c in range(0x80, 0xA0)})  # C1 controls
+    return table
+
+
+SCREEN = _visible_table("\n\t")  # an untrained model emits any byte: never let it drive the terminal
+LOG = {**_visible_table("\t"), ord("\\"): "\\\\", ord("\n"): "\\n", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def visible(text: str) -> str:
+    """Text safe to print to a terminal: control characters other than new line and tab shown as symbols."""
+    return text.translate(SCREEN)
+
+
+def _utf8_safe(stream: TextIO) -> None:
+    """Never die on a character the terminal's encoding cannot show."""
+    reconfigure = getattr(stream, "reconfigure", None)
+    if reconfigure is not None:
+        try:
+            reconfigure(errors="replace")
+        except (ValueError, OSError):
+            pass
+
+
+# --- chat -----------------------------------------------------------------------------------------------
+
+
+class ChatLog:
+    """Appends timestamped `you:`/`baby:` lines to chat.log in the run directory; a failure is said once."""
+
+    def __init__(self, path: Path, warn: Callable[[str], None]) -> None:
+        self.path = path
+        self.warn = warn
+        self.broken = False
+
+    def write(self, who: str, text: str) -> None:
+        if self.broken:
+            return
+        stamp = datetime.now().isoformat(timespec="seconds")
+        body = text.translate(LOG)  # one line per entry: new lines as \\n, controls as symbols
+        try:
+            with self.path.open("a", encoding="utf-8", errors="replace") as fh:
+                fh.write(f"{stamp} {who}: {body}\n")
+        except OSError as e:
+            self.broken = True
+            self.warn(f"warning: cannot write {self.path} ({e.strerror}); chatting without a log")
+
+
+def chat_loop(
+    infer: Infer2,
+    log: ChatLog | None = None,
+    read: Callable[[str], str] | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """The interactive loop: read a line, run a command or stream a reply; returns 0 on /quit, EOF or Ctrl-C.
+
+    Ctrl-C while a reply is streaming stops that reply only; at the prompt it leaves.
+    """
+    out = out or sys.stdout
+    read = read or input
+    say = lambda text: print(text, file=out, flush=True)  # noqa: E731
+    turns = 0
+    while True:
+        try:
+            line = read(PROMPT)
+        except (EOFError, KeyboardInterrupt):
+            say("")
+            return 0
+        text = line.strip()
+        if not text:
+            say(EMPTY_HINT)
+            continue
+        if text.startswith("/"):
+            if text.split()[0].lower() in QUIT:
+                return 0
+            try:
+                say(infer.command(text))
+                if text.split()[0].lower() == "/reset":
+                    turns = 0
+            except BabyError as e:
+                say(f"error: {e}")
+            if log is not None:
+                log.write("you", text)
+            continue
+        # Later turns start on a new line after the last reply, so the model sees a conversation.
+        prompt = line if turns == 0 else "\n" + line
+        if log is not None:
+            log.write("you", line)
+        pieces: list[str] = []
+        print(REPLY, end="", file=out, flush=True)
+        try:
+            for piece in infer.stream(prompt):
+                pieces.append(piece)
+                print(visible(piece), end="", file=out, flush=True)
+            say("" if pieces else "(no reply: the model ended the text at once)")
+        except KeyboardInterrupt:
+            say(" [interrupted]")
+        except BabyError as e:
+            say(f"\nerror: {e}")
+        turns += 1
+        for notice in infer.take_notices():
+            say(f"({notice})")
+        if log is not None:
+            log.write("baby", "".join(pieces))
+
+
+def chat_main(args: argparse.Namespace) -> int:
+    """`babyllm chat [--run NAME | --run-dir D]`."""
+    _utf8_safe(sys.stdout)
+    cfg, model, tokenizer, step, run_dir = load(args)
+    infer = Infer2(model, tokenizer, Settings.from_config(cfg.chat))
+    print(f"loaded run {run_name(run_dir)} at step {step:,} ({run_dir}, config {cfg.name}, {infer.device})")
+    print(f"{infer.describe()}\ntype /help for commands, /quit or Ctrl-D to leave")
+    try:
+        import readline  # noqa: F401  (line editing and history for input())
+    except ImportError:
+        pass
+    log_dir = run_dir.parent if is_save_folder(run_dir) else run_dir
+    log = ChatLog(log_dir / "chat.log", lambda m: print(m, file=sys.stderr))
+    log.write("info", f"chat with step {step} of {run_dir}")
+    return chat_loop(infer, log)
+
+
+# --- sample ---------------------------------------------------------------------------------------------
+
+
+def sample_settings(args: argparse.Namespace, base: Settings) -> Settings:
+    """The config's sampling settings with --max-tokens/--temperature/--seed applied and checked."""
+    max_tokens = getattr(args, "max_tokens", None)
+    temperature = getattr(args, "temperature", None)
+    seed = getattr(args, "seed", 0)
+    if max_tokens is not None:
+        if max_tokens < 1:
+            raise BabyError(f"--max-tokens {max_tokens}: must be at least 1")
+        base.max_tokens = max_tokens
+    if temperature is not None:
+        if not math.isfinite(temperature) or temperature < 0:
+            raise BabyError(f"--temperature {temperature}: must be a number >= 0 (0 = greedy)")
+        base.temperature = temperature
+    base.seed = seed
+    return base.validate()
+
+
+def sample_main(args: argparse.Namespace) -> int:
+    """`babyllm sample --prompt TEXT [--max-tokens N] [--seed S] [--temperature T]`: one completion on stdout."""
+    prompt = getattr(args, "prompt", None) or ""
+    if not prompt.strip():
+        raise BabyError("--prompt is empty: give some text for the model to continue, e.g. --prompt \"Once upon a time\"")
+    sample_settings(args, Settings())  # bad values fail before the (slow) load
+    _utf8_safe(sys.stdout)
+    cfg, model, tokenizer, step, run_dir = load(args)
+    settings = sample_settings(args, Settings.from_config(cfg.chat))
+    print(f"loaded run {run_name(run_dir)} at step {step:,} ({run_dir})", file=sys.stderr)
+    infer = Infer2(model, tokenizer, settings)
+    show = visible if sys.stdout.isatty() else (lambda text: text)  # raw text when piped to a file
+    try:
+        for piece in infer.stream(prompt):
+            for notice in infer.take_notices():
+                print(f"note: {notice}", file=sys.stderr)
+            sys.stdout.write(show(piece))
+            sys.stdout.flush()
+        for notice in infer.take_notices():
+            print(f"note: {notice}", file=sys.stderr)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # `babyllm sample ... | head`: the reader left, which is fine
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (so the exit-time flush stays quiet)
+    return 0
