@@ -1,0 +1,176 @@
+"""`babyllm train`: headless training that prints Calligraphist lines (for nohup, CI and plain terminals).
+
+The Tutor runs in a worker thread; the main thread handles signals and printing. SIGINT, SIGTERM and
+SIGHUP ask the Tutor to stop (it saves and the command exits 0, naming the saved step); a second
+signal exits at once, which never damages the last save (saves are written atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+from babyllm.calligraphist import Calligraphist
+from babyllm.cli import config_from_args
+from babyllm.config import Config, apply_override, validate
+from babyllm.errors import BabyError
+from babyllm.soul import resolve_run_dir, saved_config
+
+SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
+EVENT_STYLES = {"alarm": "bold red", "error": "red", "save": "green", "checkpoint": "green", "val": "cyan",
+                "info": "dim", "state": "dim"}
+
+
+def prepare_run(args: argparse.Namespace, runs_root: Path = Path("runs")) -> tuple[Config, Path]:
+    """The config and run directory for `babyllm train` / `babyllm-tui` arguments.
+
+    Resuming without --config continues with the config the run was saved with (plus --set, --corpus
+    and --steps); otherwise the config comes from --config (or the one that suits this machine).
+    """
+    run = getattr(args, "run", None)
+    run_dir_arg = getattr(args, "run_dir", None)
+    resume = bool(getattr(args, "resume", False))
+    if resume and not getattr(args, "config", None):
+        run_dir = resolve_run_dir(run, run_dir_arg, True, "", runs_root)
+        cfg = saved_config(run_dir)
+        for item in getattr(args, "overrides", None) or ():
+            apply_override(cfg, item)
+        if getattr(args, "corpus", None):
+            cfg.data.corpus = str(Path(args.corpus).expanduser().resolve())
+        if getattr(args, "steps", None) is not None:
+            if args.steps < 0:
+                raise BabyError(f"--steps {args.steps}: must be >= 0 (0 = until stopped)")
+            cfg.train.steps = args.steps
+        validate(cfg, where=f"{run_dir} (saved config)")
+        return cfg, run_dir
+    cfg = config_from_args(args)
+    return cfg, resolve_run_dir(run, run_dir_arg, resume, cfg.name, runs_root)
+
+
+class _Printer:
+    """Prints header, event and summary lines; a lost terminal (SIGHUP) silences it instead of crashing."""
+
+    def __init__(self) -> None:
+        self.out = Console(highlight=False, soft_wrap=True)
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.broken = False
+
+    def __call__(self, *parts: Any, err: bool = False, style: str | None = None) -> None:
+        if self.broken:
+            return
+        try:
+            (self.err if err else self.out).print(*parts, style=style, markup=False)
+        except (OSError, ValueError):
+            self.broken = True
+
+
+def main(args: argparse.Namespace) -> int:
+    from babyllm.tutor import Tutor  # torch is imported only once the arguments are known to be good
+
+    show = _Printer()
+    cfg, run_dir = prepare_run(args)
+    resume = bool(getattr(args, "resume", False))
+    show(f"run dir {run_dir} · config {cfg.name}" + (" · resuming" if resume else ""))
+
+    signals_seen: list[int] = []
+    holder: dict[str, Tutor] = {}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        signals_seen.append(signum)
+        if len(signals_seen) > 1:
+            try:
+                os.write(2, b"second signal: exiting now (the last save is intact)\n")
+            finally:
+                os._exit(128 + signum)
+        tutor = holder.get("tutor")
+        if tutor is None:
+            raise KeyboardInterrupt
+        tutor.stop()
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, on_signal) for s in SIGNALS} if in_main else {}
+    try:
+        tutor = Tutor(cfg, run_dir, resume=resume, say=lambda m: show(m, err=True, style="yellow"))
+        holder["tutor"] = tutor
+        return _watch(tutor, cfg, show, signals_seen)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _watch(tutor: Any, cfg: Config, show: _Printer, signals_seen: list[int]) -> int:
+    lib = tutor.librarian
+    params = sum(p.numel() for p in tutor.model.parameters())
+    show(f"device {tutor.device} · {cfg.train.dtype} · {params:,} parameters · corpus {lib.root} "
+         f"({len(lib.train_tokens):,} training / {len(lib.val_tokens):,} validation tokens)"
+         + (f" · until step {cfg.train.steps}" if cfg.train.steps else " · until stopped"))
+
+    result: list[str] = []
+    thread = threading.Thread(target=lambda: result.append(tutor.run()), name="tutor", daemon=True)
+    calli = Calligraphist(window=cfg.stats.window)
+    start = time.monotonic()
+    next_line = start + cfg.stats.print_every
+    seen_step, printed, told_stop, alarm_handled, summarised = -1, 0, False, False, -1
+    thread.start()
+
+    def poll() -> None:
+        nonlocal seen_step, printed, told_stop, alarm_handled, next_line, summarised
+        snap = tutor.snapshot()
+        if snap.stats and snap.stats.get("step") != seen_step:
+            calli.observe(snap.stats)
+            seen_step = snap.stats.get("step")
+        new = snap.event_count - printed
+        if new > 0:
+            for ev in snap.events[-new:] if new <= len(snap.events) else snap.events:
+                show(f"[{ev.kind}] step {ev.step}: {ev.message}", style=EVENT_STYLES.get(ev.kind))
+            printed = snap.event_count
+        if signals_seen and not told_stop:
+            told_stop = True
+            show("stopping: saving, then exiting (a second signal exits at once)", style="yellow")
+        if snap.state == "alarm" and not alarm_handled:
+            alarm_handled = True
+            show(f"alarm: {snap.error}; saving the last good state and exiting", style="bold red")
+            tutor.stop()
+        now = time.monotonic()
+        if now >= next_line and snap.stats and snap.state == "running" and snap.stats.get("step") != summarised:
+            show(calli.summary(snap.stats))
+            summarised = snap.stats.get("step")
+            next_line = now + cfg.stats.print_every
+
+    while thread.is_alive():
+        time.sleep(0.1)  # signals interrupt the sleep and run their handler here, in the main thread
+        poll()
+    thread.join()
+    poll()
+    final = result[0] if result else "error"
+    snap = tutor.snapshot()
+    stats = snap.stats
+    elapsed = time.monotonic() - start
+    line = Text(f"{final} at step {tutor.step_count} · {tutor.tokens:,} tokens · {elapsed:.0f} s")
+    for key, name in (("loss_100", "loss100"), ("val_loss", "val"), ("tokens_per_s", "tok/s")):
+        if key in stats:
+            line.append(f" · {name} ")
+            line.append_text(calli.text(key, stats[key]))
+    if math.isfinite(tutor.best_val):
+        line.append(f" · best val {tutor.best_val:.4f}")
+    show(line)
+    if tutor.last_save_path is not None and tutor.last_saved_step == tutor.step_count:
+        show(f"saved step {tutor.last_saved_step} to {tutor.last_save_path}", style="green")
+    if tutor.last_save_error:
+        show(f"error: {tutor.last_save_error}", err=True, style="red")
+        return 1
+    if final == "error":
+        show(f"error: {snap.error}", err=True, style="red")
+        return 1
+    if final == "alarm":
+        return 1
+    return 0

@@ -1,0 +1,629 @@
+"""TUTOR: the training loop; runs in its own thread, steered through TutorControl.
+
+`Tutor.run()` trains until stopped, `train.steps` is reached, or an alarm. Other threads steer it only
+through the TutorControl methods (pause, resume, request_save, request_checkpoint, rollback, stop):
+each queues a request and returns at once; the loop acts on requests between steps. The Tutor never
+waits on a reader and never calls UI code: it publishes immutable Snapshots (at most every
+`publish_every` seconds, and at once on a state change or event) and appends every step's stats to the
+bounded `history`. Only rank 0 writes files (metrics.jsonl, events.jsonl, debug.log, saves).
+
+Stats (every step, one host sync for the per-step scalars): step, tokens, loss, loss_100, loss_1000,
+val_loss (latest), perplexity (exp of val_loss, or of loss before the first validation), accuracy
+(argmax token accuracy of the batch), lr (the rate this step used), grad_norm (before clipping),
+tokens_per_s, step_ms, the model's readings (window_weight_k, window_size_k, mem1_*/mem2_*, mem2_mix),
+entropy (mean entropy of the predicted distributions), act_mean, act_std, act_inactive (fraction of
+neuron activations <= 0, i.e. GELU inputs at or below zero), norm_<part> (L2 norm of each part's
+weights), and the Counsellor's t_data, t_forward, t_backward, t_optimizer, t_stats (EMA ms). Readings,
+entropy, activation stats and weight norms are computed every SLOW_STATS_EVERY steps and carried forward.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import queue
+import random
+import shutil
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.nn.utils import clip_grad_norm_
+
+from babyllm import soul
+from babyllm.config import Config
+from babyllm.counsellor import Counsellor, cuda_sync
+from babyllm.errors import BabyError, CheckpointError
+from babyllm.librarian import Librarian
+from babyllm.model import BabyLLM, next_token_loss
+from babyllm.runtime import autocast, pick_device
+from babyllm.snapshot import Event, History, Sample, Snapshot
+
+SLOW_STATS_EVERY = 10  # steps between the costlier stats (readings, entropy, activations, norms)
+TIMED_EVERY_CUDA = 10  # on CUDA, sections are timed (with a device sync) only every this many steps
+SAMPLE_TOKENS = 48  # positions shown in a guess-versus-truth sample
+RECENT_EVENTS = 50
+METRICS_FLUSH_S = 1.0
+PARTS = ("embed", "neurons", "windows", "memory1", "memory2", "logits")
+TIMINGS = ("t_data", "t_forward", "t_backward", "t_optimizer", "t_stats")
+
+
+def _print_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def lr_multiplier(step: int, warmup: int, total: int, lr: float, min_lr: float) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to min_lr at step `total` (flat after)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return (min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))) / lr
+
+
+def _finite(x: float) -> bool:
+    return math.isfinite(x)
+
+
+def _exp(x: float) -> float:
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
+class Tutor:
+    """The training loop for one run (implements babyllm.snapshot.TutorControl)."""
+
+    def __init__(self, cfg: Config, run_dir: Path, *, resume: bool = False,
+                 publish: Callable[[Snapshot], None] | None = None, publish_every: float = 0.25,
+                 say: Callable[[str], None] | None = None, rank: int = 0, world_size: int = 1) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.rank, self.world_size = rank, world_size
+        self.is_main = rank == 0
+        self.say = say or _print_stderr
+        self.publish_every = publish_every
+        self._publish_cb = publish
+        t = cfg.train
+        self.device = pick_device(t.device)
+        self.history = History()
+        self.weights_lock = threading.Lock()
+
+        self._requests: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._events: deque[Event] = deque(maxlen=RECENT_EVENTS)
+        self._event_count = 0
+        self._state = "starting"
+        self._error: str | None = None
+        self._alarm: str | None = None
+        self._stopping = False
+        self._last_publish = -math.inf
+        self._metrics = None
+        self._events_file = None
+        self._last_flush = time.monotonic()
+        self.last_saved_step: int | None = None
+        self.last_save_path: Path | None = None
+        self.last_save_error: str | None = None
+        self.step_count = 0
+        self.tokens = 0
+
+        soul.check_run_dir(self.run_dir, resume)
+        created = not self.run_dir.exists()
+        try:
+            self._build(resume)
+        except BaseException:
+            self.close()
+            if created and self.is_main:  # a mistake (e.g. an empty corpus) leaves no half-made run behind
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
+
+    def _build(self, resume: bool) -> None:
+        cfg, t, rank = self.cfg, self.cfg.train, self.rank
+        # A new run starts its logs afresh (any earlier attempt here never saved); a resumed run appends.
+        mode = "a" if resume else "w"
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            soul.clean_temp(self.run_dir)
+            self._events_file = open(self.run_dir / "events.jsonl", mode, encoding="utf-8")  # noqa: SIM115
+        sync = cuda_sync(self.device)
+        self.counsellor = Counsellor(enabled=True, log_path=self.run_dir / "debug.log" if self.is_main else None,
+                                     sync=sync)
+        self._timed_every = TIMED_EVERY_CUDA if sync is not None else 1
+        self.counsellor.log(f"tutor start: config {cfg.name}, device {self.device}, resume={resume}")
+
+        tokenizer = soul.load_tokenizer(self.run_dir) if resume else None
+        self.librarian = Librarian(cfg, tokenizer=tokenizer, say=self._corpus_warning, rank=rank)
+        if not resume and self.is_main:
+            soul.write_tokenizer(self.run_dir, self.librarian.tokenizer)
+        self._tokenizer_digest = soul.tokenizer_digest(self.librarian.tokenizer)
+
+        torch.manual_seed(t.seed)
+        random.seed(t.seed)
+        self.model = BabyLLM(cfg.model).to(self.device)
+        self._params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = self._make_optimizer()
+        total = t.steps if t.steps > 0 else t.decay_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_multiplier(s, t.warmup, total, t.lr, t.min_lr))
+        # The module training steps run through: torch.compile'd when asked (sharing self.model's
+        # parameters), and the place a DistributedDataParallel wrapper would go.
+        self.train_module: torch.nn.Module = self.model
+        self._forward_fn = torch.compile(self._forward) if t.compile else self._forward
+
+        self.val_loss = math.nan
+        self.best_val = math.inf
+        self._losses: deque[float] = deque(maxlen=1000)
+        self._slow: dict[str, float] | None = None
+        self._last_stats: dict[str, float] = {}
+        self._sample: Sample | None = None
+        self._val_batches: list[torch.Tensor] | None = None
+        self._token_text: list[str] | None = None
+        if resume:
+            loaded = soul.load_newest(self.run_dir, cfg, self.librarian.tokenizer, say=self._fallback_note,
+                                      apply=self._apply_save)
+            self.last_saved_step = loaded.step
+            self.last_save_path = loaded.path
+            self._event("info", f"resumed from {loaded.path.name} (step {loaded.step})")
+        if self.is_main:
+            self._metrics = open(self.run_dir / "metrics.jsonl", mode, encoding="utf-8")  # noqa: SIM115
+        self._snapshot = self._make_snapshot()
+
+    # --- set-up helpers -------------------------------------------------------------------------
+
+    def _corpus_warning(self, message: str) -> None:
+        self.say(f"warning: {message}")
+        self._event("info", message)
+
+    def _fallback_note(self, message: str) -> None:
+        self.say(message)
+        self._event("error", message)
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        """AdamW; weight decay only on 2-D weight matrices (not biases, norms, gate or mixing logits)."""
+        t = self.cfg.train
+        decay, plain = [], []
+        for name, p in self.model.named_parameters():
+            (decay if p.ndim == 2 and name.endswith("weight") else plain).append(p)
+        groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": plain, "weight_decay": 0.0}]
+        kwargs: dict[str, Any] = dict(lr=t.lr, betas=(t.beta1, t.beta2))
+        if self.device.type == "cuda":
+            try:
+                return torch.optim.AdamW(groups, fused=True, **kwargs)
+            except (TypeError, RuntimeError):
+                pass
+        return torch.optim.AdamW(groups, **kwargs)
+
+    # --- one step ---------------------------------------------------------------------------------
+
+    def _forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with autocast(self.device, self.cfg.train.dtype):
+            p = self.train_module.run(x)  # type: ignore[operator]
+        loss = next_token_loss(p.logits, y)
+        correct = (p.logits.detach().argmax(-1) == y).sum()
+        return loss, correct, p.logits, p.acts
+
+    def step(self) -> dict[str, float]:
+        """Exactly one training step: data, forward, backward, clip, optimizer, scheduler; returns its stats.
+
+        A non-finite loss or gradient norm is never applied: the optimizer step is skipped, the step
+        count does not advance, and `self.alarm` names the step and the stat.
+        """
+        t0 = time.perf_counter()
+        t = self.cfg.train
+        c = self.counsellor
+        number = self.step_count + 1
+        c.enabled = number % self._timed_every == 0 or self._timed_every == 1
+        with c.section("data"):
+            batch = self.librarian.batch(t.batch)
+            if self.device.type == "cuda":
+                batch = batch.pin_memory().to(self.device, non_blocking=True)
+            elif batch.device != self.device:
+                batch = batch.to(self.device)
+            x, y = batch[:, :-1], batch[:, 1:]
+        with c.section("forward"):
+            loss, correct, logits, acts = self._forward_fn(x, y)
+        with c.section("backward"):
+            loss.backward()
+        lr = self.optimizer.param_groups[0]["lr"]
+        with c.section("optimizer"):
+            norm = clip_grad_norm_(self._params, t.grad_clip if t.grad_clip > 0 else math.inf)
+            loss_v, norm_v, correct_v = torch.stack(
+                [loss.detach().float(), norm.detach().float(), correct.float()]).tolist()
+            ok = _finite(loss_v) and _finite(norm_v)
+            if ok:
+                with self.weights_lock:
+                    self.optimizer.step()
+                self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        with c.section("stats"):
+            n_tokens = y.numel() * self.world_size
+            if ok:
+                self.step_count = number
+                self.tokens += n_tokens
+                self._losses.append(loss_v)
+            else:
+                bad, value = ("loss", loss_v) if not _finite(loss_v) else ("grad_norm", norm_v)
+                self._alarm = f"step {number}: {bad} is {value}"
+            if self._slow is None or (ok and number % SLOW_STATS_EVERY == 0):
+                self._slow = self._slow_stats(logits, acts)
+            del logits, acts
+            stats = self._stats(number, loss_v, norm_v, correct_v / y.numel(), lr)
+        step_ms = (time.perf_counter() - t0) * 1000.0
+        stats["tokens_per_s"] = n_tokens / max(step_ms / 1000.0, 1e-9)
+        stats["step_ms"] = step_ms
+        stats.update(self._slow)
+        timings = c.timings()
+        for key in TIMINGS:
+            stats[key] = timings.get(key, 0.0)
+        return stats
+
+    def _stats(self, number: int, loss: float, norm: float, accuracy: float, lr: float) -> dict[str, float]:
+        losses = self._losses
+        recent = list(losses)
+        loss_100 = sum(recent[-100:]) / len(recent[-100:]) if recent else math.nan
+        loss_1000 = sum(recent) / len(recent) if recent else math.nan
+        ref = self.val_loss if _finite(self.val_loss) else loss
+        return {
+            "step": number,
+            "tokens": self.tokens,
+            "loss": loss,
+            "loss_100": loss_100,
+            "loss_1000": loss_1000,
+            "val_loss": self.val_loss,
+            "perplexity": _exp(ref),
+            "accuracy": accuracy,
+            "lr": lr,
+            "grad_norm": norm,
+        }
+
+    @torch.no_grad()
+    def _slow_stats(self, logits: torch.Tensor, acts: torch.Tensor) -> dict[str, float]:
+        out = dict(self.model.readings())
+        logp = torch.log_softmax(logits.detach().float(), dim=-1)
+        entropy = -(logp.exp() * logp).sum(-1).mean()
+        a = acts.detach().float()
+        values = [entropy, a.mean(), a.std(), (a <= 0).float().mean()]
+        for part in PARTS:
+            params = [p.detach().float() for p in getattr(self.model, part).parameters()]
+            values.append(torch.sqrt(sum((p * p).sum() for p in params)))  # type: ignore[arg-type]
+        names = ["entropy", "act_mean", "act_std", "act_inactive"] + [f"norm_{p}" for p in PARTS]
+        out.update(zip(names, torch.stack(values).tolist()))
+        return out
+
+    # --- validation and samples -----------------------------------------------------------------
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Mean loss over the fixed validation batches (same batches every time)."""
+        t = self.cfg.train
+        if self._val_batches is None:
+            self._val_batches = [b.to(self.device) for b in self.librarian.val_batches(t.eval_batches, t.batch)]
+        losses = []
+        for b in self._val_batches:
+            with autocast(self.device, t.dtype):
+                logits = self.model.run(b[:, :-1]).logits
+            losses.append(next_token_loss(logits, b[:, 1:]))
+        return torch.stack(losses).mean().item()
+
+    def _validate(self) -> None:
+        val = self.validate()
+        self.val_loss = val
+        if _finite(val) and val < self.best_val:
+            self.best_val = val
+            self._event("val", f"val loss {val:.4f} (new best)")
+            self._save("best")
+        else:
+            self._event("val", f"val loss {val:.4f} (best {self.best_val:.4f})")
+
+    @torch.no_grad()
+    def make_sample(self) -> Sample:
+        """The model's argmax guess versus the true next token on a validation snippet."""
+        T = self.cfg.model.context
+        val = self.librarian.val_tokens
+        span = max(1, len(val) - T - 1)
+        start = (self.step_count * 7919) % span  # a different snippet each time, no RNG drawn
+        ids = torch.from_numpy(np.asarray(val[start:start + T + 1], dtype=np.int64)).to(self.device)
+        with autocast(self.device, self.cfg.train.dtype):
+            logits = self.model.run(ids[None, :-1]).logits[0]
+        keep = min(T, SAMPLE_TOKENS)
+        guesses = logits[-keep:].argmax(-1).tolist()
+        truths = ids[1:][-keep:].tolist()
+        if self._token_text is None:
+            decode = self.librarian.decode
+            self._token_text = [decode([i]) for i in range(self.librarian.vocab_size)]
+        text = self._token_text
+        shown = lambda i: text[i] if 0 <= i < len(text) else "?"  # noqa: E731
+        return Sample(self.step_count, self.librarian.decode(ids[:-1][-keep:].tolist()),
+                      tuple(shown(g) for g in guesses), tuple(shown(t) for t in truths))
+
+    # --- saving and restoring -------------------------------------------------------------------
+
+    def _weights_finite(self) -> bool:
+        with torch.no_grad():
+            return bool(torch.stack([p.isfinite().all() for p in self._params]).all().item())
+
+    def _meta(self) -> dict[str, Any]:
+        py_state = random.getstate()
+        return {
+            "tokens": self.tokens,
+            "config": self.cfg.to_dict(),
+            "config_name": self.cfg.name,
+            "tokenizer_digest": self._tokenizer_digest,
+            "val_loss": self.val_loss if _finite(self.val_loss) else None,
+            "best_val_loss": self.best_val if _finite(self.best_val) else None,
+            "python_rng": [py_state[0], list(py_state[1]), py_state[2]],
+            "world_size": self.world_size,
+        }
+
+    def _train_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "sampler": self.librarian.sampler_state(),
+            "losses": torch.tensor(list(self._losses), dtype=torch.float64),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def save(self, kind: str = "save") -> Path | None:
+        """Write a save now (from the Tutor's thread, or when it is not running); None if not written.
+
+        kind: "save" (rolling, last train.keep kept), "checkpoint" (kept) or "best" (weights only).
+        A failure (e.g. a full disk) leaves earlier saves intact and is reported as an event.
+        """
+        return self._save(kind)
+
+    def _save(self, kind: str) -> Path | None:
+        if not self.is_main:
+            return None
+        step = self.step_count
+        if not self._weights_finite():
+            msg = f"step {step}: weights contain nan/inf; {kind} not written (the last good save is kept)"
+            self.last_save_error = msg
+            self._event("error", msg)
+            return None
+        try:
+            path = soul.save(self.run_dir, kind, step, self.model.state_dict(),
+                             None if kind == soul.BEST else self._train_state(), self._meta())
+            if kind == "save":
+                soul.prune(self.run_dir, self.cfg.train.keep)
+        except (OSError, BabyError) as e:
+            msg = f"step {step}: {kind} failed: {e}; earlier saves are intact"
+            self.last_save_error = msg
+            self.counsellor.log(msg)
+            self._event("error", msg)
+            return None
+        if kind != soul.BEST:
+            self.last_saved_step = step
+            self.last_save_path = path
+            self.last_save_error = None
+            self._event(kind, f"saved step {step} to {path}")
+        else:
+            self.counsellor.log(f"best weights (val {self.best_val:.4f}) saved to {path}")
+        return path
+
+    def _apply_save(self, loaded: soul.LoadedSave) -> None:
+        """Put a save's weights and training state into this Tutor (raises CheckpointError if they don't fit)."""
+        st = loaded.state
+        assert st is not None
+        meta = loaded.meta
+        try:
+            with self.weights_lock:
+                self.model.load_state_dict(loaded.model_state)
+            self.optimizer.load_state_dict(st["optimizer"])
+            self.scheduler.load_state_dict(st["scheduler"])
+            self.librarian.load_sampler_state(st["sampler"])
+            torch.set_rng_state(st["torch_rng"])
+            if "cuda_rng" in st and torch.cuda.is_available() and len(st["cuda_rng"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(st["cuda_rng"])
+            py = meta["python_rng"]
+            random.setstate((py[0], tuple(py[1]), py[2]))
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
+            raise CheckpointError(f"{loaded.path}: does not fit this run ({str(e).splitlines()[0][:160]})") from None
+        self.step_count = int(meta["step"])
+        self.tokens = int(meta.get("tokens", 0))
+        self.val_loss = meta["val_loss"] if meta.get("val_loss") is not None else math.nan
+        self.best_val = meta["best_val_loss"] if meta.get("best_val_loss") is not None else math.inf
+        self._losses = deque(st["losses"].tolist(), maxlen=1000)
+        self._slow = None
+        self._alarm = None
+
+    def _rollback(self) -> None:
+        try:
+            loaded = soul.load_newest(self.run_dir, self.cfg, self.librarian.tokenizer,
+                                      say=lambda m: self._event("error", m), apply=self._apply_save)
+        except BabyError as e:
+            self._event("error", f"rollback failed: {e}")
+            return
+        self._error = None
+        self._event("info", f"rolled back to {loaded.path.name} (step {loaded.step}); paused")
+        self._set_state("paused")
+
+    # --- control (any thread; each returns at once) ---------------------------------------------
+
+    def _request(self, what: str) -> None:
+        self._requests.put(what)
+        self._wake.set()
+
+    def pause(self) -> None:
+        self._request("pause")
+
+    def resume(self) -> None:
+        self._request("resume")
+
+    def request_save(self) -> None:
+        self._request("save")
+
+    def request_checkpoint(self) -> None:
+        self._request("checkpoint")
+
+    def rollback(self) -> None:
+        self._request("rollback")
+
+    def stop(self) -> None:
+        self._request("stop")
+
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def _service(self) -> None:
+        while True:
+            try:
+                what = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            if what == "pause" and self._state == "running":
+                self._set_state("paused")
+            elif what == "resume" and self._state in ("paused", "alarm"):
+                if self._state == "alarm":
+                    self._event("info", "resumed after the alarm (the bad step was not applied)")
+                self._alarm = self._error = None
+                self._set_state("running")
+            elif what == "save":
+                self._save("save")
+            elif what == "checkpoint":
+                self._save("checkpoint")
+            elif what == "rollback":
+                self._rollback()
+            elif what == "stop":
+                self._stopping = True
+
+    def run(self) -> str:
+        """Train until stop(), train.steps or an alarm followed by stop(); returns the final state.
+
+        "finished" (train.steps reached), "stopped", "alarm" (stopped while the alarm was up) or
+        "error" (an unexpected exception; snapshot().error has it). Saves on the way out (rank 0).
+        """
+        t = self.cfg.train
+        final = "stopped"
+        try:
+            self._set_state("running")
+            if t.compile:
+                self._event("info", "torch.compile: the first steps compile the model (this can take a minute)")
+            if not _finite(self.val_loss):
+                self._validate()
+            while True:
+                self._service()
+                if self._stopping:
+                    final = "alarm" if self._state == "alarm" else "stopped"
+                    break
+                if self._state in ("paused", "alarm"):
+                    self._maybe_publish()
+                    self._wake.wait(0.1)
+                    self._wake.clear()
+                    continue
+                if t.steps and self.step_count >= t.steps:
+                    final = "finished"
+                    break
+                stats = self.step()
+                self._record(stats)
+                if self._alarm is not None:
+                    self._error = self._alarm
+                    self._event("alarm", f"{self._alarm}; the step was not applied, training paused")
+                    self._set_state("alarm")
+                    continue
+                n = self.step_count
+                if n % t.eval_every == 0:
+                    self._validate()
+                if n % t.sample_every == 0:
+                    self._sample = self.make_sample()
+                if t.save_every and n % t.save_every == 0:
+                    self._save("save")
+                self._maybe_publish()
+            self._set_state("stopping")
+            if self.last_saved_step != self.step_count or self.last_save_path is None:
+                self._save("save")
+        except Exception as e:  # the loop must report, never vanish silently
+            final = "error"
+            self._error = f"step {self.step_count}: {type(e).__name__}: {e}"
+            self.counsellor.log("".join(traceback.format_exception(e)))
+            self._event("error", self._error)
+        self._set_state(final)
+        self.close()
+        return final
+
+    # --- records, events, snapshots -------------------------------------------------------------
+
+    def _record(self, stats: dict[str, float]) -> None:
+        self._last_stats = stats
+        self.history.add(int(stats["step"]), stats)
+        if self._metrics is not None:
+            clean = {k: (v if _finite(v) else None) for k, v in stats.items()}
+            self._metrics.write(json.dumps(clean) + "\n")
+            now = time.monotonic()
+            if now - self._last_flush >= METRICS_FLUSH_S:
+                self._metrics.flush()
+                self._last_flush = now
+
+    def _event(self, kind: str, message: str) -> None:
+        ev = Event(self.step_count, kind, message)
+        self._events.append(ev)
+        self._event_count += 1
+        if hasattr(self, "counsellor"):
+            self.counsellor.log(f"event {kind} step {ev.step}: {message}")
+        if self._events_file is not None:
+            self._events_file.write(json.dumps({"step": ev.step, "kind": kind, "message": message,
+                                                "time": ev.time}) + "\n")
+            self._events_file.flush()
+        if self._metrics is not None:
+            self._metrics.flush()
+            self._last_flush = time.monotonic()
+        if hasattr(self, "_snapshot"):
+            self._maybe_publish(force=True)
+
+    def _set_state(self, state: str) -> None:
+        if state != self._state:
+            self._state = state
+            if self._metrics is not None:
+                self._metrics.flush()
+                self._last_flush = time.monotonic()
+            self._maybe_publish(force=True)
+
+    def _make_snapshot(self) -> Snapshot:
+        return Snapshot(
+            step=self.step_count, tokens=self.tokens, state=self._state, stats=self._last_stats,
+            max_steps=self.cfg.train.steps, sample=self._sample, events=tuple(self._events),
+            event_count=self._event_count, error=self._error, device=str(self.device),
+            config_name=self.cfg.name, run_dir=str(self.run_dir))
+
+    def _maybe_publish(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_publish < self.publish_every:
+            return
+        self._last_publish = now
+        snap = self._snapshot = self._make_snapshot()
+        if self._publish_cb is not None:
+            try:
+                self._publish_cb(snap)
+            except Exception as e:  # a broken reader must not stop training
+                self.counsellor.log(f"publish callback failed: {type(e).__name__}: {e}")
+
+    def close(self) -> None:
+        """Flush and close the run's files (run() does this on the way out)."""
+        for f in (self._metrics, self._events_file):
+            if f is not None and not f.closed:
+                f.flush()
+                f.close()
+        self._metrics = self._events_file = None
+        if hasattr(self, "counsellor"):
+            self.counsellor.close()
+
+    def __enter__(self) -> Tutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

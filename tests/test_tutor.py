@@ -1,0 +1,276 @@
+"""Tutor: the training loop, its stats, its controls and its NaN guard (tiny config, made-up text)."""
+
+import json
+import math
+import re
+import threading
+import time
+
+import pytest
+import torch
+
+import babyllm.tutor as tutor_mod
+from babyllm.config import load_config
+from babyllm.paths import CORPORA
+from babyllm.snapshot import Snapshot
+from babyllm.soul import list_saves, load_for_inference
+from babyllm.tutor import Tutor, lr_multiplier
+from textgen import sentences
+
+STAT_KEYS = (
+    {"step", "tokens", "loss", "loss_100", "loss_1000", "val_loss", "perplexity", "accuracy", "lr", "grad_norm",
+     "tokens_per_s", "step_ms", "entropy", "act_mean", "act_std", "act_inactive", "mem2_mix",
+     "t_data", "t_forward", "t_backward", "t_optimizer", "t_stats"}
+    | {f"window_{k}_{i}" for k in ("weight", "size") for i in range(7)}
+    | {f"mem{m}_{k}" for m in (1, 2) for k in ("decay_short", "decay_long", "gate_short", "gate_long",
+                                               "gate_input", "gate_proj")}
+    | {f"norm_{p}" for p in ("embed", "neurons", "windows", "memory1", "memory2", "logits")}
+)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    d = tmp_path_factory.mktemp("corpus")
+    (d / "text.txt").write_text(sentences(400), encoding="utf-8")
+    return d
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def make_cfg(corpus, cache):
+    def make(*overrides, corpus_path=None):
+        cfg = load_config("tiny", list(overrides))
+        cfg.data.corpus = str(corpus_path or corpus)
+        cfg.data.cache_dir = str(cache)
+        return cfg
+    return make
+
+
+def wait_for(cond, timeout=10.0, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def start(tutor):
+    result = []
+    th = threading.Thread(target=lambda: result.append(tutor.run()), daemon=True)
+    th.start()
+    return th, result
+
+
+def test_lr_schedule_warms_up_then_decays_to_min():
+    m = [lr_multiplier(s, 10, 100, 1e-3, 1e-4) for s in range(120)]
+    assert m[0] == pytest.approx(0.1) and m[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(m[10:], m[11:]))
+    assert m[100] == pytest.approx(0.1) and m[119] == pytest.approx(0.1)
+
+
+def test_step_returns_every_stat(make_cfg, tmp_path):
+    with Tutor(make_cfg(), tmp_path / "run", say=lambda m: None) as t:
+        assert t.model is not None and t.librarian.vocab_size <= 300 and t.device.type == "cpu"
+        stats = [t.step() for _ in range(12)]
+    assert set(stats[0]) == STAT_KEYS
+    assert [s["step"] for s in stats] == list(range(1, 13))
+    assert stats[-1]["tokens"] == 12 * 4 * 16
+    assert stats[0]["loss"] == pytest.approx(math.log(300), abs=0.6)
+    assert 0 <= stats[-1]["act_inactive"] <= 1 and 0 <= stats[-1]["accuracy"] <= 1
+    assert abs(sum(stats[-1][f"window_weight_{i}"] for i in range(7)) - 1) < 1e-5
+    assert stats[-1]["loss_100"] == pytest.approx(sum(s["loss"] for s in stats) / 12)
+    assert all(stats[-1][k] > 0 for k in ("t_data", "t_forward", "t_backward", "t_optimizer", "step_ms"))
+    assert stats[0]["lr"] < stats[-1]["lr"]  # warming up
+
+
+def test_weight_decay_only_on_weight_matrices(make_cfg, tmp_path):
+    with Tutor(make_cfg(), tmp_path / "run", say=lambda m: None) as t:
+        names = {id(p): n for n, p in t.model.named_parameters()}
+        decayed = {names[id(p)] for g in t.optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert "neurons.weight" in decayed and "logits.linear.weight" in decayed
+    assert not any(n.endswith("bias") or "gate_logits" in n or "norm" in n for n in decayed)
+
+
+def test_run_writes_metrics_events_samples_and_finishes(make_cfg, tmp_path):
+    snaps: list[Snapshot] = []
+    run = tmp_path / "run"
+    t = Tutor(make_cfg("train.steps=25"), run, publish=snaps.append, publish_every=0.0, say=lambda m: None)
+    assert t.run() == "finished"
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == list(range(1, 26))
+    assert set(lines[0]) == STAT_KEYS
+    events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
+    kinds = [e["kind"] for e in events]
+    assert kinds.count("val") == 2 and "save" in kinds  # at the start and step 20; the final save
+    assert snaps[-1].state == "finished" and snaps[-1].step == 25
+    sample = snaps[-1].sample
+    assert sample is not None and sample.step == 20 and len(sample.guesses) == len(sample.truths) == 16
+    assert isinstance(sample.context, str) and len(sample.matches) == 16
+    assert t.history.series("loss")[0] == list(range(1, 26))
+    assert [s.step for s in list_saves(run)] == [25]
+    assert (run / "best" / "model.safetensors").exists() and (run / "tokenizer.json").exists()
+
+
+def test_publish_is_throttled(make_cfg, tmp_path):
+    times = []
+    t = Tutor(make_cfg("train.steps=150"), tmp_path / "run", publish=lambda s: times.append(time.monotonic()),
+              publish_every=10.0, say=lambda m: None)
+    t.run()
+    # Only state changes and events publish (starting->running, val x 8, best saves log no event, final save, finished)
+    assert len(times) < 30
+
+
+def test_pause_stops_steps_and_resume_continues(make_cfg, tmp_path):
+    t = Tutor(make_cfg(), tmp_path / "run", say=lambda m: None, publish_every=0.0)
+    th, result = start(t)
+    wait_for(lambda: t.snapshot().step >= 5, what="training")
+    t.pause()
+    wait_for(lambda: t.snapshot().state == "paused", what="pause")
+    paused_at = t.step_count
+    time.sleep(0.3)
+    assert t.step_count == paused_at and t.snapshot().step == paused_at
+    t.resume()
+    wait_for(lambda: t.step_count > paused_at + 3, what="resume")
+    t.stop()
+    th.join(10)
+    assert result == ["stopped"]
+    assert [s.step for s in list_saves(tmp_path / "run")] == [t.step_count]
+
+
+def test_request_save_and_checkpoint_write_folders(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    t = Tutor(make_cfg(), run, say=lambda m: None)
+    th, _ = start(t)
+    wait_for(lambda: t.step_count >= 3, what="training")
+    t.request_save()
+    wait_for(lambda: any(s.kind == "save" for s in list_saves(run)), what="save")
+    t.request_checkpoint()
+    wait_for(lambda: any(s.kind == "checkpoint" for s in list_saves(run)), what="checkpoint")
+    t.stop()
+    th.join(10)
+    kinds = {json.loads(x)["kind"] for x in (run / "events.jsonl").read_text().splitlines()}
+    assert {"save", "checkpoint"} <= kinds
+    ck = [s for s in list_saves(run) if s.kind == "checkpoint"][0]
+    assert {p.name for p in ck.path.iterdir()} == {"model.safetensors", "state.pt", "meta.json"}
+
+
+def test_loss_falls_on_real_text(make_cfg, tmp_path):
+    cfg = make_cfg("train.steps=150", corpus_path=CORPORA)
+    t = Tutor(cfg, tmp_path / "run", say=lambda m: None)
+    assert t.run() == "finished"
+    _, losses = t.history.series("loss")
+    first, last = sum(losses[:10]) / 10, sum(losses[-20:]) / 20
+    assert first == pytest.approx(math.log(300), abs=0.6)
+    assert last < first - 0.8, (first, last)
+
+
+# --- the NaN/inf guard ---------------------------------------------------------------------------
+
+
+def _params(t):
+    return {n: p.detach().clone() for n, p in t.model.named_parameters()}
+
+
+def test_nonfinite_loss_is_never_applied(make_cfg, tmp_path):
+    with Tutor(make_cfg(), tmp_path / "run", say=lambda m: None) as t:
+        for _ in range(3):
+            t.step()
+        with torch.no_grad():
+            t.model.logits.linear.weight[0, 0] = float("nan")
+        before = _params(t)
+        adam_steps = [s["step"].item() for s in t.optimizer.state.values()]
+        stats = t.step()
+        assert math.isnan(stats["loss"]) and stats["step"] == 4
+        assert t.step_count == 3 and t._alarm == "step 4: loss is nan"
+        after = _params(t)
+        for n in before:
+            assert torch.equal(before[n].nan_to_num(7.0), after[n].nan_to_num(7.0)), n
+        assert [s["step"].item() for s in t.optimizer.state.values()] == adam_steps
+
+
+def test_nonfinite_grad_norm_is_never_applied(make_cfg, tmp_path, monkeypatch):
+    with Tutor(make_cfg(), tmp_path / "run", say=lambda m: None) as t:
+        t.step()
+        before = _params(t)
+        monkeypatch.setattr(tutor_mod, "clip_grad_norm_", lambda params, max_norm: torch.tensor(float("inf")))
+        stats = t.step()
+        assert math.isfinite(stats["loss"]) and stats["grad_norm"] == math.inf
+        assert t._alarm == "step 2: grad_norm is inf"
+        assert all(torch.equal(before[n], p) for n, p in t.model.named_parameters())
+
+
+def test_alarm_pauses_and_rollback_restores_last_good_save(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    t = Tutor(make_cfg(), run, say=lambda m: None, publish_every=0.0)
+    th, result = start(t)
+    wait_for(lambda: t.step_count >= 5, what="training")
+    t.request_save()
+    wait_for(lambda: t.last_saved_step is not None, what="save")
+    saved = t.last_saved_step
+    wait_for(lambda: t.step_count >= saved + 3, what="more training")
+    with t.weights_lock:
+        t.model.neurons.weight.data[0, 0] = float("nan")
+    wait_for(lambda: t.snapshot().state == "alarm", what="alarm")
+    snap = t.snapshot()
+    assert re.fullmatch(r"step \d+: (loss|grad_norm) is nan", snap.error)
+    assert any(e.kind == "alarm" for e in snap.events)
+    stuck = t.step_count
+    time.sleep(0.2)
+    assert t.step_count == stuck  # training waits while the alarm is up
+    t.rollback()
+    wait_for(lambda: t.snapshot().state == "paused", what="rollback")
+    assert t.step_count == saved
+    assert all(torch.isfinite(p).all() for p in t.model.parameters())
+    t.resume()
+    wait_for(lambda: t.step_count >= saved + 3, what="training after rollback")
+    t.stop()
+    th.join(10)
+    assert result == ["stopped"]
+    assert load_for_inference(run)[3] == t.step_count
+
+
+def test_stop_during_alarm_saves_last_good_state(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    t = Tutor(make_cfg(), run, say=lambda m: None)
+    th, result = start(t)
+    wait_for(lambda: t.step_count >= 4, what="training")
+    with t.weights_lock:  # non-finite weights must never be saved either
+        t.model.logits.linear.bias.data[0] = float("inf")
+    wait_for(lambda: t.snapshot().state == "alarm", what="alarm")
+    t.stop()
+    th.join(10)
+    assert result == ["alarm"]
+    assert list_saves(run) == [] and "weights contain nan/inf" in t.last_save_error
+
+
+def test_broken_publish_callback_does_not_stop_training(make_cfg, tmp_path):
+    def boom(snap):
+        raise RuntimeError("reader bug")
+    t = Tutor(make_cfg("train.steps=5"), tmp_path / "run", publish=boom, publish_every=0.0, say=lambda m: None)
+    assert t.run() == "finished"
+
+
+def test_a_bad_corpus_leaves_no_half_made_run(make_cfg, tmp_path):
+    from babyllm.errors import CorpusError
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "a.txt").write_text("   \n")
+    with pytest.raises(CorpusError):
+        Tutor(make_cfg(corpus_path=empty), tmp_path / "run", say=lambda m: None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_corpus_warnings_reach_say_and_the_event_log(make_cfg, corpus, tmp_path):
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "text.txt").write_text((corpus / "text.txt").read_text())
+    (mixed / "blob.txt").write_bytes(b"\x00\x01binary")
+    said = []
+    with Tutor(make_cfg(corpus_path=mixed), tmp_path / "run", say=said.append) as t:
+        assert any("blob.txt" in m and "binary" in m for m in said)
+        assert any("blob.txt" in e.message for e in t.snapshot().events)
