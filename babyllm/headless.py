@@ -3,6 +3,11 @@
 The Tutor runs in a worker thread; the main thread handles signals and printing. SIGINT, SIGTERM and
 SIGHUP ask the Tutor to stop (it saves and the command exits 0, naming the saved step); a second
 signal exits at once, which never damages the last save (saves are written atomically).
+
+Under torchrun (RANK/WORLD_SIZE set) every rank runs this: rank 0 picks the config and run directory
+and sends them to the others, rank 0 alone prints (the others print only errors), and a stop on any
+rank stops all of them at the same step. A copy of the same signal within SIGNAL_ECHO_S of the first
+is not a "second signal": Ctrl-C reaches each rank both from the terminal and from torchrun.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from babyllm.config import Config, apply_override, validate
 from babyllm.errors import BabyError
 from babyllm.soul import resolve_run_dir, saved_config
 
+SIGNAL_ECHO_S = 3.0
 SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
 EVENT_STYLES = {"alarm": "bold red", "error": "red", "save": "green", "checkpoint": "green", "val": "cyan",
                 "info": "dim", "state": "dim"}
@@ -59,13 +65,14 @@ def prepare_run(args: argparse.Namespace, runs_root: Path = Path("runs")) -> tup
 class _Printer:
     """Prints header, event and summary lines; a lost terminal (SIGHUP) silences it instead of crashing."""
 
-    def __init__(self) -> None:
+    def __init__(self, quiet: bool = False) -> None:
         self.out = Console(highlight=False, soft_wrap=True)
         self.err = Console(stderr=True, highlight=False, soft_wrap=True)
         self.broken = False
+        self.quiet = quiet  # ranks other than 0: errors only
 
     def __call__(self, *parts: Any, err: bool = False, style: str | None = None) -> None:
-        if self.broken:
+        if self.broken or (self.quiet and not err):
             return
         try:
             (self.err if err else self.out).print(*parts, style=style, markup=False)
@@ -74,18 +81,38 @@ class _Printer:
 
 
 def main(args: argparse.Namespace) -> int:
+    from babyllm import distributed
     from babyllm.tutor import Tutor  # torch is imported only once the arguments are known to be good
 
-    show = _Printer()
-    cfg, run_dir = prepare_run(args)
-    resume = bool(getattr(args, "resume", False))
-    show(f"run dir {run_dir} · config {cfg.name}" + (" · resuming" if resume else ""))
+    rank, world, _ = distributed.init_from_env()  # (0, 1, 0) outside torchrun
+    try:
+        code = _main(args, Tutor, rank, world)
+    except RuntimeError as e:
+        if world > 1 and distributed.is_comm_failure(e):  # a rank died while the ranks were starting
+            raise BabyError(distributed.lost_contact(e, None)) from None
+        raise
+    if world > 1 and code == 0:
+        distributed.shutdown()
+    return code
 
-    signals_seen: list[int] = []
-    holder: dict[str, Tutor] = {}
+
+def _main(args: argparse.Namespace, tutor_cls: Any, rank: int, world: int) -> int:
+    from babyllm import distributed
+
+    show = _Printer(quiet=rank > 0)
+    cfg, run_dir = distributed.share(lambda: prepare_run(args))
+    resume = bool(getattr(args, "resume", False))
+    show(f"run dir {run_dir} · config {cfg.name}" + (" · resuming" if resume else "")
+         + (f" · {world} ranks, global batch {cfg.train.batch * world}" if world > 1 else ""))
+
+    signals_seen: list[tuple[int, float]] = []
+    holder: dict[str, Any] = {}
 
     def on_signal(signum: int, _frame: Any) -> None:
-        signals_seen.append(signum)
+        now = time.monotonic()
+        if world > 1 and signals_seen and signals_seen[0][0] == signum and now - signals_seen[0][1] < SIGNAL_ECHO_S:
+            return  # torchrun's copy of a Ctrl-C the terminal already delivered
+        signals_seen.append((signum, now))
         if len(signals_seen) > 1:
             try:
                 os.write(2, b"second signal: exiting now (the last save is intact)\n")
@@ -99,7 +126,8 @@ def main(args: argparse.Namespace) -> int:
     in_main = threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, on_signal) for s in SIGNALS} if in_main else {}
     try:
-        tutor = Tutor(cfg, run_dir, resume=resume, say=lambda m: show(m, err=True, style="yellow"))
+        say = (lambda m: show(m, err=True, style="yellow")) if rank == 0 else (lambda m: None)
+        tutor = tutor_cls(cfg, run_dir, resume=resume, say=say, rank=rank, world_size=world)
         holder["tutor"] = tutor
         return _watch(tutor, cfg, show, signals_seen)
     finally:
@@ -107,7 +135,7 @@ def main(args: argparse.Namespace) -> int:
             signal.signal(s, h)
 
 
-def _watch(tutor: Any, cfg: Config, show: _Printer, signals_seen: list[int]) -> int:
+def _watch(tutor: Any, cfg: Config, show: _Printer, signals_seen: list[Any]) -> int:
     lib = tutor.librarian
     params = sum(p.numel() for p in tutor.model.parameters())
     show(f"device {tutor.device} · {cfg.train.dtype} · {params:,} parameters · corpus {lib.root} "

@@ -148,7 +148,8 @@ def atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
 class Librarian:
     """LIBRARIAN: corpus -> tokenizer -> cached token array -> train/validation batches of [B, T+1] ids."""
 
-    def __init__(self, cfg: Config, tokenizer: Tokenizer | None = None, say: Say = warn_to_stderr, rank: int = 0) -> None:
+    def __init__(self, cfg: Config, tokenizer: Tokenizer | None = None, say: Say = warn_to_stderr, rank: int = 0,
+                 world_size: int = 1) -> None:
         self.context = cfg.model.context
         self.root = find_corpus(cfg.data.corpus)
         self.files = list_corpus(self.root, say)
@@ -170,7 +171,9 @@ class Librarian:
             )
         self.train_tokens = tokens[:-n_val]
         self.val_tokens = tokens[-n_val:]
-        self.generator = torch.Generator().manual_seed(cfg.train.seed + 1000 * rank)
+        # One sampler stream shared by every rank (see train_batch), so its state is the same everywhere.
+        self.rank, self.world_size = rank, world_size
+        self.generator = torch.Generator().manual_seed(cfg.train.seed)
 
     def _cached_tokenizer(self, digest: str, vocab: int, say: Say) -> Tokenizer:
         path = self.cache / f"tokenizer-{digest}-{vocab}.json"
@@ -216,6 +219,21 @@ class Librarian:
         g = generator or self.generator
         starts = torch.randint(0, len(data) - self.context - 1, (batch,), generator=g).numpy()
         rows = starts[:, None] + np.arange(self.context + 1)
+        return torch.from_numpy(data[rows].astype(np.int64))
+
+    def train_batch(self, batch: int) -> torch.Tensor:
+        """This rank's training windows [batch, T+1]: its slice of the global batch of batch x world size.
+
+        Every rank draws the same global batch from the shared generator and keeps rows
+        [rank*batch:(rank+1)*batch], so the ranks train on different windows, the sampler state stays
+        identical on all of them, and N ranks see exactly what one process with batch x N sees.
+        """
+        if self.world_size == 1:
+            return self.batch(batch)
+        data = self.train_tokens
+        starts = torch.randint(0, len(data) - self.context - 1, (batch * self.world_size,), generator=self.generator)
+        mine = starts[self.rank * batch:(self.rank + 1) * batch].numpy()
+        rows = mine[:, None] + np.arange(self.context + 1)
         return torch.from_numpy(data[rows].astype(np.int64))
 
     def val_batches(self, count: int, batch: int) -> list[torch.Tensor]:

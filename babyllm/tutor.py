@@ -7,6 +7,15 @@ waits on a reader and never calls UI code: it publishes immutable Snapshots (at 
 `publish_every` seconds, and at once on a state change or event) and appends every step's stats to the
 bounded `history`. Only rank 0 writes files (metrics.jsonl, events.jsonl, debug.log, saves).
 
+Several ranks (torchrun; see babyllm.distributed, which must be initialised first): the model trains
+through DistributedDataParallel (self.model stays the eager module sharing its parameters); each rank
+trains on its slice of one global batch of train.batch x world_size windows; rank 0 prepares the
+tokenizer and picks the save to resume from and sends both to the others. One small all-reduce per
+step sums loss, accuracy, grad norm and the ranks' stop/pause requests, so every rank logs the global
+batch's loss, takes the same NaN-guard decision and stops or pauses at the same step. Validation and
+samples run on rank 0 only, with the eager model (no collectives). A failed collective (a lost rank)
+ends the run with state "error" and a one-line message naming the last save.
+
 Stats (every step, one host sync for the per-step scalars): step, tokens, loss, loss_100, loss_1000,
 val_loss (latest), perplexity (exp of val_loss, or of loss before the first validation), accuracy
 (argmax token accuracy of the batch), lr (the rate this step used), grad_norm (before clipping),
@@ -34,9 +43,11 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
+from torch.nn.parallel import DistributedDataParallel
 from torch.nn.utils import clip_grad_norm_
 
-from babyllm import soul
+from babyllm import distributed, soul
 from babyllm.config import Config
 from babyllm.counsellor import Counsellor, cuda_sync
 from babyllm.errors import BabyError, CheckpointError
@@ -77,6 +88,18 @@ def _exp(x: float) -> float:
         return math.inf
 
 
+class _Runner(torch.nn.Module):
+    """The model's training forward as a plain module returning (logits, acts), for DDP to wrap."""
+
+    def __init__(self, model: BabyLLM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.model.run(ids)
+        return p.logits, p.acts
+
+
 class Tutor:
     """The training loop for one run (implements babyllm.snapshot.TutorControl)."""
 
@@ -91,7 +114,12 @@ class Tutor:
         self.publish_every = publish_every
         self._publish_cb = publish
         t = cfg.train
+        if world_size > 1 and distributed.world_size() != world_size:
+            raise BabyError(f"world_size {world_size} needs torch.distributed set up with that many ranks "
+                            "(babyllm.distributed.init_from_env under torchrun)")
         self.device = pick_device(t.device)
+        if world_size > 1 and self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", distributed.local_rank())
         self.history = History()
         self.weights_lock = threading.Lock()
 
@@ -103,6 +131,9 @@ class Tutor:
         self._error: str | None = None
         self._alarm: str | None = None
         self._stopping = False
+        # Several ranks: requests are only acted on once every rank has heard them (see step/_heartbeat).
+        self._stop_requested = self._pause_requested = self._resume_requested = False
+        self._pause_agreed = False
         self._last_publish = -math.inf
         self._metrics = None
         self._events_file = None
@@ -113,7 +144,8 @@ class Tutor:
         self.step_count = 0
         self.tokens = 0
 
-        soul.check_run_dir(self.run_dir, resume)
+        if self.is_main:
+            soul.check_run_dir(self.run_dir, resume)
         created = not self.run_dir.exists()
         try:
             self._build(resume)
@@ -137,10 +169,19 @@ class Tutor:
         self._timed_every = TIMED_EVERY_CUDA if sync is not None else 1
         self.counsellor.log(f"tutor start: config {cfg.name}, device {self.device}, resume={resume}")
 
-        tokenizer = soul.load_tokenizer(self.run_dir) if resume else None
-        self.librarian = Librarian(cfg, tokenizer=tokenizer, say=self._corpus_warning, rank=rank)
-        if not resume and self.is_main:
-            soul.write_tokenizer(self.run_dir, self.librarian.tokenizer)
+        world = self.world_size
+        made: dict[str, Librarian] = {}
+
+        def prepare_corpus() -> str | None:  # rank 0 (alone, so a shared cache is written once)
+            tokenizer = soul.load_tokenizer(self.run_dir) if resume else None
+            made["lib"] = Librarian(cfg, tokenizer=tokenizer, say=self._corpus_warning, rank=rank, world_size=world)
+            if not resume:
+                soul.write_tokenizer(self.run_dir, made["lib"].tokenizer)
+            return made["lib"].tokenizer.to_str() if world > 1 else None
+
+        tok_json = distributed.share(prepare_corpus)
+        self.librarian = distributed.agree_setup(lambda: made.get("lib") or Librarian(
+            cfg, tokenizer=Tokenizer.from_str(tok_json), say=self._corpus_warning, rank=rank, world_size=world))
         self._tokenizer_digest = soul.tokenizer_digest(self.librarian.tokenizer)
 
         torch.manual_seed(t.seed)
@@ -151,10 +192,6 @@ class Tutor:
         total = t.steps if t.steps > 0 else t.decay_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_multiplier(s, t.warmup, total, t.lr, t.min_lr))
-        # The module training steps run through: torch.compile'd when asked (sharing self.model's
-        # parameters), and the place a DistributedDataParallel wrapper would go.
-        self.train_module: torch.nn.Module = self.model
-        self._forward_fn = torch.compile(self._forward) if t.compile else self._forward
 
         self.val_loss = math.nan
         self.best_val = math.inf
@@ -165,11 +202,25 @@ class Tutor:
         self._val_batches: list[torch.Tensor] | None = None
         self._token_text: list[str] | None = None
         if resume:
-            loaded = soul.load_newest(self.run_dir, cfg, self.librarian.tokenizer, say=self._fallback_note,
-                                      apply=self._apply_save)
+            loaded = distributed.share(lambda: soul.load_newest(
+                self.run_dir, cfg, self.librarian.tokenizer, say=self._fallback_note, apply=self._apply_save))
+            if not self.is_main:  # rank 0 applied it while loading; the others apply the copy it sent
+                distributed.agree_setup(lambda: self._apply_save(loaded))
+            else:
+                distributed.agree_setup(lambda: None)
             self.last_saved_step = loaded.step
             self.last_save_path = loaded.path
             self._event("info", f"resumed from {loaded.path.name} (step {loaded.step})")
+        # The module training steps run through (sharing self.model's parameters): DistributedDataParallel
+        # on several ranks (its construction checks the ranks' parameters agree), then torch.compile'd
+        # when asked.
+        self.train_module: torch.nn.Module = self.model
+        if world > 1:
+            cuda = self.device.type == "cuda"
+            self.train_module = DistributedDataParallel(
+                _Runner(self.model), device_ids=[self.device.index] if cuda else None,
+                output_device=self.device.index if cuda else None)  # (no buffers to broadcast)
+        self._forward_fn = torch.compile(self._forward) if t.compile else self._forward
         if self.is_main:
             self._metrics = open(self.run_dir / "metrics.jsonl", mode, encoding="utf-8")  # noqa: SIM115
         self._snapshot = self._make_snapshot()
@@ -203,16 +254,21 @@ class Tutor:
 
     def _forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with autocast(self.device, self.cfg.train.dtype):
-            p = self.train_module.run(x)  # type: ignore[operator]
-        loss = next_token_loss(p.logits, y)
-        correct = (p.logits.detach().argmax(-1) == y).sum()
-        return loss, correct, p.logits, p.acts
+            if self.world_size > 1:
+                logits, acts = self.train_module(x)
+            else:
+                p = self.train_module.run(x)  # type: ignore[operator]
+                logits, acts = p.logits, p.acts
+        loss = next_token_loss(logits, y)
+        correct = (logits.detach().argmax(-1) == y).sum()
+        return loss, correct, logits, acts
 
     def step(self) -> dict[str, float]:
         """Exactly one training step: data, forward, backward, clip, optimizer, scheduler; returns its stats.
 
         A non-finite loss or gradient norm is never applied: the optimizer step is skipped, the step
-        count does not advance, and `self.alarm` names the step and the stat.
+        count does not advance, and `self.alarm` names the step and the stat. On several ranks the loss,
+        accuracy and grad norm are those of the global batch (all-reduced, so every rank decides alike).
         """
         t0 = time.perf_counter()
         t = self.cfg.train
@@ -220,7 +276,7 @@ class Tutor:
         number = self.step_count + 1
         c.enabled = number % self._timed_every == 0 or self._timed_every == 1
         with c.section("data"):
-            batch = self.librarian.batch(t.batch)
+            batch = self.librarian.train_batch(t.batch)
             if self.device.type == "cuda":
                 batch = batch.pin_memory().to(self.device, non_blocking=True)
             elif batch.device != self.device:
@@ -233,8 +289,17 @@ class Tutor:
         lr = self.optimizer.param_groups[0]["lr"]
         with c.section("optimizer"):
             norm = clip_grad_norm_(self._params, t.grad_clip if t.grad_clip > 0 else math.inf)
-            loss_v, norm_v, correct_v = torch.stack(
-                [loss.detach().float(), norm.detach().float(), correct.float()]).tolist()
+            values = torch.stack([loss.detach().float(), norm.detach().float(), correct.float()])
+            if self.world_size > 1:
+                flags = torch.tensor([float(self._stop_requested), float(self._pause_requested)], device=values.device)
+                self._pause_requested = False
+                summed = distributed.reduce_sum(torch.cat([values, flags])).tolist()
+                loss_v, norm_v = summed[0] / self.world_size, summed[1] / self.world_size
+                correct_v, stop_any, pause_any = summed[2], summed[3] > 0, summed[4] > 0
+                self._stopping = self._stopping or stop_any
+                self._pause_agreed = pause_any
+            else:
+                loss_v, norm_v, correct_v = values.tolist()
             ok = _finite(loss_v) and _finite(norm_v)
             if ok:
                 with self.weights_lock:
@@ -253,7 +318,7 @@ class Tutor:
             if self._slow is None or (ok and number % SLOW_STATS_EVERY == 0):
                 self._slow = self._slow_stats(logits, acts)
             del logits, acts
-            stats = self._stats(number, loss_v, norm_v, correct_v / y.numel(), lr)
+            stats = self._stats(number, loss_v, norm_v, correct_v / n_tokens, lr)
         step_ms = (time.perf_counter() - t0) * 1000.0
         stats["tokens_per_s"] = n_tokens / max(step_ms / 1000.0, 1e-9)
         stats["step_ms"] = step_ms
@@ -302,8 +367,9 @@ class Tutor:
     def validate(self) -> float:
         """Mean loss over the fixed validation batches (same batches every time)."""
         t = self.cfg.train
-        if self._val_batches is None:
-            self._val_batches = [b.to(self.device) for b in self.librarian.val_batches(t.eval_batches, t.batch)]
+        if self._val_batches is None:  # the global batch size, so N ranks validate like one process
+            self._val_batches = [b.to(self.device) for b in
+                                 self.librarian.val_batches(t.eval_batches, t.batch * self.world_size)]
         losses = []
         for b in self._val_batches:
             with autocast(self.device, t.dtype):
@@ -383,6 +449,8 @@ class Tutor:
 
     def _save(self, kind: str) -> Path | None:
         if not self.is_main:
+            if kind != soul.BEST:  # rank 0 writes it; remembered for the lost-contact message
+                self.last_saved_step = self.step_count
             return None
         step = self.step_count
         if not self._weights_finite():
@@ -486,7 +554,11 @@ class Tutor:
                 what = self._requests.get_nowait()
             except queue.Empty:
                 return
-            if what == "pause" and self._state == "running":
+            if self.world_size > 1 and what in ("pause", "resume", "stop"):
+                setattr(self, f"_{what}_requested", True)  # acted on once every rank agrees
+            elif what == "rollback" and self.world_size > 1:
+                self._event("error", "rollback is not available when training on several ranks")
+            elif what == "pause" and self._state == "running":
                 self._set_state("paused")
             elif what == "resume" and self._state in ("paused", "alarm"):
                 if self._state == "alarm":
@@ -514,7 +586,7 @@ class Tutor:
             self._set_state("running")
             if t.compile:
                 self._event("info", "torch.compile: the first steps compile the model (this can take a minute)")
-            if not _finite(self.val_loss):
+            if self.is_main and not _finite(self.val_loss):
                 self._validate()
             while True:
                 self._service()
@@ -525,6 +597,8 @@ class Tutor:
                     self._maybe_publish()
                     self._wake.wait(0.1)
                     self._wake.clear()
+                    if self.world_size > 1:
+                        self._heartbeat()
                     continue
                 if t.steps and self.step_count >= t.steps:
                     final = "finished"
@@ -537,24 +611,43 @@ class Tutor:
                     self._set_state("alarm")
                     continue
                 n = self.step_count
-                if n % t.eval_every == 0:
+                if self.is_main and n % t.eval_every == 0:
                     self._validate()
-                if n % t.sample_every == 0:
+                if self.is_main and n % t.sample_every == 0:
                     self._sample = self.make_sample()
                 if t.save_every and n % t.save_every == 0:
                     self._save("save")
+                if self._pause_agreed:
+                    self._pause_agreed = False
+                    self._set_state("paused")
                 self._maybe_publish()
             self._set_state("stopping")
             if self.last_saved_step != self.step_count or self.last_save_path is None:
                 self._save("save")
+            distributed.barrier()  # every rank waits for rank 0's save, then all exit together
         except Exception as e:  # the loop must report, never vanish silently
             final = "error"
-            self._error = f"step {self.step_count}: {type(e).__name__}: {e}"
+            if self.world_size > 1 and distributed.is_comm_failure(e):
+                self._error = distributed.lost_contact(e, self.last_saved_step)
+            else:
+                self._error = f"step {self.step_count}: {type(e).__name__}: {e}"
             self.counsellor.log("".join(traceback.format_exception(e)))
             self._event("error", self._error)
         self._set_state(final)
         self.close()
         return final
+
+    def _heartbeat(self) -> None:
+        """While paused on several ranks: agree on stop and resume requests (one tiny all-reduce)."""
+        stop, resume = distributed.any_rank([self._stop_requested, self._resume_requested], self.device)
+        self._resume_requested = False
+        if stop:
+            self._stopping = True
+        elif resume:
+            if self._state == "alarm":
+                self._event("info", "resumed after the alarm (the bad step was not applied)")
+            self._alarm = self._error = None
+            self._set_state("running")
 
     # --- records, events, snapshots -------------------------------------------------------------
 
