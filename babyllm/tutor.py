@@ -604,15 +604,16 @@ class Tutor:
                     final = "finished"
                     break
                 stats = self.step()
+                n = self.step_count
+                if self._alarm is None and self.is_main and n % t.eval_every == 0:
+                    self._validate()  # before recording, so this step's stats carry the new val loss
+                    stats["val_loss"], stats["perplexity"] = self.val_loss, _exp(self.val_loss)
                 self._record(stats)
                 if self._alarm is not None:
                     self._error = self._alarm
                     self._event("alarm", f"{self._alarm}; the step was not applied, training paused")
                     self._set_state("alarm")
                     continue
-                n = self.step_count
-                if self.is_main and n % t.eval_every == 0:
-                    self._validate()
                 if self.is_main and n % t.sample_every == 0:
                     self._sample = self.make_sample()
                 if t.save_every and n % t.save_every == 0:
