@@ -4,6 +4,12 @@ Every part works on all T positions at once and is causal: position t only sees 
 Sequence mixing (windows and memory) is expressed as small [T, T] matrices built from a handful of
 learned scalars and applied to the activations as one batched matrix multiply, so training is
 dominated by GEMMs rather than Python loops or memory-bound scans.
+
+Inside `BabyLLM.run` activations are kept time-major ([T, B, N], contiguous): every sequence mix is
+then ONE plain GEMM of a small [T, T]-sized matrix with a [T, B*N] matrix, with no transposed copies,
+and per-neuron gates and the low-rank projection are folded into those GEMMs (same maths, reordered:
+gates and right-multiplications commute with mixing along time). The modules' own `forward` methods
+keep the batch-major [B, T, N] interface and call the same time-major code.
 """
 
 from __future__ import annotations
@@ -52,6 +58,11 @@ class Embed(nn.Module):
         # Past the context (long chats) every token shares the last position's embedding.
         pos = torch.arange(start, start + ids.shape[1], device=ids.device).clamp_(max=self.context - 1)
         return self.tokens(ids) + self.positions(pos)
+
+    def time_major(self, ids: Tensor, start: int = 0) -> Tensor:
+        """The same embedding for ids [B, T], laid out time-major -> [T, B, D] (contiguous)."""
+        pos = torch.arange(start, start + ids.shape[1], device=ids.device).clamp_(max=self.context - 1)
+        return self.tokens(ids.t()) + self.positions(pos).unsqueeze(1)
 
 
 class Neurons(nn.Module):
@@ -112,7 +123,13 @@ class Windows(nn.Module):
 
     def forward(self, acts: Tensor, rows: int) -> Tensor:
         """Mixed window means [B, rows, N] for the last `rows` positions of `acts` [B, H, N]."""
-        return torch.matmul(self.mixing_matrix(rows, acts.shape[1]).to(acts.dtype), acts)
+        return self.time_major(acts.transpose(0, 1).contiguous(), rows).transpose(0, 1)
+
+    def time_major(self, acts: Tensor, rows: int) -> Tensor:
+        """The same for time-major acts [H, B, N] -> [rows, B, N]: one [rows, H] x [H, B*N] GEMM."""
+        H, B, N = acts.shape
+        M = self.mixing_matrix(rows, H).to(acts.dtype)
+        return torch.mm(M, acts.reshape(H, B * N)).view(rows, B, N)
 
 
 def decay_matrix(decays: Tensor, length: int) -> Tensor:
@@ -152,18 +169,45 @@ class Memory(nn.Module):
 
     def forward(self, u: Tensor, carried: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Gated memory output [B, T, N] and the buffers after the last position [B, 2, N]."""
-        B, T, N = u.shape
+        out, last = self.time_major(u.transpose(0, 1).contiguous(), carried, want_last=True)
+        assert last is not None
+        return out.transpose(0, 1), last
+
+    def time_major(self, u: Tensor, carried: Tensor | None = None, want_last: bool = False) -> tuple[Tensor, Tensor | None]:
+        """The same for time-major u [T, B, N] -> (out [T, B, N], buffers after the last position [B, 2, N] or None).
+
+        out = g_s*S + g_l*L + g_u*u + g_p*up(down(L)) with S = E_s u and L = E_l u (E: [T, T] decay
+        matrices). Gates are per neuron and `down` acts on neurons, so both commute with E (which mixes
+        positions): g_s*(E_s u) + g_l*(E_l u) = [E_s E_l] @ [g_s*u; g_l*u], one [T, 2T] x [2T, B*N] GEMM
+        whose accumulator starts from g_u*u; down(L) = E_l (u W_down^T) is only [T, B, rank]; g_p is
+        folded into the up weight. S and L are never materialised (only their last row when asked).
+        """
+        T, B, N = u.shape
+        dt = u.dtype
         d = self.decays()
         E = decay_matrix(d, T)  # [2, T, T]
-        buffers = torch.matmul(E.reshape(2 * T, T).to(u.dtype), u).view(B, 2, T, N)
+        g = self.gates().to(dt)  # [N, 4]
+        g2 = g.t().contiguous()  # [4, N]
+        flat = u.reshape(T * B, N)
+        stacked = u.unsqueeze(0) * g2[:2].view(2, 1, 1, N)  # [2, T, B, N] = [g_s*u; g_l*u]
+        EsEl = E.permute(1, 0, 2).reshape(T, 2 * T).to(dt)
+        out = torch.addmm((flat * g2[2]).view(T, B * N), EsEl, stacked.view(2 * T, B * N))
+        low = F.linear(flat, self.down.weight).view(T, B * self.down.out_features)  # u W_down^T
+        z = torch.mm(E[1].to(dt), low).view(T * B, -1)  # down(L)
         if carried is not None:  # earlier buffers fade in as d^(t+1)
-            fade = d.view(2, 1) ** torch.arange(1, T + 1, device=u.device, dtype=d.dtype).view(1, T)
-            buffers = buffers + fade.view(1, 2, T, 1).to(u.dtype) * carried.unsqueeze(2)
-        short, long = buffers[:, 0], buffers[:, 1]
-        proj = self.up(self.down(long))
-        g = self.gates().to(u.dtype)
-        out = g[:, 0] * short + g[:, 1] * long + g[:, 2] * u + g[:, 3] * proj
-        return out, buffers[:, :, -1]
+            fade = (d.view(2, 1) ** torch.arange(1, T + 1, device=u.device, dtype=d.dtype).view(1, T)).to(dt)
+            c = carried.to(dt)  # [B, 2, N]
+            gc = (c * g2[:2].unsqueeze(0)).transpose(0, 1).reshape(2, B * N)  # [g_s*S0; g_l*L0]
+            out = out + fade.t() @ gc  # [T, 2] x [2, B*N]
+            z = z + (fade[1].view(T, 1, 1) * F.linear(c[:, 1], self.down.weight).unsqueeze(0)).view(T * B, -1)
+        out = torch.addmm(out.view(T * B, N), z, (self.up.weight * g2[3].unsqueeze(1)).t()).view(T, B, N)
+        last = None
+        if want_last:
+            last = torch.mm(E[:, -1].to(dt), u.reshape(T, B * N)).view(2, B, N)
+            if carried is not None:
+                last = last + fade[:, -1].view(2, 1, 1) * carried.to(dt).transpose(0, 1)
+            last = last.transpose(0, 1)
+        return out, last
 
 
 class Memory2(Memory):
@@ -178,8 +222,11 @@ class Memory2(Memory):
         return torch.sigmoid(self.mix_logits)
 
     def forward(self, windows: Tensor, memory: Tensor, carried: Tensor | None = None) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        m = self.mix().to(windows.dtype)
-        return super().forward(m * windows + (1 - m) * memory, carried)
+        return super().forward(self.mixed_input(windows, memory), carried)
+
+    def mixed_input(self, windows: Tensor, memory: Tensor) -> Tensor:
+        """m*windows + (1-m)*memory in one pass (any layout with neurons last)."""
+        return torch.lerp(memory, windows, self.mix().to(memory.dtype))
 
 
 class Logits(nn.Module):
@@ -216,17 +263,21 @@ class BabyLLM(nn.Module):
     def run(self, ids: Tensor, state: State | None = None, keep_state: bool = False) -> Pass:
         """Forward over ids [B, T], continuing from `state` if given; returns the new state if asked."""
         T = ids.shape[1]
-        acts = self.neurons(self.embed(ids, start=state.pos if state else 0))
-        history = torch.cat([state.acts, acts], dim=1) if state else acts
-        win = self.windows(history, rows=T)
-        mem1, carried1 = self.memory1(win, state.memory1 if state else None)
-        mem2, carried2 = self.memory2(win, mem1, state.memory2 if state else None)
-        logits = self.logits(mem2)
+        acts = self.neurons(self.embed.time_major(ids, start=state.pos if state else 0))  # [T, B, N]
+        history = torch.cat([state.acts.transpose(0, 1).to(acts.dtype), acts], dim=0) if state else acts
+        win = self.windows.time_major(history, rows=T)
+        c1 = state.memory1 if state else None
+        c2 = state.memory2 if state else None
+        mem1, carried1 = self.memory1.time_major(win, c1, want_last=keep_state)
+        mem2, carried2 = self.memory2.time_major(self.memory2.mixed_input(win, mem1), c2, want_last=keep_state)
+        logits = self.logits(mem2).transpose(0, 1)  # a [B, T, V] view of time-major logits
         new_state = None
         if keep_state:
+            assert carried1 is not None and carried2 is not None
             pos = (state.pos if state else 0) + T
-            new_state = State(pos, history[:, -self.cfg.context :].detach(), carried1.detach(), carried2.detach())
-        return Pass(logits, new_state, acts)
+            kept = history[-self.cfg.context :].transpose(0, 1).detach()
+            new_state = State(pos, kept, carried1.detach(), carried2.detach())
+        return Pass(logits, new_state, acts.transpose(0, 1))
 
     @torch.no_grad()
     def readings(self) -> dict[str, float]:
@@ -251,7 +302,7 @@ class BabyLLM(nn.Module):
         """Multiply-accumulates per token of one forward pass at full context, per part (dense GEMMs as run)."""
         c = self.cfg
         T, N = c.context, c.neurons
-        memory = 2 * T * N + 2 * N * c.memory_rank
+        memory = 2 * T * N + 2 * N * c.memory_rank + T * c.memory_rank
         return {
             "embed": 0,
             "neurons": c.embed * N,
@@ -268,4 +319,7 @@ class BabyLLM(nn.Module):
 
 def next_token_loss(logits: Tensor, targets: Tensor) -> Tensor:
     """Mean cross-entropy of every position's prediction against the next token (computed in fp32)."""
+    if logits.dim() == 3 and not logits.is_contiguous() and logits.transpose(0, 1).is_contiguous():
+        # BabyLLM's logits are a [B, T, V] view of time-major memory: take the mean in that order (no copy).
+        logits, targets = logits.transpose(0, 1), targets.transpose(0, 1)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))

@@ -1,0 +1,87 @@
+"""`babyllm bench` end to end on the tiny config: it runs, and its JSON has every number, all positive.
+
+No timing assertions: speed is measured by the benchmark, never asserted in tests.
+"""
+
+import argparse
+import json
+
+import pytest
+
+from babyllm import bench
+from babyllm.config import load_config
+from babyllm.errors import BabyError
+
+
+def args(tmp_path, **kw):
+    base = dict(config=["tiny"], overrides=[f"data.cache_dir={json.dumps(str(tmp_path / 'cache'))}"], device="cpu",
+                dtype=None, compile=False, json=True, quick=True, scaling=False)
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def positive(x):
+    return isinstance(x, (int, float)) and x > 0
+
+
+def test_bench_json_has_every_measure(tmp_path, capsys):
+    assert bench.main(args(tmp_path)) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["machine"]["cpu_cores"] >= 1
+    (r,) = out["results"]
+    assert r["config"] == "tiny" and r["device"] == "cpu" and r["dtype"] == "fp32"
+    assert positive(r["train_flops_per_token"]) and positive(r["memory_mb"])
+    for dt in ("fp32", "bf16"):
+        peak = r["peak"][dt]
+        assert positive(peak["peak_gflops"]) and positive(peak["mix_gflops"])
+        assert peak["peak_shape"] in peak["shapes"]
+        assert {"logits fwd", "logits bwd dx", "logits bwd dw", "neurons fwd", "mix fwd"} <= set(peak["shapes"])
+    t = r["train"]
+    for key in ("tokens_per_s", "ms_per_step", "gflops", "fraction_of_peak", "fraction_of_mix", "fraction_vs_probe",
+                "mfu_bf16", "loss"):
+        assert positive(t[key]), key
+    assert t["steps"] >= 2
+    for key in ("whole_tokens_per_s", "naive_tokens_per_s", "speedup"):
+        assert positive(r["naive"][key]), key
+    assert positive(r["generation"]["tokens_per_s"]) and r["generation"]["tokens"] >= 1
+
+
+def test_bench_table_bf16(tmp_path, capsys):
+    assert bench.main(args(tmp_path, json=False, dtype="bf16")) == 0
+    text = capsys.readouterr().out
+    for label in ("train tokens/s", "of peak", "chat tokens/s", "speed-up", "memory MB", "tiny bf16"):
+        assert label in text
+
+
+def test_bench_scaling_rows(tmp_path, capsys, monkeypatch):
+    # In-process instead of nine child processes, to keep the test quick.
+    monkeypatch.setattr(bench, "run_child", bench.measure_config)
+    assert bench.main(args(tmp_path, scaling=True)) == 0
+    rows = json.loads(capsys.readouterr().out)["scaling"]
+    assert len(rows) == 9
+    assert {r["vary"].split()[0] for r in rows} == {"T", "N", "B"}
+    for r in rows:
+        assert positive(r["train"]["tokens_per_s"]) and positive(r["memory_mb"])
+
+
+def test_scaling_specs_vary_one_thing_at_a_time():
+    base = dict(config="cpu", overrides=[], device="cpu", dtype="fp32", compile=False, quick=True)
+    cfg = load_config("cpu")
+    specs = bench.scaling_specs(base)
+    contexts = [load_config("cpu", s["overrides"]).model.context for s in specs[:3]]
+    assert contexts == [cfg.model.context // 2, cfg.model.context, cfg.model.context * 2]
+
+
+def test_gemm_shapes_cover_the_step():
+    cfg = load_config("cpu")
+    shapes = bench.gemm_shapes(cfg)
+    rows = cfg.train.batch * cfg.model.context
+    fwd = {s["name"]: s for s in shapes}["logits fwd"]
+    assert (fwd["m"], fwd["k"], fwd["n"]) == (rows, cfg.model.neurons, cfg.model.vocab)
+    capped = bench._capped(fwd, 1e8)
+    assert 2 * capped[0] * capped[1] * capped[2] <= 1e8 or capped[0] == 64
+
+
+def test_bad_config_is_a_clear_error(tmp_path):
+    with pytest.raises(BabyError):
+        bench.main(args(tmp_path, config=["no-such-config"]))
