@@ -1,0 +1,313 @@
+"""Pilot tests of the cockpit against a fake Tutor that records every request."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+
+import pytest
+from textual.widgets import Input
+
+from babyllm.errors import BabyError
+from babyllm.snapshot import Snapshot
+from tui.app import CockpitApp
+from tui.fake import FakeTutor
+from tui.messages import SnapshotReady
+from tui.screens import ConfirmScreen, ErrorScreen, HelpScreen
+from tui.widgets.status import StatusBar
+
+SMALL = (80, 24)
+BIG = (160, 50)
+
+
+class FakeChat:
+    """Infer2 stand-in: replies "a", "b", "c" and understands /temp."""
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+        self.commands: list[str] = []
+        self.notices: list[str] = []
+
+    def stream(self, prompt: str):
+        self.prompts.append(prompt)
+        for piece in ("a", "b", "c"):
+            time.sleep(0.01)
+            yield piece
+        self.notices.append("a notice")
+
+    def command(self, line: str) -> str:
+        self.commands.append(line)
+        if line == "/temp x":
+            raise BabyError("temperature 'x': not a number")
+        return f"ok {line}"
+
+
+def make_app(**kwargs) -> tuple[CockpitApp, dict]:
+    made: dict = {}
+
+    def factory(publish, say):
+        made["tutor"] = FakeTutor(publish=publish)
+        return made["tutor"]
+
+    kwargs.setdefault("handle_signals", False)
+    app = CockpitApp(factory, chat_factory=lambda tutor: made.setdefault("chat", FakeChat()), **kwargs)
+    return app, made
+
+
+async def wait_for(pilot, condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await pilot.pause(0.02)
+
+
+def log_text(app: CockpitApp) -> str:
+    return "\n".join(app.pane("events").lines)
+
+
+async def started(pilot, app: CockpitApp) -> None:
+    await wait_for(pilot, lambda: app.snapshot is not None and app.chat is not None)
+
+
+async def test_keys_reach_the_tutor():
+    app, made = make_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app)
+        tutor: FakeTutor = made["tutor"]
+        await pilot.press("space")
+        await pilot.press("p")
+        await pilot.press("s")
+        await pilot.press("c")
+        assert tutor.calls == ["pause", "resume", "request_save", "request_checkpoint"]
+        assert "save requested" in log_text(app)
+        # roll back outside an alarm asks first; "n" cancels, "y" rolls back
+        await pilot.press("r")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        assert "rollback" not in tutor.calls
+        await pilot.press("r", "y")
+        assert tutor.calls[-1] == "rollback"
+
+
+async def test_number_keys_switch_panes_when_small_and_maximise_when_big():
+    app, _ = make_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app)
+        assert app.compact and app.active_pane == "stats"
+        for key, name in zip("1234567", ("stats", "loss", "chat", "windows", "timing", "sample", "events")):
+            await pilot.press(key)
+            assert app.active_pane == name
+            assert app.pane(name).display and app.pane(name).region.height > 10
+        await pilot.click("#tab-loss")
+        assert app.active_pane == "loss"
+    app, _ = make_app()
+    async with app.run_test(size=BIG) as pilot:
+        await started(pilot, app)
+        assert not app.compact
+        assert all(p.region.height > 5 for p in app.panes)  # all on screen at once
+        await pilot.press("2")
+        assert app.screen.maximized is app.pane("loss")
+        await pilot.press("escape")
+        assert app.screen.maximized is None
+        await pilot.press("4", "0")
+        assert app.screen.maximized is None
+
+
+async def test_plot_and_stat_keys():
+    app, _ = make_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app)
+        await pilot.press("2")
+        assert not app.log_scale
+        await pilot.press("l")
+        assert app.log_scale
+        assert "log" in str(app.pane("loss").border_subtitle)
+        await pilot.press("m")
+        assert not app.smoothing_on
+        await pilot.press("m", "plus")
+        assert app.smoothing_on and app.smoothing == 0.95
+        await pilot.press("minus", "minus")
+        assert app.smoothing == 0.8
+        await pilot.press("1", "right_square_bracket")
+        assert app.pane("stats").focus_stat == "loss_100"
+        await pilot.press("left_square_bracket", "left_square_bracket")
+        assert app.pane("stats").focus_stat == "t_stats"  # wraps round
+
+
+async def test_help_screen():
+    app, _ = make_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("f1")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("q")  # closes the help, does not quit
+        assert not isinstance(app.screen, HelpScreen) and app.is_running
+
+
+@pytest.mark.parametrize(("query", "call"), [
+    ("Save now", "request_save"), ("Checkpoint", "request_checkpoint"), ("Pause / resume", "pause"),
+])
+async def test_palette_actions(query, call):
+    app, made = make_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app)
+        await pilot.press("ctrl+p")
+        await pilot.press(*query)
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: call in made["tutor"].calls)
+
+
+async def test_palette_panes_plot_and_thresholds():
+    app, _ = make_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app)
+        for query, check in (("pane: tim", lambda: app.active_pane == "timing"),
+                             ("log scale", lambda: app.log_scale),
+                             ("of grad_n", lambda: app.pane("stats").focus_stat == "grad_norm")):
+            await pilot.press("ctrl+p", *query)
+            await pilot.pause(0.3)
+            await pilot.press("enter")
+            await wait_for(pilot, check)
+
+
+async def test_chat_streams_and_runs_commands():
+    app, made = make_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app)
+        await pilot.press("i")
+        assert app.active_pane == "chat" and isinstance(app.focused, Input)
+        await pilot.press(*"hello", "enter")
+        await wait_for(pilot, lambda: not app._chatting)
+        chat = made["chat"]
+        assert chat.prompts == ["hello"]
+        texts = [str(w.render()) for w in app.query(".chat-line")]
+        assert any(t.startswith("baby abc") for t in texts), texts
+        assert "a notice" in texts
+        await pilot.press(*"/temp 0.5", "enter", *"/temp x", "enter")
+        texts = [str(w.render()) for w in app.query(".chat-line")]
+        assert "ok /temp 0.5" in texts and "temperature 'x': not a number" in texts
+        # typing "q" and "s" in the chat never reaches the Tutor or quits
+        await pilot.press("q", "s", "space")
+        assert made["tutor"].calls == [] and app.is_running
+        await pilot.press("escape")
+        assert not isinstance(app.focused, Input)
+        await pilot.press("ctrl+t")
+        assert isinstance(app.focused, Input)
+
+
+async def test_quit_asks_then_stops_the_tutor_and_joins_its_thread():
+    app, made = make_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app)
+        await pilot.press("q")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("escape")
+        assert app.is_running and "stop" not in made["tutor"].calls
+        await pilot.press("q", "y")
+        await wait_for(pilot, lambda: not app.is_running)
+    assert made["tutor"].calls == ["stop"]
+    assert app.join_tutor(timeout=2)
+    assert not [t for t in threading.enumerate() if t.name == "tutor"]
+
+
+async def test_nan_alarm_banner_resume_and_rollback():
+    app, made = make_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app)
+        tutor: FakeTutor = made["tutor"]
+        app.post_message(SnapshotReady(tutor.raise_alarm()))
+        await wait_for(pilot, lambda: app.snapshot.state == "alarm")
+        status = app.query_one(StatusBar)
+        assert status.has_class("-alarm") and "ALARM" in str(status.render())
+        assert "loss is nan" in log_text(app)
+        await pilot.press("r")  # in an alarm: no question asked
+        assert tutor.calls == ["rollback"]
+        app.post_message(SnapshotReady(tutor.raise_alarm()))
+        await pilot.pause(0.1)
+        await pilot.press("space")
+        assert tutor.calls == ["rollback", "resume"]
+
+
+async def test_snapshots_coalesce():
+    """A burst of snapshots from another thread is shown as far fewer updates, ending with the last."""
+    app, made = make_app()
+    shown: list[int] = []
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app)
+        real_show = app._show
+        app._show = lambda snap: (shown.append(snap.step), real_show(snap))  # type: ignore[method-assign]
+        base = made["tutor"].snapshot()
+
+        def burst() -> None:
+            for i in range(2000):
+                app._publish(Snapshot(step=1000 + i, tokens=0, state="running", stats=base.stats))
+
+        t = threading.Thread(target=burst)
+        t.start()
+        t.join()
+        await wait_for(pilot, lambda: shown and shown[-1] == 2999)
+    assert len(shown) < 500
+
+
+async def test_tutor_exception_shows_error_screen_and_quits():
+    def factory(publish, say):
+        raise RuntimeError("boom")
+
+    app = CockpitApp(factory, handle_signals=False)
+    async with app.run_test(size=SMALL) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen))
+        assert "boom" in app.failure
+        await pilot.press("escape")  # the panes stay usable
+        assert not isinstance(app.screen, ErrorScreen) and app.is_running
+        await pilot.press("q", "y")
+        await wait_for(pilot, lambda: not app.is_running)
+    assert app.exit_code == 1
+
+
+async def test_baby_error_while_starting_exits_2():
+    def factory(publish, say):
+        say("training the tokenizer…")
+        raise BabyError("corpus.txt: no usable text")
+
+    app = CockpitApp(factory, handle_signals=False)
+    async with app.run_test(size=SMALL) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen))
+        assert "training the tokenizer" in log_text(app)
+        await pilot.press("q")
+        await wait_for(pilot, lambda: not app.is_running)
+    assert app.exit_code == 2 and app.failure == "corpus.txt: no usable text"
+
+
+async def test_actions_while_starting_only_warn():
+    gate = threading.Event()
+
+    def factory(publish, say):
+        gate.wait(5)
+        return FakeTutor(publish=publish)
+
+    app = CockpitApp(factory, handle_signals=False)
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("s", "space", "c")
+        assert "STARTING" in str(app.query_one(StatusBar).render())
+        await pilot.press("q", "y")  # quitting while the Tutor is still being built
+        gate.set()
+        await wait_for(pilot, lambda: not app.is_running)
+    assert app.join_tutor(timeout=2)
+
+
+async def test_sigterm_saves_and_exits():
+    app, made = make_app(handle_signals=True)
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app)
+        os.kill(os.getpid(), signal.SIGTERM)
+        await wait_for(pilot, lambda: not app.is_running)
+    assert made["tutor"].calls == ["stop"]
+    await asyncio.sleep(0)

@@ -1,0 +1,49 @@
+"""Screenshots of the cockpit on fixed fake data (no clocks, no randomness in what is rendered).
+
+Update after an intended change with: pytest tests/test_tui_snapshots.py --snapshot-update
+"""
+
+from __future__ import annotations
+
+import time
+
+from tui.app import CockpitApp
+from tui.fake import FakeTutor
+from tui.widgets.plotting import Plot
+
+
+def fake_app() -> CockpitApp:
+    return CockpitApp(lambda publish, say: FakeTutor(publish=publish), handle_signals=False)
+
+
+async def settled(pilot) -> None:
+    """Wait for the fake Tutor's snapshot and for every plot on screen to be drawn at its final size."""
+    app = pilot.app
+
+    def busy() -> bool:
+        plots = [p for p in app.query(Plot) if p.size.width > 0]
+        return (app.snapshot is None or app._plots_dirty or app._panes_dirty
+                or any(p.drawn_size != (p.size.width, p.size.height) for p in plots))
+
+    deadline = time.monotonic() + 5
+    while busy() and time.monotonic() < deadline:
+        await pilot.pause(0.05)
+    await pilot.pause(0.1)
+    assert not busy()
+
+
+def test_main_screen_80x24(snap_compare):
+    assert snap_compare(fake_app(), terminal_size=(80, 24), run_before=settled)
+
+
+def test_loss_pane_80x24(snap_compare):
+    async def show_loss(pilot) -> None:
+        await settled(pilot)
+        await pilot.press("2")
+        await pilot.pause(0.1)
+
+    assert snap_compare(fake_app(), terminal_size=(80, 24), run_before=show_loss)
+
+
+def test_main_screen_160x50(snap_compare):
+    assert snap_compare(fake_app(), terminal_size=(160, 50), run_before=settled)

@@ -1,0 +1,75 @@
+"""`babyllm-tui`: train babyLLM in the cockpit.
+
+Mistakes in the arguments, config, corpus or run directory are one line on stderr and exit code 2,
+before the app starts; problems found while the Tutor starts (it builds the tokenizer and encodes
+the corpus in its thread) are shown on the error screen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from babyllm.cli import add_training_args, config_from_args, run_command
+from babyllm.errors import BabyError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="babyllm-tui",
+        description="Train babyLLM and watch it live: stats, loss, windows, guesses, chat. "
+                    "Default: the shipped corpus with the config that suits this machine "
+                    "(default on a GPU, cpu otherwise). Keys: ? in the app.")
+    add_training_args(p)
+    return p
+
+
+def cockpit(args: argparse.Namespace) -> int:
+    from babyllm.librarian import find_corpus
+    from babyllm.runtime import pick_device
+    from babyllm.soul import resolve_run_dir
+
+    # Everything that can be checked cheaply is checked here, so it is a one-line error, not a screen.
+    cfg = config_from_args(args)
+    find_corpus(cfg.data.corpus or None)
+    device = pick_device(cfg.train.device)
+    run_dir = resolve_run_dir(args.run, args.run_dir, args.resume, cfg.name)
+
+    from babyllm.infer2 import Infer2, Settings
+    from babyllm.tutor import Tutor
+    from tui.app import CockpitApp
+
+    def make_tutor(publish: Any, say: Any) -> Tutor:
+        return Tutor(cfg, run_dir, resume=args.resume, publish=publish, say=say)
+
+    def make_chat(tutor: Tutor) -> Infer2:
+        return Infer2(tutor.model, tutor.librarian.tokenizer, Settings.from_config(cfg.chat), lock=tutor.weights_lock)
+
+    app = CockpitApp(make_tutor, chat_factory=make_chat, window=cfg.stats.window,
+                     subtitle=f"{cfg.name} · {device} · {run_dir}")
+    code = app.run()
+    stopped = app.join_tutor(timeout=app.join_timeout)
+    if app.failure:
+        print(f"babyllm-tui: {app.failure}", file=sys.stderr)
+    if not stopped:
+        print("babyllm-tui: the Tutor thread did not stop in time; the last save is intact", file=sys.stderr)
+        return 1
+    tutor = app.tutor
+    saved = getattr(tutor, "last_save_path", None)
+    if saved is not None:
+        print(f"babyllm-tui: last save {saved} (resume with --run-dir {run_dir} --resume)")
+    return code if isinstance(code, int) else app.exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from babyllm.runtime import tune_malloc
+
+    tune_malloc()
+    args = build_parser().parse_args(argv)
+    return run_command(cockpit, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

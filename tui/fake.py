@@ -1,0 +1,130 @@
+"""A deterministic stand-in for the Tutor: fixed stats, history and events, and a record of every call.
+
+Used by the tests and by ``python -m tui.fake`` (a cockpit demo without torch training).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Callable
+
+from babyllm.snapshot import Event, History, Sample, Snapshot
+
+WINDOW_SIZES = (2.0, 3.1, 5.2, 8.4, 15.7, 31.0, 62.5)
+WINDOW_WEIGHTS = (0.09, 0.21, 0.18, 0.16, 0.14, 0.12, 0.10)
+
+
+def fake_stats(step: int) -> dict[str, float]:
+    """Plausible stats for a step, a pure function of the step number."""
+    loss = 2.2 + 5.4 * math.exp(-step / 180) + 0.15 * math.sin(step / 7)
+    stats = {
+        "step": float(step), "tokens": float(step * 1024), "loss": loss, "loss_100": loss + 0.05,
+        "loss_1000": loss + 0.2, "val_loss": loss + 0.12, "perplexity": math.exp(loss),
+        "accuracy": max(0.0, 0.45 - loss / 20), "lr": 2e-3 * min(1.0, step / 50), "grad_norm": 0.8 + 0.1 * math.cos(step),
+        "tokens_per_s": 5120.0 + 10 * math.sin(step), "step_ms": 200.0,
+    }
+    for i, (size, weight) in enumerate(zip(WINDOW_SIZES, WINDOW_WEIGHTS)):
+        stats[f"window_weight_{i}"] = weight + 0.01 * math.sin(step / 40 + i)
+        stats[f"window_size_{i}"] = size
+    for m in (1, 2):
+        stats.update({f"mem{m}_decay_short": 0.5, f"mem{m}_decay_long": 0.95, f"mem{m}_gate_short": 0.25,
+                      f"mem{m}_gate_long": 0.25, f"mem{m}_gate_input": 0.3, f"mem{m}_gate_proj": 0.2})
+    stats.update({"mem2_mix": 0.5, "entropy": loss * 0.9, "act_mean": 0.12, "act_std": 0.4, "act_inactive": 0.31,
+                  "norm_embed": 45.2, "norm_neurons": 31.9, "norm_windows": 1.2, "norm_memory1": 8.8,
+                  "norm_memory2": 8.7, "norm_logits": 60.3, "t_data": 4.0, "t_forward": 70.0,
+                  "t_backward": 100.0, "t_optimizer": 20.0, "t_stats": 6.0})
+    return stats
+
+
+SAMPLE = Sample(
+    step=300,
+    context="The kettle sang and we sat by the window",
+    guesses=(" the", " was", " and", " the", " down", " the", " the", " the", "."),
+    truths=(" kettle", " sang", " and", " we", " sat", " by", " the", " window", "."),
+)
+
+
+class FakeTutor:
+    """Implements TutorControl with canned, deterministic data; ``calls`` records every request."""
+
+    def __init__(self, steps: int = 300, max_steps: int = 1000, publish: Callable[[Snapshot], None] | None = None,
+                 state: str = "running", events: tuple[Event, ...] | None = None) -> None:
+        self.history = History()
+        for s in range(1, steps + 1):
+            stats = fake_stats(s)
+            if s % 50:
+                stats.pop("val_loss")
+            self.history.add(s, stats)
+        self.step = steps
+        self.max_steps = max_steps
+        self.state = state
+        self.error: str | None = None
+        self.publish = publish
+        self.calls: list[str] = []
+        self.events = events if events is not None else (
+            Event(100, "val", "val loss 3.912 (best)", 0.0),
+            Event(200, "val", "val loss 3.107 (best)", 0.0),
+            Event(250, "save", "saved runs/demo/save-000250", 0.0),
+            Event(300, "checkpoint", "checkpoint runs/demo/ckpt-000300", 0.0),
+        )
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            return Snapshot(step=self.step, tokens=self.step * 1024, state=self.state, stats=fake_stats(self.step),
+                            max_steps=self.max_steps, sample=SAMPLE, events=self.events, event_count=len(self.events),
+                            error=self.error, device="cpu", config_name="cpu", run_dir="runs/demo")
+
+    def _record(self, name: str) -> None:
+        with self._lock:
+            self.calls.append(name)
+
+    def pause(self) -> None:
+        self._record("pause")
+        self.state = "paused"
+
+    def resume(self) -> None:
+        self._record("resume")
+        self.state = "running"
+
+    def request_save(self) -> None:
+        self._record("request_save")
+
+    def request_checkpoint(self) -> None:
+        self._record("request_checkpoint")
+
+    def rollback(self) -> None:
+        self._record("rollback")
+        self.state = "paused"
+
+    def stop(self) -> None:
+        self._record("stop")
+        self._stopped.set()
+
+    def raise_alarm(self, message: str = "loss is nan at step 300: step skipped") -> Snapshot:
+        """Switch to the NaN-alarm state (as the real Tutor does) and return the snapshot."""
+        with self._lock:
+            self.state = "alarm"
+            self.error = message
+            self.events = (*self.events, Event(self.step, "alarm", message, 0.0))
+        return self.snapshot()
+
+    def run(self) -> str:
+        if self.publish is not None:
+            self.publish(self.snapshot())
+        self._stopped.wait()
+        self.state = "stopped"
+        return "stopped"
+
+
+def main() -> None:
+    """Show the cockpit on fake data (no training): ``python -m tui.fake``."""
+    from tui.app import CockpitApp
+
+    CockpitApp(lambda publish, say: FakeTutor(publish=publish), subtitle="demo · fake data").run()
+
+
+if __name__ == "__main__":
+    main()

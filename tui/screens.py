@@ -1,0 +1,100 @@
+"""Modal screens: help, a yes/no confirmation (quit, roll back) and the Tutor's error."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+# (keys, what they do) in the order the help screen lists them.
+HELP: tuple[tuple[str, str], ...] = (
+    ("space  p", "pause / resume training (also resumes after a NaN alarm)"),
+    ("s", "save now (the rolling save a resume starts from)"),
+    ("c", "checkpoint (a step-numbered save that is kept)"),
+    ("r", "roll back to the last save (after a NaN alarm)"),
+    ("i  ctrl+t", "chat: focus the chat input (shows the chat pane)"),
+    ("escape", "leave the chat input / close a dialog / un-maximise"),
+    ("1 … 7", "stats loss chat windows timing sample log: show one (small"),
+    ("", "terminal) or maximise it (big terminal; again or 0 restores)"),
+    ("0", "back to all panes"),
+    ("tab  shift+tab", "move focus between panes and the chat input"),
+    ("l", "loss plot: log scale on/off"),
+    ("m", "loss plot: smoothing on/off"),
+    ("+  -", "loss plot: stronger / weaker smoothing"),
+    ("[  ]", "stats: previous / next stat whose band thresholds are shown"),
+    ("? f1", "this help"),
+    ("ctrl+p", "command palette: every action here, by name"),
+    ("q  ctrl+c", "quit: asks, then saves, stops the Tutor and exits"),
+)
+
+CHAT_HELP = "chat commands: /temp 0.8  /topk 40  /topp 0.9  /max 200  /reset  /help"
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,question_mark,f1", "dismiss", "close")]
+
+    def compose(self) -> ComposeResult:
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold")
+        table.add_column()
+        for keys, what in HELP:
+            table.add_row(keys, what)
+        with VerticalScroll(id="help-box", classes="dialog"):
+            yield Static(Text("babyllm-tui keys", style="bold"))
+            yield Static(table)
+            yield Static(Text(CHAT_HELP, style="dim"))
+            yield Static(Text("The mouse works too: click tabs, panes, buttons. Escape closes.", style="dim"))
+
+    def action_dismiss(self) -> None:  # type: ignore[override]
+        self.dismiss(None)
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Yes/no question; y/enter = yes, n/escape = no."""
+
+    BINDINGS = [Binding("y,enter", "answer(True)", "yes"), Binding("n,escape", "answer(False)", "no")]
+
+    def __init__(self, question: str, yes: str = "Yes") -> None:
+        super().__init__()
+        self.question = question
+        self.yes = yes
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm-box", classes="dialog"):
+            yield Static(self.question, id="confirm-question")
+            with Horizontal(id="confirm-buttons"):
+                yield Button(f"{self.yes} (y)", variant="primary", id="yes")
+                yield Button("No (n)", id="no")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class ErrorScreen(ModalScreen[None]):
+    """The Tutor stopped with an error; the panes stay readable behind it and the last save is untouched."""
+
+    BINDINGS = [Binding("escape", "dismiss", "look at the panes"), Binding("q", "app.quit_now", "quit")]
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__()
+        self.message = message
+        self.details = details
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="error-box", classes="dialog"):
+            yield Static(Text("Training stopped with an error", style="bold red"))
+            yield Static(Text(self.message))
+            if self.details:
+                with VerticalScroll(id="error-details"):
+                    yield Static(Text(self.details, style="dim"))
+            yield Static(Text("The last save is intact. q quits, escape shows the panes.", style="dim"))
+
+    def action_dismiss(self) -> None:  # type: ignore[override]
+        self.dismiss(None)

@@ -1,0 +1,87 @@
+"""Stats pane: the Calligraphist's banded grid, the band legend and the focused stat's thresholds."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from babyllm.calligraphist import BANDS, SECTIONS, format_value, label, section_of
+from tui.widgets.base import Pane, update_static
+
+ARROWS = {"lower": "≤", "higher": "≥"}
+
+
+class StatsPane(Pane):
+    KEY = "1"
+    NAME = "stats"
+    SHORT = "stats"
+    TITLE = "stats"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.focus_stat = "loss"
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="stats-scroll"):
+            yield Static(Text("waiting for the first step…", style="dim"), id="stats-grid")
+        yield Static(id="stats-bands")
+
+    def on_mount(self) -> None:
+        self.border_subtitle = "[ ] stat"
+        self.query_one("#stats-bands", Static).update(self.bands_text())
+
+    def show_snapshot(self) -> None:
+        snap = self.cockpit.snapshot
+        if snap is None or not snap.stats:
+            return
+        # The grid's height depends on the stats and the widths of their values (it picks how many
+        # cells fit a row), so those are the key: no measuring, no layout pass unless they change.
+        key = tuple((n, len(format_value(n, v))) for n, v in snap.stats.items())
+        update_static(self.query_one("#stats-grid", Static), self.cockpit.calligraphist.grid(snap.stats), key=key)
+        update_static(self.query_one("#stats-bands", Static), self.bands_text())
+
+    def cycle(self, delta: int) -> None:
+        """Focus the next/previous stat (whose band thresholds are shown)."""
+        snap = self.cockpit.snapshot
+        # the grid's order: by section, then as the Tutor lists them
+        names = sorted(snap.stats, key=lambda n: SECTIONS.index(section_of(n))) if snap and snap.stats else []
+        if not names:
+            return
+        i = names.index(self.focus_stat) if self.focus_stat in names else -delta
+        self.set_stat(names[(i + delta) % len(names)])
+
+    def set_stat(self, name: str) -> None:
+        self.focus_stat = name
+        update_static(self.query_one("#stats-bands", Static), self.bands_text())
+
+    def bands_text(self) -> Group:
+        """The legend, with each band's threshold for the focused stat when it has them."""
+        calli = self.cockpit.calligraphist
+        name = self.focus_stat
+        snap = self.cockpit.snapshot
+        value = snap.stats.get(name) if snap else None
+        head = Text.assemble((f"{label(name)} ", "bold"))
+        try:
+            thresholds = dict(calli.bands[name])
+        except KeyError:
+            thresholds = {}
+        if value is not None:
+            band = calli.band(name, value)
+            head.append_text(calli.text(name, value))
+            head.append(f"  {band or 'not banded'}", style=calli.style(band) if band else "dim")
+        if not thresholds:
+            head.append("  (neutral: no bands)" if calli.direction(name) == "neutral" else "  (no history yet)", style="dim")
+            return Group(head, calli.legend())
+        arrow = ARROWS.get(calli.direction(name), "")
+        body = Text()
+        for i, band in enumerate(BANDS):
+            if band not in thresholds:
+                continue
+            if i:
+                body.append("  ")
+            body.append(band, style=calli.style(band))
+            body.append(f" {arrow}{format_value(name, thresholds[band])}", style="dim")
+        return Group(head, body)

@@ -1,0 +1,96 @@
+"""Timing pane: the Counsellor's per-section breakdown, tokens/s, step time and the ETA."""
+
+from __future__ import annotations
+
+import math
+
+from rich.text import Text
+from textual.widget import Widget
+
+from babyllm.calligraphist import format_value
+from tui.widgets.base import Pane
+from tui.widgets.windows import bar
+
+ORDER = ("t_data", "t_forward", "t_backward", "t_optimizer", "t_stats")
+
+
+def duration(seconds: float) -> str:
+    if not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+def eta_seconds(step: int, max_steps: int, step_ms: float) -> float | None:
+    """Seconds left when a step limit is set, from the (smoothed) step time."""
+    if max_steps <= 0 or not math.isfinite(step_ms) or step_ms <= 0:
+        return None
+    return max(0, max_steps - step) * step_ms / 1000.0
+
+
+class TimingView(Widget):
+    DEFAULT_CSS = "TimingView { height: auto; }"
+
+    def __init__(self) -> None:
+        super().__init__(id="timing-view")
+        self.lines = 1
+        self.content = Text("no timings yet", style="dim")
+
+    def get_content_height(self, container, viewport, width: int) -> int:  # type: ignore[no-untyped-def]
+        return self.lines
+
+    def render(self) -> Text:
+        return self.content
+
+    def build(self, stats: dict[str, float], step: int, max_steps: int) -> None:
+        calli = self.app.calligraphist  # type: ignore[attr-defined]
+        names = [n for n in ORDER if n in stats] + sorted(n for n in stats if n.startswith("t_") and n not in ORDER)
+        total = sum(stats[n] for n in names if math.isfinite(stats[n])) or 1.0
+        width = max(4, min(40, self.size.width - 29))
+        out = Text(no_wrap=True, overflow="ellipsis")
+        for n in names:
+            v = stats[n]
+            share = v / total if math.isfinite(v) else 0.0
+            out.append(f"{n[2:]:<10}", style="dim")
+            value = calli.text(n, v)
+            out.append(" " * max(0, 7 - value.cell_len))
+            out.append_text(value)
+            out.append(" ms  ", style="dim")
+            out.append(bar(share, width), style="#5575f9")
+            out.append(f" {share:4.0%}\n")
+        out.append("tok/s     ", style="dim")
+        out.append_text(calli.text("tokens_per_s", stats.get("tokens_per_s", math.nan)) if "tokens_per_s" in stats else Text("?"))
+        out.append("   step ", style="dim")
+        out.append_text(calli.text("step_ms", stats["step_ms"]) if "step_ms" in stats else Text("?"))
+        out.append(" ms", style="dim")
+        left = eta_seconds(step, max_steps, stats.get("step_ms", math.nan))
+        out.append("\n")
+        if max_steps > 0:
+            out.append(f"steps     {step:,}/{max_steps:,} ({step / max_steps:.0%})", style="dim")
+            out.append(f"   ETA {duration(left) if left is not None else '?'}", style="bold")
+        else:
+            out.append(f"steps     {step:,} (no limit: ETA -)", style="dim")
+        lines = len(names) + 2
+        self.content = out
+        self.refresh(layout=lines != self.lines)
+        self.lines = lines
+
+
+class TimingPane(Pane):
+    KEY = "5"
+    NAME = "timing"
+    SHORT = "timing"
+    TITLE = "timing"
+
+    def compose(self):  # type: ignore[no-untyped-def]
+        yield TimingView()
+
+    def show_snapshot(self) -> None:
+        snap = self.cockpit.snapshot
+        if snap is None or not snap.stats:
+            return
+        self.query_one(TimingView).build(snap.stats, snap.step, snap.max_steps)

@@ -1,0 +1,110 @@
+"""Windows pane: the 7 window weightings and sizes now (bars) and the weightings over steps (plot)."""
+
+from __future__ import annotations
+
+import math
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.widget import Widget
+
+from tui.widgets.base import PlotPane
+from tui.widgets.plotting import Plot, finite
+
+MAX_POINTS = 400  # per window
+# One colour per window, distinguishable in 16 colours too (plotext names them).
+PLOT_COLOURS = ("blue", "cyan", "green", "yellow", "orange", "red", "magenta", "white")
+TEXT_COLOURS = ("blue", "cyan", "green", "yellow", "#ff8c00", "red", "magenta", "white")
+
+
+def windows_in(stats: dict[str, float]) -> int:
+    n = 0
+    while f"window_weight_{n}" in stats:
+        n += 1
+    return n
+
+
+def bar(fraction: float, width: int) -> str:
+    """A bar of eighth-blocks, fraction 0..1 of width cells."""
+    if not math.isfinite(fraction) or width <= 0:
+        return " " * max(width, 0)
+    eighths = round(max(0.0, min(1.0, fraction)) * width * 8)
+    full, part = divmod(eighths, 8)
+    return ("█" * full + (" ▏▎▍▌▋▊▉"[part] if part else "")).ljust(width)
+
+
+class WindowBars(Widget):
+    """One line per window: its size (tokens) and its weighting as bars."""
+
+    DEFAULT_CSS = "WindowBars { height: auto; }"
+
+    def __init__(self) -> None:
+        super().__init__(id="window-bars")
+        self.stats: dict[str, float] = {}
+
+    def get_content_height(self, container, viewport, width: int) -> int:  # type: ignore[no-untyped-def]
+        return max(1, windows_in(self.stats))
+
+    def render(self) -> Text:
+        n = windows_in(self.stats)
+        if not n:
+            return Text("no window stats yet", style="dim")
+        weights = [self.stats[f"window_weight_{i}"] for i in range(n)]
+        sizes = [self.stats.get(f"window_size_{i}", math.nan) for i in range(n)]
+        top = max((w for w in weights if math.isfinite(w)), default=1.0) or 1.0
+        biggest = max((s for s in sizes if math.isfinite(s)), default=1.0)
+        # "#0 size  2.0 ▕██   ▏ weight 0.143 ▕█████▏": split what is left between the two bars.
+        room = max(4, self.size.width - 31)
+        size_w, weight_w = max(2, room // 3), max(2, room - room // 3)
+        out = Text(no_wrap=True, overflow="ellipsis")
+        for i, (w, s) in enumerate(zip(weights, sizes)):
+            colour = TEXT_COLOURS[i % len(TEXT_COLOURS)]
+            if i:
+                out.append("\n")
+            out.append(f"#{i} ", style=f"bold {colour}")
+            out.append(f"size {s:6.1f} ", style="dim")
+            # log scale: sizes span 1..context
+            frac = math.log(max(s, 1.0)) / math.log(max(biggest, 2.0)) if math.isfinite(s) else 0.0
+            out.append(bar(frac, size_w), style=colour)
+            out.append(f" weight {w:.3f} ", style="dim")
+            out.append(bar(w / top, weight_w), style=colour)
+        return out
+
+
+class WindowsPane(PlotPane):
+    REDRAW_EVERY = 2.0  # the weightings move slowly; 7 lines are the costliest plot
+    KEY = "4"
+    NAME = "windows"
+    SHORT = "windows"
+    TITLE = "windows"
+
+    def compose(self) -> ComposeResult:
+        yield WindowBars()
+        yield Plot(id="windows-plot")
+
+    def show_snapshot(self) -> None:
+        snap = self.cockpit.snapshot
+        if snap is None:
+            return
+        bars = self.query_one(WindowBars)
+        grew = windows_in(snap.stats) != windows_in(bars.stats)
+        bars.stats = snap.stats
+        bars.refresh(layout=grew)
+
+    def redraw(self) -> None:
+        history = self.cockpit.history
+        plot = self.query_one(Plot)
+        plt = plot.plt
+        plt.clear_data()
+        plt.clear_figure()
+        n = windows_in(self.cockpit.snapshot.stats) if self.cockpit.snapshot else 0
+        points = min(MAX_POINTS, max(50, plot.size.width))  # 7 lines: plotext's cost grows with points
+        for i in range(n):
+            steps, values = history.series(f"window_weight_{i}", points) if history else ([], [])
+            x, y = finite(steps, values)
+            if x:
+                plt.plot(x, y, color=PLOT_COLOURS[i % len(PLOT_COLOURS)], marker="braille")
+        plt.title("weightings over steps")
+        plt.xlabel("step")
+        plot.mark_drawn()
+        plot.replot()
