@@ -25,10 +25,13 @@ async def settled(pilot) -> None:
         return (app.snapshot is None or app._plots_dirty or app._panes_dirty
                 or any(p.drawn_size != (p.size.width, p.size.height) for p in plots))
 
+    # Settled means idle for several checks in a row: a pane's first height change resizes the plots
+    # beside it one layout pass later, so a single idle check can come too early.
     deadline = time.monotonic() + 5
-    while busy() and time.monotonic() < deadline:
+    idle = 0
+    while idle < 4 and time.monotonic() < deadline:
+        idle = 0 if busy() else idle + 1
         await pilot.pause(0.05)
-    await pilot.pause(0.1)
     assert not busy()
 
 

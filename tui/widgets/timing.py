@@ -32,23 +32,35 @@ def eta_seconds(step: int, max_steps: int, step_ms: float) -> float | None:
     return max(0, max_steps - step) * step_ms / 1000.0
 
 
+def section_names(stats: dict[str, float]) -> list[str]:
+    """The Counsellor's sections in training order, then any others."""
+    return [n for n in ORDER if n in stats] + sorted(n for n in stats if n.startswith("t_") and n not in ORDER)
+
+
 class TimingView(Widget):
     DEFAULT_CSS = "TimingView { height: auto; }"
 
     def __init__(self) -> None:
         super().__init__(id="timing-view")
         self.lines = 1
-        self.content = Text("no timings yet", style="dim")
+        self.shown: tuple[dict[str, float], int, int] | None = None
 
     def get_content_height(self, container, viewport, width: int) -> int:  # type: ignore[no-untyped-def]
         return self.lines
 
-    def render(self) -> Text:
-        return self.content
-
     def build(self, stats: dict[str, float], step: int, max_steps: int) -> None:
+        """Show these stats; the text itself is made in render(), so the bars always fit the current width."""
+        lines = len(section_names(stats)) + 2
+        self.shown = (stats, step, max_steps)
+        self.refresh(layout=lines != self.lines)
+        self.lines = lines
+
+    def render(self) -> Text:
+        if self.shown is None:
+            return Text("no timings yet", style="dim")
+        stats, step, max_steps = self.shown
         calli = self.app.calligraphist  # type: ignore[attr-defined]
-        names = [n for n in ORDER if n in stats] + sorted(n for n in stats if n.startswith("t_") and n not in ORDER)
+        names = section_names(stats)
         total = sum(stats[n] for n in names if math.isfinite(stats[n])) or 1.0
         width = max(4, min(40, self.size.width - 29))
         out = Text(no_wrap=True, overflow="ellipsis")
@@ -74,10 +86,7 @@ class TimingView(Widget):
             out.append(f"   ETA {duration(left) if left is not None else '?'}", style="bold")
         else:
             out.append(f"steps     {step:,} (no limit: ETA -)", style="dim")
-        lines = len(names) + 2
-        self.content = out
-        self.refresh(layout=lines != self.lines)
-        self.lines = lines
+        return out
 
 
 class TimingPane(Pane):
