@@ -35,7 +35,11 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, default: str | None = None) -> Config:
     """The config named by --config (or the one that suits this machine), with --corpus/--steps/--set applied."""
-    cfg = load_config(args.config or default or default_config_name(), args.overrides)
+    return apply_run_args(load_config(args.config or default or default_config_name(), args.overrides), args)
+
+
+def apply_run_args(cfg: Config, args: argparse.Namespace) -> Config:
+    """Apply --corpus (relative to the shell's directory) and --steps to a loaded config."""
     if getattr(args, "corpus", None):
         cfg.data.corpus = str(Path(args.corpus).expanduser().resolve())
     if getattr(args, "steps", None) is not None:

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.text import Text
 
 from babyllm.calligraphist import Calligraphist
-from babyllm.cli import config_from_args
+from babyllm.cli import apply_run_args, config_from_args
 from babyllm.config import Config, apply_override, validate
 from babyllm.errors import BabyError
 from babyllm.soul import resolve_run_dir, saved_config
@@ -50,12 +50,7 @@ def prepare_run(args: argparse.Namespace, runs_root: Path = Path("runs")) -> tup
         cfg = saved_config(run_dir)
         for item in getattr(args, "overrides", None) or ():
             apply_override(cfg, item)
-        if getattr(args, "corpus", None):
-            cfg.data.corpus = str(Path(args.corpus).expanduser().resolve())
-        if getattr(args, "steps", None) is not None:
-            if args.steps < 0:
-                raise BabyError(f"--steps {args.steps}: must be >= 0 (0 = until stopped)")
-            cfg.train.steps = args.steps
+        apply_run_args(cfg, args)
         validate(cfg, where=f"{run_dir} (saved config)")
         return cfg, run_dir
     cfg = config_from_args(args)
