@@ -32,7 +32,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -52,6 +52,7 @@ TOKENIZER_FILE = "tokenizer.json"
 BEST = "best"
 RESUMABLE_KINDS = ("save", "checkpoint")
 _SAVE_NAME = re.compile(r"^(save|checkpoint)-(\d+)$")
+T = TypeVar("T")
 
 
 class CheckpointMismatch(CheckpointError):
@@ -360,12 +361,24 @@ def load_newest(run_dir: Path, cfg: Config | None, tokenizer: Tokenizer | None,
     saves = list_saves(run_dir)
     if not saves:
         raise CheckpointError(f"{run_dir}: no save found")
+
+    def load(folder: Path) -> LoadedSave:
+        loaded = read_save(folder, cfg, tokenizer, with_state=with_state)
+        if apply is not None:
+            apply(loaded)
+        return loaded
+
+    return first_usable([info.path for info in saves], load, run_dir, say)
+
+
+def first_usable(folders: list[Path], load: Callable[[Path], T], where: Path,
+                 say: Callable[[str], None] | None = None) -> T:
+    """What `load` makes of the first folder (newest first) that loads: a damaged one falls back to the next,
+    saying so; a mismatch with the config or tokenizer is raised at once (older saves would mismatch too)."""
     first_error: CheckpointError | None = None
-    for info in saves:
+    for folder in folders:
         try:
-            loaded = read_save(info.path, cfg, tokenizer, with_state=with_state)
-            if apply is not None:
-                apply(loaded)
+            result = load(folder)
         except CheckpointMismatch:
             raise
         except CheckpointError as e:
@@ -374,10 +387,9 @@ def load_newest(run_dir: Path, cfg: Config | None, tokenizer: Tokenizer | None,
                 say(f"{e}; trying an older save")
             continue
         if first_error is not None and say:
-            say(f"resuming from the older save {info.path} (step {loaded.step})")
-        return loaded
-    assert first_error is not None
-    raise CheckpointError(f"{first_error} (and no older save of {run_dir} is usable)")
+            say(f"using the older save {folder}")
+        return result
+    raise CheckpointError(f"{first_error} (and no older save of {where} is usable)")
 
 
 def config_from_dict(data: dict[str, Any], name: str = "saved", where: str = "checkpoint") -> Config:
@@ -422,26 +434,17 @@ def load_for_inference(run_dir: Path, device: str | torch.device = "cpu",
     if not folders:
         raise CheckpointError(f"{run_dir}: no save found (train one first: babyllm train --run-dir {run_dir})")
     tokenizer = load_tokenizer(tok_dir)
-    first_error: CheckpointError | None = None
-    for folder in folders:
+
+    def load(folder: Path) -> tuple[Config, BabyLLM, Tokenizer, int]:
+        loaded = read_save(folder, tokenizer=tokenizer, with_state=False)
+        meta = loaded.meta
+        cfg = config_from_dict(meta["config"], meta.get("config_name", "saved"), str(folder / META_FILE))
+        model = BabyLLM(cfg.model)
         try:
-            loaded = read_save(folder, tokenizer=tokenizer, with_state=False)
-            meta = loaded.meta
-            cfg = config_from_dict(meta["config"], meta.get("config_name", "saved"), str(folder / META_FILE))
-            model = BabyLLM(cfg.model)
-            try:
-                model.load_state_dict(loaded.model_state)
-            except RuntimeError as e:
-                raise CheckpointError(f"{folder / MODEL_FILE}: weights do not fit the saved config "
-                                      f"({str(e).splitlines()[0][:160]})") from None
-        except CheckpointMismatch:
-            raise
-        except CheckpointError as e:
-            first_error = first_error or e
-            if say:
-                say(f"{e}; trying an older save")
-            continue
-        model.to(device).eval()
-        return cfg, model, tokenizer, loaded.step
-    assert first_error is not None
-    raise CheckpointError(f"{first_error} (and no older save of {run_dir} is usable)")
+            model.load_state_dict(loaded.model_state)
+        except RuntimeError as e:
+            raise CheckpointError(f"{folder / MODEL_FILE}: weights do not fit the saved config "
+                                  f"({str(e).splitlines()[0][:160]})") from None
+        return cfg, model.to(device).eval(), tokenizer, loaded.step
+
+    return first_usable(folders, load, run_dir, say)
