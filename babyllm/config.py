@@ -15,7 +15,7 @@ except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
 from babyllm.errors import ConfigError
-from babyllm.paths import CONFIGS
+from babyllm.paths import CONFIGS, ROOT
 
 
 @dataclass
@@ -109,6 +109,8 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     p = Path(name_or_path)
     if p.suffix != ".toml" and p.parent == Path(".") and (CONFIGS / f"{p}.toml").exists():
         return CONFIGS / f"{p}.toml"
+    if not p.exists() and not p.is_absolute() and (ROOT / p).exists():
+        return ROOT / p  # "configs/cpu.toml" works from any directory
     if not p.exists():
         known = ", ".join(sorted(q.stem for q in CONFIGS.glob("*.toml")))
         raise ConfigError(f"{p}: config file not found (shipped configs: {known})")
