@@ -270,11 +270,16 @@ class _Grid:
         while per_row > 1 and self._total(per_row) > max_width:
             per_row -= 1
         widths = self._widths(per_row)
+        # Too narrow even for one cell beside the section names: put each section name on its own line.
+        stacked = per_row == 1 and self._total(1) > max_width
         lines = []
         for section, group in self.rows:
+            if stacked:
+                lines.append(Text(section, style="bold"))
             for start in range(0, len(group), per_row):
                 line = Text(no_wrap=True, overflow="ellipsis")
-                line.append((section if start == 0 else "").ljust(self.head), style="bold")
+                if not stacked:
+                    line.append((section if start == 0 else "").ljust(self.head), style="bold")
                 for (name, value), (lab, val) in zip(group[start:start + per_row], widths):
                     line.append(" " * self._GUTTER + name.ljust(lab) + " ", style="dim")
                     line.append(" " * (val - value.cell_len))

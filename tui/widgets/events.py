@@ -26,7 +26,7 @@ class EventsPane(Pane):
         self.lines: deque[str] = deque(maxlen=MAX_LINES)  # plain text of what the log shows
 
     def compose(self):  # type: ignore[no-untyped-def]
-        yield RichLog(max_lines=MAX_LINES, wrap=True, markup=False, id="event-log")
+        yield RichLog(max_lines=MAX_LINES, wrap=True, markup=False, min_width=20, id="event-log")  # wrap at the pane width, not 78
 
     def add(self, event: Event) -> None:
         line = Text(no_wrap=False)

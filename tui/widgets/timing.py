@@ -62,7 +62,7 @@ class TimingView(Widget):
         calli = self.app.calligraphist  # type: ignore[attr-defined]
         names = section_names(stats)
         total = sum(stats[n] for n in names if math.isfinite(stats[n])) or 1.0
-        width = max(4, min(40, self.size.width - 29))
+        width = max(0, min(40, self.size.width - 28))  # the rest of a line is 28 cells: name, value, share
         out = Text(no_wrap=True, overflow="ellipsis")
         for n in names:
             v = stats[n]
