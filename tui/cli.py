@@ -1,4 +1,4 @@
-"""`babyllm-tui`: train babyLLM in the cockpit.
+"""`babyllm-tui`: train babyLLM in the cockpit (or, with --watch RUN_DIR, view a run trained elsewhere).
 
 Mistakes in the arguments, config, corpus or run directory are one line on stderr and exit code 2,
 before the app starts; problems found while the Tutor starts (it builds the tokenizer and encodes
@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "Default: the shipped corpus with the config that suits this machine "
                     "(default on a GPU, cpu otherwise). Keys: ? in the app.")
     add_training_args(p)
+    p.add_argument("--watch", metavar="RUN_DIR", type=Path,
+                   help="view a run trained by another process (read-only: follows its metrics, events and "
+                        "saves; chat loads its newest save); not with the training options")
     return p
 
 
@@ -68,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     tune_malloc()
     args = build_parser().parse_args(argv)
+    if args.watch is not None:
+        from tui.watch import watch_command
+
+        return run_command(watch_command, args)
     return run_command(cockpit, args)
 
 
