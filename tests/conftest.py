@@ -1,8 +1,25 @@
 """Shared test set-up."""
 
+import pytest
 import torch
+
+from textgen import sentences
 
 # Tests use tiny shapes, and several tests run a training thread beside a chat or UI thread: with the
 # default intra-op pool, OpenMP threads spin against each other on a 2-core machine and tiny steps
 # slow down 100x. One thread keeps the suite fast and deterministic.
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A folder with a few KB of made-up text; module-wide, so each test module tokenizes it once."""
+    d = tmp_path_factory.mktemp("corpus")
+    (d / "text.txt").write_text(sentences(600, seed=11), encoding="utf-8")
+    return d
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A tokenizer/token cache folder for that corpus, kept out of the user's ~/.cache."""
+    return tmp_path_factory.mktemp("cache")

@@ -22,22 +22,9 @@ from babyllm.cli import main as cli_main
 from babyllm.distributed import env_world, is_comm_failure
 from babyllm.errors import BabyError
 from babyllm.soul import list_saves
-from textgen import sentences
 
 pytestmark = pytest.mark.slow
 RTOL = 1e-4
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    d = tmp_path_factory.mktemp("corpus")
-    (d / "text.txt").write_text(sentences(600, seed=11), encoding="utf-8")
-    return d
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
 
 
 def common(corpus, cache, *extra):

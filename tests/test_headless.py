@@ -14,19 +14,6 @@ import babyllm.tutor as tutor_mod
 from babyllm.cli import build_parser, main as cli_main
 from babyllm.headless import prepare_run
 from babyllm.soul import list_saves, load_for_inference
-from textgen import sentences
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    d = tmp_path_factory.mktemp("corpus")
-    (d / "text.txt").write_text(sentences(400, seed=5), encoding="utf-8")
-    return d
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
 
 
 @pytest.fixture

@@ -16,19 +16,6 @@ from babyllm.config import load_config
 from babyllm.errors import BabyError, CheckpointError
 from babyllm.soul import list_saves, load_for_inference, resolve_run_dir
 from babyllm.tutor import Tutor
-from textgen import sentences
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    d = tmp_path_factory.mktemp("corpus")
-    (d / "text.txt").write_text(sentences(400, seed=3), encoding="utf-8")
-    return d
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from babyllm.paths import CORPORA
 from babyllm.snapshot import Snapshot
 from babyllm.soul import list_saves, load_for_inference
 from babyllm.tutor import Tutor, lr_multiplier
-from textgen import sentences
 
 STAT_KEYS = (
     {"step", "tokens", "loss", "loss_100", "loss_1000", "val_loss", "perplexity", "accuracy", "lr", "grad_norm",
@@ -26,18 +25,6 @@ STAT_KEYS = (
                                                "gate_input", "gate_proj")}
     | {f"norm_{p}" for p in ("embed", "neurons", "windows", "memory1", "memory2", "logits")}
 )
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    d = tmp_path_factory.mktemp("corpus")
-    (d / "text.txt").write_text(sentences(400), encoding="utf-8")
-    return d
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
 
 
 @pytest.fixture
