@@ -52,7 +52,7 @@ from babyllm.errors import BabyError
 from babyllm.snapshot import Event, History, Snapshot
 from tui.app import CockpitApp
 from tui.commands import CockpitCommands
-from tui.screens import HelpScreen
+from tui.screens import HELP, HelpScreen
 from tui.widgets.timing import duration
 
 POLL_S = 0.5  # seconds between looks at the run's files
@@ -552,22 +552,14 @@ def _best_step(run_dir: Path) -> int | None:
 
 # --- the viewer app -----------------------------------------------------------------------------
 
+# The live cockpit's help, less what a viewer cannot do (pause, save, checkpoint, roll back).
+_SHARED = HELP[[k for k, _ in HELP].index("escape") : [k for k, _ in HELP].index("q  ctrl+c")]
 WATCH_HELP: tuple[tuple[str, str], ...] = (
     ("", "viewer: another process trains the run; this only reads its"),
     ("", "files (no pause, save, checkpoint or roll back here)"),
     ("i  ctrl+t", "chat with the run's newest save (loaded on the CPU here)"),
     ("r", "chat: load the newest save at the next message (/reload)"),
-    ("escape", "leave the chat input / close a dialog / un-maximise"),
-    ("1 … 7", "stats loss chat windows timing sample log: show one (small"),
-    ("", "terminal) or maximise it (big terminal; again or 0 restores)"),
-    ("0", "back to all panes"),
-    ("tab  shift+tab", "move focus between panes and the chat input"),
-    ("l", "loss plot: log scale on/off"),
-    ("m", "loss plot: smoothing on/off"),
-    ("+  -", "loss plot: stronger / weaker smoothing"),
-    ("[  ]", "stats: previous / next stat whose band thresholds are shown"),
-    ("? f1", "this help"),
-    ("ctrl+p", "command palette: every action here, by name"),
+    *_SHARED,
     ("q  ctrl+c", "quit the viewer (the training goes on)"),
 )
 
