@@ -233,8 +233,6 @@ def _peak_rss_mb() -> float:
 
 def measure_config(spec: dict[str, Any]) -> dict[str, Any]:
     """Everything for one config (run in a child process by `main`)."""
-    import torch
-
     from babyllm.runtime import tune_malloc
 
     tune_malloc()

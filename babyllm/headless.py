@@ -18,43 +18,20 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.text import Text
 
 from babyllm.calligraphist import Calligraphist
-from babyllm.cli import apply_run_args, config_from_args
-from babyllm.config import Config, apply_override, validate
+from babyllm.cli import prepare_run
+from babyllm.config import Config
 from babyllm.errors import BabyError
-from babyllm.soul import resolve_run_dir, saved_config
 
 SIGNAL_ECHO_S = 3.0
 SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
 EVENT_STYLES = {"alarm": "bold red", "error": "red", "save": "green", "checkpoint": "green", "val": "cyan",
                 "info": "dim", "state": "dim"}
-
-
-def prepare_run(args: argparse.Namespace, runs_root: Path = Path("runs")) -> tuple[Config, Path]:
-    """The config and run directory for `babyllm train` / `babyllm-tui` arguments.
-
-    Resuming without --config continues with the config the run was saved with (plus --set, --corpus
-    and --steps); otherwise the config comes from --config (or the one that suits this machine).
-    """
-    run = getattr(args, "run", None)
-    run_dir_arg = getattr(args, "run_dir", None)
-    resume = bool(getattr(args, "resume", False))
-    if resume and not getattr(args, "config", None):
-        run_dir = resolve_run_dir(run, run_dir_arg, True, "", runs_root)
-        cfg = saved_config(run_dir)
-        for item in getattr(args, "overrides", None) or ():
-            apply_override(cfg, item)
-        apply_run_args(cfg, args)
-        validate(cfg, where=f"{run_dir} (saved config)")
-        return cfg, run_dir
-    cfg = config_from_args(args)
-    return cfg, resolve_run_dir(run, run_dir_arg, resume, cfg.name, runs_root)
 
 
 class _Printer:

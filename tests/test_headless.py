@@ -12,7 +12,7 @@ import torch
 
 import babyllm.tutor as tutor_mod
 from babyllm.cli import build_parser, main as cli_main
-from babyllm.headless import prepare_run
+from babyllm.cli import prepare_run
 from babyllm.soul import list_saves, load_for_inference
 
 

@@ -262,8 +262,8 @@ async def test_viewer_follows_appended_metrics_and_refuses_controls(tmp_path):
     run.mkdir()
     app, made = make_app(run)
     async with app.run_test(size=SMALL) as pilot:
-        await wait_for(pilot, lambda: app.snapshot is not None)
-        assert "WAITING" in status_text(app) and "metrics.jsonl" in status_text(app)
+        # The status bar follows the snapshot on the app's next tick: wait for it, don't race it.
+        await wait_for(pilot, lambda: "WAITING" in status_text(app) and "metrics.jsonl" in status_text(app))
         m = run / "metrics.jsonl"
         append(m, "".join(line(s) for s in range(1, 21)))
         await wait_for(pilot, lambda: app.snapshot.step == 20)

@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from babyllm.cli import add_training_args, config_from_args, run_command
-from babyllm.errors import BabyError
+from babyllm.cli import add_training_args, prepare_run, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,13 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
 def cockpit(args: argparse.Namespace) -> int:
     from babyllm.librarian import find_corpus
     from babyllm.runtime import pick_device
-    from babyllm.soul import resolve_run_dir
 
     # Everything that can be checked cheaply is checked here, so it is a one-line error, not a screen.
-    cfg = config_from_args(args)
+    cfg, run_dir = prepare_run(args)  # as `babyllm train`: --resume alone continues with the saved config
     find_corpus(cfg.data.corpus or None)
     device = pick_device(cfg.train.device)
-    run_dir = resolve_run_dir(args.run, args.run_dir, args.resume, cfg.name)
 
     from babyllm.infer2 import Infer2, Settings
     from babyllm.tutor import Tutor

@@ -7,7 +7,6 @@ import math
 from rich.text import Text
 from textual.widget import Widget
 
-from babyllm.calligraphist import format_value
 from tui.widgets.base import Pane
 from tui.widgets.windows import bar
 
