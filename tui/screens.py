@@ -36,17 +36,20 @@ CHAT_HELP = "chat commands: /temp 0.8  /topk 40  /topp 0.9  /max 200  /reset  /h
 
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark,f1", "dismiss", "close")]
+    TITLE = "babyllm-tui keys"
+    ROWS = HELP
+    CHAT = CHAT_HELP
 
     def compose(self) -> ComposeResult:
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold")
         table.add_column()
-        for keys, what in HELP:
+        for keys, what in self.ROWS:
             table.add_row(keys, what)
         with VerticalScroll(id="help-box", classes="dialog"):
-            yield Static(Text("babyllm-tui keys", style="bold"))
+            yield Static(Text(self.TITLE, style="bold"))
             yield Static(table)
-            yield Static(Text(CHAT_HELP, style="dim"))
+            yield Static(Text(self.CHAT, style="dim"))
             yield Static(Text("The mouse works too: click tabs, panes, buttons. Escape closes.", style="dim"))
 
     def action_dismiss(self) -> None:  # type: ignore[override]

@@ -41,12 +41,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
-from rich.table import Table
-from rich.text import Text
-from textual.app import App, ComposeResult
+from textual.app import App
 from textual.binding import Binding
-from textual.containers import VerticalScroll
-from textual.widgets import Static
 
 from babyllm.errors import BabyError
 from babyllm.snapshot import Event, History, Snapshot
@@ -565,17 +561,9 @@ WATCH_HELP: tuple[tuple[str, str], ...] = (
 
 
 class WatchHelpScreen(HelpScreen):
-    def compose(self) -> ComposeResult:
-        table = Table.grid(padding=(0, 2))
-        table.add_column(style="bold")
-        table.add_column()
-        for keys, what in WATCH_HELP:
-            table.add_row(keys, what)
-        with VerticalScroll(id="help-box", classes="dialog"):
-            yield Static(Text("babyllm-tui viewer keys", style="bold"))
-            yield Static(table)
-            yield Static(Text("chat: /temp 0.8  /topk 40  /topp 0.9  /max 200  /reset  /reload  /help", style="dim"))
-            yield Static(Text("The mouse works too: click tabs, panes, buttons. Escape closes.", style="dim"))
+    TITLE = "babyllm-tui viewer keys"
+    ROWS = WATCH_HELP
+    CHAT = "chat: /temp 0.8  /topk 40  /topp 0.9  /max 200  /reset  /reload  /help"
 
 
 CONTROL_ACTIONS = ("toggle_pause", "save", "checkpoint", "rollback")
