@@ -42,6 +42,7 @@ from tokenizers import Tokenizer
 
 from babyllm.config import Config, _apply_table, validate
 from babyllm.errors import BabyError, CheckpointError, ConfigError
+from babyllm.librarian import atomic_write_bytes, tokenizer_digest
 from babyllm.model import BabyLLM
 
 FORMAT = 1
@@ -218,18 +219,8 @@ def write_folder(dest: Path, files: dict[str, bytes], meta: dict[str, Any]) -> N
 
 def write_tokenizer(run_dir: Path, tokenizer: Tokenizer) -> None:
     path = Path(run_dir) / TOKENIZER_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        _write_bytes(tmp, tokenizer.to_str().encode("utf-8"))
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def tokenizer_digest(tokenizer: Tokenizer) -> str:
-    return hashlib.sha256(tokenizer.to_str().encode("utf-8")).hexdigest()[:16]
+    atomic_write_bytes(path, lambda tmp: _write_bytes(tmp, tokenizer.to_str().encode("utf-8")))
+    fsync_dir(path.parent)
 
 
 def load_tokenizer(run_dir: Path) -> Tokenizer:
