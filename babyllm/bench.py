@@ -117,25 +117,35 @@ def _best_time(fn: Callable[[], Any], sync: Callable[[], None], budget_s: float,
 
 
 def gemm_shapes(cfg: Config) -> list[dict[str, Any]]:
-    """The GEMMs of one training step: name, (m, k, n) as run, operand layouts, FLOPs per token.
+    """The big GEMMs of one training step: name, (m, k, n) as run, operand layouts, FLOPs per token.
 
-    Linear layers run x @ W.T forward, dy @ W and dy.T @ x backward; the sequence mixes run
-    M @ X forward ([T, cT] x [cT, B*N]), M.T @ dY and dY @ X.T backward.
+    Activations are neuron-major inside the model (see babyllm.model), so the Neurons layer runs
+    W @ x.T forward and the sequence mixes run [B*N, T] x [T, T] (windows once, each memory twice);
+    the Logits layer runs x @ W.T on tokens x neurons. Backward: dy @ W and dy.T @ x for the layers,
+    dY @ M and X.T @ dY for the mixes. Left out: the memories' low-rank projections (rank-thin, a few
+    per cent of the FLOPs).
     """
     m, t = cfg.model, cfg.train
     T, B, D, N, V = m.context, t.batch, m.embed, m.neurons, m.vocab
     rows = B * T
-    out = []
-    for layer, k_in, n_out in (("neurons", D, N), ("logits", N, V)):
-        per_token = 2 * k_in * n_out
-        out.append(dict(name=f"{layer} fwd", m=rows, k=k_in, n=n_out, a="row", b="tr", grow="m", flops_per_token=per_token))
-        out.append(dict(name=f"{layer} bwd dx", m=rows, k=n_out, n=k_in, a="row", b="row", grow="m", flops_per_token=per_token))
-        out.append(dict(name=f"{layer} bwd dw", m=n_out, k=rows, n=k_in, a="tr", b="row", grow="k", flops_per_token=per_token))
-    # Sequence mixes: windows [T, T] once, each memory layer [T, 2T]; per token 2*T*N (windows) + 2*2*2*T*N.
-    mix_per_token = 2 * T * N * (1 + 2 * 2)
-    out.append(dict(name="mix fwd", m=T, k=2 * T, n=B * N, a="row", b="row", grow="n", flops_per_token=mix_per_token))
-    out.append(dict(name="mix bwd dx", m=2 * T, k=T, n=B * N, a="tr", b="row", grow="n", flops_per_token=mix_per_token))
-    out.append(dict(name="mix bwd dm", m=T, k=B * N, n=2 * T, a="row", b="tr", grow="k", flops_per_token=mix_per_token))
+    per_token = 2 * D * N
+    out = [
+        dict(name="neurons fwd", m=N, k=D, n=rows, a="row", b="tr", grow="n", flops_per_token=per_token),
+        dict(name="neurons bwd dx", m=rows, k=N, n=D, a="tr", b="row", grow="m", flops_per_token=per_token),
+        dict(name="neurons bwd dw", m=N, k=rows, n=D, a="row", b="row", grow="k", flops_per_token=per_token),
+    ]
+    per_token = 2 * N * V
+    out += [
+        dict(name="logits fwd", m=rows, k=N, n=V, a="row", b="tr", grow="m", flops_per_token=per_token),
+        dict(name="logits bwd dx", m=rows, k=V, n=N, a="row", b="row", grow="m", flops_per_token=per_token),
+        dict(name="logits bwd dw", m=V, k=rows, n=N, a="tr", b="row", grow="k", flops_per_token=per_token),
+    ]
+    per_token = 2 * T * N * (1 + 2 * 2)  # windows once, two mixes in each of the two memories
+    out += [
+        dict(name="mix fwd", m=B * N, k=T, n=T, a="row", b="tr", grow="m", flops_per_token=per_token),
+        dict(name="mix bwd dx", m=B * N, k=T, n=T, a="row", b="row", grow="m", flops_per_token=per_token),
+        dict(name="mix bwd dm", m=T, k=B * N, n=T, a="tr", b="row", grow="k", flops_per_token=per_token),
+    ]
     return out
 
 

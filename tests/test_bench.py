@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from babyllm import bench
+from babyllm import BabyLLM, bench
 from babyllm.config import load_config
 from babyllm.errors import BabyError
 
@@ -78,6 +78,11 @@ def test_gemm_shapes_cover_the_step():
     rows = cfg.train.batch * cfg.model.context
     fwd = {s["name"]: s for s in shapes}["logits fwd"]
     assert (fwd["m"], fwd["k"], fwd["n"]) == (rows, cfg.model.neurons, cfg.model.vocab)
+    # Every FLOP of the step is in a listed shape except the memories' low-rank projections.
+    model = BabyLLM(cfg.model)
+    c = cfg.model
+    low_rank = 2 * (2 * c.neurons * c.memory_rank + c.context * c.memory_rank)
+    assert sum(s["flops_per_token"] for s in shapes) == model.train_flops_per_token() - 6 * low_rank
     capped = bench._capped(fwd, 1e8)
     assert 2 * capped[0] * capped[1] * capped[2] <= 1e8 or capped[0] == 64
 

@@ -101,7 +101,7 @@ def test_incremental_logits_match_full_forward_past_the_context(model, tok) -> N
     inf._forward(ids[:30])
     for i in range(30, len(ids)):
         torch.testing.assert_close(inf._forward([ids[i]]), full[i], rtol=1e-4, atol=1e-4)
-    assert inf._state.acts.shape[1] == CONTEXT  # the history never grows past one context
+    assert inf._state.acts.shape[-1] == CONTEXT  # the history never grows past one context
 
 
 def test_greedy_reply_matches_slow_reference(model, tok) -> None:

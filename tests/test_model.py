@@ -157,7 +157,7 @@ def test_carried_state_matches_full_pass(tiny):
         pieces.append(step.logits)
         state = step.state
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-4, atol=1e-4)
-    assert state.pos == ids.shape[1] and state.acts.shape[1] == cfg.model.context
+    assert state.pos == ids.shape[1] and state.acts.shape[-1] == cfg.model.context
 
 
 def test_bf16_autocast_forward_close_to_fp32(tiny):
@@ -180,3 +180,4 @@ def test_readings_and_counts(tiny):
     assert list(counts) == ["embed", "neurons", "windows", "memory1", "memory2", "logits"]
     assert sum(counts.values()) == sum(p.numel() for p in model.parameters())
     assert model.train_flops_per_token() > 0
+
