@@ -185,9 +185,11 @@ class Memory(nn.Module):
         assert last is not None
         return batch_major(out), last
 
-    def neuron_major(self, u: Tensor, carried: Tensor | None = None,
-                     want_last: bool = False) -> tuple[Tensor, Tensor | None]:
+    def neuron_major(self, u: Tensor, carried: Tensor | None = None, want_last: bool = False,
+                     gates: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """The same for u [N, B, T] -> (out [N, B, T], buffers after the last position [B, 2, N] or None).
+
+        `gates` [N, 4] replaces self.gates() (see Memory2.input_gates).
 
         out = g_s*S + g_l*L + g_u*u + g_p*up(down(L)) with S = u E_s^T and L = u E_l^T along time
         (GatedDecay: one [N*B, T] x [T, 2T] GEMM). `down` mixes neurons, so it commutes with the decay
@@ -197,7 +199,7 @@ class Memory(nn.Module):
         dt = u.dtype
         d = self.decays()
         E = decay_matrix(d, T)  # [2, T, T]
-        g = self.gates().to(dt)  # [N, 4]
+        g = (self.gates() if gates is None else gates).to(dt)  # [N, 4]
         flat = u.view(N * B, T)
         out = torch.addmm((u * g[:, 2].view(N, 1, 1)).view(N * B, T), (u * g[:, 0].view(N, 1, 1)).view(N * B, T),
                           E[0].t().to(dt))
@@ -239,6 +241,18 @@ class Memory2(Memory):
         """m*windows + (1-m)*memory in one pass, for neuron-major [N, B, T] inputs."""
         return torch.lerp(memory, windows, self.mix().to(memory.dtype).view(-1, 1, 1))
 
+    def input_gates(self, first: Memory) -> Tensor:
+        """Gates [N, 4] that make `first`, run on the windows output, return this layer's input directly.
+
+        Memory's output is linear in its gates and its own input is the windows output, so
+        m*windows + (1-m)*memory(windows) is Memory with its gates scaled by (1-m) and m added to the
+        input gate: Memory's output itself is never materialised.
+        """
+        m = self.mix().unsqueeze(1)  # [N, 1]
+        sources = torch.arange(len(Memory.SOURCES), device=m.device)
+        input_column = (sources == Memory.SOURCES.index("input")).to(m.dtype)
+        return (1 - m) * first.gates() + m * input_column
+
 
 class Logits(nn.Module):
     """LOGIT layer: LayerNorm, then a linear map from the neurons to a score per vocabulary token."""
@@ -279,8 +293,9 @@ class BabyLLM(nn.Module):
         win = self.windows.neuron_major(history, rows=T)
         c1 = state.memory1 if state else None
         c2 = state.memory2 if state else None
-        mem1, carried1 = self.memory1.neuron_major(win, c1, want_last=keep_state)
-        mem2, carried2 = self.memory2.neuron_major(self.memory2.mixed_input(win, mem1), c2, want_last=keep_state)
+        gates = self.memory2.input_gates(self.memory1)
+        mem2_in, carried1 = self.memory1.neuron_major(win, c1, want_last=keep_state, gates=gates)
+        mem2, carried2 = self.memory2.neuron_major(mem2_in, c2, want_last=keep_state)
         # Back to tokens x neurons for the LayerNorm and the vocabulary GEMM: one explicit transposed copy
         # (measured cheaper than LayerNorm on the transposed view, which copies in both passes).
         logits = self.logits(mem2.view(-1, B * T).t().contiguous()).view(B, T, -1)

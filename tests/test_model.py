@@ -181,3 +181,19 @@ def test_readings_and_counts(tiny):
     assert sum(counts.values()) == sum(p.numel() for p in model.parameters())
     assert model.train_flops_per_token() > 0
 
+
+
+def test_fused_pass_equals_the_parts_composed_plainly(tiny):
+    """run() folds Memory 2's input mix into Memory's gates; the parts' own forwards do it the plain way."""
+    cfg, model = tiny
+    with torch.no_grad():
+        for mem in (model.memory1, model.memory2):
+            mem.gate_logits.normal_()
+            mem.up.weight.normal_()
+        model.memory2.mix_logits.normal_()
+    ids = torch.randint(0, cfg.model.vocab, (2, cfg.model.context))
+    acts = model.neurons(model.embed(ids))
+    win = model.windows(acts, rows=ids.shape[1])
+    mem1, _ = model.memory1(win)
+    mem2, _ = model.memory2(win, mem1)
+    torch.testing.assert_close(model(ids), model.logits(mem2), rtol=1e-4, atol=1e-5)
