@@ -8,9 +8,10 @@ GEMMs rather than Python loops or memory-bound scans.
 Inside `BabyLLM.run` activations are kept neuron-major ([N, B, T], contiguous, time last): every
 sequence mix is then ONE plain GEMM of a tall [N*B, T] matrix with a small [T, T]-sized one, the shape
 BLAS runs near its peak (time-major [T, T] x [T, B*N] measured at under half of it on a 2-core CPU).
-Per-neuron gates scale whole rows, and the low-rank projection acts on the leading dimension, so both
-are folded into those GEMMs (same maths, reordered: gates and neuron projections commute with mixing
-along time). The modules' own `forward` methods keep the batch-major [B, T, N] interface.
+Per-neuron gates scale whole rows and the low-rank projections act on the leading dimension, so both
+commute with mixing along time and are applied on whichever side is cheaper (same maths, reordered).
+The modules' own `forward` methods keep the plain batch-major [B, T, N] interface and are what the
+tests check against slow reference loops.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ class Memory(nn.Module):
     """MEMORY: short- and long-term leaky averages along the sequence, mixed per neuron by learned gates.
 
     S_t = d_s * S_(t-1) + (1 - d_s) * u_t and likewise L with d_l, computed for all t at once as the
-    activations times a [T, 2T] decay matrix. Per-neuron softmax gates mix four sources: S, L, the
+    activations times a [T, T] decay matrix each. Per-neuron softmax gates mix four sources: S, L, the
     input u itself, and a projected memory (L through a low-rank bottleneck, the only cross-neuron path).
     """
 
@@ -191,9 +192,11 @@ class Memory(nn.Module):
 
         `gates` [N, 4] replaces self.gates() (see Memory2.input_gates).
 
-        out = g_s*S + g_l*L + g_u*u + g_p*up(down(L)) with S = u E_s^T and L = u E_l^T along time
-        (GatedDecay: one [N*B, T] x [T, 2T] GEMM). `down` mixes neurons, so it commutes with the decay
-        matrices: down(L) = (W_down u) E_l^T is only [rank, B, T]; g_p is folded into the up weight.
+        out = g_s*S + g_l*L + g_u*u + g_p*up(down(L)) with S = u E_s^T and L = u E_l^T along time.
+        A gate scales a whole row of u, so g_s*S = (g_s*u) E_s^T: two [N*B, T] x [T, T] GEMMs
+        accumulating onto g_u*u. `down` mixes neurons, so it commutes with the decay matrices:
+        down(L) = (W_down u) E_l^T is only [rank, B, T]; g_p is folded into the up weight.
+        S and L are never materialised (only their last column when asked).
         """
         N, B, T = u.shape
         dt = u.dtype
