@@ -170,11 +170,14 @@ def _capped(shape: dict[str, Any], max_flops: float) -> tuple[int, int, int]:
 def _gemm_fn(shape: dict[str, Any], dims: tuple[int, int, int], dtype: Any, device: Any) -> Callable[[], Any]:
     import torch
 
+    from babyllm import gemm
+
     m, k, n = dims
-    # Stored as the model stores them: "tr" operands are transposed views of contiguous tensors.
+    # Stored as the model stores them: "tr" operands are transposed views of contiguous tensors; run
+    # through the model's own matmul (oneDNN for fp32 on CPU where that is faster than torch.mm).
     a = torch.randn(m, k, device=device).to(dtype) if shape["a"] == "row" else torch.randn(k, m, device=device).to(dtype).t()
     b = torch.randn(k, n, device=device).to(dtype) if shape["b"] == "row" else torch.randn(n, k, device=device).to(dtype).t()
-    return lambda: torch.mm(a, b)
+    return lambda: gemm.mm(a, b)
 
 
 def measure_peak(cfg: Config, device: Any, dtypes: tuple[str, ...], budget: dict[str, float],
@@ -201,29 +204,24 @@ def measure_peak(cfg: Config, device: Any, dtypes: tuple[str, ...], budget: dict
     return result
 
 
-def measure_onednn_fp32(cfg: Config, budget: dict[str, float]) -> float | None:
-    """fp32 GFLOP/s of the logits forward GEMM through oneDNN on CPU, or None where torch lacks that kernel.
+def compare_fp32_paths(cfg: Config, budget: dict[str, float]) -> dict[str, Any]:
+    """The logits forward GEMM in fp32 on CPU: through the model's matmul path and through plain torch.mm.
 
-    PyTorch's fp32 matmul on CPU goes through MKL, which on some CPUs (measured: AMD EPYC, Zen 5) runs
-    at about half the rate oneDNN reaches in strict fp32 (PyTorch already uses oneDNN for bf16). This
-    shows that headroom; the model's fp32 GEMMs do not use it. The kernel is a private torch op, so
-    any trouble (missing, different signature, wrong result) just leaves this measure out.
+    PyTorch's fp32 matmul on CPU is MKL, which on some CPUs runs well below what oneDNN reaches;
+    babyllm.gemm picks oneDNN where it is faster. This row shows the choice and what it gains.
     """
     import torch
 
-    op = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
-    if op is None:
-        return None
+    from babyllm import gemm
+
     shape = next(s for s in gemm_shapes(cfg) if s["name"] == "logits fwd")
     m, k, n = _capped(shape, budget["gemm_flops"])
     x, w = torch.randn(m, k), torch.randn(n, k)
-    try:
-        if not torch.allclose(op(x, w, None, "none", [], ""), x @ w.t(), rtol=1e-4, atol=1e-3):
-            return None
-        t = _best_time(lambda: op(x, w, None, "none", [], ""), lambda: None, budget["gemm_s"])
-    except (RuntimeError, TypeError):
-        return None
-    return 2.0 * m * k * n / t / 1e9
+    flops = 2.0 * m * k * n
+    out: dict[str, Any] = dict(path=gemm.path(), shape="logits fwd")
+    for name, fn in (("model_gflops", gemm.mm), ("torch_mm_gflops", torch.mm)):
+        out[name] = flops / _best_time(lambda fn=fn: fn(x, w.t()), lambda: None, budget["gemm_s"]) / 1e9
+    return out
 
 
 def _summarise_peak(shapes: dict[str, Any]) -> dict[str, Any]:
@@ -309,7 +307,7 @@ def _measure_with(tutor: Any, cfg: Config, budget: dict[str, float], parts: list
     if "peak" in parts:
         out["peak"] = measure_peak(cfg, device, dtypes, budget)
         if device.type == "cpu":
-            out["onednn_fp32_gflops"] = measure_onednn_fp32(cfg, budget)
+            out["fp32_paths"] = compare_fp32_paths(cfg, budget)
 
     if "train" in parts:
         # The probe: the training dtype's best GEMM shape (or the logits forward), timed before each step.
@@ -365,8 +363,6 @@ def _measure_with(tutor: Any, cfg: Config, budget: dict[str, float], parts: list
             out["train"]["fraction_of_peak"] = achieved / peak["peak_gflops"]
             out["train"]["fraction_of_mix"] = achieved / peak["mix_gflops"]
             out["train"]["mfu_bf16"] = achieved / out["peak"]["bf16"]["peak_gflops"]
-            if dtype == "fp32" and out.get("onednn_fp32_gflops"):
-                out["train"]["fraction_of_onednn_fp32"] = achieved / out["onednn_fp32_gflops"]
 
     batch = tutor.librarian.batch(B).to(device)
     ids = batch[:, :-1]
@@ -498,7 +494,8 @@ def render(machine: dict[str, Any], results: list[dict[str, Any]]) -> None:
         ("train MFLOP/token", lambda r: _fmt(r["train_flops_per_token"] / 1e6, 1)),
         ("peak fp32 GFLOP/s", lambda r: _peak(r, "fp32")),
         ("peak bf16 GFLOP/s", lambda r: _peak(r, "bf16")),
-        ("fp32 via oneDNN GFLOP/s", lambda r: _fmt(r["onednn_fp32_gflops"]) if r.get("onednn_fp32_gflops") else "-"),
+        ("fp32 matmul (vs torch.mm)", lambda r: f"{r['fp32_paths']['path']} {_fmt(r['fp32_paths']['model_gflops'])} "
+         f"({_fmt(r['fp32_paths']['torch_mm_gflops'])})" if "fp32_paths" in r else "-"),
         ("gemm mix GFLOP/s", lambda r: _fmt(r["peak"][r["dtype"]]["mix_gflops"]) if "peak" in r else "-"),
         ("train tokens/s", lambda r: _fmt(r["train"]["tokens_per_s"])),
         ("ms/step (median)", lambda r: f"{_fmt(r['train']['ms_per_step'], 1)} ({r['train']['steps']} steps)"),
@@ -506,8 +503,6 @@ def render(machine: dict[str, Any], results: list[dict[str, Any]]) -> None:
         ("of peak", lambda r: f"{r['train']['fraction_of_peak']:.0%}" if "fraction_of_peak" in r["train"] else "-"),
         ("of gemm mix", lambda r: f"{r['train']['fraction_of_mix']:.0%}" if "fraction_of_mix" in r["train"] else "-"),
         ("vs probe (median)", lambda r: f"{r['train']['fraction_vs_probe']:.0%}"),
-        ("of fp32 via oneDNN", lambda r: f"{r['train']['fraction_of_onednn_fp32']:.0%}"
-         if "fraction_of_onednn_fp32" in r["train"] else "-"),
         ("memory MB", lambda r: f"{_fmt(r['memory_mb'])}"),
         ("chat tokens/s", lambda r: _fmt(r["generation"]["tokens_per_s"], 1) if "generation" in r else "-"),
         ("whole-seq fwd tokens/s", lambda r: _fmt(r["naive"]["whole_tokens_per_s"]) if "naive" in r else "-"),
@@ -519,8 +514,8 @@ def render(machine: dict[str, Any], results: list[dict[str, Any]]) -> None:
     console.print(table)
     console.print("peak: best of the model's own GEMM shapes in this run; gemm mix: those GEMMs weighted by their "
                   "share of a step's FLOPs; vs probe: step speed over a GEMM timed just before each step "
-                  "(robust to a noisy machine); fp32 via oneDNN: the logits GEMM through oneDNN, which "
-                  "PyTorch's fp32 matmul does not use (the headroom on this CPU); memory: " + (results[0].get("memory_kind", "") if results else ""))
+                  "(robust to a noisy machine); fp32 matmul: the kernel the model uses for fp32 on CPU and its "
+                  "GFLOP/s on the logits GEMM (plain torch.mm in brackets); memory: " + (results[0].get("memory_kind", "") if results else ""))
 
 
 def _peak(r: dict[str, Any], dt: str) -> str:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from babyllm import gemm
 from babyllm.config import ModelConfig
 
 
@@ -88,7 +89,7 @@ class Neurons(nn.Module):
     def neuron_major(self, x: Tensor) -> Tensor:
         """The same activations for x [B, T, D], laid out [N, B, T]: W @ norm(x)^T is one GEMM."""
         B, T, D = x.shape
-        pre = torch.addmm(self.bias.unsqueeze(1), self.weight, self.norm(x).reshape(B * T, D).t())
+        pre = gemm.addmm(self.bias.unsqueeze(1), self.weight, self.norm(x).reshape(B * T, D).t())
         return F.gelu(pre).view(-1, B, T)
 
 
@@ -142,7 +143,7 @@ class Windows(nn.Module):
         """The same for acts [N, B, H] -> [N, B, rows]: one [N*B, H] x [H, rows] GEMM."""
         N, B, H = acts.shape
         M = self.mixing_matrix(rows, H).to(acts.dtype)
-        return torch.mm(acts.reshape(N * B, H), M.t()).view(N, B, rows)
+        return gemm.mm(acts.reshape(N * B, H), M.t()).view(N, B, rows)
 
 
 def decay_matrix(decays: Tensor, length: int) -> Tensor:
@@ -204,18 +205,18 @@ class Memory(nn.Module):
         E = decay_matrix(d, T)  # [2, T, T]
         g = (self.gates() if gates is None else gates).to(dt)  # [N, 4]
         flat = u.view(N * B, T)
-        out = torch.addmm((u * g[:, 2].view(N, 1, 1)).view(N * B, T), (u * g[:, 0].view(N, 1, 1)).view(N * B, T),
-                          E[0].t().to(dt))
-        out = torch.addmm(out, (u * g[:, 1].view(N, 1, 1)).view(N * B, T), E[1].t().to(dt))
-        low = torch.mm(self.down.weight.to(dt), u.view(N, B * T))  # [rank, B*T]: W_down u
-        z = torch.mm(low.view(-1, T), E[1].t().to(dt))  # down(L), [rank*B, T]
+        out = gemm.mm((u * g[:, 0].view(N, 1, 1)).view(N * B, T), E[0].t().to(dt))
+        out = out + gemm.mm((u * g[:, 1].view(N, 1, 1)).view(N * B, T), E[1].t().to(dt))
+        out = out + (u * g[:, 2].view(N, 1, 1)).view(N * B, T)
+        low = gemm.mm(self.down.weight.to(dt), u.view(N, B * T))  # [rank, B*T]: W_down u
+        z = gemm.mm(low.view(-1, T), E[1].t().to(dt))  # down(L), [rank*B, T]
         if carried is not None:  # earlier buffers fade in as d^(t+1)
             fade = (d.view(2, 1) ** torch.arange(1, T + 1, device=u.device, dtype=d.dtype).view(1, T)).to(dt)
             c = carried.to(dt).permute(2, 0, 1)  # [N, B, 2]
             out = out + (c * g[:, :2].view(N, 1, 2)).reshape(N * B, 2) @ fade  # [N*B, 2] x [2, T]
             z = z + (torch.mm(self.down.weight.to(dt), c[:, :, 1]).unsqueeze(2) * fade[1]).view(-1, T)
         up = self.up.weight.to(dt) * g[:, 3].unsqueeze(1)  # [N, rank], the proj gate folded in
-        out = torch.addmm(out.view(N, B * T), up, z.view(-1, B * T)).view(N, B, T)
+        out = (out.view(N, B * T) + gemm.mm(up, z.view(-1, B * T))).view(N, B, T)
         last = None
         if want_last:
             last = torch.mm(flat, E[:, -1].t().to(dt)).view(N, B, 2)
@@ -269,7 +270,10 @@ class Logits(nn.Module):
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear(self.norm(x))
+        x = self.norm(x)
+        if x.dim() == 2:  # the model's path (oneDNN for fp32 on CPU where chosen)
+            return gemm.linear(x, self.linear.weight, self.linear.bias)
+        return self.linear(x)
 
 
 class BabyLLM(nn.Module):

@@ -47,7 +47,7 @@ from tokenizers import Tokenizer
 from torch.nn.parallel import DistributedDataParallel
 from torch.nn.utils import clip_grad_norm_
 
-from babyllm import distributed, soul
+from babyllm import distributed, gemm, soul
 from babyllm.config import Config
 from babyllm.counsellor import Counsellor, cuda_sync
 from babyllm.errors import BabyError, CheckpointError
@@ -588,6 +588,8 @@ class Tutor:
             self._set_state("running")
             if t.compile:
                 self._event("info", "torch.compile: the first steps compile the model (this can take a minute)")
+            elif self.device.type == "cpu" and t.dtype == "fp32" and gemm.onednn_fp32():
+                self._event("info", f"fp32 matmuls through oneDNN (faster than torch.mm here; {gemm.MATMUL_ENV}=torch to compare)")
             if self.is_main and not _finite(self.val_loss):
                 self._validate()
             while True:

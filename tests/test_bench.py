@@ -36,9 +36,8 @@ def test_bench_json_has_every_measure(tmp_path, capsys):
         assert positive(peak["peak_gflops"]) and positive(peak["mix_gflops"])
         assert peak["peak_shape"] in peak["shapes"]
         assert {"logits fwd", "logits bwd dx", "logits bwd dw", "neurons fwd", "mix fwd"} <= set(peak["shapes"])
-    # oneDNN's fp32 GEMM is shown where this torch has the kernel, and then so is the fraction of it.
-    if r["onednn_fp32_gflops"] is not None:
-        assert positive(r["onednn_fp32_gflops"]) and positive(r["train"]["fraction_of_onednn_fp32"])
+    paths = r["fp32_paths"]  # the model's fp32 CPU matmul against plain torch.mm
+    assert paths["path"] in ("oneDNN", "torch") and positive(paths["model_gflops"]) and positive(paths["torch_mm_gflops"])
     t = r["train"]
     for key in ("tokens_per_s", "ms_per_step", "gflops", "fraction_of_peak", "fraction_of_mix", "fraction_vs_probe",
                 "mfu_bf16", "loss"):
