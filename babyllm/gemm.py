@@ -52,6 +52,17 @@ def _use_onednn(a: Tensor, b: Tensor) -> bool:
             and a.shape[0] * a.shape[1] * b.shape[1] >= MIN_MACS and not _autocast_cpu() and onednn_fp32())
 
 
+def _onednn_suits(a: Tensor, b: Tensor) -> bool:
+    """Whether oneDNN beats torch.mm on this product's layout (measured on the model's shapes).
+
+    The kernel wants the inner dimension contiguous in both operands; otherwise it copies them
+    transposed first, which only pays off when the output is wide (not e.g. a [T, T] weight gradient).
+    """
+    if a.stride(1) == 1 and b.stride(0) == 1:
+        return True
+    return min(a.shape[0], b.shape[1]) >= 256
+
+
 def _compiling() -> bool:
     is_compiling = getattr(torch.compiler, "is_compiling", None)
     return bool(is_compiling and is_compiling())
@@ -72,19 +83,23 @@ def path() -> str:
 
 
 class _OneDnnMM(torch.autograd.Function):
-    """a @ b through oneDNN, forward and both backward products (the op takes any strides)."""
+    """a @ b with each of the three products (forward, both gradients) through oneDNN where it suits."""
 
     @staticmethod
     def forward(ctx: Any, a: Tensor, b: Tensor) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(a, b)
-        return onednn_mm(a, b)
+        return _product(a, b)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[override]
         a, b = ctx.saved_tensors
-        da = onednn_mm(grad, b.t()) if ctx.needs_input_grad[0] else None
-        db = onednn_mm(a.t(), grad) if ctx.needs_input_grad[1] else None
+        da = _product(grad, b.t()) if ctx.needs_input_grad[0] else None
+        db = _product(a.t(), grad) if ctx.needs_input_grad[1] else None
         return da, db
+
+
+def _product(a: Tensor, b: Tensor) -> Tensor:
+    return onednn_mm(a, b) if _onednn_suits(a, b) else torch.mm(a, b)
 
 
 def onednn_mm(a: Tensor, b: Tensor) -> Tensor:
