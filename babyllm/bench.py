@@ -56,7 +56,7 @@ def budgets(quick: bool, cuda: bool) -> dict[str, float]:
     if quick:
         return dict(gemm_s=0.02, gemm_flops=2e8, warmup_s=0.0, steps=2, min_steps=2, train_s=2.0,
                     gen_tokens=8, naive_positions=2, naive_s=2.0)
-    return dict(gemm_s=0.25, gemm_flops=4e12 if cuda else 1.2e10, warmup_s=1.0, steps=8, min_steps=2,
+    return dict(gemm_s=0.25, gemm_flops=4e12 if cuda else 1e11, warmup_s=1.0, steps=8, min_steps=2,
                 train_s=20.0, gen_tokens=64, naive_positions=4, naive_s=8.0)
 
 

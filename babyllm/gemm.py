@@ -60,7 +60,7 @@ def _onednn_suits(a: Tensor, b: Tensor) -> bool:
     """
     if a.stride(1) == 1 and b.stride(0) == 1:
         return True
-    return min(a.shape[0], b.shape[1]) >= 256
+    return min(a.shape[0], b.shape[1]) >= 512
 
 
 def _compiling() -> bool:
