@@ -27,6 +27,7 @@ from babyllm.calligraphist import Calligraphist
 from babyllm.cli import prepare_run
 from babyllm.config import Config
 from babyllm.errors import BabyError
+from babyllm.runtime import release_openmp_threads
 
 SIGNAL_ECHO_S = 3.0
 SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
@@ -120,6 +121,7 @@ def _watch(tutor: Any, cfg: Config, show: _Printer, signals_seen: list[Any]) -> 
     start = time.monotonic()
     next_line = start + cfg.stats.print_every
     seen_step, printed, told_stop, alarm_handled, summarised = -1, 0, False, False, -1
+    release_openmp_threads()  # the main thread's pool would slow the Tutor's (see runtime)
     thread.start()
 
     def poll() -> None:

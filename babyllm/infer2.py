@@ -28,6 +28,7 @@ from tokenizers import Tokenizer, decoders
 from babyllm.config import ChatConfig
 from babyllm.errors import BabyError
 from babyllm.model import BabyLLM, State
+from babyllm.runtime import openmp_library
 
 NOTICE_LIMIT = 50  # notices kept when nobody reads them
 CPU_THREADS = 1  # intra-op threads for a chat forward on CPU (see _NativeThreads)
@@ -218,16 +219,8 @@ class _NativeThreads:
 
     def __init__(self) -> None:
         self.omp_set = self.omp_get = self.mkl_set = None
-        try:
-            import ctypes
-            import os
-
-            lib_dir = os.path.join(os.path.dirname(torch.__file__), "lib")
-            names = [n for n in os.listdir(lib_dir) if n.startswith("libtorch_cpu.")]
-            lib = ctypes.CDLL(os.path.join(lib_dir, names[0])) if names else None
-        except (OSError, ImportError):
-            lib = None
-        if lib is None or "OpenMP" not in torch.__config__.parallel_info():
+        lib = openmp_library()
+        if lib is None:
             return
         self.omp_set = getattr(lib, "omp_set_num_threads", None)
         self.omp_get = getattr(lib, "omp_get_max_threads", None)

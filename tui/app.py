@@ -26,6 +26,7 @@ from textual.widgets import Footer, Header, Input, Tab, Tabs
 
 from babyllm.calligraphist import Calligraphist
 from babyllm.errors import BabyError
+from babyllm.runtime import release_openmp_threads
 from babyllm.snapshot import Event, History, Snapshot, TutorControl
 from tui.commands import CockpitCommands
 from tui.messages import ChatDone, ChatPiece, SnapshotReady, TutorFailed, TutorFinished, TutorReady, TutorSaid
@@ -157,6 +158,7 @@ class CockpitApp(App[int]):
             if not self.is_headless and _tty(0):
                 self.set_interval(1.0, self._check_terminal)
         self._thread = threading.Thread(target=self._tutor_main, name="tutor", daemon=True)
+        release_openmp_threads()  # the UI thread's pool would slow the Tutor's (see babyllm.runtime)
         self._thread.start()
 
     def on_resize(self, event: Any) -> None:
