@@ -15,6 +15,7 @@ Safe beside a training Tutor on the same in-memory model:
 from __future__ import annotations
 
 import codecs
+import ctypes
 import dataclasses
 import math
 import threading
