@@ -247,28 +247,30 @@ def merge_peaks(first: dict[str, Any], again: dict[str, Any]) -> dict[str, Any]:
 # --- one config: training, memory, generation, naive reference -----------------------------------------
 
 
-def _rss_mb() -> float:
+def _status_mb(field: str) -> float | None:
+    """A memory line of /proc/self/status (Linux) in MB, e.g. VmRSS (now) or VmHWM (peak)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return 0.0
+    return None
+
+
+def _rss_mb() -> float:
+    return _status_mb("VmRSS") or 0.0
 
 
 def _peak_rss_mb() -> float:
     """Peak RSS since the last _reset_peak_rss (Linux), else of the whole process."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
+    peak = _status_mb("VmHWM")
+    if peak is not None:
+        return peak
     import resource
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / (1024 * 1024) if sys.platform == "darwin" else maxrss / 1024
 
 
 def _reset_peak_rss() -> bool:
