@@ -265,13 +265,24 @@ class _Grid:
     def _most_per_row(self) -> int:
         return max(1, min(self._MAX_COLUMNS, max((len(g) for _, g in self.rows), default=1)))
 
-    def _lines(self, max_width: int) -> list[Text]:
+    def _shape(self, max_width: int) -> tuple[int, bool]:
+        """(cells per row, whether section names sit on their own lines) at max_width."""
         per_row = self._most_per_row()
         while per_row > 1 and self._total(per_row) > max_width:
             per_row -= 1
-        widths = self._widths(per_row)
         # Too narrow even for one cell beside the section names: put each section name on its own line.
-        stacked = per_row == 1 and self._total(1) > max_width
+        return per_row, per_row == 1 and self._total(1) > max_width
+
+    def line_count(self, max_width: int) -> int:
+        """How many lines the grid takes at max_width: all its height depends on."""
+        if not self.rows:
+            return 1
+        per_row, stacked = self._shape(max_width)
+        return sum(-(-len(group) // per_row) + stacked for _, group in self.rows)
+
+    def _lines(self, max_width: int) -> list[Text]:
+        per_row, stacked = self._shape(max_width)
+        widths = self._widths(per_row)
         lines = []
         for section, group in self.rows:
             if stacked:

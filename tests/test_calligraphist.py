@@ -320,9 +320,17 @@ def test_grid_renders_at_80_columns() -> None:
 
 @pytest.mark.parametrize("width", [30, 60, 120, 200])
 def test_grid_renders_at_other_widths(width: int) -> None:
-    out = _render(_trained().grid(FULL_STATS), width=width)
+    grid = _trained().grid(FULL_STATS)
+    out = _render(grid, width=width)
     assert all(len(line) <= width for line in out.splitlines())
     assert "memory" in out
+    assert grid.line_count(width) == len(out.splitlines())  # what the cockpit's layout passes go by
+
+
+def test_grid_line_count_when_too_narrow_and_empty() -> None:
+    grid = _trained().grid(FULL_STATS)
+    assert grid.line_count(10) == len(_render(grid, width=10).splitlines())
+    assert Calligraphist().grid({}).line_count(80) == 1
 
 
 def test_grid_empty_and_partial() -> None:
