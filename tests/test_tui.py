@@ -13,7 +13,7 @@ from textual.widgets import Input
 
 from babyllm.errors import BabyError
 from babyllm.snapshot import Snapshot
-from tui.app import CockpitApp
+from tui.app import CockpitApp, Pace
 from tui.fake import FakeTutor
 from tui.messages import SnapshotReady
 from tui.screens import ConfirmScreen, ErrorScreen, HelpScreen
@@ -311,3 +311,24 @@ async def test_sigterm_saves_and_exits():
         await wait_for(pilot, lambda: not app.is_running)
     assert made["tutor"].calls == ["stop"]
     await asyncio.sleep(0)
+
+
+def test_pace_stretches_updates_to_the_ui_cpu_budget(monkeypatch):
+    """Over budget the intervals stretch (damped, capped); back under budget they return to 1."""
+    clock = {"cpu": 0.0, "wall": 0.0}
+    pace = Pace(0.05, cpu_clock=lambda: clock["cpu"], wall_clock=lambda: clock["wall"])
+    monkeypatch.setattr(Pace, "MAX_STRETCH", 4.0)
+
+    def run(seconds: float, share: float) -> float:
+        clock["wall"] += seconds
+        clock["cpu"] += seconds * share / pace.stretch  # the UI's cost falls as its updates space out
+        pace.update()
+        return pace.stretch
+
+    assert run(Pace.PERIOD / 2, 0.20) == 1.0  # not measured until PERIOD has passed
+    stretches = [run(Pace.PERIOD, 0.20) for _ in range(8)]
+    assert stretches == sorted(stretches) and stretches[0] > 1.0
+    assert stretches[-1] == pytest.approx(Pace.MAX_STRETCH, rel=0.02)  # 4x the budget at full rate: towards the cap
+    for _ in range(12):
+        run(Pace.PERIOD, 0.01)
+    assert pace.stretch == 1.0

@@ -5,7 +5,9 @@ publishes Snapshots from its own thread; the app turns each into a coalescing me
 replaces one still queued), so the UI sees a few per second and the Tutor never waits on the UI.
 Pane text is refreshed at most every PANES_EVERY seconds and plots from the downsampled History at
 most every pane's REDRAW_EVERY (loss 1 s, windows 2 s), only for panes on screen, and only when
-there are new steps: the UI thread's CPU use is what the cockpit costs training.
+there are new steps: the UI thread's CPU use is what the cockpit costs training. Pace stretches
+those intervals when the UI thread uses more than its share of a core (all seven panes on a large
+terminal, training on a small CPU).
 """
 
 from __future__ import annotations
@@ -51,7 +53,40 @@ WIDE_COLUMNS = 120
 WIDE_ROWS = 34
 TICK = 0.1  # s between checks for due pane updates and plot redraws (cheap when nothing is due)
 PANES_EVERY = 0.4  # s: pane text updates at most ~2.5 times a second
+# The UI thread's share of one core that Pace aims for: on a CPU the cores are training's (measured on
+# 2 cores: the UI's share costs training about two thirds of it); a GPU run leaves the CPU mostly idle.
+UI_BUDGET_CPU = 0.04
+UI_BUDGET_GPU = 0.25
 SMOOTHING_STEPS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
+
+
+class Pace:
+    """Stretches the cockpit's update intervals so the UI thread's CPU use stays near a budget.
+
+    Updates cost about in proportion to their rate, so every couple of seconds the stretch moves
+    (damped, by a geometric mean) towards stretch * used / budget, within [1, MAX_STRETCH].
+    """
+
+    MAX_STRETCH = 8.0
+    PERIOD = 1.0  # s between measurements
+
+    def __init__(self, budget: float, cpu_clock: Callable[[], float] = time.thread_time,
+                 wall_clock: Callable[[], float] = time.monotonic) -> None:
+        self.budget = budget
+        self.stretch = 1.0
+        self._cpu_clock, self._wall_clock = cpu_clock, wall_clock
+        self._cpu, self._wall = cpu_clock(), wall_clock()
+
+    def update(self) -> None:
+        """Call from the UI thread (the CPU clock is that thread's)."""
+        wall = self._wall_clock()
+        if wall - self._wall < self.PERIOD:
+            return
+        cpu = self._cpu_clock()
+        used = (cpu - self._cpu) / (wall - self._wall)
+        self._cpu, self._wall = cpu, wall
+        wanted = self.stretch * used / self.budget
+        self.stretch = min(self.MAX_STRETCH, max(1.0, (self.stretch * wanted) ** 0.5))
 
 
 class CockpitApp(App[int]):
@@ -120,6 +155,9 @@ class CockpitApp(App[int]):
         self._panes_updated = 0.0
         self._stale: set[str] = set()
         self._redrawn: dict[str, float] = {}  # pane -> when its plot was last redrawn
+        self.pace = Pace(UI_BUDGET_CPU)
+        self._status_dirty = False
+        self._status_shown = 0.0
         self._thread: threading.Thread | None = None
         self._stop_requested = threading.Event()
         self._stop_sent = False
@@ -297,11 +335,16 @@ class CockpitApp(App[int]):
         if changed and snap.stats:
             self.calligraphist.observe(snap.stats)
         if first or (snap.device and snap.device not in self.sub_title):
+            self.pace.budget = UI_BUDGET_CPU if (snap.device or "cpu").startswith("cpu") else UI_BUDGET_GPU
             self.sub_title = " · ".join(x for x in (snap.config_name, snap.device, snap.run_dir) if x) or self.sub_title
         self._log_events(snap)
-        if snap.state != self._last_state:
+        state_changed = snap.state != self._last_state
+        if state_changed:
             self._state_changed(snap)
-        self.query_one(StatusBar).show(snap, self.note)
+        if first or state_changed or self._due(self._status_shown, PANES_EVERY):
+            self._show_status()
+        else:
+            self._status_dirty = True  # the tick shows it when due (snapshots can come ~20 a second)
         if changed or first or snap.sample is not (old.sample if old else None):
             self._panes_dirty = True
             self._plots_dirty = True
@@ -320,9 +363,21 @@ class CockpitApp(App[int]):
 
     def _tick(self) -> None:
         """Timer: pane text at most every PANES_EVERY s, plots when due (each pane's REDRAW_EVERY)."""
-        if self._panes_dirty and time.monotonic() - self._panes_updated >= PANES_EVERY - 0.05:
+        self.pace.update()
+        if self._status_dirty and self._due(self._status_shown, PANES_EVERY):
+            self._show_status()
+        if self._panes_dirty and self._due(self._panes_updated, PANES_EVERY):
             self._update_panes()
         self._redraw_plots()
+
+    def _due(self, last: float, every: float) -> bool:
+        """Whether `every` seconds (stretched by the pace) have passed since `last` (monotonic)."""
+        return time.monotonic() - last >= every * self.pace.stretch - 0.05
+
+    def _show_status(self) -> None:
+        self._status_dirty = False
+        self._status_shown = time.monotonic()
+        self.query_one(StatusBar).show(self.snapshot, self.note)
 
     def _log_events(self, snap: Snapshot) -> None:
         new = snap.event_count - self._events_seen
@@ -368,7 +423,7 @@ class CockpitApp(App[int]):
             if not self.on_visible(p):
                 self._stale.add(p.NAME)
                 self._plots_pending.discard(p.NAME)
-            elif p.NAME not in self._redrawn or now - self._redrawn[p.NAME] >= p.REDRAW_EVERY - 0.05:
+            elif p.NAME not in self._redrawn or self._due(self._redrawn[p.NAME], p.REDRAW_EVERY):
                 due.append(p)
         for p in due:
             self._plots_pending.discard(p.NAME)
