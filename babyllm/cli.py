@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
 def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Run a command; user mistakes become one line on stderr and exit code 2, never a traceback."""
     try:
+        from babyllm.gemm import matmul_choice
+
+        matmul_choice()  # a mistyped BABYLLM_MATMUL is a one-line error before anything starts
         return func(args)
     except BabyError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from babyllm.errors import ConfigError
+
 MATMUL_ENV = "BABYLLM_MATMUL"
 
 
@@ -68,10 +70,18 @@ def _compiling() -> bool:
     return bool(is_compiling and is_compiling())
 
 
+def matmul_choice() -> str:
+    """BABYLLM_MATMUL, checked: 'auto' (default), 'torch' or 'onednn'."""
+    choice = os.environ.get(MATMUL_ENV, "auto").strip().lower() or "auto"
+    if choice not in ("auto", "torch", "onednn"):
+        raise ConfigError(f"{MATMUL_ENV}={os.environ[MATMUL_ENV]!r}: use auto, torch or onednn (or unset it)")
+    return choice
+
+
 @cache
 def onednn_fp32() -> bool:
     """Whether fp32 CPU matmuls go through oneDNN in this process (decided once, by the self-test)."""
-    choice = os.environ.get(MATMUL_ENV, "auto").strip().lower()
+    choice = matmul_choice()
     if choice == "torch" or not _correct():
         return False
     return choice == "onednn" or _faster()

@@ -97,3 +97,12 @@ def test_onednn_is_repeatable():
     first = gemm.onednn_mm(a, b)
     for _ in range(3):
         assert torch.equal(gemm.onednn_mm(a, b), first)
+
+
+def test_bad_environment_value_is_a_one_line_error(monkeypatch, capsys):
+    from babyllm.cli import main
+
+    monkeypatch.setenv(gemm.MATMUL_ENV, "fast")
+    assert main(["info", "--config", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: BABYLLM_MATMUL='fast': use auto, torch or onednn") and "Traceback" not in err
