@@ -194,8 +194,8 @@ class Memory(nn.Module):
         `gates` [N, 4] replaces self.gates() (see Memory2.input_gates).
 
         out = g_s*S + g_l*L + g_u*u + g_p*up(down(L)) with S = u E_s^T and L = u E_l^T along time.
-        A gate scales a whole row of u, so g_s*S = (g_s*u) E_s^T: two [N*B, T] x [T, T] GEMMs
-        accumulating onto g_u*u. `down` mixes neurons, so it commutes with the decay matrices:
+        A gate scales a whole row of u, so g_s*S = (g_s*u) E_s^T: two [N*B, T] x [T, T] GEMMs, summed
+        with g_u*u. `down` mixes neurons, so it commutes with the decay matrices:
         down(L) = (W_down u) E_l^T is only [rank, B, T]; g_p is folded into the up weight.
         S and L are never materialised (only their last column when asked).
         """

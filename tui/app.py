@@ -63,7 +63,7 @@ SMOOTHING_STEPS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 class Pace:
     """Stretches the cockpit's update intervals so the UI thread's CPU use stays near a budget.
 
-    Updates cost about in proportion to their rate, so every couple of seconds the stretch moves
+    Updates cost about in proportion to their rate, so every PERIOD the stretch moves
     (damped, by a geometric mean) towards stretch * used / budget, within [1, MAX_STRETCH].
     """
 
