@@ -54,20 +54,21 @@ class LossPane(PlotPane):
 
     @staticmethod
     def info(steps: list[int], train: list[float], vsteps: list[int], val: list[float]) -> Text:
-        text = Text()
         if not train:
             return Text("no steps yet", style="dim")
-        fin = [(v, s) for s, v in zip(steps, train) if math.isfinite(v)]
-        text.append("train ", style="bold cyan")
-        text.append(f"last {format_value('loss', train[-1])}")
-        if fin:
-            best, at = min(fin)
-            text.append(f"  min {format_value('loss', best)} @{at}")
+        text = Text()
+        LossPane._describe(text, "train ", "bold cyan", "loss", "min", steps, train)
         if val:
-            vfin = [(v, s) for s, v in zip(vsteps, val) if math.isfinite(v)]
-            text.append("   val ", style="bold #ff8c00")
-            text.append(f"last {format_value('val_loss', val[-1])}")
-            if vfin:
-                best, at = min(vfin)
-                text.append(f"  best {format_value('val_loss', best)} @{at}")
+            LossPane._describe(text, "   val ", "bold #ff8c00", "val_loss", "best", vsteps, val)
         return text
+
+    @staticmethod
+    def _describe(text: Text, title: str, style: str, stat: str, lowest: str, steps: list[int],
+                  values: list[float]) -> None:
+        """Append 'title last X  lowest Y @step' for one series (the lowest over its finite values)."""
+        text.append(title, style=style)
+        text.append(f"last {format_value(stat, values[-1])}")
+        finite = [(v, s) for s, v in zip(steps, values) if math.isfinite(v)]
+        if finite:
+            best, at = min(finite)
+            text.append(f"  {lowest} {format_value(stat, best)} @{at}")
