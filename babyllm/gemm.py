@@ -24,9 +24,9 @@ from babyllm.errors import ConfigError
 MATMUL_ENV = "BABYLLM_MATMUL"
 
 
-# Below this many multiply-adds (chat's one-token steps) torch.mm is as fast and oneDNN would build a
-# new kernel for every growing history length.
-MIN_MACS = 1 << 20
+# Below this many multiply-adds (chat's one-token steps, a tiny config's mixes) torch.mm is faster:
+# oneDNN's fixed cost per call dominates, and it would build a new kernel per growing history length.
+MIN_MACS = 1 << 22
 
 
 def mm(a: Tensor, b: Tensor) -> Tensor:
@@ -40,11 +40,10 @@ def addmm(bias: Tensor, a: Tensor, b: Tensor) -> Tensor:
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """x [m, k] @ weight.T + bias, like F.linear for 2-D x."""
+    """x [m, k] @ weight.T + bias, like F.linear for 2-D x (the bias added inside oneDNN's kernel)."""
     if not _use_onednn(x, weight.t()):
         return F.linear(x, weight, bias)
-    out = _OneDnnMM.apply(x, weight.t())
-    return out if bias is None else out + bias
+    return _OneDnnLinear.apply(x, weight, bias)
 
 
 def _use_onednn(a: Tensor, b: Tensor) -> bool:
@@ -55,14 +54,13 @@ def _use_onednn(a: Tensor, b: Tensor) -> bool:
 
 
 def _onednn_suits(a: Tensor, b: Tensor) -> bool:
-    """Whether oneDNN beats torch.mm on this product's layout (measured on the model's shapes).
+    """Whether oneDNN beats torch.mm on this product's layout (measured on both configs' products).
 
-    The kernel wants the inner dimension contiguous in both operands; otherwise it copies them
-    transposed first, which only pays off when the output is wide (not e.g. a [T, T] weight gradient).
+    oneDNN reorders b (its "weights") into its own blocked layout on every call anyway, so b's layout
+    costs nothing; a it wants with the inner dimension contiguous, else it copies a first, which only
+    pays off for a wide output (a [T, T] mix's weight gradient, n = T, runs faster on torch.mm).
     """
-    if a.stride(1) == 1 and b.stride(0) == 1:
-        return True
-    return min(a.shape[0], b.shape[1]) >= 512
+    return a.stride(1) == 1 or b.shape[1] >= 256
 
 
 def _compiling() -> bool:
@@ -106,6 +104,26 @@ class _OneDnnMM(torch.autograd.Function):
         da = _product(grad, b.t()) if ctx.needs_input_grad[0] else None
         db = _product(a.t(), grad) if ctx.needs_input_grad[1] else None
         return da, db
+
+
+class _OneDnnLinear(torch.autograd.Function):
+    """x @ weight.T + bias with the bias added inside the forward kernel (one pass fewer over the output)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, weight)
+        if not _onednn_suits(x, weight.t()):
+            out = torch.mm(x, weight.t())
+            return out if bias is None else out + bias
+        return _op()(_strided(x), _strided(weight), bias, "none", [], "")
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        dx = _product(grad, weight) if ctx.needs_input_grad[0] else None
+        dw = _product(grad.t(), x) if ctx.needs_input_grad[1] else None
+        db = grad.sum(0) if ctx.needs_input_grad[2] else None
+        return dx, dw, db
 
 
 def _product(a: Tensor, b: Tensor) -> Tensor:

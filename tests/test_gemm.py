@@ -36,6 +36,29 @@ def test_onednn_gradients_match_torch():
         torch.testing.assert_close(b1.grad, b2.grad, rtol=1e-5, atol=1e-5)
 
 
+@needs_onednn
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_onednn_linear_matches_torch(monkeypatch, with_bias):
+    """gemm.linear (bias added inside oneDNN's kernel): values and all three gradients as F.linear."""
+    monkeypatch.setattr(gemm, "onednn_fp32", lambda: True)
+    monkeypatch.setattr(gemm, "MIN_MACS", 0)
+    torch.manual_seed(0)
+    x, w, bias = torch.randn(37, 300), torch.randn(260, 300), torch.randn(260)
+    outs, grads = [], []
+    for fn in (gemm.linear, torch.nn.functional.linear):
+        leaves = [t.clone().requires_grad_() for t in (x, w, bias)]
+        out = fn(leaves[0], leaves[1], leaves[2] if with_bias else None)
+        out.backward(torch.ones_like(out) * torch.arange(260.0) / 260)
+        outs.append(out.detach())
+        grads.append([t.grad for t in leaves])
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-4)
+    for mine, ref in zip(grads[0], grads[1]):
+        if ref is None:
+            assert mine is None
+        else:
+            torch.testing.assert_close(mine, ref, rtol=1e-5, atol=1e-4)
+
+
 def test_torch_path_under_autocast_and_for_other_dtypes(monkeypatch):
     monkeypatch.setattr(gemm, "onednn_fp32", lambda: True)
     monkeypatch.setattr(gemm, "MIN_MACS", 0)
