@@ -54,9 +54,10 @@ PROMPT = "The morning was quiet, and the kettle had just begun to sing when"
 def budgets(quick: bool, cuda: bool) -> dict[str, float]:
     """Time boxes (seconds) and counts; `quick` is for tests (a couple of steps, tiny time boxes)."""
     if quick:
-        return dict(gemm_s=0.02, gemm_flops=2e8, warmup_s=0.0, steps=2, min_steps=2, train_s=2.0,
+        return dict(gemm_s=0.02, gemm_flops=2e8, warmup_s=0.0, min_warmup=1, steps=2, min_steps=2, train_s=2.0,
                     gen_tokens=8, naive_positions=2, naive_s=2.0)
-    return dict(gemm_s=0.25, gemm_flops=4e12 if cuda else 1e11, warmup_s=1.0, steps=8, min_steps=2,
+    # Two warm-up steps at least: the allocator reaches its steady state (no more page faults) in the second.
+    return dict(gemm_s=0.25, gemm_flops=4e12 if cuda else 1e11, warmup_s=1.0, min_warmup=2, steps=8, min_steps=2,
                 train_s=20.0, gen_tokens=64, naive_positions=4, naive_s=8.0)
 
 
@@ -273,6 +274,15 @@ def _peak_rss_mb() -> float:
     return maxrss / (1024 * 1024) if sys.platform == "darwin" else maxrss / 1024
 
 
+def _page_faults() -> int:
+    """Minor page faults of this process so far (memory handed back to the OS and touched again)."""
+    try:
+        import resource
+    except ImportError:  # not Unix
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _reset_peak_rss() -> bool:
     """Restart the peak-RSS count from now (Linux: /proc/self/clear_refs), so training is measured alone."""
     try:
@@ -342,12 +352,13 @@ def _measure_with(tutor: Any, cfg: Config, budget: dict[str, float], parts: list
         # Warm-up: the first steps allocate, fill caches (and compile, if asked).
         start = time.perf_counter()
         warm = 0
-        while warm < 1 or (warm < 3 and time.perf_counter() - start < budget["warmup_s"]):
+        while warm < budget["min_warmup"] or (warm < 3 and time.perf_counter() - start < budget["warmup_s"]):
             tutor.step()
             warm += 1
         sync()
         steps: list[float] = []
         fractions: list[float] = []
+        faults = _page_faults()
         start = time.perf_counter()
         while len(steps) < budget["min_steps"] or (len(steps) < budget["steps"]
                                                    and time.perf_counter() - start < budget["train_s"]):
@@ -361,13 +372,14 @@ def _measure_with(tutor: Any, cfg: Config, budget: dict[str, float], parts: list
             fractions.append((flops_per_token * B * T / dt) / (probe_flops / t_probe))
         if not math.isfinite(stats.get("loss", math.nan)):
             raise BabyError(f"{cfg.name}: training produced a non-finite loss during the benchmark")
+        faults_per_step = (_page_faults() - faults) / len(steps)
         med = statistics.median(steps)
         tokens_per_s = B * T / med
         achieved = flops_per_token * tokens_per_s / 1e9
         out["train"] = dict(tokens_per_s=tokens_per_s, ms_per_step=med * 1000, steps=len(steps), warmup_steps=warm,
                             step_ms=[s * 1000 for s in steps], gflops=achieved,
                             fraction_vs_probe=statistics.median(fractions), probe=probe_name,
-                            loss=float(stats["loss"]))
+                            loss=float(stats["loss"]), page_faults_per_step=faults_per_step)
         if cuda:
             out["memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
             out["memory_kind"] = "cuda max_memory_allocated"
@@ -524,6 +536,7 @@ def render(machine: dict[str, Any], results: list[dict[str, Any]]) -> None:
         ("of gemm mix", lambda r: f"{r['train']['fraction_of_mix']:.0%}" if "fraction_of_mix" in r["train"] else "-"),
         ("vs probe (median)", lambda r: f"{r['train']['fraction_vs_probe']:.0%}"),
         ("memory MB", lambda r: f"{_fmt(r['memory_mb'])}"),
+        ("page faults/step", lambda r: _fmt(r["train"]["page_faults_per_step"])),
         ("chat tokens/s", lambda r: _fmt(r["generation"]["tokens_per_s"], 1) if "generation" in r else "-"),
         ("whole-seq fwd tokens/s", lambda r: _fmt(r["naive"]["whole_tokens_per_s"]) if "naive" in r else "-"),
         ("one-token-per-pass tokens/s", lambda r: _fmt(r["naive"]["naive_tokens_per_s"], 1) if "naive" in r else "-"),

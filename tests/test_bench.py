@@ -43,6 +43,7 @@ def test_bench_json_has_every_measure(tmp_path, capsys):
                 "mfu_bf16", "loss"):
         assert positive(t[key]), key
     assert t["steps"] >= 2
+    assert t["page_faults_per_step"] >= 0
     for key in ("whole_tokens_per_s", "naive_tokens_per_s", "speedup"):
         assert positive(r["naive"][key]), key
     assert positive(r["generation"]["tokens_per_s"]) and r["generation"]["tokens"] >= 1
@@ -51,7 +52,7 @@ def test_bench_json_has_every_measure(tmp_path, capsys):
 def test_bench_table_bf16(tmp_path, capsys):
     assert bench.main(args(tmp_path, json=False, dtype="bf16")) == 0
     text = capsys.readouterr().out
-    for label in ("train tokens/s", "of peak", "chat tokens/s", "speed-up", "memory MB", "tiny bf16"):
+    for label in ("train tokens/s", "of peak", "chat tokens/s", "speed-up", "memory MB", "page faults/step", "tiny bf16"):
         assert label in text
 
 
