@@ -59,6 +59,16 @@ def test_onednn_linear_matches_torch(monkeypatch, with_bias):
             torch.testing.assert_close(mine, ref, rtol=1e-5, atol=1e-4)
 
 
+def test_layout_rule():
+    """oneDNN unless the left operand is transposed and the output narrow (where it measured slower)."""
+    row = torch.randn(300, 64)  # [m, k], inner dimension contiguous
+    transposed = torch.randn(300, 64).t()  # [64, 300] as a transposed view: inner dimension strided
+    assert gemm._onednn_suits(row, torch.randn(64, 64))  # the right operand's layout never matters
+    assert gemm._onednn_suits(row, torch.randn(64, 64).t())
+    assert not gemm._onednn_suits(transposed, torch.randn(300, 64))  # like a [T, T] mix's weight gradient
+    assert gemm._onednn_suits(transposed, torch.randn(300, 512))  # a wide output pays for the copy
+
+
 def test_torch_path_under_autocast_and_for_other_dtypes(monkeypatch):
     monkeypatch.setattr(gemm, "onednn_fp32", lambda: True)
     monkeypatch.setattr(gemm, "MIN_MACS", 0)
