@@ -21,6 +21,10 @@ For each config, in one run:
   the whole prefix and keep only the last logits -- timed at evenly spread positions, against one
   whole-sequence forward pass of the same batch: the speed-up of the whole-sequence path.
 
+`--batch auto` fills a GPU: two probe steps (memory grows linearly with the batch) pick the largest
+power-of-two multiple of the config's batch whose step fits in FILL_FRACTION of the device's memory; on
+a CPU it keeps the config's batch (speed hardly depends on it there).
+
 Each config is measured in a fresh child process, so its memory peak is its own and one config's
 allocator state does not colour the next. `--scaling` instead measures training tokens/s and memory
 while context length, neurons and batch each take three sizes around the base config.
@@ -29,6 +33,7 @@ while context length, neurons and batch each take three sizes around the base co
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -306,14 +311,25 @@ def measure_config(spec: dict[str, Any]) -> dict[str, Any]:
     parts = spec.get("parts", ["peak", "train", "naive", "gen"])
     baseline_mb = _rss_mb()
 
+    from babyllm.runtime import pick_device
     from babyllm.tutor import Tutor
+
+    filled = False
+    if spec.get("fill") and pick_device(cfg.train.device).type == "cuda":
+        import torch
+
+        total = torch.cuda.get_device_properties(pick_device(cfg.train.device)).total_memory
+        cfg.train.batch = fill_batch(lambda b: _cuda_step_bytes(cfg, b), cfg.train.batch, FILL_FRACTION * total)
+        filled = True
 
     with tempfile.TemporaryDirectory(prefix="babyllm-bench-") as tmp:
         tutor = Tutor(cfg, Path(tmp) / "run", say=lambda _m: None)
         try:
-            return _measure_with(tutor, cfg, budget, parts, baseline_mb)
+            out = _measure_with(tutor, cfg, budget, parts, baseline_mb)
         finally:
             tutor.close()
+    out["batch_filled"] = filled
+    return out
 
 
 def _measure_with(tutor: Any, cfg: Config, budget: dict[str, float], parts: list[str],
@@ -521,7 +537,7 @@ def render(machine: dict[str, Any], results: list[dict[str, Any]]) -> None:
         table.add_column(f"{r['config']} {r['dtype']}{' compiled' if r['compile'] else ''}", justify="right", no_wrap=True)
     rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("device", lambda r: r["device"]),
-        ("batch x context", lambda r: f"{r['batch']} x {r['context']}"),
+        ("batch x context", lambda r: f"{r['batch']} x {r['context']}" + (" (auto)" if r.get("batch_filled") else "")),
         ("params", lambda r: _fmt(r["params"])),
         ("train MFLOP/token", lambda r: _fmt(r["train_flops_per_token"] / 1e6, 1)),
         ("peak fp32 GFLOP/s", lambda r: _peak(r, "fp32")),
@@ -584,13 +600,85 @@ def render_scaling(rows: list[dict[str, Any]]) -> None:
 
 def _specs(args: argparse.Namespace) -> list[dict[str, Any]]:
     names = list(args.config or DEFAULT_CONFIGS)
+    batch = _batch_arg(getattr(args, "batch", None))
+    overrides = list(args.overrides) + ([f"train.batch={batch}"] if isinstance(batch, int) else [])
     specs = []
     for name in names:
-        cfg = load_config(name, args.overrides)  # errors in configs or --set surface here, before any child
-        specs.append(dict(config=name, overrides=list(args.overrides), device=args.device or "auto",
+        cfg = load_config(name, overrides)  # errors in configs or --set surface here, before any child
+        specs.append(dict(config=name, overrides=overrides, device=args.device or "auto", fill=batch == "auto",
                           dtype=getattr(args, "dtype", None) or cfg.train.dtype, compile=bool(getattr(args, "compile", False)),
                           quick=bool(getattr(args, "quick", False))))
     return specs
+
+
+def _batch_arg(value: str | None) -> int | str | None:
+    """--batch: None (the config's), a positive whole number, or 'auto'."""
+    if value is None or value.strip().lower() == "auto":
+        return None if value is None else "auto"
+    try:
+        batch = int(value)
+    except ValueError:
+        batch = 0
+    if batch < 1:
+        raise BabyError(f"--batch {value!r}: give a whole number of sequences (e.g. 64) or auto")
+    return batch
+
+
+# --batch auto on a GPU: the share of the device's memory a training step may use (the rest: headroom
+# for torch.compile's buffers and the allocator's fragmentation), and the largest batch tried.
+FILL_FRACTION = 0.6
+FILL_CAP = 1024
+
+
+def fill_batch(step_bytes: Callable[[int], float], base: int, budget_bytes: float, cap: int = FILL_CAP) -> int:
+    """Largest base * 2^k <= cap whose step fits budget_bytes, from steps measured at base and 2 * base.
+
+    A step's memory is fixed (weights, optimizer state) plus a part proportional to the batch
+    (activations), so two probes give the line. A probe that runs out of memory raises MemoryError.
+    """
+    first = step_bytes(base)
+    if first > budget_bytes or 2 * base > cap:
+        return base
+    try:
+        second = step_bytes(2 * base)
+    except MemoryError:
+        return base
+    per_sequence = max((second - first) / base, 1.0)
+    fixed = first - per_sequence * base
+    batch = base
+    while 2 * batch <= cap and fixed + per_sequence * 2 * batch <= budget_bytes:
+        batch *= 2
+    return batch
+
+
+def _cuda_step_bytes(cfg: Config, batch: int) -> float:
+    """Peak CUDA memory of training steps at this batch (a throwaway Tutor; no compile while probing)."""
+    import gc
+
+    import torch
+
+    from babyllm.tutor import Tutor
+
+    probe = copy.deepcopy(cfg)
+    probe.train.batch = batch
+    probe.train.compile = False
+    tutor = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="babyllm-bench-probe-") as tmp:
+            tutor = Tutor(probe, Path(tmp) / "run", say=lambda _m: None)
+            torch.cuda.reset_peak_memory_stats(tutor.device)
+            for _ in range(2):
+                tutor.step()
+            torch.cuda.synchronize(tutor.device)
+            return float(torch.cuda.max_memory_allocated(tutor.device))
+    except torch.cuda.OutOfMemoryError as e:
+        raise MemoryError(str(e)) from e
+    finally:
+        if tutor is not None:
+            tutor.close()
+        del tutor
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 def scaling_specs(base: dict[str, Any]) -> list[dict[str, Any]]:

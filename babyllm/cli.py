@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--dtype", choices=("fp32", "bf16"), help="training precision (default: each config's)")
     p.add_argument("--compile", action="store_true", help="use torch.compile")
+    p.add_argument("--batch", metavar="N|auto", help="training batch (default: each config's); auto: fill the GPU's memory")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--scaling", action="store_true", help="also measure how speed and memory grow with context, neurons and batch")
     p.set_defaults(func=cmd_bench)

@@ -15,7 +15,7 @@ from babyllm.errors import BabyError
 
 def args(tmp_path, **kw):
     base = dict(config=["tiny"], overrides=[f"data.cache_dir={json.dumps(str(tmp_path / 'cache'))}"], device="cpu",
-                dtype=None, compile=False, json=True, quick=True, scaling=False)
+                dtype=None, compile=False, json=True, quick=True, scaling=False, batch=None)
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -93,3 +93,45 @@ def test_gemm_shapes_cover_the_step():
 def test_bad_config_is_a_clear_error(tmp_path):
     with pytest.raises(BabyError):
         bench.main(args(tmp_path, config=["no-such-config"]))
+
+
+def test_batch_option(tmp_path, capsys, monkeypatch):
+    """--batch N measures at that batch; --batch auto keeps the config's on a CPU (it fills GPUs only)."""
+    monkeypatch.setattr(bench, "run_child", bench.measure_config)
+    tiny = load_config("tiny")
+    for value, expected in (("3", 3), ("auto", tiny.train.batch)):
+        assert bench.main(args(tmp_path, batch=value)) == 0
+        (r,) = json.loads(capsys.readouterr().out)["results"]
+        assert r["batch"] == expected and r["batch_filled"] is False
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "many", "1.5"])
+def test_bad_batch_is_a_one_line_error(value, capsys):
+    from babyllm.cli import main
+
+    assert main(["bench", "--config", "tiny", "--batch", value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --batch {value!r}: give a whole number") and "Traceback" not in err
+
+
+def test_fill_batch_uses_the_memory_line():
+    """Memory = fixed + per sequence * batch: the largest power-of-two multiple that fits the budget."""
+    probed = []
+
+    def step_bytes(batch):
+        probed.append(batch)
+        return 1000 + 100 * batch
+
+    assert bench.fill_batch(step_bytes, base=16, budget_bytes=10_000) == 64  # 1000 + 100 * 64 fits, * 128 not
+    assert probed == [16, 32]  # two probes only
+    assert bench.fill_batch(step_bytes, base=16, budget_bytes=1_000_000, cap=256) == 256
+    assert bench.fill_batch(step_bytes, base=16, budget_bytes=2_000) == 16  # even the base does not fit: keep it
+
+
+def test_fill_batch_keeps_the_base_when_the_second_probe_runs_out():
+    def step_bytes(batch):
+        if batch > 16:
+            raise MemoryError("CUDA out of memory")
+        return 1000.0
+
+    assert bench.fill_batch(step_bytes, base=16, budget_bytes=1e9) == 16
