@@ -10,11 +10,11 @@ For each config, in one run:
 - **training**: the real `Tutor.step()` (data, forward, backward, clip, AdamW, schedule), median time
   over several steps after warm-up -> tokens/s, ms/step, achieved GFLOP/s (model FLOPs only:
   `train_flops_per_token * tokens/s`) and the fraction of the peak. Machines are noisy (on a shared
-  CPU the same GEMM swings 2x within minutes), so the peak is measured before and after training,
-  and one GEMM is also timed right before every step: `vs probe` is the median of step speed over
+  CPU the same GEMM swings 2x within minutes), so the peak (measured after training) takes the best of
+  two measurements of its top shapes, and one GEMM is also timed right before every step: `vs probe` is the median of step speed over
   that probe's speed, a fraction that is robust to the machine changing pace during the run.
-- **memory**: peak resident memory of the measuring process (CPU, `ru_maxrss`) or
-  `torch.cuda.max_memory_allocated` (CUDA).
+- **memory**: peak resident memory while training (CPU: the process's VmHWM, restarted just before
+  the warm-up; `ru_maxrss` where that cannot be restarted) or `torch.cuda.max_memory_allocated` (CUDA).
 - **generation**: tokens/s of `Infer2.stream` (the chat path: prefill then one token per call with
   carried state) at that config.
 - **naive reference**: the original one-token-per-pass approach -- for each position run the model on
@@ -347,12 +347,6 @@ def _measure_with(tutor: Any, cfg: Config, budget: dict[str, float], parts: list
                                batch=B, context=T, neurons=cfg.model.neurons, embed=cfg.model.embed,
                                vocab=cfg.model.vocab, params=sum(model.param_counts().values()),
                                train_flops_per_token=flops_per_token, threads=torch.get_num_threads())
-    dtypes = ("fp32", "bf16")
-    if "peak" in parts:
-        out["peak"] = measure_peak(cfg, device, dtypes, budget)
-        if device.type == "cpu":
-            out["fp32_paths"] = compare_fp32_paths(cfg, budget)
-
     if "train" in parts:
         # The probe: the logits forward GEMM (the largest share of the FLOPs), timed before each step. A
         # fixed shape, because cut down to probe size some other shapes change kernel (see babyllm.gemm).
@@ -404,9 +398,17 @@ def _measure_with(tutor: Any, cfg: Config, budget: dict[str, float], parts: list
             out["memory_kind"] = "peak RSS while training" if rss_reset else "peak RSS of the process"
             out["baseline_rss_mb"] = baseline_mb
         del probe_fn
-        if "peak" in out:  # once more after training: the peak is the machine's best, not its worst moment
-            top = sorted(out["peak"][dtype]["shapes"], key=lambda s: -out["peak"][dtype]["shapes"][s]["gflops"])[:2]
-            out["peak"] = merge_peaks(out["peak"], measure_peak(cfg, device, (dtype,), budget, only=top))
+
+    # The peak after training, so that its GEMM buffers (kept by the never-trimmed heap) do not colour
+    # the training's memory figure; its two best shapes are measured twice (the machine's best moment).
+    if "peak" in parts:
+        out["peak"] = measure_peak(cfg, device, ("fp32", "bf16"), budget)
+        if device.type == "cpu":
+            out["fp32_paths"] = compare_fp32_paths(cfg, budget)
+        top = sorted(out["peak"][dtype]["shapes"], key=lambda s: -out["peak"][dtype]["shapes"][s]["gflops"])[:2]
+        out["peak"] = merge_peaks(out["peak"], measure_peak(cfg, device, (dtype,), budget, only=top))
+        if "train" in out:
+            achieved = out["train"]["gflops"]
             peak = out["peak"][dtype]
             out["train"]["fraction_of_peak"] = achieved / peak["peak_gflops"]
             out["train"]["fraction_of_mix"] = achieved / peak["mix_gflops"]
