@@ -10,9 +10,10 @@ For each config, in one run:
 - **training**: the real `Tutor.step()` (data, forward, backward, clip, AdamW, schedule), median time
   over several steps after warm-up -> tokens/s, ms/step, achieved GFLOP/s (model FLOPs only:
   `train_flops_per_token * tokens/s`) and the fraction of the peak. Machines are noisy (on a shared
-  CPU the same GEMM swings 2x within minutes), so the peak (measured after training) takes the best of
-  two measurements of its top shapes, and one GEMM is also timed right before every step: `vs probe` is the median of step speed over
-  that probe's speed, a fraction that is robust to the machine changing pace during the run.
+  CPU the same GEMM swings 2x within minutes), so the peak (measured after training) takes the best
+  of two measurements of its top shapes, and one GEMM is also timed right before every step: `vs
+  probe` is the median of step speed over that probe's speed, a fraction that is robust to the
+  machine changing pace during the run.
 - **memory**: peak resident memory while training (CPU: the process's VmHWM, restarted just before
   the warm-up; `ru_maxrss` where that cannot be restarted) or `torch.cuda.max_memory_allocated` (CUDA).
 - **generation**: tokens/s of `Infer2.stream` (the chat path: prefill then one token per call with
@@ -668,17 +669,18 @@ def _cuda_step_bytes(cfg: Config, batch: int) -> float:
     try:
         with tempfile.TemporaryDirectory(prefix="babyllm-bench-probe-") as tmp:
             tutor = Tutor(probe, Path(tmp) / "run", say=lambda _m: None)
-            torch.cuda.reset_peak_memory_stats(tutor.device)
-            for _ in range(2):
-                tutor.step()
-            torch.cuda.synchronize(tutor.device)
-            return float(torch.cuda.max_memory_allocated(tutor.device))
+            try:
+                torch.cuda.reset_peak_memory_stats(tutor.device)
+                for _ in range(2):
+                    tutor.step()
+                torch.cuda.synchronize(tutor.device)
+                return float(torch.cuda.max_memory_allocated(tutor.device))
+            finally:
+                tutor.close()
     except torch.cuda.OutOfMemoryError as e:
-        raise MemoryError(str(e)) from e
+        raise MemoryError(f"batch {batch}: {e}") from None
     finally:
-        if tutor is not None:
-            tutor.close()
-        del tutor
+        tutor = None  # (also in the frame an exception's traceback keeps) so its tensors can go
         gc.collect()
         torch.cuda.empty_cache()
 

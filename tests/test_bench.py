@@ -135,3 +135,18 @@ def test_fill_batch_keeps_the_base_when_the_second_probe_runs_out():
         return 1000.0
 
     assert bench.fill_batch(step_bytes, base=16, budget_bytes=1e9) == 16
+
+
+def test_cuda_probe_runs_a_throwaway_tutor(monkeypatch, tmp_path):
+    """_cuda_step_bytes on the CPU with torch.cuda's memory calls faked: a Tutor at that batch trains
+    two steps, is closed, and the config passed in is left as it was."""
+    import torch
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: calls.append("reset"))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append("sync"))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 12345)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty"))
+    cfg = load_config("tiny", [f"data.cache_dir={json.dumps(str(tmp_path / 'cache'))}", "train.device=cpu"])
+    assert bench._cuda_step_bytes(cfg, 3) == 12345.0
+    assert calls == ["reset", "sync", "empty"] and cfg.train.batch == load_config("tiny").train.batch
