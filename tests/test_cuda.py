@@ -20,6 +20,7 @@ from babyllm.infer2 import Infer2
 from babyllm.model import BabyLLM, next_token_loss
 from babyllm.soul import load_for_inference
 from babyllm.tutor import Tutor
+from memories import stir
 
 DEVICE = os.environ.get("BABYLLM_TEST_DEVICE", "cuda")
 
@@ -45,10 +46,7 @@ def test_model_on_the_device_matches_the_cpu():
     cfg = load_config("tiny")
     torch.manual_seed(0)
     cpu_model = BabyLLM(cfg.model)
-    with torch.no_grad():  # non-trivial gates and projections so every path matters
-        for mem in (cpu_model.memory1, cpu_model.memory2):
-            mem.gate_logits.normal_()
-            mem.up.weight.normal_()
+    stir(cpu_model.memory1, cpu_model.memory2)
     dev_model = BabyLLM(cfg.model).to(DEVICE)
     dev_model.load_state_dict(cpu_model.state_dict())
     ids = torch.randint(0, cfg.model.vocab, (3, cfg.model.context + 1))

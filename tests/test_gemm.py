@@ -5,6 +5,7 @@ import torch
 
 from babyllm import BabyLLM, gemm, load_config
 from babyllm.model import next_token_loss
+from memories import stir
 
 needs_onednn = pytest.mark.skipif(not gemm._correct(), reason="this torch has no usable oneDNN fp32 kernel")
 
@@ -99,10 +100,7 @@ def test_model_trains_alike_on_both_paths(monkeypatch):
         monkeypatch.setattr(gemm, "onednn_fp32", lambda use=use: use)
         torch.manual_seed(0)
         model = BabyLLM(cfg.model)
-        with torch.no_grad():  # non-trivial gates and projections so every product matters
-            for mem in (model.memory1, model.memory2):
-                mem.gate_logits.normal_()
-                mem.up.weight.normal_()
+        stir(model.memory1, model.memory2)
         loss = next_token_loss(model(ids[:, :-1]), ids[:, 1:])
         loss.backward()
         results.append((loss.item(), [p.grad.clone() for p in model.parameters()]))

@@ -7,6 +7,7 @@ import torch
 
 from babyllm import BabyLLM, load_config
 from babyllm.model import Memory, Memory2, Windows, next_token_loss
+from memories import stir
 
 
 @pytest.fixture
@@ -88,9 +89,7 @@ def test_windows_last_rows_match_full_pass():
 def test_memory_matches_reference_loop(carry):
     torch.manual_seed(3)
     mem = Memory(neurons=6, rank=3, decay_short=0.3, decay_long=0.9)
-    with torch.no_grad():
-        mem.gate_logits.normal_()
-        mem.up.weight.normal_()
+    stir(mem)
     u = torch.randn(2, 10, 6)
     carried = torch.randn(2, 2, 6) if carry else None
     got, got_state = mem(u, carried)
@@ -186,10 +185,8 @@ def test_readings_and_counts(tiny):
 def test_fused_pass_equals_the_parts_composed_plainly(tiny):
     """run() folds Memory 2's input mix into Memory's gates; the parts' own forwards do it the plain way."""
     cfg, model = tiny
+    stir(model.memory1, model.memory2)
     with torch.no_grad():
-        for mem in (model.memory1, model.memory2):
-            mem.gate_logits.normal_()
-            mem.up.weight.normal_()
         model.memory2.mix_logits.normal_()
     ids = torch.randint(0, cfg.model.vocab, (2, cfg.model.context))
     acts = model.neurons(model.embed(ids))
