@@ -316,10 +316,11 @@ def measure_config(spec: dict[str, Any]) -> dict[str, Any]:
     from babyllm.tutor import Tutor
 
     filled = False
-    if spec.get("fill") and pick_device(cfg.train.device).type == "cuda":
+    device = pick_device(cfg.train.device)
+    if spec.get("fill") and device.type == "cuda":
         import torch
 
-        total = torch.cuda.get_device_properties(pick_device(cfg.train.device)).total_memory
+        total = torch.cuda.get_device_properties(device).total_memory
         cfg.train.batch = fill_batch(lambda b: _cuda_step_bytes(cfg, b), cfg.train.batch, FILL_FRACTION * total)
         filled = True
 
@@ -616,8 +617,10 @@ def _specs(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def _batch_arg(value: str | None) -> int | str | None:
     """--batch: None (the config's), a positive whole number, or 'auto'."""
-    if value is None or value.strip().lower() == "auto":
-        return None if value is None else "auto"
+    if value is None:
+        return None
+    if value.strip().lower() == "auto":
+        return "auto"
     try:
         batch = int(value)
     except ValueError:
