@@ -129,8 +129,8 @@ def gemm_shapes(cfg: Config) -> list[dict[str, Any]]:
     Activations are neuron-major inside the model (see babyllm.model), so the Neurons layer runs
     W @ x.T forward and the sequence mixes run [B*N, T] x [T, T] (windows once, each memory twice);
     the Logits layer runs x @ W.T on tokens x neurons. Backward: dy @ W and dy.T @ x for the layers,
-    dY @ M and X.T @ dY for the mixes. Left out: the memories' low-rank projections (rank-thin, a few
-    per cent of the FLOPs).
+    dY @ M for the mixes and X.T @ dY for the windows' mix. Left out: the memories' low-rank
+    projections (rank-thin, a few per cent of the FLOPs).
     """
     m, t = cfg.model, cfg.train
     T, B, D, N, V = m.context, t.batch, m.embed, m.neurons, m.vocab
@@ -151,7 +151,8 @@ def gemm_shapes(cfg: Config) -> list[dict[str, Any]]:
     out += [
         dict(name="mix fwd", m=B * N, k=T, n=T, a="row", b="tr", grow="m", flops_per_token=per_token),
         dict(name="mix bwd dx", m=B * N, k=T, n=T, a="row", b="row", grow="m", flops_per_token=per_token),
-        dict(name="mix bwd dm", m=T, k=B * N, n=T, a="tr", b="row", grow="k", flops_per_token=per_token),
+        # Only the windows' mix has a weight-gradient GEMM (the memories' decays get theirs in closed form).
+        dict(name="mix bwd dm", m=T, k=B * N, n=T, a="tr", b="row", grow="k", flops_per_token=2 * T * N),
     ]
     return out
 
