@@ -212,7 +212,6 @@ def test_readings_and_counts(tiny):
     assert model.train_flops_per_token() > 0
 
 
-
 def test_fused_pass_equals_the_parts_composed_plainly(tiny):
     """run() folds Memory 2's input mix into Memory's gates; the parts' own forwards do it the plain way."""
     cfg, model = tiny
