@@ -41,7 +41,7 @@ HIGHER = "higher"
 NEUTRAL = "neutral"
 
 DIRECTIONS: Mapping[str, str] = MappingProxyType({
-    "loss": LOWER, "loss_100": LOWER, "loss_1000": LOWER, "val_loss": LOWER,
+    "loss": LOWER, "loss_100": LOWER, "loss_1000": LOWER, "val_loss": LOWER, "val_bpb": LOWER,
     "perplexity": LOWER, "step_ms": LOWER, "act_inactive": LOWER,
     "accuracy": HIGHER, "tokens_per_s": HIGHER,
 })
@@ -51,7 +51,7 @@ SECTIONS: tuple[str, ...] = (
 )
 _EXACT_SECTIONS: Mapping[str, str] = MappingProxyType({
     **dict.fromkeys(
-        ("loss", "loss_100", "loss_1000", "val_loss", "perplexity", "accuracy"), "loss"),
+        ("loss", "loss_100", "loss_1000", "val_loss", "val_bpb", "unigram_bpb", "perplexity", "accuracy"), "loss"),
     **dict.fromkeys(("lr", "grad_norm", "step", "tokens", "epoch"), "learning"),
     "entropy": "logits",
     "tokens_per_s": "timing", "step_ms": "timing",
@@ -63,7 +63,7 @@ _PREFIX_SECTIONS: tuple[tuple[str, str], ...] = (
 
 # The Tutor's keys in display order; unknown keys follow, naturally sorted.
 _KEY_ORDER: tuple[str, ...] = (
-    "loss", "loss_100", "loss_1000", "val_loss", "perplexity", "accuracy",
+    "loss", "loss_100", "loss_1000", "val_loss", "val_bpb", "unigram_bpb", "perplexity", "accuracy",
     "step", "tokens", "epoch", "lr", "grad_norm",
     *(f"window_weight_{i}" for i in range(7)), *(f"window_size_{i}" for i in range(7)),
     *(f"mem{m}_{k}" for m in (1, 2) for k in (
@@ -76,7 +76,8 @@ _KEY_ORDER: tuple[str, ...] = (
 _KEY_RANK: Mapping[str, int] = MappingProxyType({k: i for i, k in enumerate(_KEY_ORDER)})
 
 _LABELS: Mapping[str, str] = MappingProxyType({
-    "loss_100": "loss100", "loss_1000": "loss1k", "val_loss": "val", "perplexity": "ppl",
+    "loss_100": "loss100", "loss_1000": "loss1k", "val_loss": "val", "val_bpb": "val bpb",
+    "unigram_bpb": "unigram", "perplexity": "ppl",
     "accuracy": "acc", "grad_norm": "grad", "tokens_per_s": "tok/s", "step_ms": "step ms",
     "act_inactive": "inactive", "mem2_mix": "m2 mix",
 })
@@ -91,7 +92,7 @@ _LABEL_SUFFIXES: tuple[tuple[str, str], ...] = (
 
 # (key, label) pairs of the headless one-liner, in order.
 _SUMMARY_FIELDS: tuple[tuple[str, str], ...] = (
-    ("step", "step"), ("loss", "loss"), ("val_loss", "val"), ("accuracy", "acc"), ("lr", "lr"),
+    ("step", "step"), ("loss", "loss"), ("val_loss", "val"), ("val_bpb", "bpb"), ("accuracy", "acc"), ("lr", "lr"),
     ("grad_norm", "grad"),
 )
 

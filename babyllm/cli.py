@@ -1,4 +1,4 @@
-"""`babyllm`: headless commands (info, train, chat, sample, bench)."""
+"""`babyllm`: headless commands (info, train, chat, sample, bench, eval)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", metavar="PATH", help="a .txt/.md file or a folder of them (default: corpora/)")
     add_run_args(p)
     p.add_argument("--steps", type=int, metavar="N", help="stop after N steps in total (default: train.steps)")
+    p.add_argument("--minutes", type=float, metavar="M",
+                   help="stop after M minutes of training time; the LR schedule runs on this clock (train.minutes)")
     p.add_argument("--resume", action="store_true", help="continue the run from its latest save")
 
 
@@ -47,6 +49,10 @@ def apply_run_args(cfg: Config, args: argparse.Namespace) -> Config:
         if args.steps < 0:
             raise BabyError(f"--steps {args.steps}: must be >= 0 (0 = until stopped)")
         cfg.train.steps = args.steps
+    if getattr(args, "minutes", None) is not None:
+        if not 0 <= args.minutes < 1e6:
+            raise BabyError(f"--minutes {args.minutes:g}: must be >= 0 (0 = no time budget)")
+        cfg.train.minutes = args.minutes
     return cfg
 
 
@@ -117,9 +123,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.quality:
+        from babyllm.quality import bench_quality
+
+        return bench_quality(args)
+    if args.corpus or args.minutes is not None:
+        raise BabyError("--corpus and --minutes go with bench --quality")
     from babyllm.bench import main as bench_main
 
     return bench_main(args)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from babyllm.quality import eval_main
+
+    return eval_main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,7 +174,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", metavar="N|auto", help="training batch (default: each config's); auto: fill the GPU's memory")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--scaling", action="store_true", help="also measure how speed and memory grow with context, neurons and batch")
+    p.add_argument("--quality", action="store_true",
+                   help="learning quality instead: train one config from scratch for --minutes, score held-out bits per byte")
+    p.add_argument("--corpus", metavar="PATH", help="with --quality: the corpus (default: the config's)")
+    p.add_argument("--minutes", type=float, metavar="M", help="with --quality: the training-time budget (default 5)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("eval", help="score a run's newest save in bits per byte on held-out text")
+    p.add_argument("--run-dir", metavar="R", type=Path, required=True, help="run directory (or one save folder in it)")
+    p.add_argument("--corpus", metavar="F", help="score the last data.val_fraction of this corpus instead of the run's own")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 

@@ -28,6 +28,10 @@ class ModelConfig:
     context: int = 256
     windows: list[float] = field(default_factory=lambda: [2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0])
     memory_rank: int = 64
+    dropout: float = 0.0  # dropout on the neuron activations and on Logits' input, in training steps only
+    proj_input: str = "long"  # EXPERIMENT: what Memory's projected path reads: "long" (L) or "input" (u)
+    proj_gelu: bool = False  # EXPERIMENT: a GELU (with bias) inside the projected path's bottleneck
+    tie_embeddings: bool = False  # EXPERIMENT: Logits = embedding^T @ P (factorised through the embedding)
 
 
 @dataclass
@@ -35,7 +39,7 @@ class DataConfig:
     """Where the corpus is and how it is split."""
 
     corpus: str = ""  # "" = the corpus shipped in corpora/
-    val_fraction: float = 0.05
+    val_fraction: float = 0.1
     cache_dir: str = ""  # "" = $BABYLLM_CACHE or ~/.cache/babyllm
 
 
@@ -45,6 +49,7 @@ class TrainConfig:
 
     batch: int = 16
     steps: int = 0  # 0 = train until stopped
+    minutes: float = 0.0  # training-clock budget (0 = none): stop after it; the LR schedule then runs on this clock
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup: int = 200
@@ -214,6 +219,7 @@ def validate(cfg: Config, where: str = "config") -> None:
         (0.0 < d.val_fraction <= 0.5, f"data.val_fraction = {d.val_fraction}: must be in (0, 0.5]"),
         (t.batch >= 1, f"train.batch = {t.batch}: must be at least 1"),
         (t.steps >= 0, f"train.steps = {t.steps}: must be >= 0 (0 = until stopped)"),
+        (0 <= t.minutes < 1e6, f"train.minutes = {t.minutes}: must be >= 0 (0 = no time budget)"),
         (t.lr > 0, f"train.lr = {t.lr}: must be > 0"),
         (0 <= t.min_lr <= t.lr, f"train.min_lr = {t.min_lr}: must be between 0 and train.lr ({t.lr})"),
         (t.warmup >= 0, f"train.warmup = {t.warmup}: must be >= 0"),

@@ -221,8 +221,12 @@ class Memory(nn.Module):
 
     SOURCES = ("short", "long", "input", "proj")
 
-    def __init__(self, neurons: int, rank: int, decay_short: float = 0.5, decay_long: float = 0.95) -> None:
+    def __init__(self, neurons: int, rank: int, decay_short: float = 0.5, decay_long: float = 0.95,
+                 proj_input: str = "long", proj_gelu: bool = False) -> None:
         super().__init__()
+        self.proj_input, self.proj_gelu = proj_input, proj_gelu
+        if proj_gelu:
+            self.proj_bias = nn.Parameter(torch.zeros(rank))
         self.decay_logits = nn.Parameter(torch.logit(torch.tensor([decay_short, decay_long])))
         self.gate_logits = nn.Parameter(torch.zeros(neurons, len(self.SOURCES)))
         self.down = nn.Linear(neurons, rank, bias=False)
@@ -262,12 +266,16 @@ class Memory(nn.Module):
         flat = u.view(N * B, T)
         out = GatedLeakyAverages.apply(u, g[:, :3], d).view(N * B, T)
         low = gemm.mm(self.down.weight.to(dt), u.view(N, B * T))  # [rank, B*T]: W_down u
-        z = gemm.mm(low.view(-1, T), E[1].t().to(dt))  # down(L), [rank*B, T]
+        long_proj = self.proj_input == "long"
+        z = gemm.mm(low.view(-1, T), E[1].t().to(dt)) if long_proj else low.view(-1, T)  # down(L), [rank*B, T]
         if carried is not None:  # earlier buffers fade in as d^(t+1)
             fade = (d.view(2, 1) ** torch.arange(1, T + 1, device=u.device, dtype=d.dtype).view(1, T)).to(dt)
             c = carried.to(dt).permute(2, 0, 1)  # [N, B, 2]
             out = out + (c * g[:, :2].view(N, 1, 2)).reshape(N * B, 2) @ fade  # [N*B, 2] x [2, T]
-            z = z + (torch.mm(self.down.weight.to(dt), c[:, :, 1]).unsqueeze(2) * fade[1]).view(-1, T)
+            if long_proj:
+                z = z + (torch.mm(self.down.weight.to(dt), c[:, :, 1]).unsqueeze(2) * fade[1]).view(-1, T)
+        if self.proj_gelu:
+            z = F.gelu(z.view(-1, B * T) + self.proj_bias.to(dt).unsqueeze(1))
         up = self.up.weight.to(dt) * g[:, 3].unsqueeze(1)  # [N, rank], the proj gate folded in
         out = (out.view(N, B * T) + gemm.mm(up, z.view(-1, B * T))).view(N, B, T)
         last = None
@@ -282,8 +290,8 @@ class Memory(nn.Module):
 class Memory2(Memory):
     """MEMORY 2: a second Memory whose input is a learned per-neuron mix of the windows and Memory's output."""
 
-    def __init__(self, neurons: int, rank: int) -> None:
-        super().__init__(neurons, rank)
+    def __init__(self, neurons: int, rank: int, **kwargs: Any) -> None:
+        super().__init__(neurons, rank, **kwargs)
         self.mix_logits = nn.Parameter(torch.zeros(neurons))
 
     def mix(self) -> Tensor:
@@ -314,16 +322,27 @@ class Memory2(Memory):
 class Logits(nn.Module):
     """LOGIT layer: LayerNorm, then a linear map from the neurons to a score per vocabulary token."""
 
-    def __init__(self, neurons: int, vocab: int) -> None:
+    def __init__(self, neurons: int, vocab: int, tie_dim: int = 0) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(neurons)
         self.linear = nn.Linear(neurons, vocab)
         # Small so an untrained model's loss starts near ln(vocab).
         nn.init.normal_(self.linear.weight, std=0.2 / math.sqrt(neurons))
         nn.init.zeros_(self.linear.bias)
+        self.tie_dim = tie_dim
+        if tie_dim:
+            self.linear = nn.Linear(neurons, tie_dim, bias=False)
+            nn.init.normal_(self.linear.weight, std=0.2 / math.sqrt(neurons))
+            self.bias = nn.Parameter(torch.zeros(vocab))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, embedding: Tensor | None = None, dropout: float = 0.0) -> Tensor:
         x = self.norm(x)
+        if dropout:
+            x = F.dropout(x, dropout)
+        if self.tie_dim:
+            assert embedding is not None
+            h = gemm.linear(x, self.linear.weight) if x.dim() == 2 else self.linear(x)
+            return gemm.linear(h, embedding.to(h.dtype), self.bias) if x.dim() == 2 else F.linear(h, embedding, self.bias)
         if x.dim() == 2:  # the model's path (oneDNN for fp32 on CPU where chosen)
             return gemm.linear(x, self.linear.weight, self.linear.bias)
         return self.linear(x)
@@ -338,17 +357,24 @@ class BabyLLM(nn.Module):
         self.embed = Embed(cfg.vocab, cfg.embed, cfg.context)
         self.neurons = Neurons(cfg.embed, cfg.neurons)
         self.windows = Windows(cfg.windows, cfg.context)
-        self.memory1 = Memory(cfg.neurons, cfg.memory_rank)
-        self.memory2 = Memory2(cfg.neurons, cfg.memory_rank)
-        self.logits = Logits(cfg.neurons, cfg.vocab)
+        proj = dict(proj_input=cfg.proj_input, proj_gelu=cfg.proj_gelu)
+        self.memory1 = Memory(cfg.neurons, cfg.memory_rank, **proj)
+        self.memory2 = Memory2(cfg.neurons, cfg.memory_rank, **proj)
+        self.logits = Logits(cfg.neurons, cfg.vocab, tie_dim=cfg.embed if cfg.tie_embeddings else 0)
 
     def forward(self, ids: Tensor) -> Tensor:
         return self.run(ids).logits
 
-    def run(self, ids: Tensor, state: State | None = None, keep_state: bool = False) -> Pass:
-        """Forward over ids [B, T], continuing from `state` if given; returns the new state if asked."""
+    def run(self, ids: Tensor, state: State | None = None, keep_state: bool = False, train: bool = False) -> Pass:
+        """Forward over ids [B, T], continuing from `state` if given; returns the new state if asked.
+
+        `train` turns on dropout (a training step's forward); every other caller gets the plain model.
+        """
         B, T = ids.shape
+        drop = self.cfg.dropout if train else 0.0
         acts = self.neurons.neuron_major(self.embed(ids, start=state.pos if state else 0))  # [N, B, T]
+        if drop:
+            acts = F.dropout(acts, drop)
         history = torch.cat([state.acts.to(acts.dtype), acts], dim=2) if state else acts
         win = self.windows.neuron_major(history, rows=T)
         c1 = state.memory1 if state else None
@@ -358,7 +384,7 @@ class BabyLLM(nn.Module):
         mem2, carried2 = self.memory2.neuron_major(mem2_in, c2, want_last=keep_state)
         # Back to tokens x neurons for the LayerNorm and the vocabulary GEMM: one explicit transposed copy
         # (measured cheaper than LayerNorm on the transposed view, which copies in both passes).
-        logits = self.logits(mem2.view(-1, B * T).t().contiguous()).view(B, T, -1)
+        logits = self.logits(mem2.view(-1, B * T).t().contiguous(), self.embed.tokens.weight, drop).view(B, T, -1)
         new_state = None
         if keep_state:
             assert carried1 is not None and carried2 is not None

@@ -47,7 +47,7 @@ from tokenizers import Tokenizer
 from torch.nn.parallel import DistributedDataParallel
 from torch.nn.utils import clip_grad_norm_
 
-from babyllm import distributed, gemm, soul
+from babyllm import distributed, gemm, quality, soul
 from babyllm.config import Config
 from babyllm.counsellor import Counsellor, cuda_sync
 from babyllm.errors import BabyError, CheckpointError
@@ -69,11 +69,15 @@ def _print_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def lr_multiplier(step: int, warmup: int, total: int, lr: float, min_lr: float) -> float:
-    """Linear warm-up over `warmup` steps, then cosine decay to min_lr at step `total` (flat after)."""
+def lr_multiplier(step: int, warmup: int, total: int, lr: float, min_lr: float,
+                  fraction: float | None = None) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to min_lr at step `total` (flat after).
+
+    With a time budget, `fraction` (of the budget's training time used) replaces the step count's progress.
+    """
     if step < warmup:
         return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    progress = min(1.0, (step - warmup) / max(1, total - warmup)) if fraction is None else min(1.0, fraction)
     return (min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))) / lr
 
 
@@ -96,7 +100,7 @@ class _Runner(torch.nn.Module):
         self.model = model
 
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        p = self.model.run(ids)
+        p = self.model.run(ids, train=True)
         return p.logits, p.acts
 
 
@@ -183,6 +187,12 @@ class Tutor:
         self.librarian = distributed.agree_setup(lambda: made.get("lib") or Librarian(
             cfg, tokenizer=Tokenizer.from_str(tok_json), say=self._corpus_warning, rank=rank, world_size=world))
         self._tokenizer_digest = soul.tokenizer_digest(self.librarian.tokenizer)
+        lib = self.librarian
+        self._token_bytes = quality.token_bytes(lib.tokenizer)
+        held_bytes = quality.scored_bytes(lib.val_tokens, self._token_bytes)
+        self.unigram_bpb = quality.bits_per_byte(
+            quality.unigram_nats(lib.train_tokens, lib.val_tokens, lib.vocab_size), held_bytes)
+        self._val_bytes_per_token = math.nan  # of the validation batches' targets, set with them
 
         torch.manual_seed(t.seed)
         random.seed(t.seed)
@@ -190,10 +200,12 @@ class Tutor:
         self._params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = self._make_optimizer()
         total = t.steps if t.steps > 0 else t.decay_steps
+        self.train_seconds = 0.0  # the training clock: time spent in steps (not validation, saves or pauses)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_multiplier(s, t.warmup, total, t.lr, t.min_lr))
+            self.optimizer, lambda s: lr_multiplier(s, t.warmup, total, t.lr, t.min_lr, self.budget_used()))
 
         self.val_loss = math.nan
+        self.val_bpb = math.nan
         self.best_val = math.inf
         self._losses: deque[float] = deque(maxlen=1000)
         self._slow: dict[str, float] | None = None
@@ -224,6 +236,11 @@ class Tutor:
         if self.is_main:
             self._metrics = open(self.run_dir / "metrics.jsonl", mode, encoding="utf-8")  # noqa: SIM115
         self._snapshot = self._make_snapshot()
+
+    def budget_used(self) -> float | None:
+        """The fraction of `train.minutes` the training clock has used; None without a time budget."""
+        minutes = self.cfg.train.minutes
+        return self.train_seconds / (minutes * 60.0) if minutes > 0 else None
 
     # --- set-up helpers -------------------------------------------------------------------------
 
@@ -259,7 +276,7 @@ class Tutor:
             if self.world_size > 1:
                 logits, acts = self.train_module(x)
             else:
-                p = self.train_module.run(x)  # type: ignore[operator]
+                p = self.train_module.run(x, train=True)  # type: ignore[operator]
                 logits, acts = p.logits, p.acts
         loss = next_token_loss(logits, y)
         correct = (logits.detach().argmax(-1) == y).sum()
@@ -322,6 +339,8 @@ class Tutor:
             del logits, acts
             stats = self._stats(number, loss_v, norm_v, correct_v / n_tokens, lr)
         step_ms = (time.perf_counter() - t0) * 1000.0
+        if ok:
+            self.train_seconds += step_ms / 1000.0
         stats["tokens_per_s"] = n_tokens / max(step_ms / 1000.0, 1e-9)
         stats["step_ms"] = step_ms
         stats.update(self._slow)
@@ -343,6 +362,8 @@ class Tutor:
             "loss_100": loss_100,
             "loss_1000": loss_1000,
             "val_loss": self.val_loss,
+            "val_bpb": self.val_bpb,
+            "unigram_bpb": self.unigram_bpb,
             "perplexity": _exp(ref),
             "accuracy": accuracy,
             "lr": lr,
@@ -372,6 +393,8 @@ class Tutor:
         if self._val_batches is None:  # the global batch size, so N ranks validate like one process
             self._val_batches = [b.to(self.device) for b in
                                  self.librarian.val_batches(t.eval_batches, t.batch * self.world_size)]
+            targets = torch.cat([b[:, 1:].reshape(-1).cpu() for b in self._val_batches]).numpy()
+            self._val_bytes_per_token = float(self._token_bytes[targets].mean())
         losses = []
         for b in self._val_batches:
             with autocast(self.device, t.dtype):
@@ -382,6 +405,7 @@ class Tutor:
     def _validate(self) -> None:
         val = self.validate()
         self.val_loss = val
+        self.val_bpb = val / max(self._val_bytes_per_token, 1e-9) / quality.LN2
         if _finite(val) and val < self.best_val:
             self.best_val = val
             self._event("val", f"val loss {val:.4f} (new best)")
@@ -420,10 +444,12 @@ class Tutor:
         py_state = random.getstate()
         return {
             "tokens": self.tokens,
+            "train_seconds": self.train_seconds,
             "config": self.cfg.to_dict(),
             "config_name": self.cfg.name,
             "tokenizer_digest": self._tokenizer_digest,
             "val_loss": self.val_loss if _finite(self.val_loss) else None,
+            "val_bpb": self.val_bpb if _finite(self.val_bpb) else None,
             "best_val_loss": self.best_val if _finite(self.best_val) else None,
             "python_rng": [py_state[0], list(py_state[1]), py_state[2]],
             "world_size": self.world_size,
@@ -500,7 +526,9 @@ class Tutor:
             raise CheckpointError(f"{loaded.path}: does not fit this run ({str(e).splitlines()[0][:160]})") from None
         self.step_count = int(meta["step"])
         self.tokens = int(meta.get("tokens", 0))
+        self.train_seconds = float(meta.get("train_seconds", 0.0))
         self.val_loss = meta["val_loss"] if meta.get("val_loss") is not None else math.nan
+        self.val_bpb = float(meta["val_bpb"]) if meta.get("val_bpb") is not None else math.nan
         self.best_val = meta["best_val_loss"] if meta.get("best_val_loss") is not None else math.inf
         self._losses = deque(st["losses"].tolist(), maxlen=1000)
         self._slow = None
@@ -604,7 +632,7 @@ class Tutor:
                     if self.world_size > 1:
                         self._heartbeat()
                     continue
-                if t.steps and self.step_count >= t.steps:
+                if (t.steps and self.step_count >= t.steps) or (t.minutes and self.train_seconds >= t.minutes * 60):
                     final = "finished"
                     break
                 stats = self.step()
@@ -612,6 +640,7 @@ class Tutor:
                 if self._alarm is None and self.is_main and n % t.eval_every == 0:
                     self._validate()  # before recording, so this step's stats carry the new val loss
                     stats["val_loss"], stats["perplexity"] = self.val_loss, _exp(self.val_loss)
+                    stats["val_bpb"] = self.val_bpb
                 self._record(stats)
                 if self._alarm is not None:
                     self._error = self._alarm

@@ -17,7 +17,7 @@ from babyllm.soul import list_saves, load_for_inference
 from babyllm.tutor import Tutor, lr_multiplier
 
 STAT_KEYS = (
-    {"step", "tokens", "loss", "loss_100", "loss_1000", "val_loss", "perplexity", "accuracy", "lr", "grad_norm",
+    {"step", "tokens", "loss", "loss_100", "loss_1000", "val_loss", "val_bpb", "unigram_bpb", "perplexity", "accuracy", "lr", "grad_norm",
      "tokens_per_s", "step_ms", "entropy", "act_mean", "act_std", "act_inactive", "mem2_mix",
      "t_data", "t_forward", "t_backward", "t_optimizer", "t_stats"}
     | {f"window_{k}_{i}" for k in ("weight", "size") for i in range(7)}
