@@ -28,6 +28,7 @@ class ModelConfig:
     context: int = 256
     windows: list[float] = field(default_factory=lambda: [2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0])
     memory_rank: int = 64
+    window_groups: int = 1  # groups of neurons, each with its own window weightings (must divide neurons)
     dropout: float = 0.0  # dropout on the neuron activations and on Logits' input, in training steps only
     proj_input: str = "long"  # EXPERIMENT: what Memory's projected path reads: "long" (L) or "input" (u)
     proj_gelu: bool = False  # EXPERIMENT: a GELU (with bias) inside the projected path's bottleneck
@@ -215,6 +216,8 @@ def validate(cfg: Config, where: str = "config") -> None:
         (m.neurons >= 1, f"model.neurons = {m.neurons}: must be at least 1"),
         (m.context >= 2, f"model.context = {m.context}: must be at least 2"),
         (len(m.windows) >= 1, "model.windows = []: give at least one window size"),
+        (m.window_groups >= 1 and m.neurons % m.window_groups == 0,
+         f"model.window_groups = {m.window_groups}: must be at least 1 and divide model.neurons ({m.neurons})"),
         (1 <= m.memory_rank <= m.neurons, f"model.memory_rank = {m.memory_rank}: must be 1..model.neurons ({m.neurons})"),
         (0.0 < d.val_fraction <= 0.5, f"data.val_fraction = {d.val_fraction}: must be in (0, 0.5]"),
         (t.batch >= 1, f"train.batch = {t.batch}: must be at least 1"),

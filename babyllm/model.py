@@ -97,24 +97,32 @@ class Neurons(nn.Module):
 class Windows(nn.Module):
     """WINDOWS: K causal means of the activations over learnable window sizes, mixed by softmax weightings."""
 
-    def __init__(self, sizes: list[float], context: int) -> None:
+    def __init__(self, sizes: list[float], context: int, groups: int = 1) -> None:
         super().__init__()
         self.context = context
         # size = 1 + (context - 1) * sigmoid(logit): always a valid, differentiable size in [1, context].
         frac = (torch.tensor(sizes, dtype=torch.float32) - 1) / (context - 1)
         self.size_logits = nn.Parameter(torch.logit(frac.clamp(1e-4, 1 - 1e-4)))
-        self.weight_logits = nn.Parameter(torch.zeros(len(sizes)))
+        # One softmax of weightings per group of neurons. With several groups, group g starts leaning
+        # towards window g mod K, so the neurons begin with a spread of time scales rather than one.
+        K = len(sizes)
+        lean = torch.zeros(groups, K)
+        if groups > 1:
+            lean[torch.arange(groups), torch.arange(groups) % K] = 2.0
+        self.weight_logits = nn.Parameter(lean if groups > 1 else torch.zeros(K))
+        self.groups = groups
 
     def sizes(self) -> Tensor:
         """Current window sizes in tokens [K] (fractional)."""
         return 1 + (self.context - 1) * torch.sigmoid(self.size_logits)
 
     def weightings(self) -> Tensor:
-        """Current window weightings [K], summing to 1."""
-        return torch.softmax(self.weight_logits, dim=0)
+        """Current window weightings, summing to 1: [K], or [groups, K] with several groups."""
+        return torch.softmax(self.weight_logits, dim=-1)
 
     def mixing_matrix(self, rows: int, cols: int) -> Tensor:
-        """M [rows, cols] such that M @ acts gives the weighted window means of the last `rows` positions.
+        """M [rows, cols] ([groups, rows, cols] with groups) such that M @ acts gives the weighted window
+        means of the last `rows` positions.
 
         Window k at position t with size w = n + f (n whole tokens, fraction f) is
             (P[t+1] - P[t+1-n] + f * a[t-n]) / (n + f)        with P the prefix sum of a,
@@ -134,17 +142,21 @@ class Windows(nn.Module):
         edge = (lag == n3).to(w.dtype) * f3  # the partly-included oldest position
         count = torch.minimum(n3, t + 1) + f3 * (t >= n3).to(w.dtype)
         per_window = (full + edge) / count  # [K, rows, cols]
-        return torch.einsum("k,krc->rc", self.weightings(), per_window)
+        w = self.weightings()
+        return torch.einsum("...k,krc->...rc", w, per_window)
 
     def forward(self, acts: Tensor, rows: int) -> Tensor:
         """Mixed window means [B, rows, N] for the last `rows` positions of `acts` [B, H, N]."""
         return batch_major(self.neuron_major(neuron_major(acts), rows))
 
     def neuron_major(self, acts: Tensor, rows: int) -> Tensor:
-        """The same for acts [N, B, H] -> [N, B, rows]: one [N*B, H] x [H, rows] GEMM."""
+        """The same for acts [N, B, H] -> [N, B, rows]: one [N*B, H] x [H, rows] GEMM (a batch of one per
+        group of N/groups consecutive neurons with several groups)."""
         N, B, H = acts.shape
         M = self.mixing_matrix(rows, H).to(acts.dtype)
-        return gemm.mm(acts.reshape(N * B, H), M.t()).view(N, B, rows)
+        if self.groups == 1:
+            return gemm.mm(acts.reshape(N * B, H), M.t()).view(N, B, rows)
+        return torch.bmm(acts.reshape(self.groups, -1, H), M.transpose(1, 2)).view(N, B, rows)
 
 
 def decay_matrix(decays: Tensor, length: int) -> Tensor:
@@ -356,7 +368,7 @@ class BabyLLM(nn.Module):
         self.cfg = cfg
         self.embed = Embed(cfg.vocab, cfg.embed, cfg.context)
         self.neurons = Neurons(cfg.embed, cfg.neurons)
-        self.windows = Windows(cfg.windows, cfg.context)
+        self.windows = Windows(cfg.windows, cfg.context, cfg.window_groups)
         proj = dict(proj_input=cfg.proj_input, proj_gelu=cfg.proj_gelu)
         self.memory1 = Memory(cfg.neurons, cfg.memory_rank, **proj)
         self.memory2 = Memory2(cfg.neurons, cfg.memory_rank, **proj)
@@ -397,7 +409,9 @@ class BabyLLM(nn.Module):
     def readings(self) -> dict[str, float]:
         """The learned mixing scalars the cockpit shows: window weightings and sizes, decays, gates, mix."""
         out: dict[str, float] = {}
-        for k, (w, s) in enumerate(zip(self.windows.weightings().tolist(), self.windows.sizes().tolist())):
+        weightings = self.windows.weightings()
+        weightings = weightings.mean(0) if weightings.dim() == 2 else weightings  # groups: their mean
+        for k, (w, s) in enumerate(zip(weightings.tolist(), self.windows.sizes().tolist())):
             out[f"window_weight_{k}"] = w
             out[f"window_size_{k}"] = s
         for name, mem in (("mem1", self.memory1), ("mem2", self.memory2)):

@@ -78,6 +78,21 @@ def test_windows_match_reference_loop(sizes):
     torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
 
 
+def test_grouped_windows_match_reference_loop_per_group():
+    """Each group of neurons mixes the same windows with its own weightings."""
+    torch.manual_seed(4)
+    T, N, G = 12, 6, 3
+    win = Windows([1.0, 2.5, 7.0], context=T, groups=G)
+    with torch.no_grad():
+        win.weight_logits.normal_()
+    acts = torch.randn(2, T, N)
+    got = win(acts, rows=T)
+    w, per = win.weightings(), N // G
+    want = torch.cat([reference_windows(acts[:, :, g * per:(g + 1) * per], win.sizes().tolist(), w[g].tolist())
+                      for g in range(G)], dim=2)
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
+
+
 def test_windows_last_rows_match_full_pass():
     torch.manual_seed(2)
     win = Windows([1.5, 3.3, 6.0], context=16)
