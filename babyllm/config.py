@@ -37,6 +37,7 @@ class DataConfig:
     corpus: str = ""  # "" = the corpus shipped in corpora/
     val_fraction: float = 0.05
     cache_dir: str = ""  # "" = $BABYLLM_CACHE or ~/.cache/babyllm
+    text_field: str = "text"  # the field (.jsonl) or column (.csv, .parquet) holding each row's text
 
 
 @dataclass
@@ -212,6 +213,8 @@ def validate(cfg: Config, where: str = "config") -> None:
         (len(m.windows) >= 1, "model.windows = []: give at least one window size"),
         (1 <= m.memory_rank <= m.neurons, f"model.memory_rank = {m.memory_rank}: must be 1..model.neurons ({m.neurons})"),
         (0.0 < d.val_fraction <= 0.5, f"data.val_fraction = {d.val_fraction}: must be in (0, 0.5]"),
+        (d.text_field.strip() != "", f"data.text_field = {d.text_field!r}: name the field (.jsonl) or column "
+                                     "(.csv, .parquet) that holds the text, e.g. \"text\""),
         (t.batch >= 1, f"train.batch = {t.batch}: must be at least 1"),
         (t.steps >= 0, f"train.steps = {t.steps}: must be >= 0 (0 = until stopped)"),
         (t.lr > 0, f"train.lr = {t.lr}: must be > 0"),
