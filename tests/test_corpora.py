@@ -291,3 +291,13 @@ def test_the_command_prints_one_line_for_an_unwritable_cache(tmp_path, corpus, c
     assert code != 0 and "Traceback" not in "\n".join(err)
     assert err[-1].startswith("error: ") and "cannot write the corpus cache" in err[-1]
     assert not (tmp_path / "run").exists()
+
+
+def test_the_tutor_passes_corpus_progress_on(tmp_path, corpus):
+    from babyllm.tutor import Tutor
+
+    seen: list[Progress] = []
+    tutor = Tutor(config(tmp_path, corpus, "train.device='cpu'"), tmp_path / "run", say=lambda m: None,
+                  progress=seen.append)
+    tutor.close()
+    assert {"checking", "sampling", "encoding"} <= {p.stage for p in seen}
