@@ -301,3 +301,49 @@ def test_the_tutor_passes_corpus_progress_on(tmp_path, corpus):
                   progress=seen.append)
     tutor.close()
     assert {"checking", "sampling", "encoding"} <= {p.stage for p in seen}
+
+
+class FakeStream(list):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, text: str) -> None:
+        self.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_headless_progress_redraws_one_terminal_line():
+    from babyllm.headless import ProgressLine
+
+    out = FakeStream(tty=True)
+    line = ProgressLine(out, every=5.0)
+    line(Progress("sampling", 10, 100))
+    line(Progress("training tokenizer", 0, 0))
+    line.finish()  # a warning comes: the line is ended first
+    line(Progress("encoding", 100, 100))
+    line.finish()
+    text = "".join(out)
+    assert text.count("\n") == 2 and text.startswith("\rpreparing corpus: sampling")
+    assert "training tokenizer…" in text and text.endswith("(100 B of 100 B)\x1b[K\n")
+
+
+def test_headless_progress_in_a_log_prints_a_line_every_few_seconds():
+    from babyllm.headless import ProgressLine
+
+    now = [0.0]
+    quick, slow = FakeStream(tty=False), FakeStream(tty=False)
+    for stream in (quick, slow):
+        line = ProgressLine(stream, every=5.0, clock=lambda: now[0])
+        for t in range(0, 13 if stream is slow else 3):
+            now[0] = t if stream is quick else float(t)
+            line(Progress("encoding", t, 12))
+        line(Progress("encoding", 12, 12))
+        now[0] = 0.0
+    assert quick == []  # a quick preparation says nothing in a log
+    assert [x.split(" ", 3)[2] for x in slow] == ["encoding"] * 3 and slow[1].startswith("preparing corpus: encoding") and slow[-1].endswith("100% (12 B of 12 B)\n")
