@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from rich.console import Console
 from rich.text import Text
@@ -28,8 +28,10 @@ from babyllm.calligraphist import Calligraphist
 from babyllm.cli import prepare_run
 from babyllm.config import Config
 from babyllm.errors import BabyError
-from babyllm.librarian import Progress
 from babyllm.runtime import release_openmp_threads
+
+if TYPE_CHECKING:  # the Librarian imports torch, which waits until the arguments are known to be good
+    from babyllm.librarian import Progress
 
 SIGNAL_ECHO_S = 3.0
 SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
@@ -62,8 +64,7 @@ class ProgressLine:
     def __init__(self, stream: TextIO, every: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.stream, self.every, self.clock = stream, every, clock
         self.tty = stream.isatty()
-        self.started = clock()
-        self.last = self.started
+        self.last = clock()
         self.open = False  # a terminal line is drawn and not yet ended
         self.printed = False
         self.shown: Progress | None = None
