@@ -347,3 +347,31 @@ def test_headless_progress_in_a_log_prints_a_line_every_few_seconds():
         now[0] = 0.0
     assert quick == []  # a quick preparation says nothing in a log
     assert [x.split(" ", 3)[2] for x in slow] == ["encoding"] * 3 and slow[1].startswith("preparing corpus: encoding") and slow[-1].endswith("100% (12 B of 12 B)\n")
+
+
+async def test_the_cockpit_shows_corpus_progress_while_starting():
+    import threading
+    import time
+
+    from tui.app import CockpitApp
+    from tui.fake import FakeTutor
+    from tui.widgets.status import StatusBar
+
+    gate = threading.Event()
+    holder: dict = {}
+
+    def factory(publish, say):
+        holder["app"].show_progress(Progress("encoding", 300_000_000, 1_200_000_000).line(width=10))
+        gate.wait(5)
+        return FakeTutor(publish=publish)
+
+    app = holder["app"] = CockpitApp(factory, handle_signals=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        deadline = time.monotonic() + 5
+        while "encoding" not in str(app.query_one(StatusBar).render()) and time.monotonic() < deadline:
+            await pilot.pause(0.02)
+        status = str(app.query_one(StatusBar).render())
+        assert "STARTING" in status and "preparing corpus: encoding" in status and "25%" in status
+        gate.set()
+        await pilot.press("q", "y")
+    assert app.join_tutor(timeout=2)
