@@ -33,7 +33,7 @@ RECORD_SUFFIXES = (".jsonl", ".csv", ".parquet")  # one row, one document (its d
 CORPUS_SUFFIXES = PLAIN_SUFFIXES + RECORD_SUFFIXES
 END_OF_TEXT = "<|endoftext|>"  # separates documents in the token stream
 CHUNK = 1 << 18  # bytes read at a time, so a large corpus is never held whole
-MAX_CARRY = 64 << 20  # characters a plain document may run without a safe cut before it is cut anyway
+MAX_CARRY = 16 << 20  # characters a plain document may run without a safe cut before it is cut anyway
 SAMPLE_CHARS = 100_000_000  # the tokenizer's training sample: at most this many characters of the corpus
 ENCODE_BATCH = 2 << 20  # characters handed to the tokenizer at once (several pieces: its threads share them)
 BAD_ROWS_NAMED = 3  # bad rows named one by one per file; the rest are counted
@@ -176,24 +176,22 @@ def _parquet(path: Path) -> Any:
 # --- reading: each reader yields (piece, bytes of the file consumed); END_OF_TEXT ends a document --
 
 
-def _safe_cut(text: str) -> int:
+def _safe_cut(text: str, start: int = 0) -> int:
     """Where text can be split so that encoding the parts gives the same ids as encoding the whole.
 
     The byte-level pre-tokenizer never joins a single newline or space that stands between two
     visible characters with anything before it, so cutting just after one ("a\\nb" -> "a\\n" | "b",
-    "a b" -> "a" | " b") leaves every pre-token, and so every id, as it was. 0: no such place.
+    "a b" -> "a" | " b") leaves every pre-token, and so every id, as it was. Only cuts at or after
+    `start` are looked for (the text before it was searched already); 0: no such place.
     """
     def solid(c: str) -> bool:
         return not c.isspace() and c.isprintable()
 
-    i = len(text) - 1
-    while (i := text.rfind("\n", 0, i)) > 0:
-        if i + 1 < len(text) and solid(text[i - 1]) and solid(text[i + 1]):
-            return i + 1
-    i = len(text) - 1
-    while (i := text.rfind(" ", 0, i)) > 0:
-        if i + 1 < len(text) and solid(text[i - 1]) and solid(text[i + 1]):
-            return i
+    for mark, after in (("\n", 1), (" ", 0)):
+        i = len(text) - 1
+        while (i := text.rfind(mark, max(start - 1, 1), i)) > 0:
+            if solid(text[i - 1]) and solid(text[i + 1]):
+                return i + after
     return 0
 
 
@@ -222,8 +220,8 @@ def _read_plain(path: Path, field: str, say: Say) -> Iterator[tuple[str, int]]:
     with path.open("rb") as fh:
         while raw := fh.read(CHUNK):
             pos += len(raw)
-            text = carry + decode(raw)
-            cut = _safe_cut(text) or (len(text) if len(text) > MAX_CARRY else 0)
+            searched, text = len(carry), carry + decode(raw)
+            cut = _safe_cut(text, searched) or (len(text) if len(text) > MAX_CARRY else 0)
             carry, text = text[cut:], text[:cut]
             if text:
                 yield text, pos
@@ -427,6 +425,14 @@ def encode_stream(tok: Tokenizer, pieces: Iterable[str], dtype: type[np.unsigned
         yield flush()
 
 
+def _exists(path: Path) -> bool:
+    """Is there a cache entry? A folder that cannot even be searched has none (writing it then says why)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("BABYLLM_CACHE") or Path.home() / ".cache" / "babyllm")
 
@@ -496,7 +502,7 @@ class Librarian:
 
     def _cached_tokenizer(self, digest: str, vocab: int, say: Say) -> Tokenizer:
         path = self.cache / f"tokenizer-{digest}-{vocab}.json"
-        if path.exists():
+        if _exists(path):
             try:
                 return Tokenizer.from_file(str(path))
             except Exception:  # a damaged cache entry is rebuilt, never fatal
@@ -518,10 +524,14 @@ class Librarian:
     def _cached_tokens(self, digest: str, say: Say) -> np.ndarray:
         dtype = token_dtype(self.tokenizer.get_vocab_size())
         path = self.cache / f"tokens-{digest}-{tokenizer_digest(self.tokenizer)}.u{8 * np.dtype(dtype).itemsize}"
-        self.encoded_from_cache = path.exists() and path.stat().st_size > 0
+        self.encoded_from_cache = _exists(path) and path.stat().st_size > 0
         if not self.encoded_from_cache:
             atomic_write_bytes(path, lambda tmp: self._encode_to(tmp, dtype, say))
-        return np.memmap(path, dtype=dtype, mode="r")
+        try:
+            return np.memmap(path, dtype=dtype, mode="r")
+        except OSError as e:
+            raise CorpusError(f"{path}: cannot read the token cache ({e.strerror or e}); delete it or "
+                              "point data.cache_dir (or $BABYLLM_CACHE) at another folder") from None
 
     def _encode_to(self, out: Path, dtype: type[np.unsignedinteger], say: Say) -> None:
         any_text = False

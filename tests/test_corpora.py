@@ -375,3 +375,20 @@ async def test_the_cockpit_shows_corpus_progress_while_starting():
         gate.set()
         await pilot.press("q", "y")
     assert app.join_tutor(timeout=2)
+
+
+def test_unwritable_default_cache_names_it_too(tmp_path, corpus, monkeypatch):
+    blocker = tmp_path / "home-cache"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("BABYLLM_CACHE", str(blocker / "babyllm"))
+    cfg = load_config("tiny", [f"data.corpus={json.dumps(str(corpus))}"])
+    with pytest.raises(CorpusError, match=rf"{blocker / 'babyllm'}: cannot write the corpus cache .*BABYLLM_CACHE"):
+        Librarian(cfg, say=lambda m: None)
+
+
+def test_a_document_with_no_safe_cut_for_a_long_way_still_streams(tmp_path, monkeypatch):
+    f = tmp_path / "one-line.txt"
+    f.write_text(("word," * 3000 + " ") * 20 + "\n", encoding="utf-8")  # a safe cut every 15 KB only
+    monkeypatch.setattr(L, "CHUNK", 1000)
+    lib = Librarian(config(tmp_path, f), say=lambda m: None)
+    assert np.concatenate([lib.train_tokens, lib.val_tokens]).tolist() == lib.tokenizer.encode(f.read_text()).ids + [lib.eot]
