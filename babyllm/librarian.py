@@ -138,31 +138,33 @@ def list_corpus(root: Path, say: Say, text_field: str = "text") -> list[CorpusFi
             say(f"{p}: skipped, looks binary (contains NUL bytes)")
         elif not head.strip():
             say(f"{p}: skipped, empty")
-        else:
-            _check_columns(p, text_field)
+        elif _has_column(p, text_field, say):
             files.append(CorpusFile(p, size))
     if not files:
         raise CorpusError(f"{root}: no usable text (need non-empty {', '.join(CORPUS_SUFFIXES)} files)")
     return files
 
 
-def _check_columns(path: Path, field: str) -> None:
+def _has_column(path: Path, field: str, say: Say) -> bool:
+    """Records can be read for `field`: True, or False for a damaged file (said); a wrong column is an error."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        with path.open(encoding="utf-8", errors="replace", newline="") as fh:
+        with path.open(encoding="utf-8-sig", errors="replace", newline="") as fh:
             columns = next(csv.reader(fh), [])
     elif suffix == ".parquet":
         try:
             columns = _parquet(path).schema_arrow.names
+        except CorpusError:
+            raise
         except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a damaged file
-            if isinstance(e, CorpusError):
-                raise
-            raise CorpusError(f"{path}: cannot read as Parquet ({e})") from None
+            say(f"{path}: skipped, cannot read as Parquet ({e})")
+            return False
     else:
-        return
+        return True
     if field not in columns:
         raise CorpusError(f"{path}: no column '{field}' for data.text_field; its columns: "
                           f"{', '.join(map(str, columns)) or 'none'} (set --set data.text_field=NAME)")
+    return True
 
 
 def _parquet(path: Path) -> Any:
@@ -211,8 +213,11 @@ class _Utf8:
             except UnicodeDecodeError as e:
                 self.say(f"{self.path}: invalid UTF-8 near byte {self.offset + e.start}; replaced with U+FFFD")
                 self.strict = None
+        text = self.lenient.decode(raw, final=final)
+        if self.offset == 0 and text.startswith("\ufeff"):  # a byte-order mark (Excel, Notepad) is not text
+            text = text[1:]
         self.offset += len(raw)
-        return self.lenient.decode(raw, final=final)
+        return text
 
 
 def _read_plain(path: Path, field: str, say: Say) -> Iterator[tuple[str, int]]:
@@ -311,13 +316,16 @@ def _read_parquet(path: Path, field: str, say: Say) -> Iterator[tuple[str, int]]
     pf = _parquet(path)
     rows, size = max(pf.metadata.num_rows, 1), path.stat().st_size
     bad, n = _BadRows(path, say), 0
-    for batch in pf.iter_batches(columns=[field], batch_size=4096):
-        for value in batch.column(0).to_pylist():
-            n += 1
-            text = _row_text(value, field, bad, f"row {n}")
-            if text:
-                yield text, size * n // rows
-                yield END_OF_TEXT, size * n // rows
+    try:
+        for batch in pf.iter_batches(columns=[field], batch_size=4096):
+            for value in batch.column(0).to_pylist():
+                n += 1
+                text = _row_text(value, field, bad, f"row {n}")
+                if text:
+                    yield text, size * n // rows
+                    yield END_OF_TEXT, size * n // rows
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        bad(f"after row {n}", f"unreadable Parquet ({e}); the rest of the file")
     bad.close()
 
 

@@ -392,3 +392,30 @@ def test_a_document_with_no_safe_cut_for_a_long_way_still_streams(tmp_path, monk
     monkeypatch.setattr(L, "CHUNK", 1000)
     lib = Librarian(config(tmp_path, f), say=lambda m: None)
     assert np.concatenate([lib.train_tokens, lib.val_tokens]).tolist() == lib.tokenizer.encode(f.read_text()).ids + [lib.eot]
+
+
+def test_a_byte_order_mark_is_not_text_in_any_format(tmp_path):
+    texts = stories(30)
+    root = tmp_path / "excel"
+    root.mkdir()
+    with (root / "a.csv").open("w", newline="", encoding="utf-8-sig") as fh:  # as Excel saves "CSV UTF-8"
+        csv.writer(fh).writerows([["text"], *([t] for t in texts)])
+    (root / "b.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8-sig")
+    (root / "c.txt").write_text(texts[0], encoding="utf-8-sig")
+    said = []
+    lib = Librarian(config(tmp_path, root), say=said.append)
+    assert documents(lib) == texts + texts + texts[:1] and said == []
+
+
+def test_a_damaged_parquet_is_skipped_with_a_warning(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "p"
+    root.mkdir()
+    pq.write_table(pa.table({"text": stories(30)}), root / "good.parquet")
+    (root / "bad.parquet").write_bytes(b"PAR1" + os.urandom(200) + b"PAR1")
+    said = []
+    lib = Librarian(config(tmp_path, root), say=said.append)
+    assert [f.path.name for f in lib.files] == ["good.parquet"]
+    assert any("bad.parquet: skipped, cannot read as Parquet" in m for m in said)
