@@ -515,12 +515,18 @@ class Librarian:
                 return Tokenizer.from_file(str(path))
             except Exception:  # a damaged cache entry is rebuilt, never fatal
                 say(f"{path}: damaged tokenizer cache, retraining")
-        sample = list(sample_text(self._stream("sampling", lambda _m: None), self.size, SAMPLE_CHARS))
-        if not any(p.strip() for p in sample):
+        any_text = False
+
+        def sample() -> Iterator[str]:  # streamed into the trainer, which keeps only its word counts
+            nonlocal any_text
+            for piece in sample_text(self._stream("sampling", lambda _m: None), self.size, SAMPLE_CHARS):
+                any_text = any_text or bool(piece.strip())
+                yield piece
+            self._report("training tokenizer", 0, 0)
+
+        tok = train_tokenizer(sample(), vocab)
+        if not any_text:
             raise self._no_text()
-        self._report("training tokenizer", 0, 0)
-        tok = train_tokenizer(iter(sample), vocab)
-        del sample
         atomic_write_bytes(path, lambda tmp: tmp.write_text(tok.to_str(), encoding="utf-8"))
         return tok
 
