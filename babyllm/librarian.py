@@ -343,11 +343,6 @@ def read_corpus(files: list[CorpusFile], text_field: str, say: Say) -> Iterator[
         before += f.size
 
 
-def read_text(files: list[CorpusFile], say: Say, text_field: str = "text") -> Iterator[str]:
-    """The corpus as text pieces with END_OF_TEXT after each document."""
-    return (piece for piece, _pos in read_corpus(files, text_field, say))
-
-
 def sample_text(stream: Iterable[tuple[str, int]], total: int, limit: int = SAMPLE_CHARS) -> Iterator[str]:
     """At most `limit` characters of text, spread evenly over the corpus, to train the tokenizer on.
 
