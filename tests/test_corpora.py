@@ -419,3 +419,15 @@ def test_a_damaged_parquet_is_skipped_with_a_warning(tmp_path):
     lib = Librarian(config(tmp_path, root), say=said.append)
     assert [f.path.name for f in lib.files] == ["good.parquet"]
     assert any("bad.parquet: skipped, cannot read as Parquet" in m for m in said)
+
+
+def test_training_on_a_jsonl_corpus_warns_of_its_bad_rows(tmp_path, capsys):
+    from babyllm.cli import main
+
+    f = tmp_path / "stories.jsonl"
+    f.write_text("".join(json.dumps({"text": t}) + "\n" for t in stories(40)) + "{oops\n", encoding="utf-8")
+    code = main(["train", "--config", "tiny", "--corpus", str(f), "--run-dir", str(tmp_path / "run"), "--steps", "2",
+                 "--set", f"data.cache_dir={json.dumps(str(tmp_path / 'cache'))}", "--set", "train.device='cpu'"])
+    err = capsys.readouterr().err
+    assert code == 0 and "Traceback" not in err
+    assert f"warning: {f}: line 41: not valid JSON" in err
