@@ -42,6 +42,7 @@ class DataConfig:
     corpus: str = ""  # "" = the corpus shipped in corpora/
     val_fraction: float = 0.1
     cache_dir: str = ""  # "" = $BABYLLM_CACHE or ~/.cache/babyllm
+    text_field: str = "text"  # the field (.jsonl) or column (.csv, .parquet) holding each row's text
 
 
 @dataclass
@@ -220,6 +221,8 @@ def validate(cfg: Config, where: str = "config") -> None:
          f"model.window_groups = {m.window_groups}: must be at least 1 and divide model.neurons ({m.neurons})"),
         (1 <= m.memory_rank <= m.neurons, f"model.memory_rank = {m.memory_rank}: must be 1..model.neurons ({m.neurons})"),
         (0.0 < d.val_fraction <= 0.5, f"data.val_fraction = {d.val_fraction}: must be in (0, 0.5]"),
+        (d.text_field.strip() != "", f"data.text_field = {d.text_field!r}: name the field (.jsonl) or column "
+                                     "(.csv, .parquet) that holds the text, e.g. \"text\""),
         (t.batch >= 1, f"train.batch = {t.batch}: must be at least 1"),
         (t.steps >= 0, f"train.steps = {t.steps}: must be >= 0 (0 = until stopped)"),
         (0 <= t.minutes < 1e6, f"train.minutes = {t.minutes}: must be >= 0 (0 = no time budget)"),

@@ -16,9 +16,10 @@ import argparse
 import math
 import os
 import signal
+import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from rich.console import Console
 from rich.text import Text
@@ -28,6 +29,9 @@ from babyllm.cli import prepare_run
 from babyllm.config import Config
 from babyllm.errors import BabyError
 from babyllm.runtime import release_openmp_threads
+
+if TYPE_CHECKING:  # the Librarian imports torch, which waits until the arguments are known to be good
+    from babyllm.librarian import Progress
 
 SIGNAL_ECHO_S = 3.0
 SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
@@ -51,6 +55,44 @@ class _Printer:
             (self.err if err else self.out).print(*parts, style=style, markup=False)
         except (OSError, ValueError):
             self.broken = True
+
+
+class ProgressLine:
+    """Shows corpus preparation on stderr: one line redrawn in place on a terminal; in a log file
+    (nohup, CI) a line every `every` seconds, so a quick preparation prints nothing there."""
+
+    def __init__(self, stream: TextIO, every: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stream, self.every, self.clock = stream, every, clock
+        self.tty = stream.isatty()
+        self.last = clock()
+        self.open = False  # a terminal line is drawn and not yet ended
+        self.printed = False
+        self.shown: Progress | None = None
+
+    def __call__(self, p: Progress) -> None:
+        done = p.total > 0 and p.done >= p.total and p.stage == "encoding"
+        if p == self.shown:
+            return
+        self.shown = p
+        if self.tty:
+            self._write(f"\r{p.line()}\x1b[K" + ("\n" if done else ""))
+            self.open = not done
+        elif self.clock() - self.last >= self.every or (done and self.printed):
+            self.last = self.clock()
+            self.printed = True
+            self._write(p.line() + "\n")
+
+    def finish(self) -> None:
+        if self.open:
+            self._write("\n")
+            self.open = False
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):  # a lost terminal silences it (as _Printer)
+            self.tty, self.every = False, float("inf")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -99,8 +141,18 @@ def _main(args: argparse.Namespace, tutor_cls: Any, rank: int, world: int) -> in
     in_main = threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, on_signal) for s in SIGNALS} if in_main else {}
     try:
-        say = (lambda m: show(m, err=True, style="yellow")) if rank == 0 else (lambda m: None)
-        tutor = tutor_cls(cfg, run_dir, resume=resume, say=say, rank=rank, world_size=world)
+        progress = ProgressLine(sys.stderr, cfg.stats.print_every) if rank == 0 else None
+
+        def say(message: str) -> None:
+            if progress is not None:
+                progress.finish()  # a warning starts on a line of its own, not after the progress line
+                show(message, err=True, style="yellow")
+
+        try:
+            tutor = tutor_cls(cfg, run_dir, resume=resume, say=say, rank=rank, world_size=world, progress=progress)
+        finally:
+            if progress is not None:
+                progress.finish()
         holder["tutor"] = tutor
         return _watch(tutor, cfg, show, signals_seen)
     finally:

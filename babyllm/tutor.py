@@ -51,7 +51,7 @@ from babyllm import distributed, gemm, quality, soul
 from babyllm.config import Config
 from babyllm.counsellor import Counsellor, cuda_sync
 from babyllm.errors import BabyError, CheckpointError
-from babyllm.librarian import Librarian
+from babyllm.librarian import Librarian, ProgressFn
 from babyllm.model import BabyLLM, next_token_loss
 from babyllm.runtime import autocast, pick_device
 from babyllm.snapshot import Event, History, Sample, Snapshot
@@ -109,8 +109,10 @@ class Tutor:
 
     def __init__(self, cfg: Config, run_dir: Path, *, resume: bool = False,
                  publish: Callable[[Snapshot], None] | None = None, publish_every: float = 0.25,
-                 say: Callable[[str], None] | None = None, rank: int = 0, world_size: int = 1) -> None:
+                 say: Callable[[str], None] | None = None, rank: int = 0, world_size: int = 1,
+                 progress: ProgressFn | None = None) -> None:
         self.cfg = cfg
+        self._progress = progress  # hears how preparing an uncached corpus goes
         self.run_dir = Path(run_dir)
         self.rank, self.world_size = rank, world_size
         self.is_main = rank == 0
@@ -178,7 +180,8 @@ class Tutor:
 
         def prepare_corpus() -> str | None:  # rank 0 (alone, so a shared cache is written once)
             tokenizer = soul.load_tokenizer(self.run_dir) if resume else None
-            made["lib"] = Librarian(cfg, tokenizer=tokenizer, say=self._corpus_warning, rank=rank, world_size=world)
+            made["lib"] = Librarian(cfg, tokenizer=tokenizer, say=self._corpus_warning, rank=rank, world_size=world,
+                                    progress=self._progress)
             if not resume:
                 soul.write_tokenizer(self.run_dir, made["lib"].tokenizer)
             return made["lib"].tokenizer.to_str() if world > 1 else None

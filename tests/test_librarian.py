@@ -19,7 +19,7 @@ def corpus(tmp_path):
     (root / "deeper").mkdir(parents=True)
     (root / "a.txt").write_text(sentences(150, seed=1))
     (root / "deeper" / "b.md").write_text("# Notes\n\n" + sentences(150, seed=2))
-    (root / "ignored.csv").write_text("not,text,for,us\n")
+    (root / "ignored.log").write_text("not a corpus suffix, so not read\n")
     return root
 
 

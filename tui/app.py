@@ -31,7 +31,8 @@ from babyllm.errors import BabyError
 from babyllm.runtime import release_openmp_threads
 from babyllm.snapshot import Event, History, Snapshot, TutorControl
 from tui.commands import CockpitCommands
-from tui.messages import ChatDone, ChatPiece, SnapshotReady, TutorFailed, TutorFinished, TutorReady, TutorSaid
+from tui.messages import (ChatDone, ChatPiece, SnapshotReady, TutorFailed, TutorFinished, TutorProgress, TutorReady,
+                          TutorSaid)
 from tui.screens import ConfirmScreen, ErrorScreen, HelpScreen
 from tui.widgets import ChatPane, EventsPane, LossPane, SamplePane, StatsPane, StatusBar, TimingPane, WindowsPane
 from tui.widgets.base import Pane, PlotPane
@@ -255,6 +256,10 @@ class CockpitApp(App[int]):
     def _say(self, text: str) -> None:
         self.post_message(TutorSaid(text))
 
+    def show_progress(self, text: str) -> None:
+        """Called from the Tutor's thread while it starts (e.g. preparing a large corpus): shown on the status line."""
+        self.post_message(TutorProgress(text))
+
     def _tutor_main(self) -> None:
         try:
             tutor = self.tutor
@@ -295,6 +300,10 @@ class CockpitApp(App[int]):
         if self.snapshot is None:
             self.query_one(StatusBar).show(None, message.text)
         self.pane("events").add(Event(self._step(), "info", message.text))
+
+    def on_tutor_progress(self, message: TutorProgress) -> None:
+        if self.snapshot is None:
+            self.query_one(StatusBar).show(None, message.text)
 
     def on_tutor_finished(self, message: TutorFinished) -> None:
         if self.tutor is not None:

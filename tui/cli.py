@@ -42,7 +42,8 @@ def cockpit(args: argparse.Namespace) -> int:
     from tui.app import CockpitApp
 
     def make_tutor(publish: Any, say: Any) -> Tutor:
-        return Tutor(cfg, run_dir, resume=args.resume, publish=publish, say=say)
+        return Tutor(cfg, run_dir, resume=args.resume, publish=publish, say=say,
+                     progress=lambda p: app.show_progress(p.line(width=10)))  # fits 80 columns
 
     def make_chat(tutor: Tutor) -> Infer2:
         return Infer2(tutor.model, tutor.librarian.tokenizer, Settings.from_config(cfg.chat), lock=tutor.weights_lock)

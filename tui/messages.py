@@ -56,6 +56,17 @@ class TutorSaid(Message):
         self.text = text
 
 
+class TutorProgress(Message):
+    """How preparing the corpus goes while the Tutor is built (coalesced: only the newest matters)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, TutorProgress)
+
+
 class ChatPiece(Message):
     """A piece of a streamed chat reply."""
 
