@@ -47,7 +47,8 @@ def reference_memory(mem: Memory, u: torch.Tensor, carried: torch.Tensor | None)
     for t in range(T):
         S = d_s * S + (1 - d_s) * u[:, t]
         L = d_l * L + (1 - d_l) * u[:, t]
-        proj = mem.up(mem.down(L))
+        z = mem.down(L if mem.proj_input == "long" else u[:, t])
+        proj = mem.up(torch.nn.functional.gelu(z + mem.proj_bias) if mem.proj_gelu else z)
         outs.append(g[:, 0] * S + g[:, 1] * L + g[:, 2] * u[:, t] + g[:, 3] * proj)
     return torch.stack(outs, dim=1), torch.stack([S, L], dim=1)
 
@@ -100,10 +101,14 @@ def test_windows_last_rows_match_full_pass():
     torch.testing.assert_close(win(acts, rows=5), win(acts, rows=12)[:, -5:])
 
 
+PROJ_KINDS = [dict(), dict(proj_input="input", proj_gelu=True), dict(proj_input="long", proj_gelu=True)]
+
+
+@pytest.mark.parametrize("proj", PROJ_KINDS)
 @pytest.mark.parametrize("carry", [False, True])
-def test_memory_matches_reference_loop(carry):
+def test_memory_matches_reference_loop(carry, proj):
     torch.manual_seed(3)
-    mem = Memory(neurons=6, rank=3, decay_short=0.3, decay_long=0.9)
+    mem = Memory(neurons=6, rank=3, decay_short=0.3, decay_long=0.9, **proj)
     stir(mem)
     u = torch.randn(2, 10, 6)
     carried = torch.randn(2, 2, 6) if carry else None
@@ -113,11 +118,12 @@ def test_memory_matches_reference_loop(carry):
     torch.testing.assert_close(got_state, want_state, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("proj", PROJ_KINDS)
 @pytest.mark.parametrize("carry", [False, True])
-def test_memory_gradients_match_reference_loop(carry):
+def test_memory_gradients_match_reference_loop(carry, proj):
     """Every gradient (input, decays, gates, projections) against autograd through the plain recurrence."""
     torch.manual_seed(5)
-    mem = Memory(neurons=6, rank=3, decay_short=0.3, decay_long=0.9).double()
+    mem = Memory(neurons=6, rank=3, decay_short=0.3, decay_long=0.9, **proj).double()
     stir(mem)
     u = torch.randn(2, 10, 6, dtype=torch.float64)
     carried = torch.randn(2, 2, 6, dtype=torch.float64) if carry else None
