@@ -30,9 +30,7 @@ class ModelConfig:
     memory_rank: int = 64
     window_groups: int = 1  # groups of neurons, each with its own window weightings (must divide neurons)
     dropout: float = 0.0  # dropout on the neuron activations and on Logits' input, in training steps only
-    proj_input: str = "long"  # EXPERIMENT: what Memory's projected path reads: "long" (L) or "input" (u)
-    proj_gelu: bool = False  # EXPERIMENT: a GELU (with bias) inside the projected path's bottleneck
-    tie_embeddings: bool = False  # EXPERIMENT: Logits = embedding^T @ P (factorised through the embedding)
+    memory_mlp: bool = False  # the memories' projected path: a GELU bottleneck over their input, not linear on L
 
 
 @dataclass

@@ -229,15 +229,18 @@ class Memory(nn.Module):
     S_t = d_s * S_(t-1) + (1 - d_s) * u_t and likewise L with d_l, computed for all t at once as the
     activations times a [T, T] decay matrix each. Per-neuron softmax gates mix four sources: S, L, the
     input u itself, and a projected memory (L through a low-rank bottleneck, the only cross-neuron path).
+    With `mlp` (model.memory_mlp) the projected path is instead a GELU bottleneck over the input at the same
+    position, up(GELU(down(u) + b)): the one place after the sequence mixing where neurons combine
+    nonlinearly what the windows gathered from different positions (measured: the largest single gain).
     """
 
     SOURCES = ("short", "long", "input", "proj")
 
     def __init__(self, neurons: int, rank: int, decay_short: float = 0.5, decay_long: float = 0.95,
-                 proj_input: str = "long", proj_gelu: bool = False) -> None:
+                 mlp: bool = False) -> None:
         super().__init__()
-        self.proj_input, self.proj_gelu = proj_input, proj_gelu
-        if proj_gelu:
+        self.mlp = mlp
+        if mlp:
             self.proj_bias = nn.Parameter(torch.zeros(rank))
         self.decay_logits = nn.Parameter(torch.logit(torch.tensor([decay_short, decay_long])))
         self.gate_logits = nn.Parameter(torch.zeros(neurons, len(self.SOURCES)))
@@ -268,7 +271,8 @@ class Memory(nn.Module):
         out = g_s*S + g_l*L + g_u*u + g_p*up(down(L)) with S = u E_s^T and L = u E_l^T along time: two
         [N*B, T] x [T, T] GEMMs and the gated sum (GatedLeakyAverages, which also gives the decays their
         gradient). `down` mixes neurons, so it commutes with the decay matrices:
-        down(L) = (W_down u) E_l^T is only [rank, B, T]; g_p is folded into the up weight.
+        down(L) = (W_down u) E_l^T is only [rank, B, T]; g_p is folded into the up weight. With mlp the
+        path is up(GELU(W_down u + b)) instead (no decay mix; carried buffers do not enter it).
         """
         N, B, T = u.shape
         dt = u.dtype
@@ -278,16 +282,16 @@ class Memory(nn.Module):
         flat = u.view(N * B, T)
         out = GatedLeakyAverages.apply(u, g[:, :3], d).view(N * B, T)
         low = gemm.mm(self.down.weight.to(dt), u.view(N, B * T))  # [rank, B*T]: W_down u
-        long_proj = self.proj_input == "long"
-        z = gemm.mm(low.view(-1, T), E[1].t().to(dt)) if long_proj else low.view(-1, T)  # down(L), [rank*B, T]
+        long_proj = not self.mlp
+        z = gemm.mm(low.view(-1, T), E[1].t().to(dt)) if long_proj else low  # down(L) [rank*B, T] | down(u)
         if carried is not None:  # earlier buffers fade in as d^(t+1)
             fade = (d.view(2, 1) ** torch.arange(1, T + 1, device=u.device, dtype=d.dtype).view(1, T)).to(dt)
             c = carried.to(dt).permute(2, 0, 1)  # [N, B, 2]
             out = out + (c * g[:, :2].view(N, 1, 2)).reshape(N * B, 2) @ fade  # [N*B, 2] x [2, T]
             if long_proj:
                 z = z + (torch.mm(self.down.weight.to(dt), c[:, :, 1]).unsqueeze(2) * fade[1]).view(-1, T)
-        if self.proj_gelu:
-            z = F.gelu(z.view(-1, B * T) + self.proj_bias.to(dt).unsqueeze(1))
+        if self.mlp:  # the bottleneck as a GELU layer over this position's input: the nonlinear path
+            z = F.gelu(z + self.proj_bias.to(dt).unsqueeze(1))
         up = self.up.weight.to(dt) * g[:, 3].unsqueeze(1)  # [N, rank], the proj gate folded in
         out = (out.view(N, B * T) + gemm.mm(up, z.view(-1, B * T))).view(N, B, T)
         last = None
@@ -334,27 +338,18 @@ class Memory2(Memory):
 class Logits(nn.Module):
     """LOGIT layer: LayerNorm, then a linear map from the neurons to a score per vocabulary token."""
 
-    def __init__(self, neurons: int, vocab: int, tie_dim: int = 0) -> None:
+    def __init__(self, neurons: int, vocab: int) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(neurons)
         self.linear = nn.Linear(neurons, vocab)
         # Small so an untrained model's loss starts near ln(vocab).
         nn.init.normal_(self.linear.weight, std=0.2 / math.sqrt(neurons))
         nn.init.zeros_(self.linear.bias)
-        self.tie_dim = tie_dim
-        if tie_dim:
-            self.linear = nn.Linear(neurons, tie_dim, bias=False)
-            nn.init.normal_(self.linear.weight, std=0.2 / math.sqrt(neurons))
-            self.bias = nn.Parameter(torch.zeros(vocab))
 
-    def forward(self, x: Tensor, embedding: Tensor | None = None, dropout: float = 0.0) -> Tensor:
+    def forward(self, x: Tensor, dropout: float = 0.0) -> Tensor:
         x = self.norm(x)
         if dropout:
             x = F.dropout(x, dropout)
-        if self.tie_dim:
-            assert embedding is not None
-            h = gemm.linear(x, self.linear.weight) if x.dim() == 2 else self.linear(x)
-            return gemm.linear(h, embedding.to(h.dtype), self.bias) if x.dim() == 2 else F.linear(h, embedding, self.bias)
         if x.dim() == 2:  # the model's path (oneDNN for fp32 on CPU where chosen)
             return gemm.linear(x, self.linear.weight, self.linear.bias)
         return self.linear(x)
@@ -369,10 +364,9 @@ class BabyLLM(nn.Module):
         self.embed = Embed(cfg.vocab, cfg.embed, cfg.context)
         self.neurons = Neurons(cfg.embed, cfg.neurons)
         self.windows = Windows(cfg.windows, cfg.context, cfg.window_groups)
-        proj = dict(proj_input=cfg.proj_input, proj_gelu=cfg.proj_gelu)
-        self.memory1 = Memory(cfg.neurons, cfg.memory_rank, **proj)
-        self.memory2 = Memory2(cfg.neurons, cfg.memory_rank, **proj)
-        self.logits = Logits(cfg.neurons, cfg.vocab, tie_dim=cfg.embed if cfg.tie_embeddings else 0)
+        self.memory1 = Memory(cfg.neurons, cfg.memory_rank, mlp=cfg.memory_mlp)
+        self.memory2 = Memory2(cfg.neurons, cfg.memory_rank, mlp=cfg.memory_mlp)
+        self.logits = Logits(cfg.neurons, cfg.vocab)
 
     def forward(self, ids: Tensor) -> Tensor:
         return self.run(ids).logits
@@ -396,7 +390,7 @@ class BabyLLM(nn.Module):
         mem2, carried2 = self.memory2.neuron_major(mem2_in, c2, want_last=keep_state)
         # Back to tokens x neurons for the LayerNorm and the vocabulary GEMM: one explicit transposed copy
         # (measured cheaper than LayerNorm on the transposed view, which copies in both passes).
-        logits = self.logits(mem2.view(-1, B * T).t().contiguous(), self.embed.tokens.weight, drop).view(B, T, -1)
+        logits = self.logits(mem2.view(-1, B * T).t().contiguous(), drop).view(B, T, -1)
         new_state = None
         if keep_state:
             assert carried1 is not None and carried2 is not None
@@ -430,7 +424,7 @@ class BabyLLM(nn.Module):
         """Multiply-accumulates per token of one forward pass at full context, per part (dense GEMMs as run)."""
         c = self.cfg
         T, N = c.context, c.neurons
-        memory = 2 * T * N + 2 * N * c.memory_rank + T * c.memory_rank
+        memory = 2 * T * N + 2 * N * c.memory_rank + (0 if c.memory_mlp else T * c.memory_rank)
         return {
             "embed": 0,
             "neurons": c.embed * N,

@@ -11,5 +11,5 @@ def stir(*memories: Memory) -> None:
         for mem in memories:
             mem.gate_logits.normal_()
             mem.up.weight.normal_()
-            if getattr(mem, "proj_gelu", False):
+            if mem.mlp:
                 mem.proj_bias.normal_()

@@ -84,7 +84,7 @@ def test_gemm_shapes_cover_the_step():
     # Every FLOP of the step is in a listed shape except the memories' low-rank projections.
     model = BabyLLM(cfg.model)
     c = cfg.model
-    low_rank = 2 * (2 * c.neurons * c.memory_rank + c.context * c.memory_rank)
+    low_rank = 2 * (2 * c.neurons * c.memory_rank + (0 if c.memory_mlp else c.context * c.memory_rank))
     assert sum(s["flops_per_token"] for s in shapes) == model.train_flops_per_token() - 6 * low_rank
     capped = bench._capped(fwd, 1e8)
     assert 2 * capped[0] * capped[1] * capped[2] <= 1e8 or capped[0] == 64

@@ -47,8 +47,10 @@ def reference_memory(mem: Memory, u: torch.Tensor, carried: torch.Tensor | None)
     for t in range(T):
         S = d_s * S + (1 - d_s) * u[:, t]
         L = d_l * L + (1 - d_l) * u[:, t]
-        z = mem.down(L if mem.proj_input == "long" else u[:, t])
-        proj = mem.up(torch.nn.functional.gelu(z + mem.proj_bias) if mem.proj_gelu else z)
+        if mem.mlp:  # a GELU bottleneck over this position's input
+            proj = mem.up(torch.nn.functional.gelu(mem.down(u[:, t]) + mem.proj_bias))
+        else:  # a linear bottleneck over the long-term buffer
+            proj = mem.up(mem.down(L))
         outs.append(g[:, 0] * S + g[:, 1] * L + g[:, 2] * u[:, t] + g[:, 3] * proj)
     return torch.stack(outs, dim=1), torch.stack([S, L], dim=1)
 
@@ -101,7 +103,7 @@ def test_windows_last_rows_match_full_pass():
     torch.testing.assert_close(win(acts, rows=5), win(acts, rows=12)[:, -5:])
 
 
-PROJ_KINDS = [dict(), dict(proj_input="input", proj_gelu=True), dict(proj_input="long", proj_gelu=True)]
+PROJ_KINDS = [dict(mlp=False), dict(mlp=True)]
 
 
 @pytest.mark.parametrize("proj", PROJ_KINDS)
