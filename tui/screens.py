@@ -15,13 +15,13 @@ HELP: tuple[tuple[str, str], ...] = (
     ("space  p", "pause / resume training (also resumes after a NaN alarm)"),
     ("s", "save now (the rolling save a resume starts from)"),
     ("c", "checkpoint (a step-numbered save that is kept)"),
-    ("r", "roll back to the last save (after a NaN alarm)"),
+    ("r", "roll back to the last save (asks: ctrl+y confirms; at once after a NaN alarm)"),
     ("i  ctrl+t", "chat: focus the chat input (shows the chat pane)"),
     ("escape", "leave the chat input / close a dialog / un-maximise"),
     ("1 … 7", "stats loss chat windows timing sample log: show one (small"),
     ("", "terminal) or maximise it (big terminal; again or 0 restores)"),
     ("0", "back to all panes"),
-    ("tab  shift+tab", "move focus between panes and the chat input"),
+    ("tab  shift+tab", "move focus between panes (not out of the chat input: esc)"),
     ("l", "loss plot: log scale on/off"),
     ("m", "loss plot: smoothing on/off"),
     ("+  -", "loss plot: stronger / weaker smoothing"),
@@ -31,7 +31,7 @@ HELP: tuple[tuple[str, str], ...] = (
     ("q  ctrl+c", "quit: asks, then saves, stops the Tutor and exits"),
 )
 
-CHAT_HELP = "chat commands: /temp 0.8  /topk 40  /topp 0.9  /max 200  /reset  /help"
+CHAT_HELP = ("chat commands: /temp 0.8  /topk 40  /topp 0.9  /max 200  /penalty 1.2  /seed 3  /reset  /help")
 
 
 class HelpScreen(ModalScreen[None]):
@@ -57,21 +57,31 @@ class HelpScreen(ModalScreen[None]):
 
 
 class ConfirmScreen(ModalScreen[bool]):
-    """Yes/no question; y/enter = yes, n/escape = no."""
+    """Yes/no question; y (or ``yes_key``) = yes, n/escape = no; the buttons work too.
 
-    BINDINGS = [Binding("y,enter", "answer(True)", "yes"), Binding("n,escape", "answer(False)", "no")]
+    A destructive question passes a yes_key no one types by accident (ctrl+y): then neither a
+    letter nor enter confirms it, so words typed by someone who thinks they are in the chat can't.
+    """
 
-    def __init__(self, question: str, yes: str = "Yes") -> None:
+    BINDINGS = [Binding("n,escape", "answer(False)", "no")]
+
+    def __init__(self, question: str, yes: str = "Yes", yes_key: str = "y") -> None:
         super().__init__()
         self.question = question
         self.yes = yes
+        self.yes_key = yes_key
+        self._bindings.bind(yes_key if yes_key != "y" else "y,enter", "answer(True)", "yes")
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-box", classes="dialog"):
             yield Static(self.question, id="confirm-question")
             with Horizontal(id="confirm-buttons"):
-                yield Button(f"{self.yes} (y)", variant="primary", id="yes")
+                yield Button(f"{self.yes} ({self.yes_key})", variant="primary", id="yes")
                 yield Button("No (n)", id="no")
+
+    def on_mount(self) -> None:
+        if self.yes_key != "y":  # destructive: enter or space on the focused button must not confirm
+            self.query_one("#no", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")

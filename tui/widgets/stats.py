@@ -9,7 +9,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from babyllm.calligraphist import BANDS, SECTIONS, format_value, label, section_of
-from tui.widgets.base import Pane, update_static
+from tui.widgets.base import GuardedStatic, Pane, update_static
 
 ARROWS = {"lower": "≤", "higher": "≥"}
 
@@ -26,8 +26,8 @@ class StatsPane(Pane):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="stats-scroll"):
-            yield Static(Text("waiting for the first step…", style="dim"), id="stats-grid")
-        yield Static(id="stats-bands")
+            yield GuardedStatic(Text("waiting for the first step…", style="dim"), id="stats-grid")
+        yield GuardedStatic(id="stats-bands")
 
     def on_mount(self) -> None:
         self.border_subtitle = "[ ] stat"

@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 
 from rich.text import Text
-from textual.widget import Widget
 
-from tui.widgets.base import Pane
+from tui.widgets.base import Guarded, Pane
 from tui.widgets.windows import bar
 
 ORDER = ("t_data", "t_forward", "t_backward", "t_optimizer", "t_stats")
@@ -36,7 +35,7 @@ def section_names(stats: dict[str, float]) -> list[str]:
     return [n for n in ORDER if n in stats] + sorted(n for n in stats if n.startswith("t_") and n not in ORDER)
 
 
-class TimingView(Widget):
+class TimingView(Guarded):
     DEFAULT_CSS = "TimingView { height: auto; }"
 
     def __init__(self) -> None:
