@@ -242,3 +242,18 @@ async def test_the_event_log_wraps_again_when_the_terminal_is_resized():
         await pilot.resize_terminal(*BIG)
         await pilot.pause(0.3)
         assert wide < before and len(log.lines) == before
+
+
+async def test_a_dialog_answered_twice_at_once_is_dismissed_once():
+    """Found by the monkey test: a key and a click together popped the screen stack twice."""
+    app, made = make_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app)
+        await pilot.press("r")
+        screen = app.screen
+        assert isinstance(screen, ConfirmScreen)
+        screen.action_answer(False)
+        screen.action_answer(False)
+        screen.on_button_pressed(type("Pressed", (), {"button": screen.query_one("#yes")})())  # type: ignore[arg-type]
+        await pilot.pause(0.1)
+        assert app._exception is None and "rollback" not in made["tutor"].calls

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -34,7 +36,23 @@ HELP: tuple[tuple[str, str], ...] = (
 CHAT_HELP = ("chat commands: /temp 0.8  /topk 40  /topp 0.9  /max 200  /penalty 1.2  /seed 3  /reset  /help")
 
 
-class HelpScreen(ModalScreen[None]):
+Answer = TypeVar("Answer")
+
+
+class Dialog(ModalScreen[Answer]):
+    """A modal that answers once: a key and a click landing together (or a key repeated faster
+    than the screen pops) must not dismiss it twice, which Textual reports as a crash."""
+
+    _answered = False
+
+    def answer_once(self, result: Answer) -> None:
+        if self._answered or not self.is_current:
+            return
+        self._answered = True
+        self.dismiss(result)
+
+
+class HelpScreen(Dialog[None]):
     BINDINGS = [Binding("escape,q,question_mark,f1", "dismiss", "close")]
     TITLE = "babyllm-tui keys"
     ROWS = HELP
@@ -53,10 +71,10 @@ class HelpScreen(ModalScreen[None]):
             yield Static(Text("The mouse works too: click tabs, panes, buttons. Escape closes.", style="dim"))
 
     def action_dismiss(self) -> None:  # type: ignore[override]
-        self.dismiss(None)
+        self.answer_once(None)
 
 
-class ConfirmScreen(ModalScreen[bool]):
+class ConfirmScreen(Dialog[bool]):
     """Yes/no question; y (or ``yes_key``) = yes, n/escape = no; the buttons work too.
 
     A destructive question passes a yes_key no one types by accident (ctrl+y): then neither a
@@ -84,13 +102,13 @@ class ConfirmScreen(ModalScreen[bool]):
             self.query_one("#no", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
+        self.answer_once(event.button.id == "yes")
 
     def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)
+        self.answer_once(yes)
 
 
-class ErrorScreen(ModalScreen[None]):
+class ErrorScreen(Dialog[None]):
     """The Tutor stopped with an error; the panes stay readable behind it and the last save is untouched."""
 
     BINDINGS = [Binding("escape", "dismiss", "look at the panes"), Binding("q", "app.quit_now", "quit")]
@@ -110,4 +128,4 @@ class ErrorScreen(ModalScreen[None]):
             yield Static(Text("The last save is intact. q quits, escape shows the panes.", style="dim"))
 
     def action_dismiss(self) -> None:  # type: ignore[override]
-        self.dismiss(None)
+        self.answer_once(None)
