@@ -257,3 +257,46 @@ async def test_a_dialog_answered_twice_at_once_is_dismissed_once():
         screen.on_button_pressed(type("Pressed", (), {"button": screen.query_one("#yes")})())  # type: ignore[arg-type]
         await pilot.pause(0.1)
         assert app._exception is None and "rollback" not in made["tutor"].calls
+
+
+class LimitChat:
+    """An Infer2 stand-in whose prompt gets trimmed and whose reply stops at the token limit."""
+
+    def __init__(self) -> None:
+        self.notices: list[str] = []
+        self.hit_limit = False
+
+    def stream(self, prompt: str):
+        self.hit_limit = False
+        self.notices.append("prompt longer than the context: kept the last 16 tokens")
+        for piece in ("the ", "end"):
+            time.sleep(0.01)
+            yield piece
+        self.hit_limit = True
+
+    def command(self, line: str) -> str:
+        return "ok"
+
+
+async def test_chat_says_a_trim_before_the_reply_marks_the_limit_and_writes_chat_log(tmp_path):
+    from tui.app import CockpitApp
+    from tui.fake import FakeTutor
+
+    def factory(publish, say):
+        tutor = FakeTutor(publish=publish)
+        tutor.run_dir = tmp_path  # type: ignore[attr-defined]
+        return tutor
+
+    app = CockpitApp(factory, chat_factory=lambda tutor: LimitChat(), handle_signals=False)
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app)
+        app.chat_submit("a very long prompt")
+        await wait_for(pilot, lambda: not app._chatting)
+        await pilot.pause(0.1)
+        lines = [str(c.content) for c in app.pane("chat").query_one("#chat-log").children]
+        trim = next(i for i, t in enumerate(lines) if "kept the last" in t)
+        reply = next(i for i, t in enumerate(lines) if t.startswith("baby "))
+        assert trim < reply
+        assert "stopped at the token limit" in lines[reply]
+    log = (tmp_path / "chat.log").read_text(encoding="utf-8")
+    assert "you: a very long prompt" in log and "baby: the end" in log

@@ -19,6 +19,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from textual import on, work
@@ -169,6 +170,8 @@ class CockpitApp(App[int]):
         self._stop_requested = threading.Event()
         self._stop_sent = False
         self._chatting = False
+        self._chat_log: Any = None  # babyllm.chat.ChatLog: the cockpit's chats go to the run's chat.log
+        self._reply_so_far = ""
         self._failures_logged: set[tuple[str, str, str]] = set()
         self.debug_lines: deque[str] = deque(maxlen=200)  # what went to debug.log from the UI (tests read it)
         # DOM order = key order = the wide grid's placement order (see cockpit.tcss).
@@ -318,8 +321,16 @@ class CockpitApp(App[int]):
         if self._chat_factory is not None:
             try:
                 self.chat = self._chat_factory(self.tutor)
+                run_dir = getattr(self.tutor, "run_dir", None)
+                if run_dir is not None:
+                    from babyllm.chat import ChatLog
+
+                    self._chat_log = ChatLog(Path(run_dir) / "chat.log", self._chat_log_failed)
             except Exception as e:  # noqa: BLE001
                 self.pane("events").add(Event(self._step(), "error", f"chat unavailable: {e}"))
+
+    def _chat_log_failed(self, message: str) -> None:
+        self.pane("events").add(Event(self._step(), "error", message))
 
     def on_tutor_said(self, message: TutorSaid) -> None:
         if self.snapshot is None:
@@ -687,6 +698,9 @@ class CockpitApp(App[int]):
                 pane.add_line("", STILL_ANSWERING, "yellow")
             return
         pane.add_line("you", text)
+        if self._chat_log is not None:
+            self._chat_log.write("you", text)
+        self._reply_so_far = ""
         pane.start_reply()
         self._chatting = True
         self._stream(text)
@@ -708,16 +722,24 @@ class CockpitApp(App[int]):
             self.post_message(ChatDone(f"chat failed: {type(e).__name__}: {e}"))
 
     def on_chat_piece(self, message: ChatPiece) -> None:
-        self.pane("chat").append(message.text)  # type: ignore[attr-defined]
+        pane: ChatPane = self.pane("chat")  # type: ignore[assignment]
+        self._show_chat_notices(pane)  # a trimmed prompt is said before the reply it concerns
+        pane.append(message.text)
+        self._reply_so_far += message.text
 
     def on_chat_done(self, message: ChatDone) -> None:
         self._chatting = False
         pane: ChatPane = self.pane("chat")  # type: ignore[assignment]
-        pane.end_reply(message.error)
+        self._show_chat_notices(pane)
+        pane.end_reply(message.error, hit_limit=bool(getattr(self.chat, "hit_limit", False)) and not message.error)
+        if self._chat_log is not None:
+            self._chat_log.write("baby", self._reply_so_far)
+
+    def _show_chat_notices(self, pane: ChatPane) -> None:
         notices = getattr(self.chat, "notices", None)
         if notices:
             for n in list(notices):
-                pane.add_line("", str(n), "dim italic")
+                pane.add_notice(str(n))
             try:
                 notices.clear()
             except AttributeError:

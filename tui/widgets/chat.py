@@ -92,6 +92,14 @@ class ChatPane(Pane):
         line = Text.assemble((f"{who} ", "bold"), (text, style)) if who else Text(text, style=style)
         self._add(GuardedStatic(line, classes="chat-line"))
 
+    def add_notice(self, text: str) -> None:
+        """A notice about the reply being written (e.g. a trimmed prompt): above that reply."""
+        line = GuardedStatic(Text(text, style="dim italic"), classes="chat-line")
+        if self._reply is not None and self._reply.parent is not None:
+            self.query_one("#chat-log", VerticalScroll).mount(line, before=self._reply)
+        else:
+            self._add(line)
+
     def start_reply(self) -> None:
         self._reply_text = Text.assemble(("baby ", "bold magenta"))
         self._reply = GuardedStatic(self._reply_text, classes="chat-line")
@@ -105,7 +113,10 @@ class ChatPane(Pane):
         self._reply.update(self._reply_text)
         self.query_one("#chat-log", VerticalScroll).scroll_end(animate=False)
 
-    def end_reply(self, error: str | None = None) -> None:
+    def end_reply(self, error: str | None = None, hit_limit: bool = False) -> None:
+        if hit_limit and self._reply is not None:
+            self._reply_text.append(" [stopped at the token limit: /max N for longer replies]", style="dim italic")
+            self._reply.update(self._reply_text)
         if error:
             self.add_line("", error, "red")
         self._reply = None
