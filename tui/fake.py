@@ -70,8 +70,8 @@ class FakeTutor:
         self.events = events if events is not None else (
             Event(100, "val", "val loss 3.912 (best)", 0.0),
             Event(200, "val", "val loss 3.107 (best)", 0.0),
-            Event(250, "save", "saved runs/demo/save-000250", 0.0),
-            Event(300, "checkpoint", "checkpoint runs/demo/ckpt-000300", 0.0),
+            Event(250, "save", "saved step 250 to runs/demo/save-00000250", 0.0),
+            Event(300, "checkpoint", "saved step 300 to runs/demo/checkpoint-00000300", 0.0),
         )
         self.last_saved_step: int | None = 250
         self._stopped = threading.Event()

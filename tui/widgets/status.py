@@ -77,6 +77,8 @@ class StatusBar(Static):
         out.append(f" step {snap.step:,}")
         if snap.max_steps:
             out.append(f"/{snap.max_steps:,}")
+        if note:  # early, so 80 columns never cut it off ("saved → save-00000904")
+            out.append(f"  {note}", style="italic")
         s = snap.stats
         calli = self.app.calligraphist  # type: ignore[attr-defined]
         if "loss" in s:
@@ -94,6 +96,4 @@ class StatusBar(Static):
         left = eta_seconds(snap.step, snap.max_steps, s.get("step_ms", float("nan")))
         if left is not None:
             out.append(f"  ETA {duration(left)}", style="dim")
-        if note:
-            out.append(f"  {note}", style="italic")
         self.update(out, layout=False)
