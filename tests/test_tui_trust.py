@@ -300,3 +300,10 @@ async def test_chat_says_a_trim_before_the_reply_marks_the_limit_and_writes_chat
         assert "stopped at the token limit" in lines[reply]
     log = (tmp_path / "chat.log").read_text(encoding="utf-8")
     assert "you: a very long prompt" in log and "baby: the end" in log
+
+
+def test_values_of_one_stat_side_by_side_share_one_format():
+    from babyllm.calligraphist import format_value
+
+    assert [format_value("loss", v, steady=True) for v in (2.8, 2.801, 3.0)] == ["2.800", "2.801", "3.000"]
+    assert format_value("loss", 2.8) == "2.8"  # the grid and headless lines are unchanged

@@ -81,16 +81,16 @@ class LossPane(PlotPane):
             return Text("no steps yet", style="dim")
         text = Text()
         text.append("train ", style=TRAIN_STYLE)
-        text.append(f"last {format_value('loss', last)}")
+        text.append(f"last {format_value('loss', last, steady=True)}")
         LossPane._lowest(text, "loss", "min", steps, train)
         if val:
             text.append("   val ", style=VAL_STYLE)
             unit = " bpb" if val_name == "val_bpb" else ""
-            text.append(f"{format_value(val_name, val[-1])}{unit}")
+            text.append(f"{format_value(val_name, val[-1], steady=True)}{unit}")
             LossPane._lowest(text, val_name, "best", vsteps, val)
         if unigram is not None and math.isfinite(unigram):
             text.append("   unigram ", style=UNIGRAM_STYLE)
-            text.append(f"{format_value('unigram_bpb', unigram)} bpb")
+            text.append(f"{format_value('unigram_bpb', unigram, steady=True)} bpb")
         return text
 
     @staticmethod
@@ -99,4 +99,4 @@ class LossPane(PlotPane):
         finite_points = [(v, s) for s, v in zip(steps, values) if math.isfinite(v)]
         if finite_points:
             best, at = min(finite_points)
-            text.append(f"  {word} {format_value(stat, best)} @{at:,}")
+            text.append(f"  {word} {format_value(stat, best, steady=True)} @{at:,}")

@@ -84,5 +84,5 @@ class StatsPane(Pane):
             if i:
                 body.append("  ")
             body.append(band, style=calli.style(band))
-            body.append(f" {arrow}{format_value(name, thresholds[band])}", style="dim")
+            body.append(f" {arrow}{format_value(name, thresholds[band], steady=True)}", style="dim")
         return Group(head, body)
