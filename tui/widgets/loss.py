@@ -70,6 +70,9 @@ class LossPane(PlotPane):
         plot.border_title = None
         self.border_subtitle = f"{'log' if log else 'lin'} · train smoothed {f'{strength:.2f}' if strength else 'off'}"
         last = stats.get("loss", train[-1] if train else math.nan)
+        if steps and app.snapshot is not None and app.snapshot.step >= steps[-1]:
+            # the plotted points are means of neighbouring steps: the last step itself counts for "min"
+            steps, train = [*steps, app.snapshot.step], [*train, last]
         update_static(self.query_one("#loss-info", Static),
                       self.info(steps, train, last, val_name, vsteps, val, unigram))
 
