@@ -307,3 +307,20 @@ def test_values_of_one_stat_side_by_side_share_one_format():
 
     assert [format_value("loss", v, steady=True) for v in (2.8, 2.801, 3.0)] == ["2.800", "2.801", "3.000"]
     assert format_value("loss", 2.8) == "2.8"  # the grid and headless lines are unchanged
+
+
+async def test_a_failing_event_log_line_never_ends_the_app(monkeypatch):
+    """A pane's own update method (the event log's add) is guarded like show_snapshot."""
+    from tui.widgets.events import EventLog
+
+    def broken(self, line):  # type: ignore[no-untyped-def]
+        raise RuntimeError("log is full")
+
+    app, made = make_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app)
+        monkeypatch.setattr(EventLog, "add", broken)
+        await pilot.press("s")  # the app logs "save requested"
+        await pilot.pause(0.1)
+        assert app._exception is None and made["tutor"].calls[-1] == "request_save"
+        assert "update failed: RuntimeError" in str(app.pane("events").border_title)

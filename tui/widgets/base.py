@@ -19,7 +19,8 @@ from textual.widgets import Static
 if TYPE_CHECKING:
     from tui.app import CockpitApp
 
-# The pane methods the app calls on every update: __init_subclass__ guards them in every pane.
+# The pane methods the app calls on every update: __init_subclass__ guards them in every pane, and
+# the ones a pane lists in its UPDATES (its own update methods, e.g. the event log's add).
 GUARDED_HOOKS = ("show_snapshot", "redraw")
 
 
@@ -40,9 +41,9 @@ def _guard_hook(hook: Callable[..., None], what: str) -> Callable[..., None]:
         try:
             hook(self, *args, **kwargs)
         except Exception as e:  # noqa: BLE001 - a pane's bug shows as a note; training carries on
-            self.show_failure(report_failure(self, what, e))
+            self.show_failure(hook.__name__, report_failure(self, what, e))
         else:
-            self.show_failure(None)
+            self.show_failure(hook.__name__, None)
     guarded.__cockpit_guarded__ = True  # type: ignore[attr-defined]
     return guarded
 
@@ -83,30 +84,35 @@ class Pane(Guarded, Vertical):
     NAME = "pane"  # the widget id, and what the palette and the tabs call it
     TITLE = "pane"
     SHORT = "pane"  # the tab label
+    UPDATES: tuple[str, ...] = ()  # this pane's own update methods (returning None), guarded too
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for name in GUARDED_HOOKS:
+        for name in (*GUARDED_HOOKS, *cls.UPDATES):
             hook = cls.__dict__.get(name)
             if hook is not None and not getattr(hook, "__cockpit_guarded__", False):
-                setattr(cls, name, _guard_hook(hook, "update" if name == "show_snapshot" else "plot"))
+                setattr(cls, name, _guard_hook(hook, "plot" if name == "redraw" else "update"))
 
     def __init__(self) -> None:
         super().__init__(id=self.NAME, classes="pane")
-        self.failure: str | None = None
+        self.failures: dict[str, str] = {}  # guarded method -> the note of its last failure
         self.border_title = self.title_text()
 
     def title_text(self) -> Text:
         title = Text(f"{self.KEY} {self.TITLE}")
-        if self.failure:  # a Text, not markup: an error message may contain brackets
-            title.append(f" {self.failure} (see debug.log)", style="red")
+        if self.failures:  # a Text, not markup: an error message may contain brackets
+            title.append(f" {next(iter(self.failures.values()))} (see debug.log)", style="red")
         return title
 
-    def show_failure(self, note: str | None) -> None:
-        """Show (or, with None, clear) the one-line note of a failed update in the border title."""
-        if note != self.failure:
-            self.failure = note
-            self.border_title = self.title_text()
+    def show_failure(self, method: str, note: str | None) -> None:
+        """Show (or, with None, clear) the one-line note of a method's failed update in the title."""
+        if self.failures.get(method) == note:
+            return
+        if note is None:
+            del self.failures[method]
+        else:
+            self.failures[method] = note
+        self.border_title = self.title_text()
 
     @property
     def cockpit(self) -> "CockpitApp":

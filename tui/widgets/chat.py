@@ -57,6 +57,7 @@ class ChatPane(Pane):
     KEY = "3"
     NAME = "chat"
     SHORT = "chat"
+    UPDATES = ("add_line", "add_notice", "start_reply", "append", "end_reply")
     TITLE = "chat"
 
     def __init__(self) -> None:

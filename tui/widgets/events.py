@@ -45,6 +45,7 @@ class EventsPane(Pane):
     KEY = "7"
     NAME = "events"
     SHORT = "log"
+    UPDATES = ("add",)
     TITLE = "event log"
 
     @property

@@ -18,6 +18,7 @@ class StatsPane(Pane):
     KEY = "1"
     NAME = "stats"
     SHORT = "stats"
+    UPDATES = ("cycle", "set_stat")
     TITLE = "stats"
 
     def __init__(self) -> None:
