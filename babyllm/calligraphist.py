@@ -154,8 +154,12 @@ def _si(value: float) -> str:
     return f"{value:,.0f}"
 
 
-def format_value(name: str, value: Any) -> str:
-    """Format a stat: 4 significant figures, thousands separators, M/G suffixes, lr as 3.0e-04."""
+def format_value(name: str, value: Any, steady: bool = False) -> str:
+    """Format a stat: 4 significant figures, thousands separators, M/G suffixes, lr as 3.0e-04.
+
+    ``steady`` keeps trailing zeros (2.800, not 2.8), so values of one stat shown side by side
+    (a band's thresholds, last and lowest) have one format.
+    """
     if not _is_number(value):
         return str(value)
     value = float(value)
@@ -171,7 +175,7 @@ def format_value(name: str, value: Any) -> str:
         return _si(value)
     if abs(value) >= 1000:
         return f"{value:,.0f}"
-    text = f"{value:.4g}"
+    text = f"{value:#.4g}" if steady and value != 0 else f"{value:.4g}"
     return "0" if text == "-0" else text
 
 

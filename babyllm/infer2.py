@@ -286,6 +286,7 @@ class Infer2:
         self.cpu_threads: int | None = CPU_THREADS  # intra-op threads per forward on CPU (None = torch's)
         self.text = TokenText(tokenizer)
         self.notices: list[str] = []
+        self.hit_limit = False  # whether the last reply stopped at max_tokens (not by itself or a stop text)
         self.generator = torch.Generator()
         self._seed_generator()
         self._busy = threading.Lock()  # one reply at a time per conversation
@@ -419,6 +420,7 @@ class Infer2:
 
     def _generate_locked(self, prompt_ids: list[int]) -> Iterator[str]:
         s = dataclasses.replace(self.settings).validate()  # this reply's settings, even if changed meanwhile
+        self.hit_limit = False
         feed = self._pending + prompt_ids
         if len(feed) > self.context:
             self._notice(f"prompt longer than the context: kept the last {self.context} tokens")
@@ -455,6 +457,8 @@ class Infer2:
                 shown = safe
             if i + 1 < s.max_tokens:
                 logits = self._forward([token])
+        else:
+            self.hit_limit = True
         generated += text.flush()
         cut = _find_stop(generated, s.stop, max(0, shown - hold_max)) if s.stop else None
         end = len(generated) if cut is None else cut

@@ -18,6 +18,8 @@ import signal
 import threading
 import time
 import traceback
+from collections import deque
+from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from textual import on, work
@@ -36,6 +38,8 @@ from tui.messages import (ChatDone, ChatPiece, SnapshotReady, TutorFailed, Tutor
 from tui.screens import ConfirmScreen, ErrorScreen, HelpScreen
 from tui.widgets import ChatPane, EventsPane, LossPane, SamplePane, StatsPane, StatusBar, TimingPane, WindowsPane
 from tui.widgets.base import Pane, PlotPane
+from tui.widgets.chat import STILL_ANSWERING
+from tui.widgets.status import TokenRate
 
 Publish = Callable[[Snapshot], None]
 Say = Callable[[str], None]
@@ -99,7 +103,8 @@ class CockpitApp(App[int]):
     COMMAND_PALETTE_BINDING = "ctrl+p"
     BINDINGS = [
         Binding("q", "quit", "quit"),
-        Binding("space,p", "toggle_pause", "pause", key_display="p"),
+        Binding("space,p", "pause", "pause", key_display="p"),
+        Binding("space,p", "resume", "resume", key_display="p"),
         Binding("s", "save", "save"),
         Binding("c", "checkpoint", "ckpt"),
         Binding("r", "rollback", "roll back", show=False),
@@ -157,12 +162,19 @@ class CockpitApp(App[int]):
         self._stale: set[str] = set()
         self._redrawn: dict[str, float] = {}  # pane -> when its plot was last redrawn
         self.pace = Pace(UI_BUDGET_CPU)
+        self.token_rate = TokenRate()
+        self._flash_until = 0.0
+        self._flash = ""
         self._status_dirty = False
         self._status_shown = 0.0
         self._thread: threading.Thread | None = None
         self._stop_requested = threading.Event()
         self._stop_sent = False
         self._chatting = False
+        self._chat_log: Any = None  # babyllm.chat.ChatLog: the cockpit's chats go to the run's chat.log
+        self._reply_so_far = ""
+        self._failures_logged: set[tuple[str, str, str]] = set()
+        self.debug_lines: deque[str] = deque(maxlen=200)  # what went to debug.log from the UI (tests read it)
         # DOM order = key order = the wide grid's placement order (see cockpit.tcss).
         self.panes: list[Pane] = [StatsPane(), LossPane(), ChatPane(), WindowsPane(), TimingPane(), SamplePane(), EventsPane()]
 
@@ -247,6 +259,27 @@ class CockpitApp(App[int]):
         if event.tab.id and event.tab.id[4:] != self.active_pane:
             self._select(event.tab.id[4:])
 
+    # -- faults ------------------------------------------------------------------------------
+
+    def debug_log(self, text: str) -> None:
+        """Append to the run's debug.log (through the Tutor's Counsellor, which owns that file)."""
+        self.debug_lines.append(text)
+        log = getattr(getattr(self.tutor, "counsellor", None), "log", None)
+        if callable(log):
+            try:
+                log(text)
+            except Exception:  # noqa: BLE001 - a full disk must not turn a logged fault into a crash
+                pass
+
+    def pane_failed(self, name: str, what: str, error: BaseException) -> None:
+        """A pane failed to update or draw: its traceback goes to debug.log once, training carries on."""
+        key = (name, what, f"{type(error).__name__}: {error}")
+        if key in self._failures_logged:
+            return
+        self._failures_logged.add(key)
+        details = "".join(traceback.format_exception(error))
+        self.debug_log(f"cockpit: pane {name}: {what} failed (the app carries on):\n{details}")
+
     # -- the Tutor thread --------------------------------------------------------------------
 
     def _publish(self, snapshot: Snapshot) -> None:
@@ -293,8 +326,16 @@ class CockpitApp(App[int]):
         if self._chat_factory is not None:
             try:
                 self.chat = self._chat_factory(self.tutor)
+                run_dir = getattr(self.tutor, "run_dir", None)
+                if run_dir is not None:
+                    from babyllm.chat import ChatLog
+
+                    self._chat_log = ChatLog(Path(run_dir) / "chat.log", self._chat_log_failed)
             except Exception as e:  # noqa: BLE001
                 self.pane("events").add(Event(self._step(), "error", f"chat unavailable: {e}"))
+
+    def _chat_log_failed(self, message: str) -> None:
+        self.pane("events").add(Event(self._step(), "error", message))
 
     def on_tutor_said(self, message: TutorSaid) -> None:
         if self.snapshot is None:
@@ -341,12 +382,13 @@ class CockpitApp(App[int]):
         first = old is None
         changed = old is None or snap.step != old.step
         self.snapshot = snap
+        self.token_rate.observe(snap.tokens)
         if changed and snap.stats:
             self.calligraphist.observe(snap.stats)
         if first or (snap.device and snap.device not in self.sub_title):
             self.pace.budget = UI_BUDGET_CPU if (snap.device or "cpu").startswith("cpu") else UI_BUDGET_GPU
             self.sub_title = " · ".join(x for x in (snap.config_name, snap.device, snap.run_dir) if x) or self.sub_title
-        self._log_events(snap)
+        self._log_events(snap, announce=not first)
         state_changed = snap.state != self._last_state
         if state_changed:
             self._state_changed(snap)
@@ -386,9 +428,16 @@ class CockpitApp(App[int]):
     def _show_status(self) -> None:
         self._status_dirty = False
         self._status_shown = time.monotonic()
-        self.query_one(StatusBar).show(self.snapshot, self.note)
+        flash = self._flash if time.monotonic() < self._flash_until else ""
+        self.query_one(StatusBar).show(self.snapshot, self.note or flash)
 
-    def _log_events(self, snap: Snapshot) -> None:
+    def flash(self, text: str, seconds: float = 4.0) -> None:
+        """A short confirmation in the status line (a toast would cover a pane's text)."""
+        self._flash, self._flash_until = text, time.monotonic() + seconds
+        self._show_status()
+        self.set_timer(seconds + 0.05, self._show_status)
+
+    def _log_events(self, snap: Snapshot, announce: bool = True) -> None:
         new = snap.event_count - self._events_seen
         if new <= 0:
             return
@@ -398,11 +447,21 @@ class CockpitApp(App[int]):
             log.add(Event(snap.step, "info", f"({new - len(snap.events)} older events not shown)"))
         for e in events:
             log.add(e)
+            if not announce:
+                continue
+            if e.kind in ("save", "checkpoint"):
+                self.flash(f"saved → {_folder(e.message)}", 6)
+            elif e.kind == "error" and ("save failed" in e.message or "not written" in e.message):
+                self.flash(f"save failed: see the event log ({self.pane('events').KEY})", 10)
         self._events_seen = snap.event_count
 
     def _state_changed(self, snap: Snapshot) -> None:
         old, self._last_state = self._last_state, snap.state
+        was_paused = self.paused
         self.paused = snap.state in ("paused", "alarm")
+        if was_paused != self.paused:
+            self.token_rate.reset()
+            self.refresh_bindings()  # the footer says "p resume" while paused
         if snap.state == "alarm":
             self.bell()
             self.notify(f"NaN alarm at step {snap.step}: {snap.error or 'training paused'}. "
@@ -461,6 +520,12 @@ class CockpitApp(App[int]):
     def _ui_event(self, text: str) -> None:
         self.pane("events").add(Event(self._step(), "ui", text))
 
+    def action_pause(self) -> None:
+        self.action_toggle_pause()
+
+    def action_resume(self) -> None:
+        self.action_toggle_pause()
+
     def action_toggle_pause(self) -> None:
         tutor = self._control("pause")
         if tutor is None or self.quitting:
@@ -469,26 +534,28 @@ class CockpitApp(App[int]):
             tutor.resume()
             self.paused = False
             self._ui_event("resume requested")
-            self.notify("Resuming.")
+            self.flash("resuming…")
         else:
             tutor.pause()
             self.paused = True
             self._ui_event("pause requested")
-            self.notify("Pausing.")
+            self.flash("pausing…")
+        self.token_rate.reset()
+        self.refresh_bindings()
 
     def action_save(self) -> None:
         tutor = self._control("save")
         if tutor is not None:
             tutor.request_save()
             self._ui_event("save requested")
-            self.notify("Saving…")
+            self.flash("saving…", 60)
 
     def action_checkpoint(self) -> None:
         tutor = self._control("checkpoint")
         if tutor is not None:
             tutor.request_checkpoint()
             self._ui_event("checkpoint requested")
-            self.notify("Checkpointing…")
+            self.flash("checkpointing…", 60)
 
     def action_rollback(self) -> None:
         if self._control("roll back") is None:
@@ -496,8 +563,17 @@ class CockpitApp(App[int]):
         if self.snapshot is not None and self.snapshot.state == "alarm":
             self._do_rollback(True)
         else:
-            self.push_screen(ConfirmScreen("Roll back to the last save? Training since then is lost.", "Roll back"),
+            self.push_screen(ConfirmScreen(self._rollback_question(), "Roll back", yes_key="ctrl+y"),
                              self._do_rollback)
+
+    def _rollback_question(self) -> str:
+        """Name the step a rollback goes back to and how many steps it throws away."""
+        saved = getattr(self.tutor, "last_saved_step", None)
+        if not isinstance(saved, int):
+            return "Roll back to the last save? Training since then is lost."
+        lost = max(0, self._step() - saved)
+        return (f"Roll back to step {saved:,} (the last save)? The {lost:,} steps since then are lost. "
+                "ctrl+y rolls back, n or esc keeps training.")
 
     def _do_rollback(self, yes: bool | None) -> None:
         if yes and self.tutor is not None:
@@ -515,6 +591,8 @@ class CockpitApp(App[int]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Escape (leave) only shows, and only acts, when there is something to leave."""
+        if action in ("pause", "resume"):
+            return (action == "resume") == self.paused
         if action == "leave":
             if not self.screen_stack:
                 return False
@@ -549,14 +627,14 @@ class CockpitApp(App[int]):
         self._replot_loss()
 
     def _replot_loss(self) -> None:
-        loss = self.pane("loss")
-        if self.on_visible(loss):
-            loss.redraw()
+        # On the next tick, not now: keys can come by the thousand (a paste), a redraw costs ~50 ms.
+        if self.on_visible(self.pane("loss")):
+            self.request_redraw("loss")
         else:
             self._stale.add("loss")
         state = f"log scale {'on' if self.log_scale else 'off'}, smoothing " + (
             f"{self.smoothing:.2f}" if self.smoothing_on else "off")
-        self.notify(f"Loss plot: {state}", timeout=2)
+        self.flash(f"loss plot: {state}", 2)
 
     def action_cycle_stat(self, delta: int) -> None:
         self.pane("stats").cycle(delta)  # type: ignore[attr-defined]
@@ -605,8 +683,8 @@ class CockpitApp(App[int]):
     def action_quit_now(self) -> None:
         self.begin_shutdown()
 
-    def action_help_quit(self) -> None:  # ctrl+c
-        self.run_action("quit")
+    async def action_help_quit(self) -> None:  # ctrl+c: the same question as q
+        await self.action_quit()
 
     # -- chat --------------------------------------------------------------------------------
 
@@ -625,9 +703,13 @@ class CockpitApp(App[int]):
                 pane.add_line("", reply, "dim")
             return
         if self._chatting:
-            pane.add_line("", "Still answering the last message; wait for it to finish.", "yellow")
+            if pane.last_line() != STILL_ANSWERING:  # once: an unbracketed paste submits many lines
+                pane.add_line("", STILL_ANSWERING, "yellow")
             return
         pane.add_line("you", text)
+        if self._chat_log is not None:
+            self._chat_log.write("you", text)
+        self._reply_so_far = ""
         pane.start_reply()
         self._chatting = True
         self._stream(text)
@@ -649,16 +731,24 @@ class CockpitApp(App[int]):
             self.post_message(ChatDone(f"chat failed: {type(e).__name__}: {e}"))
 
     def on_chat_piece(self, message: ChatPiece) -> None:
-        self.pane("chat").append(message.text)  # type: ignore[attr-defined]
+        pane: ChatPane = self.pane("chat")  # type: ignore[assignment]
+        self._show_chat_notices(pane)  # a trimmed prompt is said before the reply it concerns
+        pane.append(message.text)
+        self._reply_so_far += message.text
 
     def on_chat_done(self, message: ChatDone) -> None:
         self._chatting = False
         pane: ChatPane = self.pane("chat")  # type: ignore[assignment]
-        pane.end_reply(message.error)
+        self._show_chat_notices(pane)
+        pane.end_reply(message.error, hit_limit=bool(getattr(self.chat, "hit_limit", False)) and not message.error)
+        if self._chat_log is not None:
+            self._chat_log.write("baby", self._reply_so_far)
+
+    def _show_chat_notices(self, pane: ChatPane) -> None:
         notices = getattr(self.chat, "notices", None)
         if notices:
             for n in list(notices):
-                pane.add_line("", str(n), "dim italic")
+                pane.add_notice(str(n))
             try:
                 notices.clear()
             except AttributeError:
@@ -737,6 +827,12 @@ class CockpitApp(App[int]):
             self.note = "terminal lost: saving and stopping…"
             self.terminal_lost = True
             self.begin_shutdown()
+
+
+def _folder(message: str) -> str:
+    """The save folder's name in a Tutor's "saved step N to runs/x/save-00000904" event."""
+    last = message.split()[-1] if message.split() else message
+    return last.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def _tty(fd: int) -> bool:

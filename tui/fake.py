@@ -13,6 +13,8 @@ from babyllm.snapshot import Event, History, Sample, Snapshot
 
 WINDOW_SIZES = (2.0, 3.1, 5.2, 8.4, 15.7, 31.0, 62.5)
 WINDOW_WEIGHTS = (0.09, 0.21, 0.18, 0.16, 0.14, 0.12, 0.10)
+BYTES_PER_TOKEN = 3.3
+UNIGRAM_BPB = 2.45
 
 
 def fake_stats(step: int) -> dict[str, float]:
@@ -23,6 +25,8 @@ def fake_stats(step: int) -> dict[str, float]:
         "loss_1000": loss + 0.2, "val_loss": loss + 0.12, "perplexity": math.exp(loss),
         "accuracy": max(0.0, 0.45 - loss / 20), "lr": 2e-3 * min(1.0, step / 50), "grad_norm": 0.8 + 0.1 * math.cos(step),
         "tokens_per_s": 5120.0 + 10 * math.sin(step), "step_ms": 200.0,
+        # bits per byte of the held-out text (about 3.3 bytes a token) and its unigram reference
+        "val_bpb": (loss + 0.12) / math.log(2) / BYTES_PER_TOKEN, "unigram_bpb": UNIGRAM_BPB,
     }
     for i, (size, weight) in enumerate(zip(WINDOW_SIZES, WINDOW_WEIGHTS)):
         stats[f"window_weight_{i}"] = weight + 0.01 * math.sin(step / 40 + i)
@@ -55,6 +59,7 @@ class FakeTutor:
             stats = fake_stats(s)
             if s % 50:
                 stats.pop("val_loss")
+                stats.pop("val_bpb")
             self.history.add(s, stats)
         self.step = steps
         self.max_steps = max_steps
@@ -65,9 +70,10 @@ class FakeTutor:
         self.events = events if events is not None else (
             Event(100, "val", "val loss 3.912 (best)", 0.0),
             Event(200, "val", "val loss 3.107 (best)", 0.0),
-            Event(250, "save", "saved runs/demo/save-000250", 0.0),
-            Event(300, "checkpoint", "checkpoint runs/demo/ckpt-000300", 0.0),
+            Event(250, "save", "saved step 250 to runs/demo/save-00000250", 0.0),
+            Event(300, "checkpoint", "saved step 300 to runs/demo/checkpoint-00000300", 0.0),
         )
+        self.last_saved_step: int | None = 250
         self._stopped = threading.Event()
         self._lock = threading.Lock()
 

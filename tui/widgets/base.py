@@ -1,22 +1,81 @@
-"""What every pane shares: a numbered border title and two update hooks the app calls."""
+"""What every pane shares: a numbered border title, two update hooks the app calls, and the guard
+that keeps a failing pane from taking the cockpit down."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+from typing import TYPE_CHECKING, Any, Callable
 
 from rich.console import RenderableType
+from rich.segment import Segment
+from rich.text import Text
+from rich.style import Style
 from textual.containers import Vertical
+from textual.geometry import Region
+from textual.strip import Strip
+from textual.widget import Widget
 from textual.widgets import Static
 
 if TYPE_CHECKING:
     from tui.app import CockpitApp
 
+# The pane methods the app calls on every update: __init_subclass__ guards them in every pane, and
+# the ones a pane lists in its UPDATES (its own update methods, e.g. the event log's add).
+GUARDED_HOOKS = ("show_snapshot", "redraw")
 
-class Pane(Vertical):
+
+def report_failure(widget: Widget, what: str, error: BaseException) -> str:
+    """Tell the app (debug.log gets the traceback, once per distinct error); return the one-line note."""
+    pane = next((w for w in (widget, *widget.ancestors) if isinstance(w, Pane)), None)
+    name = pane.NAME if pane is not None else type(widget).__name__
+    note = f"⚠ {what} failed: {type(error).__name__}: {error}"[:200]
+    failed = getattr(widget.app, "pane_failed", None)
+    if callable(failed):
+        failed(name, what, error)
+    return note
+
+
+def _guard_hook(hook: Callable[..., None], what: str) -> Callable[..., None]:
+    @functools.wraps(hook)
+    def guarded(self: "Pane", *args: Any, **kwargs: Any) -> None:
+        try:
+            hook(self, *args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - a pane's bug shows as a note; training carries on
+            self.show_failure(hook.__name__, report_failure(self, what, e))
+        else:
+            self.show_failure(hook.__name__, None)
+    guarded.__cockpit_guarded__ = True  # type: ignore[attr-defined]
+    return guarded
+
+
+class Guarded(Widget):
+    """A widget whose drawing can fail without ending the app: it shows a one-line note instead.
+
+    Textual draws every widget through render_lines, so this one override covers render(), the
+    Rich renderables it returns and whatever a library (plotext) does while building them. The
+    next refresh tries again, so a passing fault (a theme switch mid-build) heals by itself.
+    """
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        try:
+            return super().render_lines(crop)
+        except Exception as e:  # noqa: BLE001 - see the class docstring
+            note = report_failure(self, "drawing", e) + " (see debug.log)"
+            style = Style(color="red", italic=True)
+            first = Strip([Segment(note, style)]).crop_extend(0, crop.width, None)
+            return [first] + [Strip.blank(crop.width)] * max(0, crop.height - 1)
+
+
+class GuardedStatic(Guarded, Static):
+    """A Static inside a pane (see Guarded)."""
+
+
+class Pane(Guarded, Vertical):
     """A titled box. ``show_snapshot`` runs a few times a second, ``redraw`` (plots) at most ~2 Hz.
 
     Both are only called while the pane is on screen; a pane that comes into view is brought up to
-    date at once.
+    date at once. Every subclass's hooks are guarded (see __init_subclass__): an exception in one
+    puts a one-line note in the pane's title, its traceback in debug.log, and the app carries on.
     """
 
     ALLOW_MAXIMIZE = True
@@ -25,10 +84,35 @@ class Pane(Vertical):
     NAME = "pane"  # the widget id, and what the palette and the tabs call it
     TITLE = "pane"
     SHORT = "pane"  # the tab label
+    UPDATES: tuple[str, ...] = ()  # this pane's own update methods (returning None), guarded too
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in (*GUARDED_HOOKS, *cls.UPDATES):
+            hook = cls.__dict__.get(name)
+            if hook is not None and not getattr(hook, "__cockpit_guarded__", False):
+                setattr(cls, name, _guard_hook(hook, "plot" if name == "redraw" else "update"))
 
     def __init__(self) -> None:
         super().__init__(id=self.NAME, classes="pane")
-        self.border_title = f"{self.KEY} {self.TITLE}"
+        self.failures: dict[str, str] = {}  # guarded method -> the note of its last failure
+        self.border_title = self.title_text()
+
+    def title_text(self) -> Text:
+        title = Text(f"{self.KEY} {self.TITLE}")
+        if self.failures:  # a Text, not markup: an error message may contain brackets
+            title.append(f" {next(iter(self.failures.values()))} (see debug.log)", style="red")
+        return title
+
+    def show_failure(self, method: str, note: str | None) -> None:
+        """Show (or, with None, clear) the one-line note of a method's failed update in the title."""
+        if self.failures.get(method) == note:
+            return
+        if note is None:
+            del self.failures[method]
+        else:
+            self.failures[method] = note
+        self.border_title = self.title_text()
 
     @property
     def cockpit(self) -> "CockpitApp":

@@ -5,33 +5,61 @@ from __future__ import annotations
 from collections import deque
 
 from rich.text import Text
+from textual.events import Resize
 from textual.widgets import RichLog
 
 from babyllm.snapshot import Event
-from tui.widgets.base import Pane
+from tui.widgets.base import Guarded, Pane
 
 MAX_LINES = 500
 STYLES = {"save": "green", "checkpoint": "cyan", "val": "#ff8c00", "alarm": "bold red",
           "error": "bold red", "state": "dim", "info": "", "ui": "magenta"}
 
 
+class EventLog(Guarded, RichLog):
+    """The log's lines; unlike a plain RichLog it wraps them again when its width changes."""
+
+    def __init__(self, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(**kwargs)
+        self.texts: deque[Text] = deque(maxlen=MAX_LINES)
+        self._wrapped_at = 0
+
+    def add(self, line: Text) -> None:
+        self.texts.append(line)
+        self.write(line)
+
+    def on_resize(self, event: Resize) -> None:
+        """RichLog wraps a line when it is written: at a new width, write them all again."""
+        super().on_resize(event)
+        width = event.size.width
+        if not self._wrapped_at:
+            self._wrapped_at = width  # the first size: the deferred writes just used it
+        elif width and width != self._wrapped_at:
+            self._wrapped_at = width
+            self.clear()
+            for t in self.texts:
+                self.write(t)
+
+
 class EventsPane(Pane):
     KEY = "7"
     NAME = "events"
     SHORT = "log"
+    UPDATES = ("add",)
     TITLE = "event log"
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: deque[str] = deque(maxlen=MAX_LINES)  # plain text of what the log shows
+    @property
+    def lines(self) -> list[str]:
+        """The plain text of what the log shows."""
+        return [t.plain for t in self.query_one(EventLog).texts]
 
     def compose(self):  # type: ignore[no-untyped-def]
-        yield RichLog(max_lines=MAX_LINES, wrap=True, markup=False, min_width=20, id="event-log")  # wrap at the pane width, not 78
+        # wrap at the pane width, not 78
+        yield EventLog(max_lines=MAX_LINES, wrap=True, markup=False, min_width=20, id="event-log")
 
     def add(self, event: Event) -> None:
         line = Text(no_wrap=False)
-        line.append(f"{event.step:>7} ", style="dim")
+        line.append(f"{event.step:>7,} ", style="dim")
         line.append(f"{event.kind:<11}", style=STYLES.get(event.kind, ""))
         line.append(event.message, style="red" if event.kind in ("alarm", "error") else "")
-        self.lines.append(line.plain)
-        self.query_one(RichLog).write(line)
+        self.query_one(EventLog).add(line)

@@ -1,4 +1,8 @@
-"""Loss pane: train and validation curves with smoothing and log-scale toggles, plus best/last/min."""
+"""Loss pane: train and validation curves with smoothing and log-scale toggles, plus last/lowest.
+
+Validation is shown in bits per byte when the Tutor publishes ``val_bpb`` (on the right-hand axis,
+next to the constant ``unigram_bpb`` reference line), else as a loss in nats per token like train.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,11 @@ from textual.app import ComposeResult
 from textual.widgets import Static
 
 from babyllm.calligraphist import format_value
-from tui.widgets.base import PlotPane, update_static
-from tui.widgets.plotting import Plot, ema, finite
+from tui.widgets.base import GuardedStatic, PlotPane, update_static
+from tui.widgets.plotting import Plot, ema, finite, integer_ticks
 
 MAX_POINTS = 1000
+TRAIN_STYLE, VAL_STYLE, UNIGRAM_STYLE = "bold cyan", "bold #ff8c00", "bold magenta"
 
 
 class LossPane(PlotPane):
@@ -23,7 +28,7 @@ class LossPane(PlotPane):
 
     def compose(self) -> ComposeResult:
         yield Plot(id="loss-plot")
-        yield Static(Text("no steps yet", style="dim"), id="loss-info")
+        yield GuardedStatic(Text("no steps yet", style="dim"), id="loss-info")
 
     def redraw(self) -> None:
         app = self.cockpit
@@ -32,7 +37,11 @@ class LossPane(PlotPane):
         # about two points per column (braille resolution), never more than MAX_POINTS
         points = min(MAX_POINTS, max(100, 2 * plot.size.width))
         steps, train = history.series("loss", points) if history else ([], [])
-        vsteps, val = history.series("val_loss", points) if history else ([], [])
+        bpb = bool(history and history.series("val_bpb", 1)[0])
+        val_name = "val_bpb" if bpb else "val_loss"
+        vsteps, val = history.series(val_name, points) if history else ([], [])
+        stats = app.snapshot.stats if app.snapshot else {}
+        unigram = stats.get("unigram_bpb") if bpb else None
         strength = app.smoothing if app.smoothing_on else 0.0
         log = app.log_scale
         plt = plot.plt
@@ -40,35 +49,57 @@ class LossPane(PlotPane):
         plt.clear_figure()
         x, y = finite(steps, ema(train, strength), positive=log)
         if x:
-            plt.plot(x, y, label="train", color="cyan", marker="braille")
+            plt.plot(x, y, color="cyan", marker="braille")
+        side = "right" if bpb else "left"
         vx, vy = finite(vsteps, val, positive=log)
         if vx:
-            plt.plot(vx, vy, label="val", color="orange", marker="braille")
-        plt.yscale("log" if log else "linear")
+            plt.plot(vx, vy, color="orange", marker="braille", yside=side)
+        if unigram is not None and math.isfinite(unigram) and (unigram > 0 or not log) and (x or vx):
+            ends = [min(x + vx), max(x + vx)]
+            plt.plot(ends, [unigram, unigram], color="magenta", marker="braille", yside=side)
+            plt.text("unigram", ends[0], unigram, color="magenta", alignment="left", yside=side)
+        plt.yscale("log" if log else "linear", yside="left")
+        if bpb:
+            plt.yscale("log" if log else "linear", yside="right")
+            plt.ylabel("nats/token", yside="left")
+            plt.ylabel("bits/byte", yside="right")
+        integer_ticks(plt, x + vx)
         plt.xlabel("step")
         plot.mark_drawn()
         plot.replot()
         plot.border_title = None
-        self.border_subtitle = f"{'log' if log else 'lin'} · smooth {f'{strength:.2f}' if strength else 'off'}"
-        update_static(self.query_one("#loss-info", Static), self.info(steps, train, vsteps, val))
+        self.border_subtitle = f"{'log' if log else 'lin'} · train smoothed {f'{strength:.2f}' if strength else 'off'}"
+        last = stats.get("loss", train[-1] if train else math.nan)
+        if steps and app.snapshot is not None and app.snapshot.step >= steps[-1]:
+            # the plotted points are means of neighbouring steps: the last step itself counts for "min"
+            steps, train = [*steps, app.snapshot.step], [*train, last]
+        update_static(self.query_one("#loss-info", Static),
+                      self.info(steps, train, last, val_name, vsteps, val, unigram))
 
     @staticmethod
-    def info(steps: list[int], train: list[float], vsteps: list[int], val: list[float]) -> Text:
+    def info(steps: list[int], train: list[float], last: float, val_name: str, vsteps: list[int],
+             val: list[float], unigram: float | None = None) -> Text:
+        """The legend with the numbers: train's last step and lowest, validation's last and best."""
         if not train:
             return Text("no steps yet", style="dim")
         text = Text()
-        LossPane._describe(text, "train ", "bold cyan", "loss", "min", steps, train)
+        text.append("train ", style=TRAIN_STYLE)
+        text.append(f"last {format_value('loss', last, steady=True)}")
+        LossPane._lowest(text, "loss", "min", steps, train)
         if val:
-            LossPane._describe(text, "   val ", "bold #ff8c00", "val_loss", "best", vsteps, val)
+            text.append("   val ", style=VAL_STYLE)
+            unit = " bpb" if val_name == "val_bpb" else ""
+            text.append(f"{format_value(val_name, val[-1], steady=True)}{unit}")
+            LossPane._lowest(text, val_name, "best", vsteps, val)
+        if unigram is not None and math.isfinite(unigram):
+            text.append("   unigram ", style=UNIGRAM_STYLE)
+            text.append(f"{format_value('unigram_bpb', unigram, steady=True)} bpb")
         return text
 
     @staticmethod
-    def _describe(text: Text, title: str, style: str, stat: str, lowest: str, steps: list[int],
-                  values: list[float]) -> None:
-        """Append 'title last X  lowest Y @step' for one series (the lowest over its finite values)."""
-        text.append(title, style=style)
-        text.append(f"last {format_value(stat, values[-1])}")
-        finite = [(v, s) for s, v in zip(steps, values) if math.isfinite(v)]
-        if finite:
-            best, at = min(finite)
-            text.append(f"  {lowest} {format_value(stat, best)} @{at}")
+    def _lowest(text: Text, stat: str, word: str, steps: list[int], values: list[float]) -> None:
+        """Append '  word Y @step' (the lowest finite point of the plotted series)."""
+        finite_points = [(v, s) for s, v in zip(steps, values) if math.isfinite(v)]
+        if finite_points:
+            best, at = min(finite_points)
+            text.append(f"  {word} {format_value(stat, best, steady=True)} @{at:,}")

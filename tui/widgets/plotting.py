@@ -7,6 +7,8 @@ import math
 from rich.text import Text
 from textual_plotext import PlotextPlot
 
+from tui.widgets.base import Guarded
+
 
 def ema(values: list[float], strength: float) -> list[float]:
     """Exponential moving average; strength 0 = raw, 0.99 = very smooth. NaN/inf points are skipped."""
@@ -27,8 +29,34 @@ def finite(steps: list[int], values: list[float], positive: bool = False) -> tup
     return [s for s, _ in keep], [v for _, v in keep]
 
 
-class Plot(PlotextPlot):
-    """A PlotextPlot that caches its last build: re-rendering (scrolling, focus) never re-plots."""
+# Below this many cells plotext's axes collide (y labels run into each other, a zero-height canvas
+# inverts them): the plot shows a note instead.
+MIN_WIDTH = 30
+MIN_HEIGHT = 6
+
+
+def integer_ticks(plt, steps: list[int], count: int = 5) -> None:  # type: ignore[no-untyped-def]
+    """Step axis ticks on whole steps with thousands separators (plotext would print 1047.5)."""
+    if not steps:
+        return
+    lo, hi = min(steps), max(steps)
+    if hi <= lo:
+        plt.xticks([lo], [f"{lo:,}"])
+        return
+    span = (hi - lo) / max(1, count - 1)
+    magnitude = 10 ** max(0, len(str(int(span))) - 1)
+    stride = max(1, math.ceil(span / magnitude) * magnitude)
+    ticks = list(range(math.ceil(lo / stride) * stride, hi + 1, stride))
+    plt.xticks(ticks, [f"{t:,}" for t in ticks])
+
+
+class Plot(Guarded, PlotextPlot):
+    """A PlotextPlot that caches its last build: re-rendering (scrolling, focus) never re-plots.
+
+    Plots carry no plotext labels (the panes print their own legend): plotext's legend indexes
+    each labelled series' visible points and raises IndexError when a series has none on the
+    canvas (a log axis after a theme switch did it).
+    """
 
     def __init__(self, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(**kwargs)
@@ -51,6 +79,9 @@ class Plot(PlotextPlot):
         self.refresh()
 
     def render(self) -> Text:  # type: ignore[override]
+        if self.size.width < MIN_WIDTH or self.size.height < MIN_HEIGHT:
+            note = "enlarge the terminal to see the plot"
+            return Text(note if self.size.width >= len(note) else "enlarge the terminal", style="dim italic")
         key = (self.size.width, self.size.height, self.app.theme, self.version)
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, super().render())  # type: ignore[arg-type]

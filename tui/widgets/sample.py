@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widget import Widget
 
 from babyllm.snapshot import Sample
-from tui.widgets.base import Pane
+from tui.widgets.base import Guarded, Pane
 
 HIT = "bold green"
 MISS = "red"
@@ -17,7 +16,7 @@ def visible(token: str) -> str:
     return token.replace(" ", "·").replace("\n", "↵").replace("\t", "→").replace("\r", "") or "∅"
 
 
-class SampleView(Widget):
+class SampleView(Guarded):
     DEFAULT_CSS = "SampleView { height: 1fr; }"
 
     def __init__(self) -> None:

@@ -9,7 +9,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from babyllm.calligraphist import BANDS, SECTIONS, format_value, label, section_of
-from tui.widgets.base import Pane, update_static
+from tui.widgets.base import GuardedStatic, Pane, update_static
 
 ARROWS = {"lower": "≤", "higher": "≥"}
 
@@ -18,6 +18,7 @@ class StatsPane(Pane):
     KEY = "1"
     NAME = "stats"
     SHORT = "stats"
+    UPDATES = ("cycle", "set_stat")
     TITLE = "stats"
 
     def __init__(self) -> None:
@@ -26,8 +27,8 @@ class StatsPane(Pane):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="stats-scroll"):
-            yield Static(Text("waiting for the first step…", style="dim"), id="stats-grid")
-        yield Static(id="stats-bands")
+            yield GuardedStatic(Text("waiting for the first step…", style="dim"), id="stats-grid")
+        yield GuardedStatic(id="stats-bands")
 
     def on_mount(self) -> None:
         self.border_subtitle = "[ ] stat"
@@ -84,5 +85,5 @@ class StatsPane(Pane):
             if i:
                 body.append("  ")
             body.append(band, style=calli.style(band))
-            body.append(f" {arrow}{format_value(name, thresholds[band])}", style="dim")
+            body.append(f" {arrow}{format_value(name, thresholds[band], steady=True)}", style="dim")
         return Group(head, body)

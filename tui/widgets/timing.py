@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 from rich.text import Text
-from textual.widget import Widget
 
-from tui.widgets.base import Pane
+from babyllm.calligraphist import format_value
+from tui.widgets.base import Guarded, Pane
 from tui.widgets.windows import bar
 
 ORDER = ("t_data", "t_forward", "t_backward", "t_optimizer", "t_stats")
@@ -36,7 +36,7 @@ def section_names(stats: dict[str, float]) -> list[str]:
     return [n for n in ORDER if n in stats] + sorted(n for n in stats if n.startswith("t_") and n not in ORDER)
 
 
-class TimingView(Widget):
+class TimingView(Guarded):
     DEFAULT_CSS = "TimingView { height: auto; }"
 
     def __init__(self) -> None:
@@ -73,8 +73,14 @@ class TimingView(Widget):
             out.append(" ms  ", style="dim")
             out.append(bar(share, width), style="#5575f9")
             out.append(f" {share:4.0%}\n")
-        out.append("tok/s     ", style="dim")
-        out.append_text(calli.text("tokens_per_s", stats.get("tokens_per_s", math.nan)) if "tokens_per_s" in stats else Text("?"))
+        # the header's rate (a 10 s mean), so the two never disagree; the Tutor's one-step figure until then
+        rate = getattr(self.app, "token_rate", None)
+        mean = rate.rate() if rate is not None else None
+        out.append("avg tok/s " if mean is not None else "tok/s     ", style="dim")
+        if mean is not None:
+            out.append(format_value("tokens_per_s", mean))
+        else:
+            out.append_text(calli.text("tokens_per_s", stats.get("tokens_per_s", math.nan)) if "tokens_per_s" in stats else Text("?"))
         out.append("   step ", style="dim")
         out.append_text(calli.text("step_ms", stats["step_ms"]) if "step_ms" in stats else Text("?"))
         out.append(" ms", style="dim")

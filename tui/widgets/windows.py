@@ -6,15 +6,16 @@ import math
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.widget import Widget
 
-from tui.widgets.base import PlotPane
-from tui.widgets.plotting import Plot, finite
+from tui.widgets.base import Guarded, PlotPane
+from tui.widgets.plotting import Plot, finite, integer_ticks
 
 MAX_POINTS = 400  # per window
-# One colour per window, distinguishable in 16 colours too (plotext names them).
-PLOT_COLOURS = ("blue", "cyan", "green", "yellow", "orange", "red", "magenta", "white")
-TEXT_COLOURS = ("blue", "cyan", "green", "yellow", "#ff8c00", "red", "magenta", "white")
+# One colour per window, the seven an 8-colour terminal (TERM=xterm) has besides black, so the seven
+# lines stay distinct everywhere; "default" is the theme's foreground (light themes too). The bars'
+# "#k" labels in the same colours are the plot's legend.
+PLOT_COLOURS = ("blue", "cyan", "green", "yellow", "red", "magenta", "default")
+TEXT_COLOURS = ("blue", "cyan", "green", "yellow", "red", "magenta", "default")
 
 
 def windows_in(stats: dict[str, float]) -> int:
@@ -33,7 +34,7 @@ def bar(fraction: float, width: int) -> str:
     return ("█" * full + (" ▏▎▍▌▋▊▉"[part] if part else "")).ljust(width)
 
 
-class WindowBars(Widget):
+class WindowBars(Guarded):
     """One line per window: its size (tokens) and its weighting as bars."""
 
     DEFAULT_CSS = "WindowBars { height: auto; }"
@@ -99,12 +100,15 @@ class WindowsPane(PlotPane):
         plt.clear_figure()
         n = windows_in(self.cockpit.snapshot.stats) if self.cockpit.snapshot else 0
         points = min(MAX_POINTS, max(50, plot.size.width))  # 7 lines: plotext's cost grows with points
+        drawn: list[int] = []
         for i in range(n):
             steps, values = history.series(f"window_weight_{i}", points) if history else ([], [])
             x, y = finite(steps, values)
             if x:
                 plt.plot(x, y, color=PLOT_COLOURS[i % len(PLOT_COLOURS)], marker="braille")
-        plt.title("weightings over steps")
+                drawn += x[:1] + x[-1:]
+        integer_ticks(plt, drawn)
+        plt.title("weightings over steps (colours as #0…#6 above)" if n == 7 else "weightings over steps")
         plt.xlabel("step")
         plot.mark_drawn()
         plot.replot()
