@@ -26,6 +26,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Container
+from textual.css.query import NoMatches
 from textual.widgets import Footer, Header, Input, Tab, Tabs
 
 from babyllm.calligraphist import Calligraphist
@@ -202,7 +203,7 @@ class CockpitApp(App[int]):
 
     def on_mount(self) -> None:
         self._apply_layout(self.size.width, self.size.height)
-        self.query_one(StatusBar).show(None)
+        self._status_show(None)
         self.set_interval(TICK, self._tick)
         if self.handle_signals:
             self._install_signal_handlers()
@@ -339,12 +340,12 @@ class CockpitApp(App[int]):
 
     def on_tutor_said(self, message: TutorSaid) -> None:
         if self.snapshot is None:
-            self.query_one(StatusBar).show(None, message.text)
+            self._status_show(None, message.text)
         self.pane("events").add(Event(self._step(), "info", message.text))
 
     def on_tutor_progress(self, message: TutorProgress) -> None:
         if self.snapshot is None:
-            self.query_one(StatusBar).show(None, message.text)
+            self._status_show(None, message.text)
 
     def on_tutor_finished(self, message: TutorFinished) -> None:
         if self.tutor is not None:
@@ -365,7 +366,7 @@ class CockpitApp(App[int]):
         if self.quitting:
             self.exit(self.exit_code)
             return
-        self.query_one(StatusBar).show(self.snapshot, "")
+        self._status_show(self.snapshot, "")
         self.bell()
         self.push_screen(ErrorScreen(message.message, message.details))
 
@@ -429,7 +430,15 @@ class CockpitApp(App[int]):
         self._status_dirty = False
         self._status_shown = time.monotonic()
         flash = self._flash if time.monotonic() < self._flash_until else ""
-        self.query_one(StatusBar).show(self.snapshot, self.note or flash)
+        self._status_show(self.snapshot, self.note or flash)
+
+    def _status_show(self, snapshot: Snapshot | None, note: str = "") -> None:
+        """Update the status line; nothing while the app is being torn down (a late timer finds no widget)."""
+        try:
+            bar = self.query_one(StatusBar)
+        except NoMatches:
+            return
+        bar.show(snapshot, note)
 
     def flash(self, text: str, seconds: float = 4.0) -> None:
         """A short confirmation in the status line (a toast would cover a pane's text)."""
@@ -763,7 +772,7 @@ class CockpitApp(App[int]):
         self.quitting = True
         self._stop_requested.set()
         self.note = "saving and stopping…"
-        self.query_one(StatusBar).show(self.snapshot, self.note)
+        self._status_show(self.snapshot, self.note)
         self._ui_event("quit: stop requested (the Tutor saves)")
         self._send_stop()
         if self._thread is None or not self._thread.is_alive():
