@@ -345,7 +345,7 @@ def _measure_with(tutor: Any, cfg: Config, budget: dict[str, float], parts: list
     model = tutor.model
     B, T = cfg.train.batch, cfg.model.context
     flops_per_token = model.train_flops_per_token()
-    dtype = cfg.train.dtype
+    dtype = tutor.dtype
     out: dict[str, Any] = dict(config=cfg.name, device=str(device), dtype=dtype, compile=cfg.train.compile,
                                batch=B, context=T, neurons=cfg.model.neurons, embed=cfg.model.embed,
                                vocab=cfg.model.vocab, params=sum(model.param_counts().values()),

@@ -163,7 +163,7 @@ def _main(args: argparse.Namespace, tutor_cls: Any, rank: int, world: int) -> in
 def _watch(tutor: Any, cfg: Config, show: _Printer, signals_seen: list[Any]) -> int:
     lib = tutor.librarian
     params = sum(p.numel() for p in tutor.model.parameters())
-    show(f"device {tutor.device} · {cfg.train.dtype} · {params:,} parameters · corpus {lib.root} "
+    show(f"device {tutor.device} · {tutor.dtype} · {params:,} parameters · corpus {lib.root} "
          f"({len(lib.train_tokens):,} training / {len(lib.val_tokens):,} validation tokens)"
          + (f" · until step {cfg.train.steps}" if cfg.train.steps else " · until stopped"))
 

@@ -177,12 +177,12 @@ def bench_quality(args: argparse.Namespace) -> int:
         if state != "finished":
             raise BabyError(f"training ended {state}: {tutor.snapshot().error or 'see above'}")
         lib = tutor.librarian
-        s = score(tutor.model, lib.tokenizer, lib.train_tokens, lib.val_tokens, tutor.device, cfg.train.dtype)
+        s = score(tutor.model, lib.tokenizer, lib.train_tokens, lib.val_tokens, tutor.device, tutor.dtype)
     extra = {"config": cfg.name, "corpus": lib.root.as_posix(), "minutes": minutes, "steps": tutor.step_count,
              "tokens_trained": tutor.tokens, "tokens_per_s": tutor.tokens / max(tutor.train_seconds, 1e-9),
-             "device": str(tutor.device), "dtype": cfg.train.dtype}
+             "device": str(tutor.device), "dtype": tutor.dtype}
     if not args.json:
         print(f"{cfg.name}: {tutor.step_count:,} steps, {tutor.tokens:,} tokens in {minutes:g} min "
-              f"({extra['tokens_per_s']:,.0f} tokens/s on {tutor.device}, {cfg.train.dtype})")
+              f"({extra['tokens_per_s']:,.0f} tokens/s on {tutor.device}, {tutor.dtype})")
     print_score(f"{cfg.name} held-out", s, extra, args.json)
     return 0

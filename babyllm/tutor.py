@@ -53,7 +53,7 @@ from babyllm.counsellor import Counsellor, cuda_sync
 from babyllm.errors import BabyError, CheckpointError
 from babyllm.librarian import Librarian, ProgressFn
 from babyllm.model import BabyLLM, next_token_loss
-from babyllm.runtime import autocast, pick_device
+from babyllm.runtime import autocast, pick_device, resolve_dtype
 from babyllm.snapshot import Event, History, Sample, Snapshot
 
 SLOW_STATS_EVERY = 10  # steps between the costlier stats (readings, entropy, activations, norms)
@@ -124,6 +124,7 @@ class Tutor:
             raise BabyError(f"world_size {world_size} needs torch.distributed set up with that many ranks "
                             "(babyllm.distributed.init_from_env under torchrun)")
         self.device = pick_device(t.device)
+        self.dtype = resolve_dtype(t.dtype, self.device)  # "auto" settled once: fp32 or bf16
         if world_size > 1 and self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", distributed.local_rank())
         self.history = History()
@@ -275,7 +276,7 @@ class Tutor:
     # --- one step ---------------------------------------------------------------------------------
 
     def _forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        with autocast(self.device, self.cfg.train.dtype):
+        with autocast(self.device, self.dtype):
             if self.world_size > 1:
                 logits, acts = self.train_module(x)
             else:
@@ -400,7 +401,7 @@ class Tutor:
             self._val_bytes_per_token = float(self._token_bytes[targets].mean())
         losses = []
         for b in self._val_batches:
-            with autocast(self.device, t.dtype):
+            with autocast(self.device, self.dtype):
                 logits = self.model.run(b[:, :-1]).logits
             losses.append(next_token_loss(logits, b[:, 1:]))
         return torch.stack(losses).mean().item()
@@ -424,7 +425,7 @@ class Tutor:
         span = max(1, len(val) - T - 1)
         start = (self.step_count * 7919) % span  # a different snippet each time, no RNG drawn
         ids = torch.from_numpy(np.asarray(val[start:start + T + 1], dtype=np.int64)).to(self.device)
-        with autocast(self.device, self.cfg.train.dtype):
+        with autocast(self.device, self.dtype):
             logits = self.model.run(ids[None, :-1]).logits[0]
         keep = min(T, SAMPLE_TOKENS)
         guesses = logits[-keep:].argmax(-1).tolist()
@@ -619,7 +620,7 @@ class Tutor:
             self._set_state("running")
             if t.compile:
                 self._event("info", "torch.compile: the first steps compile the model (this can take a minute)")
-            elif self.device.type == "cpu" and t.dtype == "fp32" and gemm.onednn_fp32():
+            elif self.device.type == "cpu" and self.dtype == "fp32" and gemm.onednn_fp32():
                 self._event("info", f"fp32 matmuls through oneDNN (faster than torch.mm here; {gemm.MATMUL_ENV}=torch to compare)")
             if self.is_main and not _finite(self.val_loss):
                 self._validate()

@@ -47,7 +47,7 @@ def write(tmp_path, text):
         ("[model]\nvocab = 10\n", ["c.toml", "model.vocab = 10", "260..65535"]),
         ("[model]\ncontext = 8\nwindows = [2, 16]\n", ["c.toml", "model.windows has 16", "model.context (8)"]),
         ("[train]\nlr = -1\n", ["c.toml", "train.lr = -1", "> 0"]),
-        ("[train]\ndtype = \"fp8\"\n", ["c.toml", "train.dtype", "fp32 or bf16"]),
+        ("[train]\ndtype = \"fp8\"\n", ["c.toml", "train.dtype", "fp32, bf16 or auto"]),
         ("[train]\ndevice = \"gpu\"\n", ["c.toml", "train.device", "auto, cpu, cuda"]),
         ("model = 3\n", ["c.toml", "[model] table"]),
     ],
@@ -107,3 +107,16 @@ def test_info_prints_parameter_table_and_json():
 
     info = json.loads(r.stdout)
     assert info["total_params"] == sum(info["params"].values()) and info["train_flops_per_token"] > 0
+
+
+def test_auto_dtype_is_bf16_only_where_the_device_computes_it_natively(monkeypatch):
+    import torch
+
+    from babyllm import runtime
+
+    cpu = torch.device("cpu")
+    assert runtime.resolve_dtype("fp32", cpu) == "fp32" and runtime.resolve_dtype("bf16", cpu) == "bf16"
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
+    assert runtime.resolve_dtype("auto", cpu) == "fp32"  # e.g. a laptop without AVX512-BF16: bf16 would be slower
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    assert runtime.resolve_dtype("auto", cpu) == "bf16"
