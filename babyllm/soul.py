@@ -108,6 +108,21 @@ def latest_step(run_dir: Path) -> int | None:
 # --- run directories ------------------------------------------------------------------------------
 
 
+def make_run_dir(run_dir: Path) -> None:
+    """Create the run directory (and parents), or say in one line why it cannot be used."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise BabyError(f"{run_dir}: is a file, not a run directory; choose another --run-dir")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BabyError(f"{run_dir}: cannot create the run directory ({e.strerror or e}); "
+                        "choose another --run-dir") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise BabyError(f"{run_dir}: the run directory is not writable; fix its permissions or "
+                        "train a copy of it (its saves are untouched)")
+
+
 def check_run_dir(run_dir: Path, resume: bool) -> None:
     """A new run must not overwrite saves; a resumed run needs one."""
     step = latest_step(run_dir)

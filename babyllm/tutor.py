@@ -54,6 +54,7 @@ from babyllm.errors import BabyError, CheckpointError
 from babyllm.librarian import Librarian
 from babyllm.model import BabyLLM, next_token_loss
 from babyllm.runtime import autocast, pick_device
+from babyllm.runlock import RunLock
 from babyllm.snapshot import Event, History, Sample, Snapshot
 
 SLOW_STATS_EVERY = 10  # steps between the costlier stats (readings, entropy, activations, norms)
@@ -144,10 +145,13 @@ class Tutor:
         self.step_count = 0
         self.tokens = 0
 
-        if self.is_main:
-            soul.check_run_dir(self.run_dir, resume)
         created = not self.run_dir.exists()
+        self._lock: RunLock | None = None
         try:
+            if self.is_main:  # one owner per run: taken before anything in the run directory is touched
+                soul.make_run_dir(self.run_dir)
+                self._lock = RunLock(self.run_dir).acquire()
+                soul.check_run_dir(self.run_dir, resume)
             self._build(resume)
         except BaseException:
             self.close()
@@ -719,6 +723,9 @@ class Tutor:
         self._metrics = self._events_file = None
         if hasattr(self, "counsellor"):
             self.counsellor.close()
+        if getattr(self, "_lock", None) is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> Tutor:
         return self

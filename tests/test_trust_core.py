@@ -1,0 +1,95 @@
+"""Trust (issue 13): one owner per run, writes that fail cleanly, total reading, robust sampling, honest history."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from babyllm import soul
+from babyllm.config import load_config
+from babyllm.errors import BabyError, CheckpointError
+from babyllm.infer2 import Settings, sample_next
+from babyllm.runlock import RunLock, RunLocked
+from babyllm.tutor import Tutor
+
+
+@pytest.fixture
+def make_cfg(corpus, cache):
+    def make(*overrides):
+        cfg = load_config("tiny", list(overrides))
+        cfg.data.corpus = str(corpus)
+        cfg.data.cache_dir = str(cache)
+        return cfg
+    return make
+
+
+# --- group 3: one owner per run directory ------------------------------------------------------------
+
+
+def test_a_second_owner_is_refused_naming_the_holder(tmp_path):
+    with RunLock(tmp_path):
+        with pytest.raises(RunLocked, match=rf"pid {os.getpid()} on "):
+            RunLock(tmp_path).acquire()
+    RunLock(tmp_path).acquire().release()  # released: free again
+
+
+def test_a_lock_left_by_a_killed_process_never_blocks(tmp_path):
+    code = textwrap.dedent(f"""
+        import os, signal
+        from babyllm.runlock import RunLock
+        RunLock({str(tmp_path)!r}).acquire()
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    subprocess.run([sys.executable, "-c", code], check=False)
+    assert "pid" in (tmp_path / ".lock").read_text()  # the stale file is still there, naming the dead pid
+    RunLock(tmp_path).acquire().release()
+
+
+def test_a_second_tutor_on_a_run_exits_at_once_and_leaves_the_first_ones_files(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    first = Tutor(make_cfg("train.steps=2"), run)
+    try:
+        (run / "metrics.jsonl").write_text('{"step": 1}\n')
+        with pytest.raises(RunLocked, match="already being trained by pid"):
+            Tutor(make_cfg("train.steps=2"), run)
+        assert (run / "metrics.jsonl").read_text() == '{"step": 1}\n'  # not reopened with "w"
+    finally:
+        first.close()
+    Tutor(make_cfg("train.steps=2"), run).close()  # closed: the run is free
+
+
+def test_run_dir_naming_a_file_is_one_line(make_cfg, tmp_path):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    with pytest.raises(BabyError, match="is a file, not a run directory"):
+        Tutor(make_cfg(), f)
+    assert f.read_text() == "x"
+
+
+# --- group 6: sampling never crashes --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("logits", [
+    torch.tensor([1e9, -1e9, 3e9, 0.0]),
+    torch.tensor([3e38, 3e38, -3e38, 1.0]),
+    torch.tensor([math.inf, 1.0, math.inf, math.nan]),
+    torch.tensor([math.nan] * 4),
+    torch.tensor([-math.inf] * 4),
+    torch.tensor([math.nan, 2.0, -math.inf, 1.0]),
+])
+@pytest.mark.parametrize("settings", [
+    Settings(), Settings(temperature=0.0), Settings(temperature=1e-6, top_k=2, top_p=0.5),
+    Settings(temperature=50.0, top_k=0, top_p=1.0, repetition_penalty=2.0, penalty_window=8),
+])
+def test_sampling_returns_a_token_for_any_logits(logits, settings):
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        token = sample_next(logits.clone(), settings, [0, 1, 2], g)
+        assert 0 <= token < logits.shape[0]
+        if logits.isfinite().any() and not logits.isnan().any() and not logits.isinf().any():
+            assert logits[token] > -1e8 or settings.temperature > 1  # the huge-logit token wins when cold
