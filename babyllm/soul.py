@@ -278,15 +278,59 @@ def read_meta(folder: Path) -> dict[str, Any]:
         meta = json.loads(f.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{f}: missing (the save is incomplete)") from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{f}: damaged ({str(e)[:120]})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         got = meta.get("format") if isinstance(meta, dict) else None
-        raise CheckpointError(f"{f}: not a babyllm save of format {FORMAT} (format {got!r})")
+        raise CheckpointError(f"{f}: not a babyllm save of format {FORMAT} (format {_short(got)})")
+    problem = _meta_problem(meta)
+    if problem:
+        raise CheckpointError(f"{f}: damaged ({problem})")
+    return meta
+
+
+def _short(value: Any) -> str:
+    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return text[:40]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _meta_problem(meta: dict[str, Any]) -> str | None:
+    """What is wrong with a meta.json's shape (every field a reader uses has the type it expects), or None."""
     for key in ("step", "config", "files"):
         if key not in meta:
-            raise CheckpointError(f"{f}: damaged (no '{key}')")
-    return meta
+            return f"no '{key}'"
+    if not _is_int(meta["step"]) or meta["step"] < 0:
+        return f"step is {_short(meta['step'])}, not a whole number >= 0"
+    if "tokens" in meta and (not _is_int(meta["tokens"]) or meta["tokens"] < 0):
+        return f"tokens is {_short(meta['tokens'])}, not a whole number >= 0"
+    if not isinstance(meta["config"], dict) or not isinstance(meta["config"].get("model", {}), dict):
+        return "config is not a table"
+    files = meta["files"]
+    if not isinstance(files, dict):
+        return "files is not a table"
+    for name, info in files.items():
+        if not (isinstance(info, dict) and _is_int(info.get("bytes")) and info["bytes"] >= 0
+                and isinstance(info.get("sha256"), str)):
+            return f"files.{str(name)[:40]} is not {{bytes, sha256}}"
+    for key in ("val_loss", "best_val_loss", "best_val_step"):
+        if meta.get(key) is not None and not _is_number(meta[key]):
+            return f"{key} is {_short(meta[key])}, not a number"
+    for key in ("config_name", "tokenizer_digest"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            return f"{key} is {_short(meta[key])}, not text"
+    rng = meta.get("python_rng")
+    if rng is not None and not (isinstance(rng, list) and len(rng) == 3 and isinstance(rng[1], list)
+                                and all(_is_int(v) for v in rng[1])):
+        return "python_rng is not [version, [ints], gauss]"
+    return None
 
 
 def _read_checked(folder: Path, meta: dict[str, Any], name: str) -> bytes:
@@ -295,6 +339,10 @@ def _read_checked(folder: Path, meta: dict[str, Any], name: str) -> bytes:
     if want is None:
         raise CheckpointError(f"{folder / META_FILE}: damaged (does not list {name})")
     try:
+        size = f.stat().st_size  # checked before reading: a huge (or sparse) file is never loaded
+        if size != want["bytes"]:
+            what = "truncated" if size < want["bytes"] else "wrong size"
+            raise CheckpointError(f"{f}: {what} ({size:,} bytes, expected {want['bytes']:,})")
         data = f.read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"{f}: missing") from None
@@ -408,6 +456,8 @@ def config_from_dict(data: dict[str, Any], name: str = "saved", where: str = "ch
         validate(cfg, where=where)
     except ConfigError as e:
         raise CheckpointError(f"{where}: unusable config ({e})") from None
+    except (TypeError, ValueError, AttributeError, KeyError, RecursionError) as e:  # odd types in a damaged save
+        raise CheckpointError(f"{where}: damaged config ({type(e).__name__}: {str(e)[:120]})") from None
     return cfg
 
 
@@ -435,8 +485,8 @@ def load_for_inference(run_dir: Path, device: str | torch.device = "cpu",
         folders, tok_dir = [run_dir], run_dir.parent
     else:
         folders, tok_dir = [s.path for s in list_saves(run_dir)], run_dir
-        if not folders and (run_dir / BEST / META_FILE).exists():
-            folders = [run_dir / BEST]
+        if (run_dir / BEST / META_FILE).exists():  # the last resort when every rolling save is damaged
+            folders.append(run_dir / BEST)
     if not folders:
         raise CheckpointError(f"{run_dir}: no save found (train one first: babyllm train --run-dir {run_dir})")
     tokenizer = load_tokenizer(tok_dir)

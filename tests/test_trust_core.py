@@ -93,3 +93,76 @@ def test_sampling_returns_a_token_for_any_logits(logits, settings):
         assert 0 <= token < logits.shape[0]
         if logits.isfinite().any() and not logits.isnan().any() and not logits.isinf().any():
             assert logits[token] > -1e8 or settings.temperature > 1  # the huge-logit token wins when cold
+
+
+# --- group 5: reading a run is total ----------------------------------------------------------------
+
+
+@pytest.fixture
+def trained_run(make_cfg, tmp_path):
+    """A run with rolling saves at steps 4 and 8 and a best/ (validation every 4 steps)."""
+    run = tmp_path / "run"
+    cfg = make_cfg("train.steps=8", "train.save_every=4", "train.eval_every=4", "train.keep=3")
+    assert Tutor(cfg, run, say=lambda m: None).run() == "finished"
+    return run, cfg
+
+
+def _edit_meta(folder, change):
+    meta = json.loads((folder / "meta.json").read_text())
+    change(meta)
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("change", [
+    lambda m: m.update(step="8"),
+    lambda m: m.update(tokens=[1]),
+    lambda m: m.update(config=["model"]),
+    lambda m: m.update(files={"model.safetensors": "abc"}),
+    lambda m: m.update(best_val_loss="low"),
+    lambda m: m.update(python_rng={"a": 1}),
+    lambda m: m["config"].update(model="tiny"),
+])
+def test_a_meta_with_odd_types_is_a_damaged_save_and_the_older_one_is_used(trained_run, change):
+    run, cfg = trained_run
+    newest = soul.list_saves(run)[0].path
+    _edit_meta(newest, change)
+    said = []
+    _, _, _, step = soul.load_for_inference(run, say=said.append)
+    assert step == 4 and str(newest / "meta.json") in said[0]
+    tutor = Tutor(cfg, run, resume=True, say=lambda m: None)
+    try:
+        assert tutor.step_count == 4
+    finally:
+        tutor.close()
+
+
+def test_deeply_nested_meta_is_a_damaged_save(trained_run):
+    run, _ = trained_run
+    newest = soul.list_saves(run)[0].path
+    (newest / "meta.json").write_text("[" * 100_000 + "]" * 100_000)
+    said = []
+    assert soul.load_for_inference(run, say=said.append)[3] == 4
+    assert "meta.json: damaged" in said[0]
+
+
+def test_sizes_are_checked_before_a_weight_file_is_read(trained_run, monkeypatch):
+    run, _ = trained_run
+    newest = soul.list_saves(run)[0].path
+    with open(newest / "model.safetensors", "r+b") as fh:
+        fh.truncate(2 * 1024**3)  # sparse 2 GB
+    read = []
+    real = type(newest).read_bytes
+    monkeypatch.setattr(type(newest), "read_bytes", lambda self: read.append(self.name) or real(self))
+    said = []
+    assert soul.load_for_inference(run, say=said.append)[3] == 4
+    assert "wrong size" in said[0] and read.count("model.safetensors") == 1  # only the good save's
+
+
+def test_chat_and_sample_use_best_when_every_rolling_save_is_damaged(trained_run):
+    run, _ = trained_run
+    for info in soul.list_saves(run):
+        (info.path / "model.safetensors").write_bytes(b"junk")
+    said = []
+    _, _, _, step = soul.load_for_inference(run, say=said.append)
+    assert step == json.loads((run / "best" / "meta.json").read_text())["step"]
+    assert any("best" in m for m in said)
