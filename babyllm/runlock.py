@@ -1,4 +1,4 @@
-"""One owner per run directory: an OS lock (fcntl.flock) on ``RUN_DIR/.lock`` naming pid and host.
+"""One owner per run directory: an OS lock (fcntl.flock) on ``RUN_DIR/train.lock`` naming pid and host.
 
 Taken by whoever trains (``babyllm train``, the cockpit's Tutor, torchrun's rank 0) for as long as it
 trains; viewers, chat and sample never take it. The kernel drops a flock when its holder dies (even by
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from babyllm.errors import BabyError
 
-LOCK_FILE = ".lock"
+LOCK_FILE = "train.lock"
 
 
 class RunLocked(BabyError):

@@ -46,7 +46,7 @@ def test_a_lock_left_by_a_killed_process_never_blocks(tmp_path):
         os.kill(os.getpid(), signal.SIGKILL)
     """)
     subprocess.run([sys.executable, "-c", code], check=False)
-    assert "pid" in (tmp_path / ".lock").read_text()  # the stale file is still there, naming the dead pid
+    assert "pid" in (tmp_path / "train.lock").read_text()  # the stale file is still there, naming the dead pid
     RunLock(tmp_path).acquire().release()
 
 
