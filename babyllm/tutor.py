@@ -50,7 +50,7 @@ from torch.nn.utils import clip_grad_norm_
 from babyllm import distributed, gemm, soul
 from babyllm.config import Config
 from babyllm.counsellor import Counsellor, cuda_sync
-from babyllm.errors import BabyError, CheckpointError
+from babyllm.errors import BabyError, CheckpointError, ConfigError
 from babyllm.librarian import Librarian
 from babyllm.model import BabyLLM, next_token_loss
 from babyllm.runtime import autocast, pick_device
@@ -66,6 +66,10 @@ PARTS = ("embed", "neurons", "windows", "memory1", "memory2", "logits")
 TIMINGS = ("t_data", "t_forward", "t_backward", "t_optimizer", "t_stats")
 
 
+METRICS_FILE = "metrics.jsonl"
+EVENTS_FILE = "events.jsonl"
+
+
 def _print_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -76,6 +80,21 @@ def lr_multiplier(step: int, warmup: int, total: int, lr: float, min_lr: float) 
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return (min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))) / lr
+
+
+def _open_log(path: Path, mode: str) -> Any:
+    """Open a JSON-lines log for appending ("a") or afresh ("w"); a torn last line (a crash or a full disk
+    mid-write) is cut first, so the next line never glues onto it. Failure is one line naming the file."""
+    try:
+        if mode == "a" and path.exists():
+            with open(path, "rb+") as fh:
+                data = fh.read()
+                if data and not data.endswith(b"\n"):
+                    fh.truncate(data.rfind(b"\n") + 1)
+        return open(path, mode, encoding="utf-8")  # noqa: SIM115 - kept open until close()
+    except OSError as e:
+        raise BabyError(f"{path}: cannot open for writing ({e.strerror or e}); free space or fix permissions "
+                        "(the run's saves are intact)") from None
 
 
 def _finite(x: float) -> bool:
@@ -115,6 +134,8 @@ class Tutor:
         self.publish_every = publish_every
         self._publish_cb = publish
         t = cfg.train
+        if not 0 <= t.seed < 2**63:  # torch's generators take 64 bits; say so rather than overflow
+            raise ConfigError(f"train.seed {t.seed}: must be a whole number from 0 to {2**63 - 1}")
         if world_size > 1 and distributed.world_size() != world_size:
             raise BabyError(f"world_size {world_size} needs torch.distributed set up with that many ranks "
                             "(babyllm.distributed.init_from_env under torchrun)")
@@ -166,7 +187,7 @@ class Tutor:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             soul.clean_temp(self.run_dir)
-            self._events_file = open(self.run_dir / "events.jsonl", mode, encoding="utf-8")  # noqa: SIM115
+            self._events_file = _open_log(self.run_dir / EVENTS_FILE, mode)
         sync = cuda_sync(self.device)
         self.counsellor = Counsellor(enabled=True, log_path=self.run_dir / "debug.log" if self.is_main else None,
                                      sync=sync)
@@ -226,7 +247,7 @@ class Tutor:
                 output_device=self.device.index if cuda else None)  # (no buffers to broadcast)
         self._forward_fn = torch.compile(self._forward) if t.compile else self._forward
         if self.is_main:
-            self._metrics = open(self.run_dir / "metrics.jsonl", mode, encoding="utf-8")  # noqa: SIM115
+            self._metrics = _open_log(self.run_dir / METRICS_FILE, mode)
         self._snapshot = self._make_snapshot()
 
     # --- set-up helpers -------------------------------------------------------------------------
@@ -569,6 +590,7 @@ class Tutor:
             elif what == "resume" and self._state in ("paused", "alarm"):
                 if self._state == "alarm":
                     self._event("info", "resumed after the alarm (the bad step was not applied)")
+                    self._reopen_logs()
                 self._alarm = self._error = None
                 self._set_state("running")
             elif what == "save":
@@ -665,11 +687,8 @@ class Tutor:
         self.history.add(int(stats["step"]), stats)
         if self._metrics is not None:
             clean = {k: (v if _finite(v) else None) for k, v in stats.items()}
-            self._metrics.write(json.dumps(clean) + "\n")
             now = time.monotonic()
-            if now - self._last_flush >= METRICS_FLUSH_S:
-                self._metrics.flush()
-                self._last_flush = now
+            self._write_log("_metrics", json.dumps(clean) + "\n", flush=now - self._last_flush >= METRICS_FLUSH_S)
 
     def _event(self, kind: str, message: str) -> None:
         ev = Event(self.step_count, kind, message)
@@ -677,23 +696,55 @@ class Tutor:
         self._event_count += 1
         if hasattr(self, "counsellor"):
             self.counsellor.log(f"event {kind} step {ev.step}: {message}")
-        if self._events_file is not None:
-            self._events_file.write(json.dumps({"step": ev.step, "kind": kind, "message": message,
-                                                "time": ev.time}) + "\n")
-            self._events_file.flush()
-        if self._metrics is not None:
-            self._metrics.flush()
-            self._last_flush = time.monotonic()
+        self._write_log("_events_file", json.dumps({"step": ev.step, "kind": kind, "message": message,
+                                                    "time": ev.time}) + "\n", flush=True)
+        self._write_log("_metrics", "", flush=True)
         if hasattr(self, "_snapshot"):
             self._maybe_publish(force=True)
 
     def _set_state(self, state: str) -> None:
         if state != self._state:
             self._state = state
-            if self._metrics is not None:
-                self._metrics.flush()
-                self._last_flush = time.monotonic()
+            self._write_log("_metrics", "", flush=True)
             self._maybe_publish(force=True)
+
+    def _write_log(self, attr: str, text: str, flush: bool) -> None:
+        """Append to one of the run's logs; a failed write (a full disk) drops that log and raises the alarm."""
+        f = getattr(self, attr)
+        if f is None:
+            return
+        try:
+            if text:
+                f.write(text)
+            if flush:
+                f.flush()
+                if attr == "_metrics":
+                    self._last_flush = time.monotonic()
+        except OSError as e:
+            setattr(self, attr, None)
+            try:
+                f.close()
+            except OSError:
+                pass
+            self._log_failed(Path(f.name).name, e)
+
+    def _log_failed(self, name: str, e: OSError) -> None:
+        saved = (f"the last save ({self.last_save_path.name}) is intact" if self.last_save_path is not None
+                 else "no save was written yet")
+        msg = f"step {self.step_count}: writing {name} failed ({e.strerror or e}); {saved}; training paused"
+        self._error = msg
+        self._event("alarm", msg)
+        if self._state in ("running", "paused", "starting"):
+            self._set_state("alarm")
+
+    def _reopen_logs(self) -> None:
+        """After an alarm: reopen a log that failed (once the user has freed space), cutting a torn line."""
+        for attr, name in (("_metrics", METRICS_FILE), ("_events_file", EVENTS_FILE)):
+            if self.is_main and getattr(self, attr) is None:
+                try:
+                    setattr(self, attr, _open_log(self.run_dir / name, "a"))
+                except BabyError as e:
+                    self._event("error", str(e))
 
     def _make_snapshot(self) -> Snapshot:
         return Snapshot(
@@ -718,8 +769,10 @@ class Tutor:
         """Flush and close the run's files (run() does this on the way out)."""
         for f in (self._metrics, self._events_file):
             if f is not None and not f.closed:
-                f.flush()
-                f.close()
+                try:
+                    f.close()  # (flushes)
+                except OSError:  # a full disk at the very end: the saves are what matter, and are intact
+                    pass
         self._metrics = self._events_file = None
         if hasattr(self, "counsellor"):
             self.counsellor.close()

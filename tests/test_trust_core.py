@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import pytest
 import torch
@@ -166,3 +168,97 @@ def test_chat_and_sample_use_best_when_every_rolling_save_is_damaged(trained_run
     _, _, _, step = soul.load_for_inference(run, say=said.append)
     assert step == json.loads((run / "best" / "meta.json").read_text())["step"]
     assert any("best" in m for m in said)
+
+
+# --- group 4: every write can fail without a traceback ----------------------------------------------
+
+
+class _FullAfter:
+    """A file wrapper whose writes and flushes fail with ENOSPC once `armed` is set."""
+
+    def __init__(self, f, armed):
+        self._f, self._armed, self.name = f, armed, f.name
+
+    def write(self, text):
+        if self._armed[0]:
+            self._f.write(text[: len(text) // 2])  # a torn half-line reaches the buffer
+            raise OSError(28, "No space left on device")
+        return self._f.write(text)
+
+    def flush(self):
+        if self._armed[0]:
+            raise OSError(28, "No space left on device")
+        self._f.flush()
+
+    def close(self):
+        self._f.close()
+
+    @property
+    def closed(self):
+        return self._f.closed
+
+
+@pytest.mark.parametrize("which", ["_metrics", "_events_file"])
+def test_a_full_disk_while_logging_raises_the_alarm_and_keeps_the_last_save(make_cfg, tmp_path, which):
+    run = tmp_path / "run"
+    t = Tutor(make_cfg("train.save_every=3", "train.eval_every=1000"), run, say=lambda m: None)
+    armed = [False]
+    setattr(t, which, _FullAfter(getattr(t, which), armed))
+    result = []
+    th = threading.Thread(target=lambda: result.append(t.run()))
+    th.start()
+    try:
+        deadline = time.monotonic() + 30
+        while t.last_save_path is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        armed[0] = True
+        while t.state != "alarm" and th.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        snap = t.snapshot()
+        assert snap.state == "alarm", snap
+        assert "No space left on device" in snap.error and "is intact" in snap.error
+        assert ".jsonl" in snap.error
+    finally:
+        t.stop()
+        th.join(30)
+    assert result == ["alarm"]
+    assert soul.load_for_inference(run)[3] >= 3  # the last save still reads
+
+
+def test_a_torn_last_line_is_cut_before_appending(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    cfg = make_cfg("train.steps=3")
+    assert Tutor(cfg, run, say=lambda m: None).run() == "finished"
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write('{"step": 4, "lo')
+    cfg = make_cfg("train.steps=5")
+    assert Tutor(cfg, run, resume=True, say=lambda m: None).run() == "finished"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+
+
+def test_a_read_only_run_dir_on_resume_is_one_line(make_cfg, tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root can write into read-only folders")
+    run = tmp_path / "run"
+    assert Tutor(make_cfg("train.steps=2"), run, say=lambda m: None).run() == "finished"
+    run.chmod(0o555)
+    try:
+        with pytest.raises(BabyError, match="not writable"):
+            Tutor(make_cfg("train.steps=4"), run, resume=True, say=lambda m: None)
+    finally:
+        run.chmod(0o755)
+
+
+def test_a_seed_out_of_range_is_one_line(make_cfg, tmp_path):
+    with pytest.raises(BabyError, match=r"train.seed 99999999999999999999: must be a whole number"):
+        Tutor(make_cfg("train.seed=99999999999999999999"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_debug_log_that_cannot_be_written_never_stops_training(tmp_path):
+    from babyllm.counsellor import Counsellor
+    (tmp_path / "debug.log").mkdir()  # opening it for appending fails
+    c = Counsellor(enabled=True, log_path=tmp_path / "debug.log")
+    c.log("hello")
+    c.close()
