@@ -72,6 +72,22 @@ class History:
                     series = self._series[name] = deque(maxlen=self._maxlen)
                 series.append((step, v))
 
+    def rewind(self, step: int) -> None:
+        """Drop every point at `step` or later (a rollback or resume went back before it)."""
+        with self._lock:
+            for series in self._series.values():
+                while series and series[-1][0] >= step:
+                    series.pop()
+
+    def rows(self, last: int) -> list[dict[str, float]]:
+        """The last `last` steps as one stats dict each, oldest first (to prime a reader's own windows)."""
+        with self._lock:
+            merged: dict[int, dict[str, float]] = {}
+            for name, series in self._series.items():
+                for step, v in list(series)[-last:]:
+                    merged.setdefault(step, {})[name] = v
+        return [merged[s] for s in sorted(merged)[-last:]]
+
     def names(self) -> list[str]:
         with self._lock:
             return list(self._series)

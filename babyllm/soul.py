@@ -165,13 +165,32 @@ def resolve_run_dir(
     return d
 
 
+_ASIDE = re.compile(r"^\.(.+)\.(tmp|old)-\d+$")
+
+
 def clean_temp(run_dir: Path) -> None:
-    """Remove half-written save folders left by a crash (never a finished save)."""
+    """Tidy up after a crash mid-save: half-written temp folders go; a finished save that was moved aside
+    to be replaced (``.best.old-PID``) is put back when its replacement never arrived (never the only copy)."""
     if not Path(run_dir).is_dir():
         return
-    for p in Path(run_dir).iterdir():
-        if p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    for p in sorted(Path(run_dir).iterdir()):
+        m = _ASIDE.match(p.name)
+        if not m:
+            continue
+        dest = p.parent / m.group(1)
+        if m.group(2) == "old" and not dest.exists():
+            os.replace(p, dest)  # the crash came between moving the old one aside and renaming the new one in
+            continue
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def saved_best_val(run_dir: Path) -> float | None:
+    """The validation loss best/ was saved with (None when there is no readable best/)."""
+    try:
+        val = read_meta(Path(run_dir) / BEST).get("val_loss")
+    except CheckpointError:
+        return None
+    return float(val) if _is_number(val) else None
 
 
 # --- atomic writing -------------------------------------------------------------------------------

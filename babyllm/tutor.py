@@ -66,6 +66,7 @@ PARTS = ("embed", "neurons", "windows", "memory1", "memory2", "logits")
 TIMINGS = ("t_data", "t_forward", "t_backward", "t_optimizer", "t_stats")
 
 
+HISTORY_TAIL_BYTES = 32 << 20  # a resume rebuilds History from at most this much of metrics.jsonl
 METRICS_FILE = "metrics.jsonl"
 EVENTS_FILE = "events.jsonl"
 
@@ -95,6 +96,37 @@ def _open_log(path: Path, mode: str) -> Any:
     except OSError as e:
         raise BabyError(f"{path}: cannot open for writing ({e.strerror or e}); free space or fix permissions "
                         "(the run's saves are intact)") from None
+
+
+def read_jsonl(path: Path, tail_bytes: int = HISTORY_TAIL_BYTES) -> list[dict[str, Any]]:
+    """The JSON objects in the last `tail_bytes` of a JSON-lines log; torn or damaged lines are skipped."""
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, 2)
+            fh.seek(max(0, size - tail_bytes))
+            data = fh.read()
+    except OSError:
+        return []
+    lines = data.split(b"\n")
+    if size > tail_bytes:
+        lines = lines[1:]  # the tail of a line that began before where reading began
+    out = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
 def _finite(x: float) -> bool:
@@ -220,7 +252,9 @@ class Tutor:
 
         self.val_loss = math.nan
         self.best_val = math.inf
+        self.best_val_step = 0  # the validation step that gave best_val
         self._losses: deque[float] = deque(maxlen=1000)
+        self._discarded_steps = False
         self._slow: dict[str, float] | None = None
         self._last_stats: dict[str, float] = {}
         self._sample: Sample | None = None
@@ -235,6 +269,7 @@ class Tutor:
                 distributed.agree_setup(lambda: None)
             self.last_saved_step = loaded.step
             self.last_save_path = loaded.path
+            self._discarded_steps = self.is_main and self._rebuild_history(loaded.step)
             self._event("info", f"resumed from {loaded.path.name} (step {loaded.step})")
         # The module training steps run through (sharing self.model's parameters): DistributedDataParallel
         # on several ranks (its construction checks the ranks' parameters agree), then torch.compile'd
@@ -248,6 +283,9 @@ class Tutor:
         self._forward_fn = torch.compile(self._forward) if t.compile else self._forward
         if self.is_main:
             self._metrics = _open_log(self.run_dir / METRICS_FILE, mode)
+            if resume and self._discarded_steps:  # steps logged after the save resumed from are discarded: say so
+                self._write_log("_metrics", json.dumps({"rollback_to": self.step_count, "time": time.time()})
+                                + "\n", flush=True)
         self._snapshot = self._make_snapshot()
 
     # --- set-up helpers -------------------------------------------------------------------------
@@ -408,11 +446,15 @@ class Tutor:
         val = self.validate()
         self.val_loss = val
         if _finite(val) and val < self.best_val:
-            self.best_val = val
+            self.best_val, self.best_val_step = val, self.step_count
             self._event("val", f"val loss {val:.4f} (new best)")
-            self._save("best")
+            on_disk = soul.saved_best_val(self.run_dir)  # best/ may hold a better model from another branch
+            if on_disk is None or val < on_disk:
+                self._save("best")
+            else:
+                self.counsellor.log(f"best/ kept: its val {on_disk:.4f} beats this branch's {val:.4f}")
         else:
-            self._event("val", f"val loss {val:.4f} (best {self.best_val:.4f})")
+            self._event("val", f"val loss {val:.4f} (best {self.best_val:.4f} @{self.best_val_step})")
 
     @torch.no_grad()
     def make_sample(self) -> Sample:
@@ -450,6 +492,7 @@ class Tutor:
             "tokenizer_digest": self._tokenizer_digest,
             "val_loss": self.val_loss if _finite(self.val_loss) else None,
             "best_val_loss": self.best_val if _finite(self.best_val) else None,
+            "best_val_step": self.best_val_step,
             "python_rng": [py_state[0], list(py_state[1]), py_state[2]],
             "world_size": self.world_size,
         }
@@ -527,9 +570,37 @@ class Tutor:
         self.tokens = int(meta.get("tokens", 0))
         self.val_loss = meta["val_loss"] if meta.get("val_loss") is not None else math.nan
         self.best_val = meta["best_val_loss"] if meta.get("best_val_loss") is not None else math.inf
+        self.best_val_step = int(meta.get("best_val_step") or 0)
         self._losses = deque(st["losses"].tolist(), maxlen=1000)
         self._slow = None
         self._alarm = None
+
+    def _rebuild_history(self, step: int) -> bool:
+        """After a resume: History and the recent events from the run's logs, up to `step` (the live branch).
+
+        Returns whether the metrics log holds live-looking steps after `step` (a branch now discarded)."""
+        beyond = False
+        for rec in read_jsonl(self.run_dir / METRICS_FILE):
+            if "rollback_to" in rec:
+                if _is_whole(rec["rollback_to"]):
+                    self.history.rewind(int(rec["rollback_to"]) + 1)
+                    beyond = beyond and rec["rollback_to"] > step
+                continue
+            at = rec.get("step")
+            if not _is_whole(at) or at > step:
+                beyond = beyond or _is_whole(at)
+                continue
+            self.history.rewind(int(at))  # a step logged twice (an older resume): the later line wins
+            self.history.add(int(at), {k: (math.nan if v is None else float(v)) for k, v in rec.items()
+                                       if k != "time" and (v is None or _is_real(v))})
+        for rec in read_jsonl(self.run_dir / EVENTS_FILE)[-RECENT_EVENTS:]:
+            try:
+                self._events.append(Event(int(rec["step"]), str(rec["kind"]), str(rec["message"]),
+                                          float(rec.get("time", 0.0))))
+            except (KeyError, TypeError, ValueError):
+                continue
+        self._event_count = len(self._events)
+        return beyond
 
     def _rollback(self) -> None:
         try:
@@ -539,6 +610,9 @@ class Tutor:
             self._event("error", f"rollback failed: {e}")
             return
         self._error = None
+        self.history.rewind(loaded.step + 1)  # the plots keep only the live branch
+        self._write_log("_metrics", json.dumps({"rollback_to": loaded.step, "time": time.time()}) + "\n",
+                        flush=True)
         self._event("info", f"rolled back to {loaded.path.name} (step {loaded.step}); paused")
         self._set_state("paused")
 
@@ -687,6 +761,7 @@ class Tutor:
         self.history.add(int(stats["step"]), stats)
         if self._metrics is not None:
             clean = {k: (v if _finite(v) else None) for k, v in stats.items()}
+            clean["time"] = time.time()  # wall clock (seconds since the epoch) when the step was recorded
             now = time.monotonic()
             self._write_log("_metrics", json.dumps(clean) + "\n", flush=now - self._last_flush >= METRICS_FLUSH_S)
 

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -234,7 +235,7 @@ def test_a_torn_last_line_is_cut_before_appending(make_cfg, tmp_path):
     cfg = make_cfg("train.steps=5")
     assert Tutor(cfg, run, resume=True, say=lambda m: None).run() == "finished"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]  # no rollback record: nothing was discarded
 
 
 def test_a_read_only_run_dir_on_resume_is_one_line(make_cfg, tmp_path):
@@ -262,3 +263,68 @@ def test_a_debug_log_that_cannot_be_written_never_stops_training(tmp_path):
     c = Counsellor(enabled=True, log_path=tmp_path / "debug.log")
     c.log("hello")
     c.close()
+
+
+# --- group 8: history stays honest ------------------------------------------------------------------
+
+
+def test_a_resume_rebuilds_history_and_events_from_the_live_branch(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    cfg = make_cfg("train.steps=6", "train.save_every=4", "train.eval_every=100", "train.keep=3")
+    t = Tutor(cfg, run, say=lambda m: None)
+    assert t.run() == "finished"  # saves at 4 and 6
+    shutil.rmtree(run / "save-00000006")  # as if killed before the last save: steps 5-6 are discarded
+    t2 = Tutor(make_cfg("train.steps=8", "train.eval_every=100"), run, resume=True, say=lambda m: None)
+    try:
+        steps, _ = t2.history.series("loss")
+        assert steps == [1, 2, 3, 4]
+        kinds = [e.kind for e in t2.snapshot().events]
+        assert "save" in kinds and t2.snapshot().event_count >= len(kinds)
+        assert t2.run() == "finished"
+    finally:
+        t2.close()
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {"rollback_to": 4} == {k: v for k, v in rows[6].items() if k != "time"}
+    assert all(isinstance(r["time"], float) for r in rows)  # wall clock on every row
+    t3 = Tutor(make_cfg("train.steps=8"), run, resume=True, say=lambda m: None)
+    try:
+        assert t3.history.series("loss")[0] == list(range(1, 9))  # the discarded 5-6 are cut, 5-8 live
+    finally:
+        t3.close()
+
+
+def test_best_val_names_its_step_and_a_worse_branch_never_replaces_best(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    t = Tutor(make_cfg("train.steps=6", "train.eval_every=3", "train.save_every=3"), run, say=lambda m: None)
+    assert t.run() == "finished"
+    best = json.loads((run / "best" / "meta.json").read_text())
+    assert best["best_val_step"] == best["step"] == t.best_val_step and best["step"] in (3, 6)
+    _edit_meta(run / "best", lambda m: m.update(val_loss=0.001))  # a far better best from another branch
+    t2 = Tutor(make_cfg("train.steps=9", "train.eval_every=3"), run, resume=True, say=lambda m: None)
+    t2.best_val = math.inf  # this branch thinks anything is a new best
+    assert t2.run() == "finished"
+    assert json.loads((run / "best" / "meta.json").read_text())["val_loss"] == 0.001
+
+
+@pytest.mark.parametrize("name", ["best", "checkpoint-00000004"])
+def test_a_crash_while_replacing_a_save_never_loses_it(trained_run, name):
+    run, cfg = trained_run
+    folder = run / name
+    if not folder.exists():
+        soul.write_folder(folder, {"x": b"1"}, {"step": 4})
+    aside = run / f".{name}.old-12345"
+    os.replace(folder, aside)  # killed between moving the old one aside and renaming the new one in
+    (run / f".{name}.tmp-12345").mkdir()  # and the half-written new one
+    soul.clean_temp(run)
+    assert folder.is_dir() and not aside.exists() and not (run / f".{name}.tmp-12345").exists()
+
+
+def test_history_rewind_keeps_only_the_live_branch():
+    from babyllm.snapshot import History
+    h = History()
+    for s in range(1, 11):
+        h.add(s, {"loss": float(s)})
+    h.rewind(6)
+    h.add(6, {"loss": 0.5})
+    assert h.series("loss")[0] == [1, 2, 3, 4, 5, 6]
+    assert h.rows(2) == [{"loss": 5.0}, {"loss": 0.5}]
