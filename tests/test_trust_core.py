@@ -328,3 +328,16 @@ def test_history_rewind_keeps_only_the_live_branch():
     h.add(6, {"loss": 0.5})
     assert h.series("loss")[0] == [1, 2, 3, 4, 5, 6]
     assert h.rows(2) == [{"loss": 5.0}, {"loss": 0.5}]
+
+
+def test_best_val_at_step_is_the_validation_step_even_when_thinned():
+    from babyllm.snapshot import History
+    h = History()
+    val = math.nan
+    for s in range(1, 3001):
+        if s % 500 == 0:
+            val = 5.0 - s / 1000
+        h.add(s, {"loss": 1.0, "val_loss": val})
+    steps, values = h.series("val_loss", 100)
+    assert steps[1:] == [500, 1000, 1500, 2000, 2500, 3000]
+    assert min(zip(values[1:], steps[1:])) == (2.0, 3000)
