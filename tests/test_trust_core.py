@@ -341,3 +341,27 @@ def test_best_val_at_step_is_the_validation_step_even_when_thinned():
     steps, values = h.series("val_loss", 100)
     assert steps[1:] == [500, 1000, 1500, 2000, 2500, 3000]
     assert min(zip(values[1:], steps[1:])) == (2.0, 3000)
+
+
+def test_the_cockpit_primes_its_bands_from_a_resumed_history():
+    from types import SimpleNamespace
+
+    from babyllm.snapshot import History
+    from tui.app import CockpitApp
+    h = History()
+    for s in range(1, 101):
+        h.add(s, {"step": float(s), "loss": 5.0 - s / 100})
+    app = CockpitApp(tutor=SimpleNamespace(history=h, snapshot=lambda: None), handle_signals=False)
+    app._prime_from_history()
+    assert app.calligraphist.records("loss") == (pytest.approx(4.01), pytest.approx(4.99))
+
+
+def test_the_viewer_cuts_a_discarded_branch_at_a_rollback_record(tmp_path):
+    from tui.watch import Watcher
+    rows = [{"step": s, "loss": 1.0} for s in range(1, 7)] + [{"rollback_to": 4, "time": 1.0}]
+    rows += [{"step": s, "loss": 2.0} for s in (5,)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 6, "lo')
+    w = Watcher(tmp_path)
+    w.poll_once()
+    assert w.history.series("loss")[0] == [1, 2, 3, 4, 5]
+    assert w.history.series("loss")[1][-1] == 2.0
