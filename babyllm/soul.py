@@ -179,7 +179,10 @@ def clean_temp(run_dir: Path) -> None:
             continue
         dest = p.parent / m.group(1)
         if m.group(2) == "old" and not dest.exists():
-            os.replace(p, dest)  # the crash came between moving the old one aside and renaming the new one in
+            try:  # the crash came between moving the old one aside and renaming the new one in
+                os.replace(p, dest)
+            except OSError:
+                pass  # left as it is (never deleted): the next start tries again
             continue
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 

@@ -365,3 +365,42 @@ def test_the_viewer_cuts_a_discarded_branch_at_a_rollback_record(tmp_path):
     w.poll_once()
     assert w.history.series("loss")[0] == [1, 2, 3, 4, 5]
     assert w.history.series("loss")[1][-1] == 2.0
+
+
+# --- a real full disk (a 3 MB tmpfs; skipped where mounting is not allowed) -------------------------
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    d = tmp_path / "disk"
+    d.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(d)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def test_a_full_disk_never_gives_a_traceback_and_keeps_the_last_save(make_cfg, tiny_disk):
+    run = tiny_disk / "run"
+    cfg = make_cfg("train.steps=100000", "train.save_every=5", "train.eval_every=50")
+    t = Tutor(cfg, run, say=lambda m: None)
+    (tiny_disk / "filler").write_bytes(b"\0" * (2 << 20))  # leave under 1 MB: full within seconds
+    result = []
+    th = threading.Thread(target=lambda: result.append(t.run()))
+    th.start()
+    deadline = time.monotonic() + 60
+    while t.state != "alarm" and th.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    t.stop()
+    th.join(30)
+    assert result == ["alarm"], t.snapshot().error
+    assert "is intact" in t.snapshot().error
+    assert soul.load_for_inference(run)[3] == t.last_saved_step  # the last save reads back
+    for line in (run / "metrics.jsonl").read_text().splitlines()[:-1]:
+        json.loads(line)  # only the last line may be torn
+    try:  # resuming while still full: it works, or says in one line why not
+        Tutor(make_cfg("train.steps=100000"), run, resume=True, say=lambda m: None).close()
+    except BabyError as e:
+        assert "\n" not in str(e)
