@@ -67,3 +67,20 @@ def _read_holder(fd: int) -> str:
     except OSError:
         text = ""
     return text or "another process (pid unknown)"
+
+
+def check_free(run_dir: Path) -> None:
+    """Raise RunLocked if a live process trains `run_dir` now (a look only: nothing is created or kept)."""
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # no lock file (or unreadable): nobody we can name; acquire() is the real test
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            raise RunLocked(f"{path.parent}: already being trained by {_read_holder(fd)}; "
+                            "stop that one first, or watch it with --watch") from None
+    finally:
+        os.close(fd)

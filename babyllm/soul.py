@@ -40,6 +40,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from tokenizers import Tokenizer
 
+from babyllm import runlock
 from babyllm.config import Config, _apply_table, validate
 from babyllm.errors import BabyError, CheckpointError, ConfigError
 from babyllm.librarian import atomic_write_bytes, tokenizer_digest
@@ -123,8 +124,11 @@ def make_run_dir(run_dir: Path) -> None:
                         "train a copy of it (its saves are untouched)")
 
 
-def check_run_dir(run_dir: Path, resume: bool) -> None:
-    """A new run must not overwrite saves; a resumed run needs one."""
+def check_run_dir(run_dir: Path, resume: bool, owner: bool = False) -> None:
+    """A new run must not overwrite saves; a resumed run needs one; a run being trained is named as such
+    (`owner`: the caller holds the run's lock itself)."""
+    if not owner:
+        runlock.check_free(run_dir)
     step = latest_step(run_dir)
     if not resume and step is not None:
         raise BabyError(

@@ -204,7 +204,7 @@ class Tutor:
             if self.is_main:  # one owner per run: taken before anything in the run directory is touched
                 soul.make_run_dir(self.run_dir)
                 self._lock = RunLock(self.run_dir).acquire()
-                soul.check_run_dir(self.run_dir, resume)
+                soul.check_run_dir(self.run_dir, resume, owner=True)
             self._build(resume)
         except BaseException:
             self.close()

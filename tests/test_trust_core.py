@@ -404,3 +404,13 @@ def test_a_full_disk_never_gives_a_traceback_and_keeps_the_last_save(make_cfg, t
         Tutor(make_cfg("train.steps=100000"), run, resume=True, say=lambda m: None).close()
     except BabyError as e:
         assert "\n" not in str(e)
+
+
+def test_choosing_a_run_that_is_being_trained_names_the_holder_first(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    with RunLock(run):
+        for resume in (True, False):  # before "no save to resume from" or "already has a save"
+            with pytest.raises(RunLocked, match="already being trained by pid"):
+                soul.resolve_run_dir(None, run, resume, "tiny")
+    assert soul.resolve_run_dir(None, run, False, "tiny") == run
