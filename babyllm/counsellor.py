@@ -130,19 +130,28 @@ class Counsellor:
         stamp = datetime.now().isoformat(sep=" ", timespec="milliseconds")
         line = f"{stamp} [{threading.current_thread().name}] {msg}\n"
         with self._lock:
-            if self._log_file is None:
-                self.log_path.parent.mkdir(parents=True, exist_ok=True)
-                # Line-buffered so a crash still leaves every logged line on disk.
-                self._log_file = open(  # noqa: SIM115 - kept open until close()
-                    self.log_path, "a", buffering=1, encoding="utf-8")
-            self._log_file.write(line)
+            try:
+                if self._log_file is None:
+                    self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                    # Line-buffered so a crash still leaves every logged line on disk.
+                    self._log_file = open(  # noqa: SIM115 - kept open until close()
+                        self.log_path, "a", buffering=1, encoding="utf-8")
+                self._log_file.write(line)
+            except OSError:  # a full disk or read-only folder: the debug log is best effort, never fatal
+                self._drop_file()
+
+    def _drop_file(self) -> None:
+        if self._log_file is not None:
+            try:
+                self._log_file.close()
+            except OSError:
+                pass
+            self._log_file = None
 
     def close(self) -> None:
         """Close the debug log; a later ``log`` reopens it in append mode."""
         with self._lock:
-            if self._log_file is not None:
-                self._log_file.close()
-                self._log_file = None
+            self._drop_file()
 
     def __enter__(self) -> Self:
         return self

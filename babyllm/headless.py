@@ -215,7 +215,7 @@ def _watch(tutor: Any, cfg: Config, show: _Printer, signals_seen: list[Any]) -> 
             line.append(f" · {name} ")
             line.append_text(calli.text(key, stats[key]))
     if math.isfinite(tutor.best_val):
-        line.append(f" · best val {tutor.best_val:.4f}")
+        line.append(f" · best val {tutor.best_val:.4f} @{tutor.best_val_step}")
     show(line)
     if tutor.last_save_path is not None and tutor.last_saved_step == tutor.step_count:
         show(f"saved step {tutor.last_saved_step} to {tutor.last_save_path}", style="green")

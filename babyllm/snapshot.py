@@ -59,6 +59,10 @@ class Snapshot:
 class History:
     """Bounded, thread-safe series of (step, value) per stat name, with downsampling for plots."""
 
+    # Stats that change only at a validation and are repeated on every step in between: kept only where
+    # they change, so the series is the validations themselves and "best @step" is a validation step.
+    STEPWISE = ("val_loss", "perplexity")
+
     def __init__(self, maxlen: int = 20_000) -> None:
         self._maxlen = maxlen
         self._series: dict[str, deque[tuple[int, float]]] = {}
@@ -70,7 +74,25 @@ class History:
                 series = self._series.get(name)
                 if series is None:
                     series = self._series[name] = deque(maxlen=self._maxlen)
+                elif name in self.STEPWISE and series and _same(series[-1][1], v):
+                    continue
                 series.append((step, v))
+
+    def rewind(self, step: int) -> None:
+        """Drop every point at `step` or later (a rollback or resume went back before it)."""
+        with self._lock:
+            for series in self._series.values():
+                while series and series[-1][0] >= step:
+                    series.pop()
+
+    def rows(self, last: int) -> list[dict[str, float]]:
+        """The last `last` steps as one stats dict each, oldest first (to prime a reader's own windows)."""
+        with self._lock:
+            merged: dict[int, dict[str, float]] = {}
+            for name, series in self._series.items():
+                for step, v in list(series)[-last:]:
+                    merged.setdefault(step, {})[name] = v
+        return [merged[s] for s in sorted(merged)[-last:]]
 
     def names(self) -> list[str]:
         with self._lock:
@@ -86,6 +108,10 @@ class History:
         steps = [points[min(i + stride, len(points)) - 1][0] for i in range(0, len(points), stride)]
         values = [sum(v for _, v in points[i : i + stride]) / len(points[i : i + stride]) for i in range(0, len(points), stride)]
         return steps, values
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (a != a and b != b)  # nan == nan here: a run not yet validated stays one point
 
 
 class TutorControl(Protocol):

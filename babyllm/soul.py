@@ -40,6 +40,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from tokenizers import Tokenizer
 
+from babyllm import runlock
 from babyllm.config import Config, _apply_table, validate
 from babyllm.errors import BabyError, CheckpointError, ConfigError
 from babyllm.librarian import atomic_write_bytes, tokenizer_digest
@@ -108,8 +109,26 @@ def latest_step(run_dir: Path) -> int | None:
 # --- run directories ------------------------------------------------------------------------------
 
 
-def check_run_dir(run_dir: Path, resume: bool) -> None:
-    """A new run must not overwrite saves; a resumed run needs one."""
+def make_run_dir(run_dir: Path) -> None:
+    """Create the run directory (and parents), or say in one line why it cannot be used."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise BabyError(f"{run_dir}: is a file, not a run directory; choose another --run-dir")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BabyError(f"{run_dir}: cannot create the run directory ({e.strerror or e}); "
+                        "choose another --run-dir") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise BabyError(f"{run_dir}: the run directory is not writable; fix its permissions or "
+                        "train a copy of it (its saves are untouched)")
+
+
+def check_run_dir(run_dir: Path, resume: bool, owner: bool = False) -> None:
+    """A new run must not overwrite saves; a resumed run needs one; a run being trained is named as such
+    (`owner`: the caller holds the run's lock itself)."""
+    if not owner:
+        runlock.check_free(run_dir)
     step = latest_step(run_dir)
     if not resume and step is not None:
         raise BabyError(
@@ -150,13 +169,35 @@ def resolve_run_dir(
     return d
 
 
+_ASIDE = re.compile(r"^\.(.+)\.(tmp|old)-\d+$")
+
+
 def clean_temp(run_dir: Path) -> None:
-    """Remove half-written save folders left by a crash (never a finished save)."""
+    """Tidy up after a crash mid-save: half-written temp folders go; a finished save that was moved aside
+    to be replaced (``.best.old-PID``) is put back when its replacement never arrived (never the only copy)."""
     if not Path(run_dir).is_dir():
         return
-    for p in Path(run_dir).iterdir():
-        if p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    for p in sorted(Path(run_dir).iterdir()):
+        m = _ASIDE.match(p.name)
+        if not m:
+            continue
+        dest = p.parent / m.group(1)
+        if m.group(2) == "old" and not dest.exists():
+            try:  # the crash came between moving the old one aside and renaming the new one in
+                os.replace(p, dest)
+            except OSError:
+                pass  # left as it is (never deleted): the next start tries again
+            continue
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def saved_best_val(run_dir: Path) -> float | None:
+    """The validation loss best/ was saved with (None when there is no readable best/)."""
+    try:
+        val = read_meta(Path(run_dir) / BEST).get("val_loss")
+    except CheckpointError:
+        return None
+    return float(val) if _is_number(val) else None
 
 
 # --- atomic writing -------------------------------------------------------------------------------
@@ -263,15 +304,59 @@ def read_meta(folder: Path) -> dict[str, Any]:
         meta = json.loads(f.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{f}: missing (the save is incomplete)") from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{f}: damaged ({str(e)[:120]})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         got = meta.get("format") if isinstance(meta, dict) else None
-        raise CheckpointError(f"{f}: not a babyllm save of format {FORMAT} (format {got!r})")
+        raise CheckpointError(f"{f}: not a babyllm save of format {FORMAT} (format {_short(got)})")
+    problem = _meta_problem(meta)
+    if problem:
+        raise CheckpointError(f"{f}: damaged ({problem})")
+    return meta
+
+
+def _short(value: Any) -> str:
+    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return text[:40]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _meta_problem(meta: dict[str, Any]) -> str | None:
+    """What is wrong with a meta.json's shape (every field a reader uses has the type it expects), or None."""
     for key in ("step", "config", "files"):
         if key not in meta:
-            raise CheckpointError(f"{f}: damaged (no '{key}')")
-    return meta
+            return f"no '{key}'"
+    if not _is_int(meta["step"]) or meta["step"] < 0:
+        return f"step is {_short(meta['step'])}, not a whole number >= 0"
+    if "tokens" in meta and (not _is_int(meta["tokens"]) or meta["tokens"] < 0):
+        return f"tokens is {_short(meta['tokens'])}, not a whole number >= 0"
+    if not isinstance(meta["config"], dict) or not isinstance(meta["config"].get("model", {}), dict):
+        return "config is not a table"
+    files = meta["files"]
+    if not isinstance(files, dict):
+        return "files is not a table"
+    for name, info in files.items():
+        if not (isinstance(info, dict) and _is_int(info.get("bytes")) and info["bytes"] >= 0
+                and isinstance(info.get("sha256"), str)):
+            return f"files.{str(name)[:40]} is not {{bytes, sha256}}"
+    for key in ("val_loss", "best_val_loss", "best_val_step"):
+        if meta.get(key) is not None and not _is_number(meta[key]):
+            return f"{key} is {_short(meta[key])}, not a number"
+    for key in ("config_name", "tokenizer_digest"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            return f"{key} is {_short(meta[key])}, not text"
+    rng = meta.get("python_rng")
+    if rng is not None and not (isinstance(rng, list) and len(rng) == 3 and isinstance(rng[1], list)
+                                and all(_is_int(v) for v in rng[1])):
+        return "python_rng is not [version, [ints], gauss]"
+    return None
 
 
 def _read_checked(folder: Path, meta: dict[str, Any], name: str) -> bytes:
@@ -280,6 +365,10 @@ def _read_checked(folder: Path, meta: dict[str, Any], name: str) -> bytes:
     if want is None:
         raise CheckpointError(f"{folder / META_FILE}: damaged (does not list {name})")
     try:
+        size = f.stat().st_size  # checked before reading: a huge (or sparse) file is never loaded
+        if size != want["bytes"]:
+            what = "truncated" if size < want["bytes"] else "wrong size"
+            raise CheckpointError(f"{f}: {what} ({size:,} bytes, expected {want['bytes']:,})")
         data = f.read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"{f}: missing") from None
@@ -393,6 +482,8 @@ def config_from_dict(data: dict[str, Any], name: str = "saved", where: str = "ch
         validate(cfg, where=where)
     except ConfigError as e:
         raise CheckpointError(f"{where}: unusable config ({e})") from None
+    except (TypeError, ValueError, AttributeError, KeyError, RecursionError) as e:  # odd types in a damaged save
+        raise CheckpointError(f"{where}: damaged config ({type(e).__name__}: {str(e)[:120]})") from None
     return cfg
 
 
@@ -420,8 +511,8 @@ def load_for_inference(run_dir: Path, device: str | torch.device = "cpu",
         folders, tok_dir = [run_dir], run_dir.parent
     else:
         folders, tok_dir = [s.path for s in list_saves(run_dir)], run_dir
-        if not folders and (run_dir / BEST / META_FILE).exists():
-            folders = [run_dir / BEST]
+        if (run_dir / BEST / META_FILE).exists():  # the last resort when every rolling save is damaged
+            folders.append(run_dir / BEST)
     if not folders:
         raise CheckpointError(f"{run_dir}: no save found (train one first: babyllm train --run-dir {run_dir})")
     tokenizer = load_tokenizer(tok_dir)

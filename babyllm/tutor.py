@@ -50,9 +50,10 @@ from torch.nn.utils import clip_grad_norm_
 from babyllm import distributed, gemm, quality, soul
 from babyllm.config import Config
 from babyllm.counsellor import Counsellor, cuda_sync
-from babyllm.errors import BabyError, CheckpointError
+from babyllm.errors import BabyError, CheckpointError, ConfigError
 from babyllm.librarian import Librarian, ProgressFn
 from babyllm.model import BabyLLM, next_token_loss
+from babyllm.runlock import RunLock
 from babyllm.runtime import autocast, pick_device, resolve_dtype
 from babyllm.snapshot import Event, History, Sample, Snapshot
 
@@ -63,6 +64,11 @@ RECENT_EVENTS = 50
 METRICS_FLUSH_S = 1.0
 PARTS = ("embed", "neurons", "windows", "memory1", "memory2", "logits")
 TIMINGS = ("t_data", "t_forward", "t_backward", "t_optimizer", "t_stats")
+
+
+HISTORY_TAIL_BYTES = 32 << 20  # a resume rebuilds History from at most this much of metrics.jsonl
+METRICS_FILE = "metrics.jsonl"
+EVENTS_FILE = "events.jsonl"
 
 
 def _print_stderr(message: str) -> None:
@@ -81,8 +87,60 @@ def lr_multiplier(step: int, warmup: int, total: int, lr: float, min_lr: float,
     return (min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))) / lr
 
 
+def _open_log(path: Path, mode: str) -> Any:
+    """Open a JSON-lines log for appending ("a") or afresh ("w"); a torn last line (a crash or a full disk
+    mid-write) is cut first, so the next line never glues onto it. Failure is one line naming the file."""
+    try:
+        if mode == "a" and path.exists():
+            with open(path, "rb+") as fh:
+                data = fh.read()
+                if data and not data.endswith(b"\n"):
+                    fh.truncate(data.rfind(b"\n") + 1)
+        return open(path, mode, encoding="utf-8")  # noqa: SIM115 - kept open until close()
+    except OSError as e:
+        raise BabyError(f"{path}: cannot open for writing ({e.strerror or e}); free space or fix permissions "
+                        "(the run's saves are intact)") from None
+
+
+def read_jsonl(path: Path, tail_bytes: int = HISTORY_TAIL_BYTES) -> list[dict[str, Any]]:
+    """The JSON objects in the last `tail_bytes` of a JSON-lines log; torn or damaged lines are skipped."""
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, 2)
+            fh.seek(max(0, size - tail_bytes))
+            data = fh.read()
+    except OSError:
+        return []
+    lines = data.split(b"\n")
+    if size > tail_bytes:
+        lines = lines[1:]  # the tail of a line that began before where reading began
+    out = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
 def _finite(x: float) -> bool:
     return math.isfinite(x)
+
+
+def _number(value: Any, default: float) -> float:
+    """A finite number from a save's meta.json, or `default` (absent, null, or not a number)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else default
 
 
 def _exp(x: float) -> float:
@@ -120,6 +178,8 @@ class Tutor:
         self.publish_every = publish_every
         self._publish_cb = publish
         t = cfg.train
+        if not 0 <= t.seed < 2**63:  # torch's generators take 64 bits; say so rather than overflow
+            raise ConfigError(f"train.seed {t.seed}: must be a whole number from 0 to {2**63 - 1}")
         if world_size > 1 and distributed.world_size() != world_size:
             raise BabyError(f"world_size {world_size} needs torch.distributed set up with that many ranks "
                             "(babyllm.distributed.init_from_env under torchrun)")
@@ -151,10 +211,13 @@ class Tutor:
         self.step_count = 0
         self.tokens = 0
 
-        if self.is_main:
-            soul.check_run_dir(self.run_dir, resume)
         created = not self.run_dir.exists()
+        self._lock: RunLock | None = None
         try:
+            if self.is_main:  # one owner per run: taken before anything in the run directory is touched
+                soul.make_run_dir(self.run_dir)
+                self._lock = RunLock(self.run_dir).acquire()
+                soul.check_run_dir(self.run_dir, resume, owner=True)
             self._build(resume)
         except BaseException:
             self.close()
@@ -169,7 +232,7 @@ class Tutor:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             soul.clean_temp(self.run_dir)
-            self._events_file = open(self.run_dir / "events.jsonl", mode, encoding="utf-8")  # noqa: SIM115
+            self._events_file = _open_log(self.run_dir / EVENTS_FILE, mode)
         sync = cuda_sync(self.device)
         self.counsellor = Counsellor(enabled=True, log_path=self.run_dir / "debug.log" if self.is_main else None,
                                      sync=sync)
@@ -211,7 +274,9 @@ class Tutor:
         self.val_loss = math.nan
         self.val_bpb = math.nan
         self.best_val = math.inf
+        self.best_val_step = 0  # the validation step that gave best_val
         self._losses: deque[float] = deque(maxlen=1000)
+        self._discarded_steps = False
         self._slow: dict[str, float] | None = None
         self._last_stats: dict[str, float] = {}
         self._sample: Sample | None = None
@@ -226,6 +291,7 @@ class Tutor:
                 distributed.agree_setup(lambda: None)
             self.last_saved_step = loaded.step
             self.last_save_path = loaded.path
+            self._discarded_steps = self.is_main and self._rebuild_history(loaded.step)
             self._event("info", f"resumed from {loaded.path.name} (step {loaded.step})")
         # The module training steps run through (sharing self.model's parameters): DistributedDataParallel
         # on several ranks (its construction checks the ranks' parameters agree), then torch.compile'd
@@ -238,7 +304,10 @@ class Tutor:
                 output_device=self.device.index if cuda else None)  # (no buffers to broadcast)
         self._forward_fn = torch.compile(self._forward) if t.compile else self._forward
         if self.is_main:
-            self._metrics = open(self.run_dir / "metrics.jsonl", mode, encoding="utf-8")  # noqa: SIM115
+            self._metrics = _open_log(self.run_dir / METRICS_FILE, mode)
+            if resume and self._discarded_steps:  # steps logged after the save resumed from are discarded: say so
+                self._write_log("_metrics", json.dumps({"rollback_to": self.step_count, "time": time.time()})
+                                + "\n", flush=True)
         self._snapshot = self._make_snapshot()
 
     def budget_used(self) -> float | None:
@@ -411,11 +480,15 @@ class Tutor:
         self.val_loss = val
         self.val_bpb = val / max(self._val_bytes_per_token, 1e-9) / quality.LN2
         if _finite(val) and val < self.best_val:
-            self.best_val = val
+            self.best_val, self.best_val_step = val, self.step_count
             self._event("val", f"val loss {val:.4f} (new best)")
-            self._save("best")
+            on_disk = soul.saved_best_val(self.run_dir)  # best/ may hold a better model from another branch
+            if on_disk is None or val < on_disk:
+                self._save("best")
+            else:
+                self.counsellor.log(f"best/ kept: its val {on_disk:.4f} beats this branch's {val:.4f}")
         else:
-            self._event("val", f"val loss {val:.4f} (best {self.best_val:.4f})")
+            self._event("val", f"val loss {val:.4f} (best {self.best_val:.4f} @{self.best_val_step})")
 
     @torch.no_grad()
     def make_sample(self) -> Sample:
@@ -455,6 +528,7 @@ class Tutor:
             "val_loss": self.val_loss if _finite(self.val_loss) else None,
             "val_bpb": self.val_bpb if _finite(self.val_bpb) else None,
             "best_val_loss": self.best_val if _finite(self.best_val) else None,
+            "best_val_step": self.best_val_step,
             "python_rng": [py_state[0], list(py_state[1]), py_state[2]],
             "world_size": self.world_size,
         }
@@ -530,13 +604,41 @@ class Tutor:
             raise CheckpointError(f"{loaded.path}: does not fit this run ({str(e).splitlines()[0][:160]})") from None
         self.step_count = int(meta["step"])
         self.tokens = int(meta.get("tokens", 0))
-        self.train_seconds = float(meta.get("train_seconds", 0.0))
+        self.train_seconds = _number(meta.get("train_seconds"), 0.0)
         self.val_loss = meta["val_loss"] if meta.get("val_loss") is not None else math.nan
-        self.val_bpb = float(meta["val_bpb"]) if meta.get("val_bpb") is not None else math.nan
+        self.val_bpb = _number(meta.get("val_bpb"), math.nan)
         self.best_val = meta["best_val_loss"] if meta.get("best_val_loss") is not None else math.inf
+        self.best_val_step = int(meta.get("best_val_step") or 0)
         self._losses = deque(st["losses"].tolist(), maxlen=1000)
         self._slow = None
         self._alarm = None
+
+    def _rebuild_history(self, step: int) -> bool:
+        """After a resume: History and the recent events from the run's logs, up to `step` (the live branch).
+
+        Returns whether the metrics log holds live-looking steps after `step` (a branch now discarded)."""
+        beyond = False
+        for rec in read_jsonl(self.run_dir / METRICS_FILE):
+            if "rollback_to" in rec:
+                if _is_whole(rec["rollback_to"]):
+                    self.history.rewind(int(rec["rollback_to"]) + 1)
+                    beyond = beyond and rec["rollback_to"] > step
+                continue
+            at = rec.get("step")
+            if not _is_whole(at) or at > step:
+                beyond = beyond or _is_whole(at)
+                continue
+            self.history.rewind(int(at))  # a step logged twice (an older resume): the later line wins
+            self.history.add(int(at), {k: (math.nan if v is None else float(v)) for k, v in rec.items()
+                                       if k != "time" and (v is None or _is_real(v))})
+        for rec in read_jsonl(self.run_dir / EVENTS_FILE)[-RECENT_EVENTS:]:
+            try:
+                self._events.append(Event(int(rec["step"]), str(rec["kind"]), str(rec["message"]),
+                                          float(rec.get("time", 0.0))))
+            except (KeyError, TypeError, ValueError):
+                continue
+        self._event_count = len(self._events)
+        return beyond
 
     def _rollback(self) -> None:
         try:
@@ -546,6 +648,9 @@ class Tutor:
             self._event("error", f"rollback failed: {e}")
             return
         self._error = None
+        self.history.rewind(loaded.step + 1)  # the plots keep only the live branch
+        self._write_log("_metrics", json.dumps({"rollback_to": loaded.step, "time": time.time()}) + "\n",
+                        flush=True)
         self._event("info", f"rolled back to {loaded.path.name} (step {loaded.step}); paused")
         self._set_state("paused")
 
@@ -597,6 +702,7 @@ class Tutor:
             elif what == "resume" and self._state in ("paused", "alarm"):
                 if self._state == "alarm":
                     self._event("info", "resumed after the alarm (the bad step was not applied)")
+                    self._reopen_logs()
                 self._alarm = self._error = None
                 self._set_state("running")
             elif what == "save":
@@ -694,11 +800,9 @@ class Tutor:
         self.history.add(int(stats["step"]), stats)
         if self._metrics is not None:
             clean = {k: (v if _finite(v) else None) for k, v in stats.items()}
-            self._metrics.write(json.dumps(clean) + "\n")
+            clean["time"] = time.time()  # wall clock (seconds since the epoch) when the step was recorded
             now = time.monotonic()
-            if now - self._last_flush >= METRICS_FLUSH_S:
-                self._metrics.flush()
-                self._last_flush = now
+            self._write_log("_metrics", json.dumps(clean) + "\n", flush=now - self._last_flush >= METRICS_FLUSH_S)
 
     def _event(self, kind: str, message: str) -> None:
         ev = Event(self.step_count, kind, message)
@@ -706,23 +810,55 @@ class Tutor:
         self._event_count += 1
         if hasattr(self, "counsellor"):
             self.counsellor.log(f"event {kind} step {ev.step}: {message}")
-        if self._events_file is not None:
-            self._events_file.write(json.dumps({"step": ev.step, "kind": kind, "message": message,
-                                                "time": ev.time}) + "\n")
-            self._events_file.flush()
-        if self._metrics is not None:
-            self._metrics.flush()
-            self._last_flush = time.monotonic()
+        self._write_log("_events_file", json.dumps({"step": ev.step, "kind": kind, "message": message,
+                                                    "time": ev.time}) + "\n", flush=True)
+        self._write_log("_metrics", "", flush=True)
         if hasattr(self, "_snapshot"):
             self._maybe_publish(force=True)
 
     def _set_state(self, state: str) -> None:
         if state != self._state:
             self._state = state
-            if self._metrics is not None:
-                self._metrics.flush()
-                self._last_flush = time.monotonic()
+            self._write_log("_metrics", "", flush=True)
             self._maybe_publish(force=True)
+
+    def _write_log(self, attr: str, text: str, flush: bool) -> None:
+        """Append to one of the run's logs; a failed write (a full disk) drops that log and raises the alarm."""
+        f = getattr(self, attr)
+        if f is None:
+            return
+        try:
+            if text:
+                f.write(text)
+            if flush:
+                f.flush()
+                if attr == "_metrics":
+                    self._last_flush = time.monotonic()
+        except OSError as e:
+            setattr(self, attr, None)
+            try:
+                f.close()
+            except OSError:
+                pass
+            self._log_failed(Path(f.name).name, e)
+
+    def _log_failed(self, name: str, e: OSError) -> None:
+        saved = (f"the last save ({self.last_save_path.name}) is intact" if self.last_save_path is not None
+                 else "no save was written yet")
+        msg = f"step {self.step_count}: writing {name} failed ({e.strerror or e}); {saved}; training paused"
+        self._error = msg
+        self._event("alarm", msg)
+        if self._state in ("running", "paused", "starting"):
+            self._set_state("alarm")
+
+    def _reopen_logs(self) -> None:
+        """After an alarm: reopen a log that failed (once the user has freed space), cutting a torn line."""
+        for attr, name in (("_metrics", METRICS_FILE), ("_events_file", EVENTS_FILE)):
+            if self.is_main and getattr(self, attr) is None:
+                try:
+                    setattr(self, attr, _open_log(self.run_dir / name, "a"))
+                except BabyError as e:
+                    self._event("error", str(e))
 
     def _make_snapshot(self) -> Snapshot:
         return Snapshot(
@@ -747,11 +883,16 @@ class Tutor:
         """Flush and close the run's files (run() does this on the way out)."""
         for f in (self._metrics, self._events_file):
             if f is not None and not f.closed:
-                f.flush()
-                f.close()
+                try:
+                    f.close()  # (flushes)
+                except OSError:  # a full disk at the very end: the saves are what matter, and are intact
+                    pass
         self._metrics = self._events_file = None
         if hasattr(self, "counsellor"):
             self.counsellor.close()
+        if getattr(self, "_lock", None) is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> Tutor:
         return self

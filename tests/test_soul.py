@@ -4,6 +4,7 @@ import errno
 import io
 import json
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -138,6 +139,7 @@ def test_all_saves_damaged_is_a_clear_error(two_saves, make_cfg):
         _truncate(s.path / "model.safetensors")
     with pytest.raises(CheckpointError, match=r"save-00000020/model.safetensors: truncated .*no older save"):
         Tutor(make_cfg(), two_saves, resume=True, say=quiet)
+    shutil.rmtree(two_saves / "best", ignore_errors=True)  # chat and sample would use best/ (issue 13)
     with pytest.raises(CheckpointError, match="model.safetensors: truncated"):
         load_for_inference(two_saves)
 

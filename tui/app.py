@@ -317,6 +317,7 @@ class CockpitApp(App[int]):
         self.tutor = message.tutor
         if self._stop_requested.is_set():
             return
+        self._prime_from_history()
         try:
             snap = self.tutor.snapshot()
         except Exception:  # noqa: BLE001 - a snapshot will come via publish anyway
@@ -371,6 +372,19 @@ class CockpitApp(App[int]):
         self.push_screen(ErrorScreen(message.message, message.details))
 
     # -- snapshots ---------------------------------------------------------------------------
+
+    def _prime_from_history(self) -> None:
+        """A resumed run (or a watched one) already has history: fill the bands' windows from it, so they
+        are not empty until a window's worth of new steps (the plots read the History directly)."""
+        history = self.history
+        if history is None or self.snapshot is not None:
+            return
+        try:
+            rows = history.rows(self.calligraphist.window)
+        except Exception:  # noqa: BLE001 - priming is a nicety; the snapshots fill the windows anyway
+            return
+        for row in rows[:-1]:  # the last row comes again with the first snapshot
+            self.calligraphist.observe(row)
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
         self._show(message.snapshot)

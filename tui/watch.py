@@ -190,14 +190,7 @@ def metrics_values(record: dict[str, Any]) -> dict[str, float]:
 
 
 class WatchHistory(History):
-    """History that can forget the steps from a given one on (when a resumed run logs them again)."""
-
-    def rewind(self, step: int) -> None:
-        """Drop every point at `step` or later."""
-        with self._lock:
-            for series in self._series.values():
-                while series and series[-1][0] >= step:
-                    series.pop()
+    """History that can also start over (when metrics.jsonl is replaced); rewind() comes from History."""
 
     def clear(self) -> None:
         with self._lock:
@@ -362,6 +355,11 @@ class Watcher:
                                       f"{self.metrics.path.name} were skipped: the plots show its last part)")
         latest: dict[str, float] | None = None
         for rec in records:
+            back = rec.get("rollback_to")
+            if isinstance(back, int) and not isinstance(back, bool):  # the trainer discarded later steps
+                self.history.rewind(back + 1)
+                self._last_step = back
+                continue
             values = metrics_values(rec)
             step_v = values.get("step")
             if step_v is None or not math.isfinite(step_v):
