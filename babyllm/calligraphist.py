@@ -382,7 +382,11 @@ class Calligraphist:
             raise KeyError(name)
         cached = self._cache.get(name)
         if cached is None:
-            cached = self._cache[name] = self._history[name].thresholds()
+            hist = self._history[name]
+            # Too little history (or a stat that never varied) is banded "average" whatever its value:
+            # show no thresholds then, rather than ones the label does not follow.
+            settled = len(hist.values) >= self.min_history and hist.best != hist.worst
+            cached = self._cache[name] = hist.thresholds() if settled else {}
         return MappingProxyType(cached)
 
     # -- banding -----------------------------------------------------------------------------

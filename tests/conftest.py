@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from babyllm import load_config
+
 from textgen import sentences
 
 # Tests use tiny shapes, and several tests run a training thread beside a chat or UI thread: with the
@@ -23,3 +25,14 @@ def corpus(tmp_path_factory):
 def cache(tmp_path_factory):
     """A tokenizer/token cache folder for that corpus, kept out of the user's ~/.cache."""
     return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def make_cfg(corpus, cache):
+    """tiny.toml on the test corpus and cache, with overrides (and another corpus if given)."""
+    def make(*overrides, corpus_path=None):
+        cfg = load_config("tiny", list(overrides))
+        cfg.data.corpus = str(corpus_path or corpus)
+        cfg.data.cache_dir = str(cache)
+        return cfg
+    return make

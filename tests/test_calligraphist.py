@@ -160,9 +160,9 @@ def test_small_histories_give_average(n: int) -> None:
     if n == 0:
         assert "loss" not in cal.bands
         assert cal.bands.get("loss") is None
-    else:
-        assert cal.bands["loss"]["perfect"] == 0.0
-        assert cal.bands["loss"]["superPerfect"] == 0.0
+    else:  # too little history to follow thresholds: none are offered (a missing band is None via .get)
+        assert cal.bands["loss"].get("perfect") is None
+        assert cal.bands["loss"].get("superPerfect") is None
 
 
 def test_unknown_stat_bands_like_a_fresh_one() -> None:
@@ -372,3 +372,21 @@ def test_legend() -> None:
     out = _render(legend, width=80)
     assert len(out.splitlines()) <= 2
     assert "superPerfect" in out and "omgwtf!" in out
+
+
+def test_thresholds_are_shown_only_once_the_label_follows_them():
+    """The first values are banded "average" whatever they are: no thresholds are offered until then."""
+    c = Calligraphist(window=50, min_history=5)
+    for i, v in enumerate([5.0, 4.0, 6.0, 3.0]):
+        c.observe({"loss": v})
+        assert c.band("loss", v) == "average" and dict(c.bands["loss"]) == {}, i
+    c.observe({"loss": 4.5})
+    thresholds = c.bands["loss"]
+    assert thresholds and c.band("loss", 3.0) == "superPerfect"
+    for value in (3.2, 4.4, 5.9):  # every label agrees with the thresholds shown
+        band = c.band("loss", value)
+        assert value <= thresholds[band]
+    c2 = Calligraphist(min_history=2)
+    for _ in range(5):
+        c2.observe({"loss": 1.0})  # never varied
+    assert dict(c2.bands["loss"]) == {} and c2.band("loss", 1.0) == "average"

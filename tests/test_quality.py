@@ -8,21 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from babyllm import BabyLLM, load_config, quality
+from babyllm import BabyLLM, quality
 from babyllm.cli import main as cli_main
 from babyllm.librarian import Librarian
 from babyllm.model import next_token_loss
 from babyllm.tutor import Tutor, lr_multiplier
-
-
-@pytest.fixture
-def make_cfg(corpus, cache):
-    def make(*overrides):
-        cfg = load_config("tiny", list(overrides))
-        cfg.data.corpus = str(corpus)
-        cfg.data.cache_dir = str(cache)
-        return cfg
-    return make
 
 
 def test_token_bytes_spell_the_text_exactly(make_cfg):

@@ -19,16 +19,6 @@ from babyllm.soul import list_saves, load_for_inference, resolve_run_dir
 from babyllm.tutor import Tutor
 
 
-@pytest.fixture
-def make_cfg(corpus, cache):
-    def make(*overrides):
-        cfg = load_config("tiny", list(overrides))
-        cfg.data.corpus = str(corpus)
-        cfg.data.cache_dir = str(cache)
-        return cfg
-    return make
-
-
 def quiet(_message):
     pass
 

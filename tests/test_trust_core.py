@@ -14,21 +14,10 @@ import pytest
 import torch
 
 from babyllm import soul
-from babyllm.config import load_config
 from babyllm.errors import BabyError, CheckpointError
 from babyllm.infer2 import Settings, sample_next
 from babyllm.runlock import RunLock, RunLocked
 from babyllm.tutor import Tutor
-
-
-@pytest.fixture
-def make_cfg(corpus, cache):
-    def make(*overrides):
-        cfg = load_config("tiny", list(overrides))
-        cfg.data.corpus = str(corpus)
-        cfg.data.cache_dir = str(cache)
-        return cfg
-    return make
 
 
 # --- group 3: one owner per run directory ------------------------------------------------------------

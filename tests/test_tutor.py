@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import babyllm.tutor as tutor_mod
-from babyllm.config import load_config
 from babyllm.paths import CORPORA
 from babyllm.snapshot import Snapshot
 from babyllm.soul import list_saves, load_for_inference
@@ -25,16 +24,6 @@ STAT_KEYS = (
                                                "gate_input", "gate_proj")}
     | {f"norm_{p}" for p in ("embed", "neurons", "windows", "memory1", "memory2", "logits")}
 )
-
-
-@pytest.fixture
-def make_cfg(corpus, cache):
-    def make(*overrides, corpus_path=None):
-        cfg = load_config("tiny", list(overrides))
-        cfg.data.corpus = str(corpus_path or corpus)
-        cfg.data.cache_dir = str(cache)
-        return cfg
-    return make
 
 
 def wait_for(cond, timeout=10.0, what="condition"):

@@ -75,7 +75,7 @@ class StatsPane(Pane):
             head.append_text(calli.text(name, value))
             head.append(f"  {band or 'not banded'}", style=calli.style(band) if band else "dim")
         if not thresholds:
-            head.append("  (neutral: no bands)" if calli.direction(name) == "neutral" else "  (no history yet)", style="dim")
+            head.append("  (neutral: no bands)" if calli.direction(name) == "neutral" else f"  (banded after {calli.min_history} varying values)", style="dim")
             return Group(head, calli.legend())
         arrow = ARROWS.get(calli.direction(name), "")
         body = Text()
