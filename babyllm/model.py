@@ -282,13 +282,12 @@ class Memory(nn.Module):
         flat = u.view(N * B, T)
         out = GatedLeakyAverages.apply(u, g[:, :3], d).view(N * B, T)
         low = gemm.mm(self.down.weight.to(dt), u.view(N, B * T))  # [rank, B*T]: W_down u
-        long_proj = not self.mlp
-        z = gemm.mm(low.view(-1, T), E[1].t().to(dt)) if long_proj else low  # down(L) [rank*B, T] | down(u)
+        z = low if self.mlp else gemm.mm(low.view(-1, T), E[1].t().to(dt))  # down(u) | down(L) [rank*B, T]
         if carried is not None:  # earlier buffers fade in as d^(t+1)
             fade = (d.view(2, 1) ** torch.arange(1, T + 1, device=u.device, dtype=d.dtype).view(1, T)).to(dt)
             c = carried.to(dt).permute(2, 0, 1)  # [N, B, 2]
             out = out + (c * g[:, :2].view(N, 1, 2)).reshape(N * B, 2) @ fade  # [N*B, 2] x [2, T]
-            if long_proj:
+            if not self.mlp:
                 z = z + (torch.mm(self.down.weight.to(dt), c[:, :, 1]).unsqueeze(2) * fade[1]).view(-1, T)
         if self.mlp:  # the bottleneck as a GELU layer over this position's input: the nonlinear path
             z = F.gelu(z + self.proj_bias.to(dt).unsqueeze(1))
