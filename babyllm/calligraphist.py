@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from collections import deque
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
@@ -13,6 +12,13 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.measure import Measurement
 from rich.style import Style
 from rich.text import Text
+
+from babyllm.stats import HIGHER, INT, LOWER, NEUTRAL, REGISTRY, SCI, SECTIONS, Registry
+
+__all__ = [
+    "BANDS", "BAND_COLOURS", "BAND_PERCENTILES", "HIGHER", "LOWER", "MIDDLE_BANDS", "NEUTRAL", "SECTIONS",
+    "Calligraphist", "direction", "format_value", "label", "section_of",
+]
 
 # Band names, best first. superPerfect = at/beyond the best value ever seen; omgwtf! = at/beyond
 # the worst ever (or NaN/inf). The 14 bands between them split the recent window by percentile.
@@ -36,110 +42,24 @@ BAND_COLOURS: tuple[str, ...] = (
     "#ae49e2", "#b943c6", "#c53daa", "#d1378e", "#dc3072", "#e82a56", "#f3243a", "#ff1e1e",
 )
 
-LOWER = "lower"
-HIGHER = "higher"
-NEUTRAL = "neutral"
-
-DIRECTIONS: Mapping[str, str] = MappingProxyType({
-    "loss": LOWER, "loss_100": LOWER, "loss_1000": LOWER, "val_loss": LOWER, "val_bpb": LOWER,
-    "perplexity": LOWER, "step_ms": LOWER, "act_inactive": LOWER,
-    "accuracy": HIGHER, "tokens_per_s": HIGHER,
-})
-
-SECTIONS: tuple[str, ...] = (
-    "loss", "learning", "windows", "memory", "logits", "neurons", "timing", "other",
-)
-_EXACT_SECTIONS: Mapping[str, str] = MappingProxyType({
-    **dict.fromkeys(
-        ("loss", "loss_100", "loss_1000", "val_loss", "val_bpb", "unigram_bpb", "perplexity", "accuracy"), "loss"),
-    **dict.fromkeys(("lr", "grad_norm", "step", "tokens", "epoch"), "learning"),
-    "entropy": "logits",
-    "tokens_per_s": "timing", "step_ms": "timing",
-})
-_PREFIX_SECTIONS: tuple[tuple[str, str], ...] = (
-    ("window_", "windows"), ("mem1_", "memory"), ("mem2_", "memory"), ("logit_", "logits"),
-    ("act_", "neurons"), ("norm_", "neurons"), ("t_", "timing"),
-)
-
-# The Tutor's keys in display order; unknown keys follow, naturally sorted.
-_KEY_ORDER: tuple[str, ...] = (
-    "loss", "loss_100", "loss_1000", "val_loss", "val_bpb", "unigram_bpb", "perplexity", "accuracy",
-    "step", "tokens", "epoch", "lr", "grad_norm",
-    *(f"window_weight_{i}" for i in range(7)), *(f"window_size_{i}" for i in range(7)),
-    *(f"mem{m}_{k}" for m in (1, 2) for k in (
-        "decay_short", "decay_long", "gate_short", "gate_long", "gate_input", "gate_proj")),
-    "mem2_mix", "entropy",
-    "act_mean", "act_std", "act_inactive",
-    "norm_embed", "norm_neurons", "norm_windows", "norm_memory1", "norm_memory2", "norm_logits",
-    "tokens_per_s", "step_ms", "t_data", "t_forward", "t_backward", "t_optimizer", "t_stats",
-)
-_KEY_RANK: Mapping[str, int] = MappingProxyType({k: i for i, k in enumerate(_KEY_ORDER)})
-
-_LABELS: Mapping[str, str] = MappingProxyType({
-    "loss_100": "loss100", "loss_1000": "loss1k", "val_loss": "val", "val_bpb": "val bpb",
-    "unigram_bpb": "unigram", "perplexity": "ppl",
-    "accuracy": "acc", "grad_norm": "grad", "tokens_per_s": "tok/s", "step_ms": "step ms",
-    "act_inactive": "inactive", "mem2_mix": "m2 mix",
-})
-# Prefix -> replacement for the remaining keys; the first matching prefix wins.
-_LABEL_PREFIXES: tuple[tuple[str, str], ...] = (
-    ("window_weight_", "weight "), ("window_size_", "size "), ("mem1_", "m1 "), ("mem2_", "m2 "),
-    ("t_", ""), ("logit_", "logit "),
-)
-_LABEL_SUFFIXES: tuple[tuple[str, str], ...] = (
-    ("_short", " s"), ("_long", " l"), ("_input", " in"),
-)
-
-# (key, label) pairs of the headless one-liner, in order.
-_SUMMARY_FIELDS: tuple[tuple[str, str], ...] = (
-    ("step", "step"), ("loss", "loss"), ("val_loss", "val"), ("val_bpb", "bpb"), ("accuracy", "acc"), ("lr", "lr"),
-    ("grad_norm", "grad"),
-)
-
 _RECORD_BANDS = frozenset({BANDS[0], BANDS[-1]})
-_INT_KEYS = frozenset({"step"})
 
 
-def direction(name: str, overrides: Mapping[str, str] | None = None) -> str:
-    """Return LOWER, HIGHER or NEUTRAL for a stat name (timings ``t_*`` are lower-is-better)."""
+def direction(name: str, overrides: Mapping[str, str] | None = None, registry: Registry = REGISTRY) -> str:
+    """Return LOWER, HIGHER or NEUTRAL for a stat name (overrides first, then the registry)."""
     if overrides and name in overrides:
         return overrides[name]
-    if name in DIRECTIONS:
-        return DIRECTIONS[name]
-    return LOWER if name.startswith("t_") else NEUTRAL
+    return registry.direction(name)
 
 
-def section_of(name: str) -> str:
-    """Return the grid section a stat belongs to, by exact name then prefix."""
-    if name in _EXACT_SECTIONS:
-        return _EXACT_SECTIONS[name]
-    for prefix, section in _PREFIX_SECTIONS:
-        if name.startswith(prefix):
-            return section
-    return "other"
+def section_of(name: str, registry: Registry = REGISTRY) -> str:
+    """Return the grid section a stat belongs to."""
+    return registry.section(name)
 
 
-def label(name: str) -> str:
+def label(name: str, registry: Registry = REGISTRY) -> str:
     """Return a short display label for a stat key (e.g. mem1_gate_short -> "m1 gate s")."""
-    if name in _LABELS:
-        return _LABELS[name]
-    if name.startswith("norm_"):
-        return f"|{name[5:]}|"  # reads as "norm of ..."
-    text = name
-    for prefix, new in _LABEL_PREFIXES:
-        if text.startswith(prefix):
-            text = new + text[len(prefix):]
-            break
-    for suffix, new in _LABEL_SUFFIXES:
-        if text.endswith(suffix):
-            text = text[: -len(suffix)] + new
-    return text.replace("_", " ")
-
-
-def _natural_key(name: str) -> tuple[int, list[Any]]:
-    """Sort known keys in Tutor order, then the rest with digit runs compared as numbers."""
-    parts = [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
-    return (_KEY_RANK.get(name, len(_KEY_RANK)), parts)
+    return registry.label(name)
 
 
 def _is_number(value: Any) -> bool:
@@ -154,7 +74,7 @@ def _si(value: float) -> str:
     return f"{value:,.0f}"
 
 
-def format_value(name: str, value: Any, steady: bool = False) -> str:
+def format_value(name: str, value: Any, steady: bool = False, registry: Registry = REGISTRY) -> str:
     """Format a stat: 4 significant figures, thousands separators, M/G suffixes, lr as 3.0e-04.
 
     ``steady`` keeps trailing zeros (2.800, not 2.8), so values of one stat shown side by side
@@ -167,9 +87,10 @@ def format_value(name: str, value: Any, steady: bool = False) -> str:
         return "nan"
     if math.isinf(value):
         return "inf" if value > 0 else "-inf"
-    if name == "lr":
+    fmt = registry.fmt(name)
+    if fmt == SCI:
         return f"{value:.1e}"
-    if name in _INT_KEYS:
+    if fmt == INT:
         return str(round(value))
     if abs(value) >= 1e6:
         return _si(value)
@@ -333,9 +254,10 @@ class Calligraphist:
     """
 
     def __init__(self, window: int = 100, min_history: int = 5,
-                 directions: Mapping[str, str] | None = None) -> None:
+                 directions: Mapping[str, str] | None = None, registry: Registry = REGISTRY) -> None:
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
+        self.registry = registry
         self.window = window
         self.min_history = min_history
         self._overrides = dict(directions or {})
@@ -347,7 +269,7 @@ class Calligraphist:
 
     def direction(self, name: str) -> str:
         """Return LOWER, HIGHER or NEUTRAL for a stat (constructor overrides first)."""
-        return direction(name, self._overrides)
+        return direction(name, self._overrides, self.registry)
 
     def observe(self, stats: Mapping[str, Any]) -> None:
         """Append one step's values to each stat's history (O(1) per stat)."""
@@ -425,34 +347,33 @@ class Calligraphist:
 
     def text(self, name: str, value: Any) -> Text:
         """The formatted value coloured by its band."""
-        return Text(format_value(name, value), style=self.style(self.band(name, value)))
+        return Text(format_value(name, value, registry=self.registry), style=self.style(self.band(name, value)))
 
     def grid(self, stats: Mapping[str, Any]) -> _Grid:
         """A renderable grid of label/value cells grouped by section; fits any width >= ~30."""
+        reg = self.registry
         groups: dict[str, list[str]] = {}
-        for name in stats:
-            groups.setdefault(section_of(name), []).append(name)
-        rows = []
-        for section in SECTIONS:
-            names = sorted(groups.get(section, ()), key=_natural_key)
-            if names:
-                rows.append((section, [(label(n), self.text(n, stats[n])) for n in names]))
+        for name in sorted(stats, key=reg.order):
+            groups.setdefault(reg.section(name), []).append(name)
+        rows = [(section, [(reg.label(n), self.text(n, stats[n])) for n in groups[section]])
+                for section in SECTIONS if section in groups]
         return _Grid(rows)
 
     def summary(self, stats: Mapping[str, Any]) -> Text:
         """One line for the headless printer: ``step 1200 | loss 3.412 | ... | 4,210 tok/s``."""
-        parts: list[Text] = []
-        for key, name in _SUMMARY_FIELDS:
-            if key in stats:
-                parts.append(Text.assemble(f"{name} ", self.text(key, stats[key])))
-        if "tokens_per_s" in stats:
-            parts.append(Text.assemble(self.text("tokens_per_s", stats["tokens_per_s"]), " tok/s"))
         line = Text()
-        for i, part in enumerate(parts):
-            if i:
+        for name in (n for n in self.registry.summary if n in stats):
+            if line.plain:
                 line.append(" | ", style="dim")  # Text.join would spread its style over the line
-            line.append_text(part)
+            line.append_text(self.brief(name, stats[name]))
         return line
+
+    def brief(self, name: str, value: Any) -> Text:
+        """A stat in a one-line summary: "label value", or "value unit" for a stat with a unit."""
+        spec = self.registry.spec(name)
+        if spec is not None and spec.unit:
+            return Text.assemble(self.text(name, value), f" {spec.unit}")
+        return Text.assemble(f"{self.registry.label(name, brief=True)} ", self.text(name, value))
 
     def legend(self) -> Text:
         """The 16 band names in their colours, best first (wraps to two lines at 80 columns)."""

@@ -210,9 +210,9 @@ def _watch(tutor: Any, cfg: Config, show: _Printer, signals_seen: list[Any]) -> 
     stats = snap.stats
     elapsed = time.monotonic() - start
     line = Text(f"{final} at step {tutor.step_count} · {tutor.tokens:,} tokens · {elapsed:.0f} s")
-    for key, name in (("loss_100", "loss100"), ("val_loss", "val"), ("tokens_per_s", "tok/s")):
+    for key in calli.registry.closing:
         if key in stats:
-            line.append(f" · {name} ")
+            line.append(f" · {calli.registry.label(key)} ")
             line.append_text(calli.text(key, stats[key]))
     if math.isfinite(tutor.best_val):
         line.append(f" · best val {tutor.best_val:.4f} @{tutor.best_val_step}")

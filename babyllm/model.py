@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from babyllm import gemm
 from babyllm.config import ModelConfig
+from babyllm.stats import MEMORIES, WINDOW_SIZE, WINDOW_WEIGHT
 
 
 @dataclass
@@ -119,6 +120,16 @@ class Windows(nn.Module):
     def weightings(self) -> Tensor:
         """Current window weightings, summing to 1: [K], or [groups, K] with several groups."""
         return torch.softmax(self.weight_logits, dim=-1)
+
+    def readings(self) -> dict[str, float]:
+        """Each window's weighting (with groups: the groups' mean) and size, named by the stat registry."""
+        weightings = self.weightings()
+        weightings = weightings.mean(0) if weightings.dim() == 2 else weightings
+        out: dict[str, float] = {}
+        for k, (w, s) in enumerate(zip(weightings.tolist(), self.sizes().tolist(), strict=True)):
+            out[WINDOW_WEIGHT.format(i=k)] = w
+            out[WINDOW_SIZE.format(i=k)] = s
+        return out
 
     def mixing_matrix(self, rows: int, cols: int) -> Tensor:
         """M [rows, cols] ([groups, rows, cols] with groups) such that M @ acts gives the weighted window
@@ -256,6 +267,14 @@ class Memory(nn.Module):
         """[N, 4]: per-neuron weights of (short, long, input, proj), summing to 1."""
         return torch.softmax(self.gate_logits, dim=-1)
 
+    def readings(self, prefix: str) -> dict[str, float]:
+        """Both decays and each source's mean gate, as `<prefix>_decay_short`, `<prefix>_gate_input`, ..."""
+        short, long = self.decays().tolist()
+        out = {f"{prefix}_decay_short": short, f"{prefix}_decay_long": long}
+        for src, g in zip(self.SOURCES, self.gates().mean(0).tolist(), strict=True):
+            out[f"{prefix}_gate_{src}"] = g
+        return out
+
     def forward(self, u: Tensor, carried: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Gated memory output [B, T, N] and the buffers after the last position [B, 2, N]."""
         out, last = self.neuron_major(neuron_major(u), carried, want_last=True)
@@ -312,6 +331,10 @@ class Memory2(Memory):
     def mix(self) -> Tensor:
         """[N]: the share of the windows output in Memory 2's input (the rest is Memory's output)."""
         return torch.sigmoid(self.mix_logits)
+
+    def readings(self, prefix: str) -> dict[str, float]:
+        """Memory's readings plus the mean share of the windows output in the input (`<prefix>_mix`)."""
+        return {**super().readings(prefix), f"{prefix}_mix": self.mix().mean().item()}
 
     def forward(self, windows: Tensor, memory: Tensor, carried: Tensor | None = None) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         mixed = self.mixed_input(neuron_major(windows), neuron_major(memory))
@@ -400,20 +423,9 @@ class BabyLLM(nn.Module):
 
     @torch.no_grad()
     def readings(self) -> dict[str, float]:
-        """The learned mixing scalars the cockpit shows: window weightings and sizes, decays, gates, mix."""
-        out: dict[str, float] = {}
-        weightings = self.windows.weightings()
-        weightings = weightings.mean(0) if weightings.dim() == 2 else weightings  # groups: their mean
-        for k, (w, s) in enumerate(zip(weightings.tolist(), self.windows.sizes().tolist())):
-            out[f"window_weight_{k}"] = w
-            out[f"window_size_{k}"] = s
-        for name, mem in (("mem1", self.memory1), ("mem2", self.memory2)):
-            short, long = mem.decays().tolist()
-            out[f"{name}_decay_short"], out[f"{name}_decay_long"] = short, long
-            for src, g in zip(Memory.SOURCES, mem.gates().mean(0).tolist()):
-                out[f"{name}_gate_{src}"] = g
-        out["mem2_mix"] = self.memory2.mix().mean().item()
-        return out
+        """The learned mixing scalars the cockpit shows, as each part declares them (see babyllm.stats)."""
+        memory1, memory2 = MEMORIES
+        return {**self.windows.readings(), **self.memory1.readings(memory1), **self.memory2.readings(memory2)}
 
     def param_counts(self) -> dict[str, int]:
         """Parameters per part, in model order."""

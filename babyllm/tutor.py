@@ -56,14 +56,14 @@ from babyllm.model import BabyLLM, next_token_loss
 from babyllm.runlock import RunLock
 from babyllm.runtime import autocast, pick_device, resolve_dtype
 from babyllm.snapshot import Event, History, Sample, Snapshot
+from babyllm.stats import PARTS, REGISTRY
 
 SLOW_STATS_EVERY = 10  # steps between the costlier stats (readings, entropy, activations, norms)
 TIMED_EVERY_CUDA = 10  # on CUDA, sections are timed (with a device sync) only every this many steps
 SAMPLE_TOKENS = 48  # positions shown in a guess-versus-truth sample
 RECENT_EVENTS = 50
 METRICS_FLUSH_S = 1.0
-PARTS = ("embed", "neurons", "windows", "memory1", "memory2", "logits")
-TIMINGS = ("t_data", "t_forward", "t_backward", "t_optimizer", "t_stats")
+TIMINGS = REGISTRY.timings()  # published every step, 0 until a section has been timed
 
 
 HISTORY_TAIL_BYTES = 32 << 20  # a resume rebuilds History from at most this much of metrics.jsonl

@@ -9,36 +9,40 @@ import math
 import threading
 from typing import Callable
 
+from babyllm.config import ModelConfig
 from babyllm.snapshot import Event, History, Sample, Snapshot
+from babyllm.stats import MEMORIES, REGISTRY, WINDOW_SIZE, WINDOW_WEIGHT
 
 WINDOW_SIZES = (2.0, 3.1, 5.2, 8.4, 15.7, 31.0, 62.5)
 WINDOW_WEIGHTS = (0.09, 0.21, 0.18, 0.16, 0.14, 0.12, 0.10)
 BYTES_PER_TOKEN = 3.3
 UNIGRAM_BPB = 2.45
+FAKE_MODEL = ModelConfig(windows=list(WINDOW_SIZES))  # the registry's {i} stats: one per fake window
+OTHER_VALUE = 0.5  # a registered stat this file gives no value of its own
 
 
 def fake_stats(step: int) -> dict[str, float]:
-    """Plausible stats for a step, a pure function of the step number."""
+    """Plausible values of every registered stat for a step, a pure function of the step number."""
     loss = 2.2 + 5.4 * math.exp(-step / 180) + 0.15 * math.sin(step / 7)
-    stats = {
+    values = {
         "step": float(step), "tokens": float(step * 1024), "loss": loss, "loss_100": loss + 0.05,
         "loss_1000": loss + 0.2, "val_loss": loss + 0.12, "perplexity": math.exp(loss),
         "accuracy": max(0.0, 0.45 - loss / 20), "lr": 2e-3 * min(1.0, step / 50), "grad_norm": 0.8 + 0.1 * math.cos(step),
         "tokens_per_s": 5120.0 + 10 * math.sin(step), "step_ms": 200.0,
         # bits per byte of the held-out text (about 3.3 bytes a token) and its unigram reference
         "val_bpb": (loss + 0.12) / math.log(2) / BYTES_PER_TOKEN, "unigram_bpb": UNIGRAM_BPB,
+        "mem2_mix": 0.5, "entropy": loss * 0.9, "act_mean": 0.12, "act_std": 0.4, "act_inactive": 0.31,
+        "norm_embed": 45.2, "norm_neurons": 31.9, "norm_windows": 1.2, "norm_memory1": 8.8,
+        "norm_memory2": 8.7, "norm_logits": 60.3, "t_data": 4.0, "t_forward": 70.0,
+        "t_backward": 100.0, "t_optimizer": 20.0, "t_stats": 6.0,
     }
-    for i, (size, weight) in enumerate(zip(WINDOW_SIZES, WINDOW_WEIGHTS)):
-        stats[f"window_weight_{i}"] = weight + 0.01 * math.sin(step / 40 + i)
-        stats[f"window_size_{i}"] = size
-    for m in (1, 2):
-        stats.update({f"mem{m}_decay_short": 0.5, f"mem{m}_decay_long": 0.95, f"mem{m}_gate_short": 0.25,
-                      f"mem{m}_gate_long": 0.25, f"mem{m}_gate_input": 0.3, f"mem{m}_gate_proj": 0.2})
-    stats.update({"mem2_mix": 0.5, "entropy": loss * 0.9, "act_mean": 0.12, "act_std": 0.4, "act_inactive": 0.31,
-                  "norm_embed": 45.2, "norm_neurons": 31.9, "norm_windows": 1.2, "norm_memory1": 8.8,
-                  "norm_memory2": 8.7, "norm_logits": 60.3, "t_data": 4.0, "t_forward": 70.0,
-                  "t_backward": 100.0, "t_optimizer": 20.0, "t_stats": 6.0})
-    return stats
+    for i, (size, weight) in enumerate(zip(WINDOW_SIZES, WINDOW_WEIGHTS, strict=True)):
+        values[REGISTRY.key(WINDOW_WEIGHT, i)] = weight + 0.01 * math.sin(step / 40 + i)
+        values[REGISTRY.key(WINDOW_SIZE, i)] = size
+    for m in MEMORIES:
+        values.update({f"{m}_decay_short": 0.5, f"{m}_decay_long": 0.95, f"{m}_gate_short": 0.25,
+                       f"{m}_gate_long": 0.25, f"{m}_gate_input": 0.3, f"{m}_gate_proj": 0.2})
+    return {name: values.get(name, OTHER_VALUE) for name in REGISTRY.names(FAKE_MODEL)}
 
 
 SAMPLE = Sample(

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from babyllm.calligraphist import BANDS, SECTIONS, format_value, label, section_of
+from babyllm.calligraphist import BANDS, format_value, label
 from tui.widgets.base import GuardedStatic, Pane, update_static
 
 ARROWS = {"lower": "≤", "higher": "≥"}
@@ -48,8 +48,8 @@ class StatsPane(Pane):
     def cycle(self, delta: int) -> None:
         """Focus the next/previous stat (whose band thresholds are shown)."""
         snap = self.cockpit.snapshot
-        # the grid's order: by section, then as the Tutor lists them
-        names = sorted(snap.stats, key=lambda n: SECTIONS.index(section_of(n))) if snap and snap.stats else []
+        # the grid's order
+        names = sorted(snap.stats, key=self.cockpit.calligraphist.registry.order) if snap and snap.stats else []
         if not names:
             return
         i = names.index(self.focus_stat) if self.focus_stat in names else -delta

@@ -7,10 +7,11 @@ import math
 from rich.text import Text
 
 from babyllm.calligraphist import format_value
+from babyllm.stats import REGISTRY, TIMING_PREFIX
 from tui.widgets.base import Guarded, Pane
 from tui.widgets.windows import bar
 
-ORDER = ("t_data", "t_forward", "t_backward", "t_optimizer", "t_stats")
+ORDER = REGISTRY.timings()
 
 
 def duration(seconds: float) -> str:
@@ -33,7 +34,7 @@ def eta_seconds(step: int, max_steps: int, step_ms: float) -> float | None:
 
 def section_names(stats: dict[str, float]) -> list[str]:
     """The Counsellor's sections in training order, then any others."""
-    return [n for n in ORDER if n in stats] + sorted(n for n in stats if n.startswith("t_") and n not in ORDER)
+    return [n for n in ORDER if n in stats] + sorted(n for n in stats if n.startswith(TIMING_PREFIX) and n not in ORDER)
 
 
 class TimingView(Guarded):
@@ -66,7 +67,7 @@ class TimingView(Guarded):
         for n in names:
             v = stats[n]
             share = v / total if math.isfinite(v) else 0.0
-            out.append(f"{n[2:]:<10}", style="dim")
+            out.append(f"{REGISTRY.label(n):<10}", style="dim")
             value = calli.text(n, v)
             out.append(" " * max(0, 7 - value.cell_len))
             out.append_text(value)

@@ -1,4 +1,4 @@
-"""Windows pane: the 7 window weightings and sizes now (bars) and the weightings over steps (plot)."""
+"""Windows pane: the window weightings and sizes now (bars) and the weightings over steps (plot)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import math
 from rich.text import Text
 from textual.app import ComposeResult
 
+from babyllm.stats import REGISTRY, WINDOW_SIZE, WINDOW_WEIGHT
 from tui.widgets.base import Guarded, PlotPane
 from tui.widgets.plotting import Plot, finite, integer_ticks
 
@@ -19,10 +20,8 @@ TEXT_COLOURS = ("blue", "cyan", "green", "yellow", "red", "magenta", "default")
 
 
 def windows_in(stats: dict[str, float]) -> int:
-    n = 0
-    while f"window_weight_{n}" in stats:
-        n += 1
-    return n
+    """How many windows the stats describe (their weightings are numbered 0..n-1)."""
+    return len(REGISTRY.indices(WINDOW_WEIGHT, stats))
 
 
 def bar(fraction: float, width: int) -> str:
@@ -50,8 +49,8 @@ class WindowBars(Guarded):
         n = windows_in(self.stats)
         if not n:
             return Text("no window stats yet", style="dim")
-        weights = [self.stats[f"window_weight_{i}"] for i in range(n)]
-        sizes = [self.stats.get(f"window_size_{i}", math.nan) for i in range(n)]
+        weights = [self.stats.get(REGISTRY.key(WINDOW_WEIGHT, i), math.nan) for i in range(n)]
+        sizes = [self.stats.get(REGISTRY.key(WINDOW_SIZE, i), math.nan) for i in range(n)]
         top = max((w for w in weights if math.isfinite(w)), default=1.0) or 1.0
         biggest = max((s for s in sizes if math.isfinite(s)), default=1.0)
         # "#0 size  2.0 ▕██   ▏ weight 0.143 ▕█████▏": split what is left between the two bars.
@@ -102,13 +101,14 @@ class WindowsPane(PlotPane):
         points = min(MAX_POINTS, max(50, plot.size.width))  # 7 lines: plotext's cost grows with points
         drawn: list[int] = []
         for i in range(n):
-            steps, values = history.series(f"window_weight_{i}", points) if history else ([], [])
+            steps, values = history.series(REGISTRY.key(WINDOW_WEIGHT, i), points) if history else ([], [])
             x, y = finite(steps, values)
             if x:
                 plt.plot(x, y, color=PLOT_COLOURS[i % len(PLOT_COLOURS)], marker="braille")
                 drawn += x[:1] + x[-1:]
         integer_ticks(plt, drawn)
-        plt.title("weightings over steps (colours as #0…#6 above)" if n == 7 else "weightings over steps")
+        same = 1 < n <= len(PLOT_COLOURS)  # every line has its own colour, as its bar above
+        plt.title(f"weightings over steps (colours as #0…#{n - 1} above)" if same else "weightings over steps")
         plt.xlabel("step")
         plot.mark_drawn()
         plot.replot()

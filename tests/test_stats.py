@@ -1,0 +1,104 @@
+"""The stat registry: one table, read by the model, the Tutor, the Calligraphist and the fake Tutor."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from babyllm.calligraphist import BANDS, Calligraphist
+from babyllm.config import ModelConfig
+from babyllm.stats import (
+    HIGHER,
+    LOWER,
+    NEUTRAL,
+    PARTS,
+    REGISTRY,
+    SCI,
+    SECTIONS,
+    STATS,
+    WINDOW_WEIGHT,
+    Registry,
+    StatSpec,
+)
+from tui.fake import FAKE_MODEL, fake_stats
+
+
+def _render(renderable: object, width: int = 160) -> str:
+    buffer = io.StringIO()
+    Console(file=buffer, width=width, color_system=None).print(renderable)
+    return buffer.getvalue()
+
+
+def test_a_new_stat_is_one_row():
+    """Registered through the registry alone, a stat is sectioned, labelled, formatted, banded and listed."""
+    reg = REGISTRY.extended(StatSpec("grad_ratio_{i}", "learning", HIGHER, "ratio {i}", fmt=SCI, per="windows"))
+    cal = Calligraphist(window=50, min_history=3, registry=reg)
+    for v in (1e-3, 2e-3, 3e-3, 4e-3):
+        cal.observe({"grad_ratio_2": v, "loss": 1.0})
+    assert cal.direction("grad_ratio_2") == HIGHER
+    assert cal.band("grad_ratio_2", 5e-3) == BANDS[0]  # a new best: higher is better
+    assert cal.band("grad_ratio_2", 1e-4) == BANDS[-1]
+    assert cal.bands["grad_ratio_2"]["perfect"] == pytest.approx(4e-3)
+    assert cal.text("grad_ratio_2", 2.5e-3).plain == "2.5e-03"
+    out = _render(cal.grid({"grad_ratio_2": 2e-3, "lr": 1e-3, "loss": 1.0}))
+    learning = next(line for line in out.splitlines() if line.startswith("learning"))
+    assert "lr" in learning and "ratio 2" in learning and learning.index("lr") < learning.index("ratio 2")
+    names = reg.names(ModelConfig(windows=[2.0, 4.0, 8.0]))
+    assert [n for n in names if n.startswith("grad_ratio")] == ["grad_ratio_0", "grad_ratio_1", "grad_ratio_2"]
+    assert "grad_ratio_0" not in REGISTRY.names(ModelConfig())  # the default registry is unchanged
+
+
+def test_patterns_exact_rows_and_fallbacks():
+    assert REGISTRY.label("window_weight_11") == "weight 11"
+    assert REGISTRY.label("mem2_gate_input") == "m2 gate in" and REGISTRY.label("mem1_other_thing") == "m1 other thing"
+    assert REGISTRY.label("norm_memory1") == "|memory1|" and REGISTRY.label("norm_extra") == "|extra|"
+    assert REGISTRY.direction("t_anything") == LOWER and REGISTRY.label("t_anything") == "anything"
+    assert REGISTRY.section("logit_max") == "logits" and REGISTRY.section("mystery") == "other"
+    assert REGISTRY.direction("mystery") == NEUTRAL and REGISTRY.label("my_stat") == "my stat"
+    assert REGISTRY.label("val_bpb") == "val bpb" and REGISTRY.label("val_bpb", brief=True) == "bpb"
+
+
+def test_order_is_the_table_order_with_indices_numeric():
+    names = ["window_size_10", "window_weight_2", "window_size_9", "loss_100", "t_zzz", "t_data", "loss", "zeta"]
+    assert sorted(names, key=REGISTRY.order) == [
+        "loss", "loss_100", "window_weight_2", "window_size_9", "window_size_10", "t_data", "t_zzz", "zeta"]
+
+
+def test_indices_of_a_family():
+    stats = {"window_weight_0": 1.0, "window_weight_10": 1.0, "window_weight_2": 1.0, "window_size_3": 1.0}
+    assert REGISTRY.indices(WINDOW_WEIGHT, stats) == [0, 2, 10]
+
+
+def test_every_row_is_well_formed():
+    assert all(s.section in SECTIONS for s in STATS)
+    assert all(s.direction in (LOWER, HIGHER, NEUTRAL) for s in STATS)
+    assert all(("{i}" in s.name) == (s.per is not None) for s in STATS)
+    exact = [s.name for s in STATS if not s.is_pattern]
+    assert len(exact) == len(set(exact))
+    with pytest.raises(ValueError, match="section"):
+        Registry([StatSpec("x", "nowhere")])
+
+
+def test_names_follow_the_config_window_count():
+    names = REGISTRY.names(ModelConfig(windows=[2.0, 3.0]))
+    assert REGISTRY.indices(WINDOW_WEIGHT, names) == [0, 1]
+    assert "epoch" not in names and not any("{" in n for n in names)
+    assert REGISTRY.timings() == ("t_data", "t_forward", "t_backward", "t_optimizer", "t_stats")
+
+
+def test_model_readings_are_registered(make_cfg):
+    from babyllm.model import BabyLLM
+
+    cfg = make_cfg("model.windows=[2, 3, 5]")
+    model = BabyLLM(cfg.model)
+    readings = model.readings()
+    assert set(readings) <= set(REGISTRY.names(cfg.model))
+    assert REGISTRY.indices(WINDOW_WEIGHT, readings) == [0, 1, 2]
+    assert all(REGISTRY.spec(n) is not None and not REGISTRY.spec(n).is_fallback for n in readings)
+    assert tuple(name for name, _ in model.named_children()) == PARTS
+
+
+def test_fake_tutor_publishes_every_registered_stat():
+    assert list(fake_stats(10)) == REGISTRY.names(FAKE_MODEL)
