@@ -12,13 +12,10 @@ import torch
 
 from babyllm.config import ChatConfig, load_config
 from babyllm.errors import BabyError
-from babyllm.infer2 import (
-    Infer2,
-    Settings,
-    TokenText,
-    apply_repetition_penalty,
-    sample_next,
-)
+from babyllm.infer2 import Infer2, Settings
+from babyllm.infer2.commands import COMMANDS, RELOAD, find, help_examples, help_line
+from babyllm.infer2.detokenizer import TokenText
+from babyllm.infer2.sampling import apply_repetition_penalty, sample_next
 from babyllm.librarian import END_OF_TEXT, train_tokenizer
 from babyllm.model import BabyLLM
 from textgen import sentences
@@ -304,6 +301,24 @@ def test_unknown_command_names_help(model, tok) -> None:
         inf.command("temp 3")
 
 
+def test_every_command_in_the_table_is_dispatched_and_in_every_help(model, tok) -> None:
+    """The table is the one list: each command (and alias) runs, and every help text names each one."""
+    from tui.screens import CHAT_HELP
+    from tui.watch import WatchHelpScreen
+
+    inf = Infer2(model, tok)
+    for cmd in COMMANDS:
+        for name in (cmd.name, *cmd.aliases):
+            assert find(name) is cmd
+            reply = inf.command(f"{name} {cmd.example}".strip())
+            assert reply and "\n" not in reply, name
+        for text in (help_line(), help_examples(), CHAT_HELP, WatchHelpScreen.CHAT):
+            assert cmd.name in text, (cmd.name, text)
+    assert help_line() == inf.command("/help")
+    assert RELOAD.name in WatchHelpScreen.CHAT and RELOAD.name not in CHAT_HELP and find(RELOAD.name) is None
+    assert help_line().endswith(", /help") and help_line((RELOAD,)).endswith(f"{RELOAD.usage()}, /help")
+
+
 # --- living beside training -----------------------------------------------------------------------------
 
 
@@ -357,9 +372,9 @@ def test_reset_during_a_reply_waits_for_its_end(model, tok) -> None:
 
 
 def test_cpu_forwards_are_single_threaded_in_the_callers_thread_only(model, tok) -> None:
-    from babyllm.infer2 import _native_threads
+    from babyllm.infer2.threads import native_threads
 
-    if _native_threads().omp_set is None:
+    if native_threads().omp_set is None:
         pytest.skip("torch without OpenMP: thread counts are left alone")
     before = torch.get_num_threads()
     torch.set_num_threads(2)

@@ -15,7 +15,8 @@ import torch
 
 from babyllm import soul
 from babyllm.errors import BabyError, CheckpointError
-from babyllm.infer2 import Settings, sample_next
+from babyllm.infer2 import Settings
+from babyllm.infer2.sampling import sample_next
 from babyllm.runlock import RunLock, RunLocked
 from babyllm.tutor import Tutor
 

@@ -12,6 +12,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from babyllm.infer2.commands import help_examples
+
 # (keys, what they do) in the order the help screen lists them.
 HELP: tuple[tuple[str, str], ...] = (
     ("space  p", "pause / resume training (also resumes after a NaN alarm)"),
@@ -33,7 +35,7 @@ HELP: tuple[tuple[str, str], ...] = (
     ("q  ctrl+c", "quit: asks, then saves, stops the Tutor and exits"),
 )
 
-CHAT_HELP = ("chat commands: /temp 0.8  /topk 40  /topp 0.9  /max 200  /penalty 1.2  /seed 3  /reset  /help")
+CHAT_HELP = "chat commands: " + help_examples()
 
 
 Answer = TypeVar("Answer")

@@ -45,6 +45,7 @@ from textual.app import App
 from textual.binding import Binding
 
 from babyllm.errors import BabyError
+from babyllm.infer2.commands import RELOAD, help_examples, help_line
 from babyllm.snapshot import Event, History, Snapshot
 from tui.app import CockpitApp
 from tui.commands import CockpitCommands
@@ -522,13 +523,11 @@ class WatchChat:
         return f"the next message loads the newest save, step {newest:,}{now}"
 
     def command(self, line: str) -> str:
-        from babyllm.infer2 import HELP
-
         name = (line.split() or [""])[0].lower()
         if name == "/reload":
             return self.reload()
         if name in ("/help", "/?"):
-            return f"{HELP}; /reload (load the newest save at the next message)"
+            return help_line(extra=(RELOAD,))
         if self.infer is None:
             raise BabyError(f"{name}: no model loaded yet; send a message first (it loads the run's newest save)")
         return self.infer.command(line)
@@ -561,7 +560,7 @@ WATCH_HELP: tuple[tuple[str, str], ...] = (
 class WatchHelpScreen(HelpScreen):
     TITLE = "babyllm-tui viewer keys"
     ROWS = WATCH_HELP
-    CHAT = "chat: /temp 0.8  /topk 40  /topp 0.9  /max 200  /reset  /reload  /help"
+    CHAT = "chat: " + help_examples(extra=(RELOAD,))
 
 
 CONTROL_ACTIONS = ("toggle_pause", "save", "checkpoint", "rollback")
