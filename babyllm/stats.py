@@ -11,7 +11,7 @@ printer read everything else from the registry. Light: no torch, so the cockpit 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 

@@ -9,6 +9,10 @@ import json
 import pytest
 
 from babyllm import BabyLLM, bench
+from babyllm.bench import command
+from babyllm.bench.fill import cuda_step_bytes, fill_batch
+from babyllm.bench.measure import measure_config
+from babyllm.bench.peak import capped, gemm_shapes
 from babyllm.config import load_config
 from babyllm.errors import BabyError
 
@@ -58,7 +62,7 @@ def test_bench_table_bf16(tmp_path, capsys):
 
 def test_bench_scaling_rows(tmp_path, capsys, monkeypatch):
     # In-process instead of nine child processes, to keep the test quick.
-    monkeypatch.setattr(bench, "run_child", bench.measure_config)
+    monkeypatch.setattr(command, "run_child", measure_config)
     assert bench.main(args(tmp_path, scaling=True)) == 0
     rows = json.loads(capsys.readouterr().out)["scaling"]
     assert len(rows) == 9
@@ -70,14 +74,14 @@ def test_bench_scaling_rows(tmp_path, capsys, monkeypatch):
 def test_scaling_specs_vary_one_thing_at_a_time():
     base = dict(config="cpu", overrides=[], device="cpu", dtype="fp32", compile=False, quick=True)
     cfg = load_config("cpu")
-    specs = bench.scaling_specs(base)
+    specs = command.scaling_specs(base)
     contexts = [load_config("cpu", s["overrides"]).model.context for s in specs[:3]]
     assert contexts == [cfg.model.context // 2, cfg.model.context, cfg.model.context * 2]
 
 
 def test_gemm_shapes_cover_the_step():
     cfg = load_config("cpu")
-    shapes = bench.gemm_shapes(cfg)
+    shapes = gemm_shapes(cfg)
     rows = cfg.train.batch * cfg.model.context
     fwd = {s["name"]: s for s in shapes}["logits fwd"]
     assert (fwd["m"], fwd["k"], fwd["n"]) == (rows, cfg.model.neurons, cfg.model.vocab)
@@ -86,8 +90,8 @@ def test_gemm_shapes_cover_the_step():
     c = cfg.model
     low_rank = 2 * (2 * c.neurons * c.memory_rank + (0 if c.memory_mlp else c.context * c.memory_rank))
     assert sum(s["flops_per_token"] for s in shapes) == model.train_flops_per_token() - 6 * low_rank
-    capped = bench._capped(fwd, 1e8)
-    assert 2 * capped[0] * capped[1] * capped[2] <= 1e8 or capped[0] == 64
+    dims = capped(fwd, 1e8)
+    assert 2 * dims[0] * dims[1] * dims[2] <= 1e8 or dims[0] == 64
 
 
 def test_bad_config_is_a_clear_error(tmp_path):
@@ -97,7 +101,7 @@ def test_bad_config_is_a_clear_error(tmp_path):
 
 def test_batch_option(tmp_path, capsys, monkeypatch):
     """--batch N measures at that batch; --batch auto keeps the config's on a CPU (it fills GPUs only)."""
-    monkeypatch.setattr(bench, "run_child", bench.measure_config)
+    monkeypatch.setattr(command, "run_child", measure_config)
     tiny = load_config("tiny")
     for value, expected in (("3", 3), ("auto", tiny.train.batch)):
         assert bench.main(args(tmp_path, batch=value)) == 0
@@ -122,10 +126,10 @@ def test_fill_batch_uses_the_memory_line():
         probed.append(batch)
         return 1000 + 100 * batch
 
-    assert bench.fill_batch(step_bytes, base=16, budget_bytes=10_000) == 64  # 1000 + 100 * 64 fits, * 128 not
+    assert fill_batch(step_bytes, base=16, budget_bytes=10_000) == 64  # 1000 + 100 * 64 fits, * 128 not
     assert probed == [16, 32]  # two probes only
-    assert bench.fill_batch(step_bytes, base=16, budget_bytes=1_000_000, cap=256) == 256
-    assert bench.fill_batch(step_bytes, base=16, budget_bytes=2_000) == 16  # even the base does not fit: keep it
+    assert fill_batch(step_bytes, base=16, budget_bytes=1_000_000, cap=256) == 256
+    assert fill_batch(step_bytes, base=16, budget_bytes=2_000) == 16  # even the base does not fit: keep it
 
 
 def test_fill_batch_keeps_the_base_when_the_second_probe_runs_out():
@@ -134,7 +138,7 @@ def test_fill_batch_keeps_the_base_when_the_second_probe_runs_out():
             raise MemoryError("CUDA out of memory")
         return 1000.0
 
-    assert bench.fill_batch(step_bytes, base=16, budget_bytes=1e9) == 16
+    assert fill_batch(step_bytes, base=16, budget_bytes=1e9) == 16
 
 
 def test_cuda_probe_runs_a_throwaway_tutor(monkeypatch, tmp_path):
@@ -148,5 +152,5 @@ def test_cuda_probe_runs_a_throwaway_tutor(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 12345)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty"))
     cfg = load_config("tiny", [f"data.cache_dir={json.dumps(str(tmp_path / 'cache'))}", "train.device=cpu"])
-    assert bench._cuda_step_bytes(cfg, 3) == 12345.0
+    assert cuda_step_bytes(cfg, 3) == 12345.0
     assert calls == ["reset", "sync", "empty"] and cfg.train.batch == load_config("tiny").train.batch
