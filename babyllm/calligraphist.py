@@ -217,7 +217,8 @@ class _Grid:
                 line = Text(no_wrap=True, overflow="ellipsis")
                 if not stacked:
                     line.append((section if start == 0 else "").ljust(self.head), style="bold")
-                for (name, value), (lab, val) in zip(group[start:start + per_row], widths):
+                # (the last row of a section may hold fewer cells than there are columns)
+                for (name, value), (lab, val) in zip(group[start:start + per_row], widths, strict=False):
                     line.append(" " * self._GUTTER + name.ljust(lab) + " ", style="dim")
                     line.append(" " * (val - value.cell_len))
                     line.append_text(value)

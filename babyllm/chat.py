@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TextIO
 
 from babyllm.errors import BabyError, CheckpointError
 from babyllm.infer2 import Infer2, Settings
@@ -32,6 +34,7 @@ def find_run_dir(args: argparse.Namespace, runs_root: Path = RUNS) -> Path:
     if run_dir is not None:
         path, flag = Path(run_dir).expanduser(), "--run-dir"
     else:
+        assert run is not None  # (neither given returned above)
         if "/" in run or run in (".", ".."):
             raise BabyError(f"--run {run}: a run name cannot contain '/'; use --run-dir for a path")
         path, flag = Path(runs_root) / run, "--run"
@@ -91,10 +94,8 @@ def _utf8_safe(stream: TextIO) -> None:
     """Never die on a character the terminal's encoding cannot show."""
     reconfigure = getattr(stream, "reconfigure", None)
     if reconfigure is not None:
-        try:
+        with contextlib.suppress(ValueError, OSError):
             reconfigure(errors="replace")
-        except (ValueError, OSError):
-            pass
 
 
 # --- chat -----------------------------------------------------------------------------------------------
@@ -186,10 +187,8 @@ def chat_main(args: argparse.Namespace) -> int:
     infer = Infer2(model, tokenizer, Settings.from_config(cfg.chat))
     print(f"loaded run {run_name(run_dir)} at step {step:,} ({run_dir}, config {cfg.name}, {infer.device})")
     print(f"{infer.describe()}\ntype /help for commands, /quit or Ctrl-D to leave")
-    try:
+    with contextlib.suppress(ImportError):
         import readline  # noqa: F401  (line editing and history for input())
-    except ImportError:
-        pass
     log_dir = run_dir.parent if is_save_folder(run_dir) else run_dir
     log = ChatLog(log_dir / "chat.log", lambda m: print(m, file=sys.stderr))
     log.write("info", f"chat with step {step} of {run_dir}")
@@ -220,7 +219,8 @@ def sample_main(args: argparse.Namespace) -> int:
     """`babyllm sample --prompt TEXT [--max-tokens N] [--seed S] [--temperature T]`: one completion on stdout."""
     prompt = getattr(args, "prompt", None) or ""
     if not prompt.strip():
-        raise BabyError("--prompt is empty: give some text for the model to continue, e.g. --prompt \"Once upon a time\"")
+        raise BabyError("--prompt is empty: give some text for the model to continue, "
+                        "e.g. --prompt \"Once upon a time\"")
     sample_settings(args, Settings())  # bad values fail before the (slow) load
     _utf8_safe(sys.stdout)
     cfg, model, tokenizer, step, run_dir = load(args)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 try:
     import tomllib
@@ -217,7 +218,8 @@ def validate(cfg: Config, where: str = "config") -> None:
         (len(m.windows) >= 1, "model.windows = []: give at least one window size"),
         (m.window_groups >= 1 and m.neurons % m.window_groups == 0,
          f"model.window_groups = {m.window_groups}: must be at least 1 and divide model.neurons ({m.neurons})"),
-        (1 <= m.memory_rank <= m.neurons, f"model.memory_rank = {m.memory_rank}: must be 1..model.neurons ({m.neurons})"),
+        (1 <= m.memory_rank <= m.neurons,
+         f"model.memory_rank = {m.memory_rank}: must be 1..model.neurons ({m.neurons})"),
         (0.0 < d.val_fraction <= 0.5, f"data.val_fraction = {d.val_fraction}: must be in (0, 0.5]"),
         (d.text_field.strip() != "", f"data.text_field = {d.text_field!r}: name the field (.jsonl) or column "
                                      "(.csv, .parquet) that holds the text, e.g. \"text\""),
@@ -247,7 +249,8 @@ def validate(cfg: Config, where: str = "config") -> None:
         (c.max_tokens >= 1, f"chat.max_tokens = {c.max_tokens}: must be at least 1"),
     ]
     for w in m.windows:
-        checks.append((1 <= w <= m.context, f"model.windows has {w:g}: each window must be 1..model.context ({m.context})"))
+        checks.append((1 <= w <= m.context,
+                       f"model.windows has {w:g}: each window must be 1..model.context ({m.context})"))
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"{where}: {message}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
@@ -142,10 +143,8 @@ class Counsellor:
 
     def _drop_file(self) -> None:
         if self._log_file is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._log_file.close()
-            except OSError:
-                pass
             self._log_file = None
 
     def close(self) -> None:

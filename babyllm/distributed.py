@@ -22,10 +22,12 @@ corpus while the others wait. A rank that dies makes the collectives of the othe
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import re
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -118,10 +120,8 @@ def shutdown() -> None:
     """Leave the process group (after a clean finish; after a failure the process just exits)."""
     global _control
     if dist.is_available() and dist.is_initialized():
-        try:
+        with contextlib.suppress(Exception):  # nothing left to save; never turn a clean exit into a crash
             dist.destroy_process_group()
-        except Exception:  # nothing left to save; never turn a clean exit into a crash
-            pass
     _control = None
 
 
@@ -210,10 +210,8 @@ def agree_setup(build: Callable[[], T]) -> T:
     try:
         value = build()
     except BaseException:
-        try:
+        with contextlib.suppress(Exception):  # the others are gone too; this rank's own error says more
             all_ok(False)
-        except Exception:  # the others are gone too; this rank's own error says more
-            pass
         raise
     if not all_ok(True):
         raise BabyError(f"rank {rank()}: another rank could not start (see its error)")

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from functools import cache
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -94,12 +95,12 @@ class _OneDnnMM(torch.autograd.Function):
     """a @ b with each of the three products (forward, both gradients) through oneDNN where it suits."""
 
     @staticmethod
-    def forward(ctx: Any, a: Tensor, b: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, a: Tensor, b: Tensor) -> Tensor:
         ctx.save_for_backward(a, b)
         return _product(a, b)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
         a, b = ctx.saved_tensors
         da = _product(grad, b.t()) if ctx.needs_input_grad[0] else None
         db = _product(a.t(), grad) if ctx.needs_input_grad[1] else None
@@ -110,7 +111,7 @@ class _OneDnnLinear(torch.autograd.Function):
     """x @ weight.T + bias with the bias added inside the forward kernel (one pass fewer over the output)."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         ctx.save_for_backward(x, weight)
         if not _onednn_suits(x, weight.t()):
             out = torch.mm(x, weight.t())
@@ -118,7 +119,7 @@ class _OneDnnLinear(torch.autograd.Function):
         return _op()(_strided(x), _strided(weight), bias, "none", [], "")
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, weight = ctx.saved_tensors
         dx = _product(grad, weight) if ctx.needs_input_grad[0] else None
         dw = _product(grad.t(), x) if ctx.needs_input_grad[1] else None

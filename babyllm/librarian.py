@@ -10,15 +10,17 @@ the tokenizer in batches and written to the token cache as it goes.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import hashlib
 import json
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -440,7 +442,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("BABYLLM_CACHE") or Path.home() / ".cache" / "babyllm")
 
 
-def atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write_bytes(path: Path, write: Callable[[Path], object]) -> None:
     """Write via a temp file in the same folder and rename, so a crash never leaves half a file.
 
     A cache that cannot be written (read-only, full, a file in the way) is one line naming the
@@ -456,10 +458,8 @@ def atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
             f"{path.parent}: cannot write the corpus cache ({e.strerror or e}); make it writable or "
             "point data.cache_dir (or $BABYLLM_CACHE) at a writable folder with room for it") from None
     finally:
-        try:
+        with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
 
 
 class Librarian:

@@ -191,7 +191,7 @@ class GatedLeakyAverages(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, u: Tensor, gates: Tensor, decays: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, u: Tensor, gates: Tensor, decays: Tensor) -> Tensor:
         N, B, T = u.shape
         E = decay_matrix(decays, T)  # [2, T, T], fp32
         flat = u.view(N * B, T)
@@ -204,7 +204,7 @@ class GatedLeakyAverages(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         u, short, long, gates, decays, E = ctx.saved_tensors
         N, B, T = u.shape
         grad = grad.contiguous()

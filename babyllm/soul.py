@@ -23,6 +23,7 @@ a full disk part-way leaves every earlier save untouched.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -30,9 +31,10 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -154,7 +156,8 @@ def resolve_run_dir(
         for candidate in runs_root.iterdir() if runs_root.is_dir() else ():
             saves = list_saves(candidate)
             if saves:
-                stamp = max((s.path / META_FILE).stat().st_mtime if (s.path / META_FILE).exists() else 0.0 for s in saves)
+                stamp = max((s.path / META_FILE).stat().st_mtime if (s.path / META_FILE).exists() else 0.0
+                            for s in saves)
                 if best is None or stamp > best[0]:
                     best = (stamp, candidate)
         if best is None:
@@ -183,10 +186,10 @@ def clean_temp(run_dir: Path) -> None:
             continue
         dest = p.parent / m.group(1)
         if m.group(2) == "old" and not dest.exists():
-            try:  # the crash came between moving the old one aside and renaming the new one in
+            # The crash came between moving the old one aside and renaming the new one in; if this fails
+            # too, it is left as it is (never deleted) and the next start tries again.
+            with contextlib.suppress(OSError):
                 os.replace(p, dest)
-            except OSError:
-                pass  # left as it is (never deleted): the next start tries again
             continue
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
@@ -324,7 +327,7 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v: Any) -> bool:
+def _is_number(v: Any) -> TypeGuard[int | float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -426,7 +429,8 @@ def read_save(folder: Path, cfg: Config | None = None, tokenizer: Tokenizer | No
         try:
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as e:  # unpickling errors of every kind: damaged, or not plain data
-            raise CheckpointError(f"{folder / STATE_FILE}: damaged or unsafe ({str(e).splitlines()[0][:120]})") from None
+            first = str(e).splitlines()[0][:120]
+            raise CheckpointError(f"{folder / STATE_FILE}: damaged or unsafe ({first})") from None
     return LoadedSave(folder, meta, model_state, state)
 
 

@@ -256,12 +256,12 @@ def test_colour_ramp_blue_to_red() -> None:
     assert [r for r, _, _ in rgb] == sorted(r for r, _, _ in rgb)
     assert [b for _, _, b in rgb] == sorted((b for _, _, b in rgb), reverse=True)
     for r, g, b in rgb:  # readable on dark and light: no near-black or near-white
-        assert 60 < max(r, g, b) and min(r, g, b) < 200
+        assert max(r, g, b) > 60 and min(r, g, b) < 200
 
 
 def test_styles() -> None:
     cal = Calligraphist()
-    for band, colour in zip(BANDS, BAND_COLOURS):
+    for band, colour in zip(BANDS, BAND_COLOURS, strict=True):
         style = cal.style(band)
         assert style.color is not None and style.color.triplet is not None
         assert style.color.triplet.hex == colour

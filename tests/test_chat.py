@@ -20,6 +20,7 @@ from babyllm.errors import BabyError
 from babyllm.infer2 import Infer2, Settings
 from babyllm.librarian import train_tokenizer
 from babyllm.model import BabyLLM
+
 from textgen import sentences
 
 ROOT = Path(__file__).resolve().parent.parent

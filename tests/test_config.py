@@ -102,7 +102,8 @@ def test_info_prints_parameter_table_and_json():
     assert r.returncode == 0, r.stderr
     for part in ("embed", "neurons", "windows", "memory1", "memory2", "logits", "total", "FLOPs per token"):
         assert part in r.stdout
-    r = subprocess.run([sys.executable, "-m", "babyllm", "info", "--config", "tiny", "--json"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "babyllm", "info", "--config", "tiny", "--json"],
+                       capture_output=True, text=True)
     import json
 
     info = json.loads(r.stdout)

@@ -20,6 +20,7 @@ from babyllm.infer2 import Infer2
 from babyllm.model import BabyLLM, next_token_loss
 from babyllm.soul import load_for_inference
 from babyllm.tutor import Tutor
+
 from memories import stir
 
 DEVICE = os.environ.get("BABYLLM_TEST_DEVICE", "cuda")
@@ -56,7 +57,7 @@ def test_model_on_the_device_matches_the_cpu():
         loss.backward()
         losses.append(loss.item())
     assert losses[1] == pytest.approx(losses[0], rel=1e-4)
-    for p_cpu, p_dev in zip(cpu_model.parameters(), dev_model.parameters()):
+    for p_cpu, p_dev in zip(cpu_model.parameters(), dev_model.parameters(), strict=True):
         torch.testing.assert_close(p_dev.grad.cpu(), p_cpu.grad, rtol=1e-3, atol=1e-5)
 
 

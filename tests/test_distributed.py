@@ -92,7 +92,7 @@ def straight(corpus, cache, tmp_path_factory):
 
 def assert_same_curve(got, want):
     assert [x["step"] for x in got] == [x["step"] for x in want]
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert g["loss"] == pytest.approx(w["loss"], rel=RTOL), g["step"]
         assert g["accuracy"] == pytest.approx(w["accuracy"], abs=1e-6), g["step"]
         assert g["tokens"] == w["tokens"]

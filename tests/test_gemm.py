@@ -5,6 +5,7 @@ import torch
 
 from babyllm import BabyLLM, gemm, load_config
 from babyllm.model import next_token_loss
+
 from memories import stir
 
 needs_onednn = pytest.mark.skipif(not gemm._correct(), reason="this torch has no usable oneDNN fp32 kernel")
@@ -53,7 +54,7 @@ def test_onednn_linear_matches_torch(monkeypatch, with_bias):
         outs.append(out.detach())
         grads.append([t.grad for t in leaves])
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-4)
-    for mine, ref in zip(grads[0], grads[1]):
+    for mine, ref in zip(grads[0], grads[1], strict=True):
         if ref is None:
             assert mine is None
         else:
@@ -106,7 +107,7 @@ def test_model_trains_alike_on_both_paths(monkeypatch):
         results.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
     (loss_torch, grads_torch), (loss_dnn, grads_dnn) = results
     assert loss_dnn == pytest.approx(loss_torch, rel=1e-5)
-    for g1, g2 in zip(grads_torch, grads_dnn):
+    for g1, g2 in zip(grads_torch, grads_dnn, strict=True):
         torch.testing.assert_close(g2, g1, rtol=1e-4, atol=1e-6)
 
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import babyllm.tutor as tutor_mod
-from babyllm.cli import build_parser, main as cli_main
-from babyllm.cli import prepare_run
+from babyllm.cli import build_parser, prepare_run
+from babyllm.cli import main as cli_main
 from babyllm.soul import list_saves, load_for_inference
 
 
@@ -58,7 +58,8 @@ def test_user_mistakes_are_one_line(train_args, tmp_path, capsys):
     capsys.readouterr()
     assert cli_main(train_args("--steps", "6", "--run-dir", str(run))) == 2
     err = capsys.readouterr().err
-    assert err.strip() == f"error: {run} already has a save at step 3; pass --resume to continue it, or choose another --run"
+    assert err.strip() == (f"error: {run} already has a save at step 3; pass --resume to continue it, "
+                           "or choose another --run")
     assert cli_main(train_args("--steps", "6", "--run-dir", str(run), "--resume", "--set", "model.neurons=32")) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "model.neurons is 64 in the checkpoint but 32 now" in err

@@ -18,6 +18,7 @@ from babyllm.infer2.detokenizer import TokenText
 from babyllm.infer2.sampling import apply_repetition_penalty, sample_next
 from babyllm.librarian import END_OF_TEXT, train_tokenizer
 from babyllm.model import BabyLLM
+
 from textgen import sentences
 
 CONTEXT = 48
@@ -47,7 +48,8 @@ def greedy(**kw) -> Settings:
                               max_tokens=10), **kw})
 
 
-def reference_greedy(model: BabyLLM, ids: list[int], n: int, eot: int, penalty: float = 1.0, window: int = 0) -> list[int]:
+def reference_greedy(model: BabyLLM, ids: list[int], n: int, eot: int, penalty: float = 1.0,
+                     window: int = 0) -> list[int]:
     """Slow and obviously correct: a full forward over every token so far for each new token."""
     out: list[int] = []
     for _ in range(n):
@@ -83,7 +85,7 @@ def test_incremental_logits_match_full_forward(model, tok) -> None:
     for i in range(20, len(ids)):
         got.append(inf._forward([ids[i]]))
     positions = [9, 10] + [19] + list(range(20, len(ids)))
-    for pos, logits in zip(positions, got):
+    for pos, logits in zip(positions, got, strict=True):
         torch.testing.assert_close(logits, full[pos], rtol=1e-4, atol=1e-4)
     assert inf._state.pos == len(ids)
 

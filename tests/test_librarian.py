@@ -6,6 +6,7 @@ import torch
 from babyllm.config import load_config
 from babyllm.errors import CorpusError
 from babyllm.librarian import Librarian
+
 from textgen import sentences
 
 
@@ -99,7 +100,7 @@ def test_batches_are_seeded_windows_of_context_plus_one(tmp_path, corpus):
     a.load_sampler_state(state)
     assert torch.equal(a.batch(3), nxt)
     v1, v2 = a.val_batches(2, 3), a.val_batches(2, 3)
-    assert all(torch.equal(p, q) for p, q in zip(v1, v2))
+    assert all(torch.equal(p, q) for p, q in zip(v1, v2, strict=True))
     assert int(x.max()) < cfg.model.vocab
 
 

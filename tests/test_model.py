@@ -7,6 +7,7 @@ import torch
 
 from babyllm import BabyLLM, load_config
 from babyllm.model import GatedLeakyAverages, Memory, Memory2, Windows, next_token_loss
+
 from memories import stir
 
 
@@ -22,7 +23,7 @@ def reference_windows(acts: torch.Tensor, sizes: list[float], weights: list[floa
     B, T, N = acts.shape
     out = torch.zeros(B, T, N, dtype=torch.float64)
     for t in range(T):
-        for w, c in zip(sizes, weights):
+        for w, c in zip(sizes, weights, strict=True):
             n, f = math.floor(w), w - math.floor(w)
             total, count = torch.zeros(B, N, dtype=torch.float64), 0.0
             for j in range(n):
@@ -47,7 +48,7 @@ def reference_memory(mem: Memory, u: torch.Tensor, carried: torch.Tensor | None)
     for t in range(T):
         S = d_s * S + (1 - d_s) * u[:, t]
         L = d_l * L + (1 - d_l) * u[:, t]
-        if mem.mlp:  # a GELU bottleneck over this position's input
+        if mem.mlp:  # a GELU bottleneck over this position's input  # noqa: SIM108 (each branch explained)
             proj = mem.up(torch.nn.functional.gelu(mem.down(u[:, t]) + mem.proj_bias))
         else:  # a linear bottleneck over the long-term buffer
             proj = mem.up(mem.down(L))
@@ -139,7 +140,7 @@ def test_memory_gradients_match_reference_loop(carry, proj):
 
     got = gradients(lambda x: mem(x, carried))
     want = gradients(lambda x: reference_memory(mem, x, carried))
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-12)
 
 

@@ -69,7 +69,7 @@ def test_resume_is_bit_identical(make_cfg, tmp_path):
         assert [m[key] for m in a] == [m[key] for m in b], key
     _, ma, _, _ = load_for_inference(straight)
     _, mb, _, _ = load_for_inference(split)
-    for (na, pa), (nb, pb) in zip(ma.state_dict().items(), mb.state_dict().items()):
+    for (na, pa), (nb, pb) in zip(ma.state_dict().items(), mb.state_dict().items(), strict=True):
         assert na == nb and torch.equal(pa, pb), na
 
 

@@ -14,19 +14,17 @@ import pytest
 import torch
 
 from babyllm import soul
-from babyllm.errors import BabyError, CheckpointError
+from babyllm.errors import BabyError
 from babyllm.infer2 import Settings
 from babyllm.infer2.sampling import sample_next
 from babyllm.runlock import RunLock, RunLocked
 from babyllm.tutor import Tutor
 
-
 # --- group 3: one owner per run directory ------------------------------------------------------------
 
 
 def test_a_second_owner_is_refused_naming_the_holder(tmp_path):
-    with RunLock(tmp_path):
-        with pytest.raises(RunLocked, match=rf"pid {os.getpid()} on "):
+    with RunLock(tmp_path), pytest.raises(RunLocked, match=rf"pid {os.getpid()} on "):
             RunLock(tmp_path).acquire()
     RunLock(tmp_path).acquire().release()  # released: free again
 
@@ -274,7 +272,7 @@ def test_a_resume_rebuilds_history_and_events_from_the_live_branch(make_cfg, tmp
     finally:
         t2.close()
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert {"rollback_to": 4} == {k: v for k, v in rows[6].items() if k != "time"}
+    assert {k: v for k, v in rows[6].items() if k != "time"} == {"rollback_to": 4}
     assert all(isinstance(r["time"], float) for r in rows)  # wall clock on every row
     t3 = Tutor(make_cfg("train.steps=8"), run, resume=True, say=lambda m: None)
     try:
@@ -330,7 +328,7 @@ def test_best_val_at_step_is_the_validation_step_even_when_thinned():
         h.add(s, {"loss": 1.0, "val_loss": val})
     steps, values = h.series("val_loss", 100)
     assert steps[1:] == [500, 1000, 1500, 2000, 2500, 3000]
-    assert min(zip(values[1:], steps[1:])) == (2.0, 3000)
+    assert min(zip(values[1:], steps[1:], strict=True)) == (2.0, 3000)
 
 
 def test_the_cockpit_primes_its_bands_from_a_resumed_history():

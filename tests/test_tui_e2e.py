@@ -20,7 +20,8 @@ STEP = re.compile(r"step ([\d,]+)")
 
 def write_corpus(tmp_path: Path) -> Path:
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("The kettle sang in the kitchen while the rain fell on the harbour boats.\n" * 150, encoding="utf-8")
+    line = "The kettle sang in the kitchen while the rain fell on the harbour boats.\n"
+    corpus.write_text(line * 150, encoding="utf-8")
     return corpus
 
 

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_tui_e2e import screen, tmux, wait_screen, write_corpus
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")]

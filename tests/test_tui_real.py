@@ -38,7 +38,8 @@ async def test_real_tutor_chat_pause_and_quit_saves(tmp_path):
     run_dir = tmp_path / "run"
     app = CockpitApp(
         lambda publish, say: Tutor(cfg, run_dir, publish=publish, say=say),
-        chat_factory=lambda t: Infer2(t.model, t.librarian.tokenizer, Settings.from_config(cfg.chat), lock=t.weights_lock),
+        chat_factory=lambda t: Infer2(t.model, t.librarian.tokenizer, Settings.from_config(cfg.chat),
+                                      lock=t.weights_lock),
         handle_signals=False,
     )
     async with app.run_test(size=(80, 24)) as pilot:

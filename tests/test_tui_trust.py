@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from test_tui import BIG, SMALL, make_app, started, wait_for
 from textual.widgets import Input
 
 from babyllm.snapshot import Event
@@ -15,8 +16,6 @@ from tui.widgets.chat import MAX_INPUT, clean_text
 from tui.widgets.events import EventLog
 from tui.widgets.plotting import Plot
 from tui.widgets.status import StatusBar, TokenRate
-
-from test_tui import SMALL, BIG, make_app, started, wait_for
 
 
 def screen_text(app) -> str:

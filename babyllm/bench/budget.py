@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 def budgets(quick: bool, cuda: bool) -> dict[str, float]:
     """Time boxes (seconds) and counts; `quick` is for tests (a couple of steps, tiny time boxes)."""
     if quick:

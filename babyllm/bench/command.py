@@ -24,8 +24,8 @@ def _specs(args: argparse.Namespace) -> list[dict[str, Any]]:
     for name in names:
         cfg = load_config(name, overrides)  # errors in configs or --set surface here, before any child
         specs.append(dict(config=name, overrides=overrides, device=args.device or "auto", fill=batch == "auto",
-                          dtype=getattr(args, "dtype", None) or cfg.train.dtype, compile=bool(getattr(args, "compile", False)),
-                          quick=bool(getattr(args, "quick", False))))
+                          dtype=getattr(args, "dtype", None) or cfg.train.dtype,
+                          compile=bool(getattr(args, "compile", False)), quick=bool(getattr(args, "quick", False))))
     return specs
 
 

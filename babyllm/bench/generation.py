@@ -1,4 +1,4 @@
-"""Generation speed: Infer2's chat tokens/s, and the naive one-token-per-pass reference against a whole-sequence pass."""
+"""Generation speed: Infer2's chat tokens/s, and the naive one-token-per-pass reference against one whole pass."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -69,8 +70,12 @@ def gemm_fn(shape: dict[str, Any], dims: tuple[int, int, int], dtype: Any, devic
     m, k, n = dims
     # Stored as the model stores them: "tr" operands are transposed views of contiguous tensors; run
     # through the model's own matmul (oneDNN for fp32 on CPU where that is faster than torch.mm).
-    a = torch.randn(m, k, device=device).to(dtype) if shape["a"] == "row" else torch.randn(k, m, device=device).to(dtype).t()
-    b = torch.randn(k, n, device=device).to(dtype) if shape["b"] == "row" else torch.randn(n, k, device=device).to(dtype).t()
+    def operand(rows: int, cols: int, layout: str) -> Any:
+        if layout == "row":
+            return torch.randn(rows, cols, device=device).to(dtype)
+        return torch.randn(cols, rows, device=device).to(dtype).t()
+
+    a, b = operand(m, k, shape["a"]), operand(k, n, shape["b"])
     return lambda: gemm.mm(a, b)
 
 
@@ -113,8 +118,9 @@ def compare_fp32_paths(cfg: Config, budget: dict[str, float]) -> dict[str, Any]:
     x, w = torch.randn(m, k), torch.randn(n, k)
     flops = 2.0 * m * k * n
     out: dict[str, Any] = dict(path=gemm.path(), shape="logits fwd")
+    wt = w.t()  # the weight as the model holds it: a transposed view
     for name, fn in (("model_gflops", gemm.mm), ("torch_mm_gflops", torch.mm)):
-        out[name] = flops / best_time(lambda fn=fn: fn(x, w.t()), lambda: None, budget["gemm_s"]) / 1e9
+        out[name] = flops / best_time(functools.partial(fn, x, wt), lambda: None, budget["gemm_s"]) / 1e9
     return out
 
 

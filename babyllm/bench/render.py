@@ -5,9 +5,59 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+Result = dict[str, Any]
+
 
 def _fmt(x: float, digits: int = 0) -> str:
     return f"{x:,.{digits}f}"
+
+
+def _peak(r: Result, dt: str) -> str:
+    if "peak" not in r:
+        return "-"
+    p = r["peak"][dt]
+    return f"{_fmt(p['peak_gflops'])} ({p['peak_shape']})"
+
+
+def _fp32_paths(r: Result) -> str:
+    if "fp32_paths" not in r:
+        return "-"
+    p = r["fp32_paths"]
+    return f"{p['path']} {_fmt(p['model_gflops'])} ({_fmt(p['torch_mm_gflops'])})"
+
+
+def _share(r: Result, key: str) -> str:
+    return f"{r['train'][key]:.0%}" if key in r["train"] else "-"
+
+
+# (row label, cell of one config's result); a cell whose figure is missing shows "-".
+ROWS: tuple[tuple[str, Callable[[Result], str]], ...] = (
+    ("device", lambda r: r["device"]),
+    ("batch x context", lambda r: f"{r['batch']} x {r['context']}" + (" (auto)" if r.get("batch_filled") else "")),
+    ("params", lambda r: _fmt(r["params"])),
+    ("train MFLOP/token", lambda r: _fmt(r["train_flops_per_token"] / 1e6, 1)),
+    ("peak fp32 GFLOP/s", lambda r: _peak(r, "fp32")),
+    ("peak bf16 GFLOP/s", lambda r: _peak(r, "bf16")),
+    ("fp32 matmul (vs torch.mm)", _fp32_paths),
+    ("gemm mix GFLOP/s", lambda r: _fmt(r["peak"][r["dtype"]]["mix_gflops"]) if "peak" in r else "-"),
+    ("train tokens/s", lambda r: _fmt(r["train"]["tokens_per_s"])),
+    ("ms/step (median)", lambda r: f"{_fmt(r['train']['ms_per_step'], 1)} ({r['train']['steps']} steps)"),
+    ("achieved GFLOP/s", lambda r: _fmt(r["train"]["gflops"], 1)),
+    ("of peak", lambda r: _share(r, "fraction_of_peak")),
+    ("of gemm mix", lambda r: _share(r, "fraction_of_mix")),
+    ("vs probe (median)", lambda r: f"{r['train']['fraction_vs_probe']:.0%}"),
+    ("memory MB", lambda r: f"{_fmt(r['memory_mb'])}"),
+    ("page faults/step", lambda r: _fmt(r["train"]["page_faults_per_step"])),
+    ("chat tokens/s", lambda r: _fmt(r["generation"]["tokens_per_s"], 1) if "generation" in r else "-"),
+    ("whole-seq fwd tokens/s", lambda r: _fmt(r["naive"]["whole_tokens_per_s"]) if "naive" in r else "-"),
+    ("one-token-per-pass tokens/s", lambda r: _fmt(r["naive"]["naive_tokens_per_s"], 1) if "naive" in r else "-"),
+    ("speed-up (whole-seq)", lambda r: f"{r['naive']['speedup']:.0f}x" if "naive" in r else "-"),
+)
+
+FOOTNOTE = ("peak: best of the model's own GEMM shapes in this run; gemm mix: those GEMMs weighted by their "
+            "share of a step's FLOPs; vs probe: step speed over a GEMM timed just before each step "
+            "(robust to a noisy machine); fp32 matmul: the kernel the model uses for fp32 on CPU and its "
+            "GFLOP/s on the logits GEMM (plain torch.mm in brackets); memory: ")
 
 
 def _console() -> Any:
@@ -18,64 +68,37 @@ def _console() -> Any:
     return console if console.is_terminal else Console(width=120)
 
 
-def render(machine: dict[str, Any], results: list[dict[str, Any]]) -> None:
-    from rich.table import Table
-
-    console = _console()
-    console.print(f"[bold]babyllm bench[/] on {machine['cpu']} ({machine['cpu_cores']} cores, {machine['threads']} threads"
-                  f"{', ' + machine['gpu'] if 'gpu' in machine else ''}; bf16 matmul: "
-                  f"{'yes' if machine['bf16_matmul'] else 'no'} {','.join(machine['cpu_bf16_flags'])}), torch {machine['torch']}")
-    table = Table(show_header=True, header_style="bold")
-    table.add_column("measure", no_wrap=True)
-    for r in results:
-        table.add_column(f"{r['config']} {r['dtype']}{' compiled' if r['compile'] else ''}", justify="right", no_wrap=True)
-    rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
-        ("device", lambda r: r["device"]),
-        ("batch x context", lambda r: f"{r['batch']} x {r['context']}" + (" (auto)" if r.get("batch_filled") else "")),
-        ("params", lambda r: _fmt(r["params"])),
-        ("train MFLOP/token", lambda r: _fmt(r["train_flops_per_token"] / 1e6, 1)),
-        ("peak fp32 GFLOP/s", lambda r: _peak(r, "fp32")),
-        ("peak bf16 GFLOP/s", lambda r: _peak(r, "bf16")),
-        ("fp32 matmul (vs torch.mm)", lambda r: f"{r['fp32_paths']['path']} {_fmt(r['fp32_paths']['model_gflops'])} "
-         f"({_fmt(r['fp32_paths']['torch_mm_gflops'])})" if "fp32_paths" in r else "-"),
-        ("gemm mix GFLOP/s", lambda r: _fmt(r["peak"][r["dtype"]]["mix_gflops"]) if "peak" in r else "-"),
-        ("train tokens/s", lambda r: _fmt(r["train"]["tokens_per_s"])),
-        ("ms/step (median)", lambda r: f"{_fmt(r['train']['ms_per_step'], 1)} ({r['train']['steps']} steps)"),
-        ("achieved GFLOP/s", lambda r: _fmt(r["train"]["gflops"], 1)),
-        ("of peak", lambda r: f"{r['train']['fraction_of_peak']:.0%}" if "fraction_of_peak" in r["train"] else "-"),
-        ("of gemm mix", lambda r: f"{r['train']['fraction_of_mix']:.0%}" if "fraction_of_mix" in r["train"] else "-"),
-        ("vs probe (median)", lambda r: f"{r['train']['fraction_vs_probe']:.0%}"),
-        ("memory MB", lambda r: f"{_fmt(r['memory_mb'])}"),
-        ("page faults/step", lambda r: _fmt(r["train"]["page_faults_per_step"])),
-        ("chat tokens/s", lambda r: _fmt(r["generation"]["tokens_per_s"], 1) if "generation" in r else "-"),
-        ("whole-seq fwd tokens/s", lambda r: _fmt(r["naive"]["whole_tokens_per_s"]) if "naive" in r else "-"),
-        ("one-token-per-pass tokens/s", lambda r: _fmt(r["naive"]["naive_tokens_per_s"], 1) if "naive" in r else "-"),
-        ("speed-up (whole-seq)", lambda r: f"{r['naive']['speedup']:.0f}x" if "naive" in r else "-"),
-    ]
-    for label, cell in rows:
-        table.add_row(label, *[_safe(cell, r) for r in results])
-    console.print(table)
-    console.print("peak: best of the model's own GEMM shapes in this run; gemm mix: those GEMMs weighted by their "
-                  "share of a step's FLOPs; vs probe: step speed over a GEMM timed just before each step "
-                  "(robust to a noisy machine); fp32 matmul: the kernel the model uses for fp32 on CPU and its "
-                  "GFLOP/s on the logits GEMM (plain torch.mm in brackets); memory: " + (results[0].get("memory_kind", "") if results else ""))
-
-
-def _peak(r: dict[str, Any], dt: str) -> str:
-    if "peak" not in r:
-        return "-"
-    p = r["peak"][dt]
-    return f"{_fmt(p['peak_gflops'])} ({p['peak_shape']})"
-
-
-def _safe(cell: Callable[[dict[str, Any]], str], r: dict[str, Any]) -> str:
+def _safe(cell: Callable[[Result], str], r: Result) -> str:
     try:
         return cell(r)
     except (KeyError, TypeError):
         return "-"
 
 
-def render_scaling(rows: list[dict[str, Any]]) -> None:
+def _header(machine: dict[str, Any]) -> str:
+    gpu = f", {machine['gpu']}" if "gpu" in machine else ""
+    bf16 = f"{'yes' if machine['bf16_matmul'] else 'no'} {','.join(machine['cpu_bf16_flags'])}"
+    return (f"[bold]babyllm bench[/] on {machine['cpu']} ({machine['cpu_cores']} cores, {machine['threads']} threads"
+            f"{gpu}; bf16 matmul: {bf16}), torch {machine['torch']}")
+
+
+def render(machine: dict[str, Any], results: list[Result]) -> None:
+    from rich.table import Table
+
+    console = _console()
+    console.print(_header(machine))
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("measure", no_wrap=True)
+    for r in results:
+        name = f"{r['config']} {r['dtype']}{' compiled' if r['compile'] else ''}"
+        table.add_column(name, justify="right", no_wrap=True)
+    for label, cell in ROWS:
+        table.add_row(label, *[_safe(cell, r) for r in results])
+    console.print(table)
+    console.print(FOOTNOTE + (results[0].get("memory_kind", "") if results else ""))
+
+
+def render_scaling(rows: list[Result]) -> None:
     from rich.table import Table
 
     table = Table(title="scaling: real Tutor step (B batch, T context, N neurons)", header_style="bold")

@@ -6,6 +6,7 @@ import dataclasses
 import threading
 from collections.abc import Iterator
 from contextlib import nullcontext
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer
@@ -143,7 +144,8 @@ class Infer2:
             return f"{cmd.label} is {show(getattr(self.settings, cmd.setting))}"
         self._expect_args(name, args, 1)
         value = cmd.parse(args[0], cmd.label)
-        self.settings = dataclasses.replace(self.settings, **{cmd.setting: value}).validate()
+        change: dict[str, Any] = {cmd.setting: value}  # (parse gave the field's type; validate checks it)
+        self.settings = dataclasses.replace(self.settings, **change).validate()
         if cmd.setting == "seed":
             self._seed_generator()
         return f"{cmd.label} set to {show(value)}"
