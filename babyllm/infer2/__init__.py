@@ -1,8 +1,9 @@
 """INFER2: streaming generation from the live model, with a conversation memory.
 
 The parts: `conversation` (Infer2 itself), `settings` (the sampling settings), `sampling` (one token
-from logits), `detokenizer` (token ids to text as they come), `threads` (chat forwards' native thread
-limit) and `commands` (the slash commands' table, which the parser and every help text read).
+from logits), `detokenizer` (token ids to text as they come), `stops` (a reply ends before a stop
+string), `threads` (chat forwards' native thread limit) and `commands` (the slash commands' table,
+which the parser and every help text read).
 """
 
 from typing import Any

@@ -17,6 +17,7 @@ from babyllm.infer2 import commands
 from babyllm.infer2.detokenizer import TokenText
 from babyllm.infer2.sampling import sample_next
 from babyllm.infer2.settings import Settings, show
+from babyllm.infer2.stops import StopRelease
 from babyllm.infer2.threads import native_threads
 from babyllm.model import BabyLLM, State
 
@@ -190,69 +191,49 @@ class Infer2:
     def _generate_locked(self, prompt_ids: list[int]) -> Iterator[str]:
         s = dataclasses.replace(self.settings).validate()  # this reply's settings, even if changed meanwhile
         self.hit_limit = False
+        feed = self._feed(prompt_ids)
+        text = self.text.stream()
+        release = StopRelease(s.stop)
+        vocab = min(self.text.size, self.model.cfg.vocab)
+        logits = self._forward(feed) if feed else None
+        for i in range(s.max_tokens):
+            if logits is None:  # nothing to feed (a finished reply always leaves its last token to feed)
+                break
+            token = self._sample(logits[:vocab], s)
+            if token in self.text.special:  # the model ended the text
+                break
+            piece, stopped = release.push(text.push(token))
+            if piece:
+                yield piece
+            if stopped:
+                return
+            if i + 1 < s.max_tokens:
+                logits = self._forward([token])
+        else:
+            self.hit_limit = True
+        tail = release.finish(text.flush())
+        if tail:
+            yield tail
+
+    def _feed(self, prompt_ids: list[int]) -> list[int]:
+        """The tokens the next forward takes: the last reply's unfed token and the prompt, at most a context."""
         feed = self._pending + prompt_ids
         if len(feed) > self.context:
             self._notice(f"prompt longer than the context: kept the last {self.context} tokens")
             feed = feed[-self.context :]
         self._remember(prompt_ids)
-        text = self.text.stream()
-        vocab = min(self.text.size, self.model.cfg.vocab)
-        generated = ""  # this reply's text so far
-        shown = 0  # how much of it has been yielded
-        hold_max = max((len(t) for t in s.stop), default=0)
+        return feed
 
-        logits = self._forward(feed) if feed else None
-        for i in range(s.max_tokens):
-            if logits is None:  # nothing to feed (a finished reply always leaves its last token to feed)
-                break
-            with native_threads().limit(self.cpu_threads), torch.inference_mode():  # sampling is on the CPU
-                token = sample_next(logits[:vocab], s, self._recent, self.generator)
-            self._pending = [token]
-            self._remember([token])
-            if token in self.text.special:  # the model ended the text
-                break
-            generated += text.push(token)
-            if s.stop:
-                cut = _find_stop(generated, s.stop, max(0, shown - hold_max))
-                if cut is not None:
-                    if cut > shown:
-                        yield generated[shown:cut]
-                    return
-                safe = len(generated) - _partial_stop(generated, s.stop)
-            else:
-                safe = len(generated)
-            if safe > shown:
-                yield generated[shown:safe]
-                shown = safe
-            if i + 1 < s.max_tokens:
-                logits = self._forward([token])
-        else:
-            self.hit_limit = True
-        generated += text.flush()
-        cut = _find_stop(generated, s.stop, max(0, shown - hold_max)) if s.stop else None
-        end = len(generated) if cut is None else cut
-        if end > shown:
-            yield generated[shown:end]
+    def _sample(self, logits: torch.Tensor, s: Settings) -> int:
+        """The next token (sampling is on the CPU, single-threaded there like the forwards)."""
+        with native_threads().limit(self.cpu_threads), torch.inference_mode():
+            token = sample_next(logits, s, self._recent, self.generator)
+        self._pending = [token]
+        self._remember([token])
+        return token
 
     def _remember(self, ids: list[int]) -> None:
         self._recent.extend(ids)
         keep = max(self.settings.penalty_window, 1)
         if len(self._recent) > 4 * keep:
             del self._recent[:-keep]
-
-
-def _find_stop(text: str, stops: tuple[str, ...], start: int) -> int | None:
-    """Where the first stop string begins in text (searching from start), if any."""
-    hits = [i for i in (text.find(s, start) for s in stops) if i >= 0]
-    return min(hits) if hits else None
-
-
-def _partial_stop(text: str, stops: tuple[str, ...]) -> int:
-    """Length of the longest end of text that begins some stop string (to hold back for now)."""
-    best = 0
-    for s in stops:
-        for n in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:n]):
-                best = n
-                break
-    return best
