@@ -12,6 +12,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self, TypeVar
 
+from babyllm.stats import TIMING_PREFIX
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -100,7 +102,7 @@ class Counsellor:
         return decorate
 
     def _record(self, name: str, ms: float) -> None:
-        key = f"t_{name}"
+        key = TIMING_PREFIX + name
         with self._lock:
             old = self._ema.get(key)
             self._ema[key] = ms if old is None else old + self.alpha * (ms - old)

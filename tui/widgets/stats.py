@@ -8,10 +8,11 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from babyllm.calligraphist import BANDS, format_value, label
+from babyllm.calligraphist import BANDS, format_value
+from babyllm.stats import HIGHER, LOWER, NEUTRAL
 from tui.widgets.base import GuardedStatic, Pane, update_static
 
-ARROWS = {"lower": "≤", "higher": "≥"}
+ARROWS = {LOWER: "≤", HIGHER: "≥"}
 
 
 class StatsPane(Pane):
@@ -65,7 +66,7 @@ class StatsPane(Pane):
         name = self.focus_stat
         snap = self.cockpit.snapshot
         value = snap.stats.get(name) if snap else None
-        head = Text.assemble((f"{label(name)} ", "bold"))
+        head = Text.assemble((f"{calli.registry.label(name)} ", "bold"))
         try:
             thresholds = dict(calli.bands[name])
         except KeyError:
@@ -75,7 +76,9 @@ class StatsPane(Pane):
             head.append_text(calli.text(name, value))
             head.append(f"  {band or 'not banded'}", style=calli.style(band) if band else "dim")
         if not thresholds:
-            head.append("  (neutral: no bands)" if calli.direction(name) == "neutral" else f"  (banded after {calli.min_history} varying values)", style="dim")
+            why = ("  (neutral: no bands)" if calli.direction(name) == NEUTRAL
+                   else f"  (banded after {calli.min_history} varying values)")
+            head.append(why, style="dim")
             return Group(head, calli.legend())
         arrow = ARROWS.get(calli.direction(name), "")
         body = Text()
@@ -85,5 +88,6 @@ class StatsPane(Pane):
             if i:
                 body.append("  ")
             body.append(band, style=calli.style(band))
-            body.append(f" {arrow}{format_value(name, thresholds[band], steady=True)}", style="dim")
+            threshold = format_value(name, thresholds[band], steady=True, registry=calli.registry)
+            body.append(f" {arrow}{threshold}", style="dim")
         return Group(head, body)
