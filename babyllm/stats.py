@@ -29,9 +29,11 @@ SCI = "sci"
 SECTIONS: tuple[str, ...] = ("loss", "learning", "windows", "memory", "logits", "neurons", "timing", "other")
 OTHER = SECTIONS[-1]
 
-# Names of the families that code builds from an index (the model's readings, the windows pane).
+# Names of the families that code builds from an index or a part (the model's readings, the Tutor's
+# weight norms, the windows pane).
 WINDOW_WEIGHT = "window_weight_{i}"
 WINDOW_SIZE = "window_size_{i}"
+NORM = "norm_{part}"  # the L2 norm of a part's weights
 
 # BabyLLM's parts in model order (test_model checks its children): each has a weight-norm stat.
 PARTS: tuple[str, ...] = ("embed", "neurons", "windows", "memory1", "memory2", "logits")
@@ -96,7 +98,7 @@ STATS: tuple[StatSpec, ...] = (
     StatSpec("act_std", "neurons"),
     StatSpec("act_inactive", "neurons", LOWER, "inactive"),
     StatSpec("act_{name}", "neurons"),
-    *(StatSpec(f"norm_{part}", "neurons", label=f"|{part}|") for part in PARTS),
+    *(StatSpec(NORM.format(part=part), "neurons", label=f"|{part}|") for part in PARTS),
     StatSpec("norm_{name}", "neurons", label="|{name}|"),
     StatSpec("tokens_per_s", "timing", HIGHER, "tok/s", unit="tok/s"),
     StatSpec("step_ms", "timing", LOWER, "step ms"),

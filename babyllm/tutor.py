@@ -56,7 +56,7 @@ from babyllm.model import BabyLLM, next_token_loss
 from babyllm.runlock import RunLock
 from babyllm.runtime import autocast, pick_device, resolve_dtype
 from babyllm.snapshot import Event, History, Sample, Snapshot
-from babyllm.stats import PARTS, REGISTRY
+from babyllm.stats import NORM, PARTS, REGISTRY
 
 SLOW_STATS_EVERY = 10  # steps between the costlier stats (readings, entropy, activations, norms)
 TIMED_EVERY_CUDA = 10  # on CUDA, sections are timed (with a device sync) only every this many steps
@@ -453,7 +453,7 @@ class Tutor:
         for part in PARTS:
             params = [p.detach().float() for p in getattr(self.model, part).parameters()]
             values.append(torch.sqrt(sum((p * p).sum() for p in params)))  # type: ignore[arg-type]
-        names = ["entropy", "act_mean", "act_std", "act_inactive"] + [f"norm_{p}" for p in PARTS]
+        names = ["entropy", "act_mean", "act_std", "act_inactive"] + [NORM.format(part=p) for p in PARTS]
         out.update(zip(names, torch.stack(values).tolist()))
         return out
 
