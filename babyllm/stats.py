@@ -35,7 +35,7 @@ WINDOW_WEIGHT = "window_weight_{i}"
 WINDOW_SIZE = "window_size_{i}"
 NORM = "norm_{part}"  # the L2 norm of a part's weights
 
-# BabyLLM's parts in model order (test_model checks its children): each has a weight-norm stat.
+# BabyLLM's parts in model order (tests/test_stats.py checks its children): each has a weight-norm stat.
 PARTS: tuple[str, ...] = ("embed", "neurons", "windows", "memory1", "memory2", "logits")
 # The two memory layers' reading prefixes, and each one's readings with their short labels.
 MEMORIES: tuple[str, ...] = ("mem1", "mem2")
