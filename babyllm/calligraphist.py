@@ -1,4 +1,8 @@
-"""CALLIGRAPHIST: turns every stat into colour-banded Rich text."""
+"""CALLIGRAPHIST: turns every stat into colour-banded Rich text.
+
+What a stat is (its direction, section, label, format and place) comes from the stat registry
+(babyllm.stats); this module bands values against each stat's own history and renders them.
+"""
 
 from __future__ import annotations
 
