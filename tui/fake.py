@@ -27,7 +27,8 @@ def fake_stats(step: int) -> dict[str, float]:
     values = {
         "step": float(step), "tokens": float(step * 1024), "loss": loss, "loss_100": loss + 0.05,
         "loss_1000": loss + 0.2, "val_loss": loss + 0.12, "perplexity": math.exp(loss),
-        "accuracy": max(0.0, 0.45 - loss / 20), "lr": 2e-3 * min(1.0, step / 50), "grad_norm": 0.8 + 0.1 * math.cos(step),
+        "accuracy": max(0.0, 0.45 - loss / 20), "lr": 2e-3 * min(1.0, step / 50),
+        "grad_norm": 0.8 + 0.1 * math.cos(step),
         "tokens_per_s": 5120.0 + 10 * math.sin(step), "step_ms": 200.0,
         # bits per byte of the held-out text (about 3.3 bytes a token) and its unigram reference
         "val_bpb": (loss + 0.12) / math.log(2) / BYTES_PER_TOKEN, "unigram_bpb": UNIGRAM_BPB,

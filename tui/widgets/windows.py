@@ -57,7 +57,7 @@ class WindowBars(Guarded):
         room = max(4, self.size.width - 31)
         size_w, weight_w = max(2, room // 3), max(2, room - room // 3)
         out = Text(no_wrap=True, overflow="ellipsis")
-        for i, (w, s) in enumerate(zip(weights, sizes)):
+        for i, (w, s) in enumerate(zip(weights, sizes, strict=True)):
             colour = TEXT_COLOURS[i % len(TEXT_COLOURS)]
             if i:
                 out.append("\n")
