@@ -38,8 +38,9 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -452,9 +453,9 @@ class Tutor:
         values = [entropy, a.mean(), a.std(), (a <= 0).float().mean()]
         for part in PARTS:
             params = [p.detach().float() for p in getattr(self.model, part).parameters()]
-            values.append(torch.sqrt(sum((p * p).sum() for p in params)))  # type: ignore[arg-type]
+            values.append(torch.sqrt(sum((p * p).sum() for p in params)))
         names = ["entropy", "act_mean", "act_std", "act_inactive"] + [NORM.format(part=p) for p in PARTS]
-        out.update(zip(names, torch.stack(values).tolist()))
+        out.update(zip(names, torch.stack(values).tolist(), strict=True))
         return out
 
     # --- validation and samples -----------------------------------------------------------------

@@ -91,8 +91,10 @@ def test_tutor_stops_when_the_training_clock_reaches_the_budget(make_cfg, tmp_pa
         assert t.run() == "finished"
         assert 0.6 <= t.train_seconds < 0.6 + 1.0
         assert t.budget_used() >= 1.0
-        # The LR has reached the floor: the schedule ran on the clock, not on train.decay_steps (1000).
-        assert t.optimizer.param_groups[0]["lr"] == pytest.approx(cfg.train.min_lr, rel=1e-3)
+        # The LR has (nearly) reached the floor: the schedule ran on the clock, not on train.decay_steps (1000).
+        # Nearly: the last step's rate comes from the clock before that step, so on a loaded machine (long
+        # steps) it stops a little short of min_lr; on the step count it would still be near the peak.
+        assert t.optimizer.param_groups[0]["lr"] == pytest.approx(cfg.train.min_lr, rel=2e-2)
         assert 0 < t.step_count < 1000
         assert math.isfinite(t._last_stats["val_bpb"])
 
