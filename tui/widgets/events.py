@@ -42,7 +42,6 @@ class EventLog(Guarded, RichLog):
 
 
 class EventsPane(Pane):
-    KEY = "7"
     NAME = "events"
     SHORT = "log"
     UPDATES = ("add",)

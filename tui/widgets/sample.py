@@ -67,7 +67,6 @@ class SampleView(Guarded):
 
 
 class SamplePane(Pane):
-    KEY = "6"
     NAME = "sample"
     SHORT = "sample"
     TITLE = "guess vs truth"
@@ -76,7 +75,7 @@ class SamplePane(Pane):
         yield SampleView()
 
     def show_snapshot(self) -> None:
-        snap = self.cockpit.snapshot
+        snap = self.snapshot
         view = self.query_one(SampleView)
         if snap is not None and snap.sample is not view.sample:
             view.sample = snap.sample

@@ -8,21 +8,20 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from babyllm.calligraphist import BANDS, SECTIONS, format_value, label, section_of
+from babyllm.calligraphist import BANDS, SECTIONS, Calligraphist, format_value, label, section_of
 from tui.widgets.base import GuardedStatic, Pane, update_static
 
 ARROWS = {"lower": "≤", "higher": "≥"}
 
 
 class StatsPane(Pane):
-    KEY = "1"
     NAME = "stats"
     SHORT = "stats"
     UPDATES = ("cycle", "set_stat")
     TITLE = "stats"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, key: str, calligraphist: Calligraphist) -> None:
+        super().__init__(key, calligraphist)
         self.focus_stat = "loss"
 
     def compose(self) -> ComposeResult:
@@ -35,19 +34,19 @@ class StatsPane(Pane):
         self.query_one("#stats-bands", Static).update(self.bands_text())
 
     def show_snapshot(self) -> None:
-        snap = self.cockpit.snapshot
+        snap = self.snapshot
         if snap is None or not snap.stats:
             return
         # A layout pass of the whole screen costs ~50 ms at 200x50, so the grid asks for one only when
         # its line count changes (values widening can change how many cells fit a row).
         grid_widget = self.query_one("#stats-grid", Static)
-        grid = self.cockpit.calligraphist.grid(snap.stats)
+        grid = self.calligraphist.grid(snap.stats)
         update_static(grid_widget, grid, key=grid.line_count(grid_widget.content_region.width))
         update_static(self.query_one("#stats-bands", Static), self.bands_text())
 
     def cycle(self, delta: int) -> None:
         """Focus the next/previous stat (whose band thresholds are shown)."""
-        snap = self.cockpit.snapshot
+        snap = self.snapshot
         # the grid's order: by section, then as the Tutor lists them
         names = sorted(snap.stats, key=lambda n: SECTIONS.index(section_of(n))) if snap and snap.stats else []
         if not names:
@@ -61,9 +60,9 @@ class StatsPane(Pane):
 
     def bands_text(self) -> Group:
         """The legend, with each band's threshold for the focused stat when it has them."""
-        calli = self.cockpit.calligraphist
+        calli = self.calligraphist
         name = self.focus_stat
-        snap = self.cockpit.snapshot
+        snap = self.snapshot
         value = snap.stats.get(name) if snap else None
         head = Text.assemble((f"{label(name)} ", "bold"))
         try:
