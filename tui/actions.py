@@ -9,7 +9,7 @@ from typing import Iterable, Sequence
 
 from textual.binding import Binding
 
-from tui.panes import PaneSlot
+from tui.panes import PANES, PaneSlot
 
 
 class Where(Enum):
@@ -147,8 +147,9 @@ def palette_entries(actions: Sequence[Action], panes: Sequence[PaneSlot], viewer
     return [(a.palette, a.action, a.bound_keys(" / ")) for a in rows if a.palette and a.action]
 
 
-def markdown_keys(actions: Sequence[Action], panes: Sequence[PaneSlot], viewer: bool = False) -> str:
-    """The README's keys table (markdown), from the same rows as the help screen."""
+def markdown_keys(actions: Sequence[Action] = ACTIONS, panes: Sequence[PaneSlot] = PANES, viewer: bool = False) -> str:
+    """The README's keys table (markdown), from the same rows as the help screen:
+    ``python -c "from tui.actions import markdown_keys; print(markdown_keys())"``."""
     lines = ["| key | action |", "| --- | --- |"]
     for keys, what in help_rows(actions, panes, viewer):
         shown = " / ".join(f"`{k}`" for k in keys.split("  "))  # two spaces part keys; "1 … 7" is one

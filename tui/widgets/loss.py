@@ -23,6 +23,8 @@ SMOOTHING_STEPS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 
 
 class LossPane(PlotPane):
+    """Train and validation curves; log scale and smoothing are reactive attributes (the l, m, + and - keys)."""
+
     NAME = "loss"
     SHORT = "loss"
     TITLE = "loss"

@@ -17,6 +17,8 @@ def visible(token: str) -> str:
 
 
 class SampleView(Guarded):
+    """The sample's text, then truth over guess token by token, wrapped to the width."""
+
     DEFAULT_CSS = "SampleView { height: 1fr; }"
 
     def __init__(self) -> None:
@@ -67,6 +69,8 @@ class SampleView(Guarded):
 
 
 class SamplePane(Pane):
+    """Shows the latest snapshot's Sample (a new one comes every train.sample_every steps)."""
+
     NAME = "sample"
     SHORT = "sample"
     TITLE = "guess vs truth"

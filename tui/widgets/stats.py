@@ -15,6 +15,8 @@ ARROWS = {"lower": "≤", "higher": "≥"}
 
 
 class StatsPane(Pane):
+    """Every stat, banded by the Calligraphist, and the thresholds of the focused one ([ and ] move it)."""
+
     NAME = "stats"
     SHORT = "stats"
     UPDATES = ("cycle", "set_stat")

@@ -53,6 +53,8 @@ class TokenRate:
 
 
 class StatusBar(Static):
+    """The line under the header: state, step, loss, speed, ETA, and a short note (a flash)."""
+
     DEFAULT_CSS = "StatusBar { height: 1; }"
 
     def show(self, snap: Snapshot | None, note: str = "") -> None:

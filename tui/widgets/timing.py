@@ -37,6 +37,8 @@ def section_names(stats: dict[str, float]) -> list[str]:
 
 
 class TimingView(Guarded):
+    """The sections' times as bars, the token rate, the step time and the ETA."""
+
     DEFAULT_CSS = "TimingView { height: auto; }"
 
     def __init__(self) -> None:
@@ -97,6 +99,8 @@ class TimingView(Guarded):
 
 
 class TimingPane(Pane):
+    """Shows the latest snapshot's timings."""
+
     NAME = "timing"
     SHORT = "timing"
     TITLE = "timing"

@@ -73,6 +73,8 @@ class WindowBars(Guarded):
 
 
 class WindowsPane(PlotPane):
+    """The windows' sizes and weightings now (bars) and the weightings over steps (plot)."""
+
     REDRAW_EVERY = 2.0  # the weightings move slowly; 7 lines are the costliest plot
     NAME = "windows"
     SHORT = "windows"
