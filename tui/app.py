@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 import traceback
 from collections import deque
 from pathlib import Path
@@ -23,7 +22,6 @@ from typing import Any, Callable, Sequence
 from textual import on
 from textual.app import App, ComposeResult
 from textual.containers import Container
-from textual.css.query import NoMatches
 from textual.widgets import Footer, Header, Input, Tab, Tabs
 
 from babyllm.calligraphist import Calligraphist
@@ -32,7 +30,7 @@ from tui import actions as table
 from tui.actions import ACTIONS, VIEWER_INTRO, Action
 from tui.commands import CockpitCommands
 from tui.messages import SnapshotReady, TutorFailed, TutorFinished, TutorProgress, TutorReady, TutorSaid
-from tui.pace import PANES_EVERY, TICK, UI_BUDGET_CPU, Pace, budget_for
+from tui.pace import TICK, UI_BUDGET_CPU, Pace, budget_for
 from tui.panes import PANES, PaneSlot, grid_css
 from tui.refresh import Refresher
 from tui.screens import VIEWER_CHAT_HELP, ConfirmScreen, ErrorScreen, HelpScreen
@@ -97,22 +95,18 @@ class CockpitApp(App[int]):
         self.terminal_lost = False  # SIGHUP or a dead tty: restoring the terminal may hang, see exit()
         self.active_pane = "stats"
         self.compact = True
-        self.note = ""
         self.exit_code = 0
         self.failure: str | None = None
         self._events_seen = 0
         self._last_state = ""
         self.pace = Pace(UI_BUDGET_CPU)
         self.token_rate = TokenRate()
-        self._flash_until = 0.0
-        self._flash = ""
-        self._status_dirty = False
-        self._status_shown = 0.0
         self._failures_logged: set[tuple[str, str, str]] = set()
         self.debug_lines: deque[str] = deque(maxlen=200)  # what went to debug.log from the UI (tests read it)
         # DOM order = the wide grid's placement order (see tui.panes)
         self.panes: list[Pane] = [s.pane(s.key, self.calligraphist) for s in self.pane_slots]
         self.refresher = Refresher(self.panes, self.on_visible, self.pace)
+        self.status = StatusBar(self.calligraphist, self.token_rate, self.pace, id="status")
 
     @property
     def tutor(self) -> Any:
@@ -136,7 +130,7 @@ class CockpitApp(App[int]):
 
     def compose(self) -> ComposeResult:
         yield Header(icon="◉")
-        yield StatusBar(id="status")
+        yield self.status
         yield Tabs(*(Tab(f"{p.key} {p.SHORT}", id=f"tab-{p.NAME}") for p in self.panes), id="tabs")
         with Container(id="panes"):
             yield from self.panes
@@ -156,7 +150,7 @@ class CockpitApp(App[int]):
 
     def on_mount(self) -> None:
         self._apply_layout(self.size.width, self.size.height)
-        self._status_show(None)
+        self.status.show(None)
         self.set_interval(TICK, self._tick)
         if self.handle_signals:
             install_signal_handlers(self._on_signal)
@@ -277,12 +271,12 @@ class CockpitApp(App[int]):
 
     def on_tutor_said(self, message: TutorSaid) -> None:
         if self.snapshot is None:
-            self._status_show(None, message.text)
+            self.status.show(None, message.text)
         self._event("info", message.text)
 
     def on_tutor_progress(self, message: TutorProgress) -> None:
         if self.snapshot is None:
-            self._status_show(None, message.text)
+            self.status.show(None, message.text)
 
     def on_tutor_finished(self, message: TutorFinished) -> None:
         if self.tutor is not None:
@@ -303,7 +297,7 @@ class CockpitApp(App[int]):
         if self.quitting:
             self.exit(self.exit_code)
             return
-        self._status_show(self.snapshot, "")
+        self.status.show(self.snapshot, "")
         self.bell()
         self.push_screen(ErrorScreen(message.message, message.details))
 
@@ -337,7 +331,7 @@ class CockpitApp(App[int]):
         changed = old is None or snap.step != old.step
         self.snapshot = snap
         if self.viewer and not self.quitting:
-            self.note = str(getattr(self.tutor, "note", "") or "")  # what the Watcher makes of the run
+            self.status.note = str(getattr(self.tutor, "note", "") or "")  # what the Watcher makes of the run
         self.token_rate.observe(snap.tokens)
         if changed and snap.stats:
             self.calligraphist.observe(snap.stats)
@@ -348,39 +342,15 @@ class CockpitApp(App[int]):
         state_changed = snap.state != self._last_state
         if state_changed:
             self._state_changed(snap)
-        if first or state_changed or self.pace.due(self._status_shown, PANES_EVERY):
-            self._show_status()
-        else:
-            self._status_dirty = True  # the tick shows it when due (snapshots can come ~20 a second)
+        self.status.tell(snap, at_once=first or state_changed)
         new_sample = snap.sample is not (old.sample if old else None)
         self.refresher.new_snapshot(snap, first, changed or new_sample)
 
     def _tick(self) -> None:
         """Timer: the status line when due, then whatever the refresh scheduler finds due."""
         self.pace.update()
-        if self._status_dirty and self.pace.due(self._status_shown, PANES_EVERY):
-            self._show_status()
+        self.status.tick()
         self.refresher.tick()
-
-    def _show_status(self) -> None:
-        self._status_dirty = False
-        self._status_shown = time.monotonic()
-        flash = self._flash if time.monotonic() < self._flash_until else ""
-        self._status_show(self.snapshot, self.note or flash)
-
-    def _status_show(self, snapshot: Snapshot | None, note: str = "") -> None:
-        """Update the status line; nothing while the app is being torn down (a late timer finds no widget)."""
-        try:
-            bar = self.query_one(StatusBar)
-        except NoMatches:
-            return
-        bar.show(snapshot, note)
-
-    def flash(self, text: str, seconds: float = 4.0) -> None:
-        """A short confirmation in the status line (a toast would cover a pane's text)."""
-        self._flash, self._flash_until = text, time.monotonic() + seconds
-        self._show_status()
-        self.set_timer(seconds + 0.05, self._show_status)
 
     def _log_events(self, snap: Snapshot, announce: bool = True) -> None:
         new = snap.event_count - self._events_seen
@@ -395,9 +365,9 @@ class CockpitApp(App[int]):
             if not announce:
                 continue
             if e.kind in ("save", "checkpoint"):
-                self.flash(f"saved → {_folder(e.message)}", 6)
+                self.status.flash(f"saved → {_folder(e.message)}", 6)
             elif e.kind == "error" and ("save failed" in e.message or "not written" in e.message):
-                self.flash(f"save failed: see the event log ({log.key})", 10)
+                self.status.flash(f"save failed: see the event log ({log.key})", 10)
         self._events_seen = snap.event_count
 
     def _state_changed(self, snap: Snapshot) -> None:
@@ -454,12 +424,12 @@ class CockpitApp(App[int]):
             tutor.resume()
             self.paused = False
             self._ui_event("resume requested")
-            self.flash("resuming…")
+            self.status.flash("resuming…")
         else:
             tutor.pause()
             self.paused = True
             self._ui_event("pause requested")
-            self.flash("pausing…")
+            self.status.flash("pausing…")
         self.token_rate.reset()
         self.refresh_bindings()
 
@@ -468,14 +438,14 @@ class CockpitApp(App[int]):
         if tutor is not None:
             tutor.request_save()
             self._ui_event("save requested")
-            self.flash("saving…", 60)
+            self.status.flash("saving…", 60)
 
     def action_checkpoint(self) -> None:
         tutor = self._control("checkpoint", "request_checkpoint")
         if tutor is not None:
             tutor.request_checkpoint()
             self._ui_event("checkpoint requested")
-            self.flash("checkpointing…", 60)
+            self.status.flash("checkpointing…", 60)
 
     def action_rollback(self) -> None:
         if self._control("roll back", "rollback") is None:
@@ -544,15 +514,15 @@ class CockpitApp(App[int]):
 
     def action_toggle_log(self) -> None:
         self._loss.log_scale = not self._loss.log_scale
-        self.flash(f"loss plot: {self._loss.settings_text()}", 2)
+        self.status.flash(f"loss plot: {self._loss.settings_text()}", 2)
 
     def action_toggle_smoothing(self) -> None:
         self._loss.smoothing_on = not self._loss.smoothing_on
-        self.flash(f"loss plot: {self._loss.settings_text()}", 2)
+        self.status.flash(f"loss plot: {self._loss.settings_text()}", 2)
 
     def action_smoothing(self, delta: int) -> None:
         self._loss.smoother(delta)
-        self.flash(f"loss plot: {self._loss.settings_text()}", 2)
+        self.status.flash(f"loss plot: {self._loss.settings_text()}", 2)
 
     @property
     def _stats(self) -> StatsPane:
@@ -625,8 +595,8 @@ class CockpitApp(App[int]):
             self._tutor_thread.stop()
             self.exit(self.exit_code)
             return
-        self.note = "saving and stopping…"
-        self._status_show(self.snapshot, self.note)
+        self.status.note = "saving and stopping…"
+        self.status.refresh_line()
         self._ui_event("quit: stop requested (the Tutor saves)")
         self._tutor_thread.stop()
         if not self._tutor_thread.alive:
@@ -657,14 +627,14 @@ class CockpitApp(App[int]):
         return self._tutor_thread.join(self.join_timeout if timeout is None else timeout)
 
     def _on_signal(self, sig: int) -> None:
-        self.note = f"{signal.Signals(sig).name}: saving and stopping…"
+        self.status.note = f"{signal.Signals(sig).name}: saving and stopping…"
         self.terminal_lost = self.terminal_lost or sig == signal.SIGHUP
         self.begin_shutdown()
 
     def _check_terminal(self) -> None:
         """A lost terminal (closed SSH session without SIGHUP) counts as a request to stop."""
         if not self.quitting and not tty(0):
-            self.note = "terminal lost: saving and stopping…"
+            self.status.note = "terminal lost: saving and stopping…"
             self.terminal_lost = True
             self.begin_shutdown()
 
