@@ -77,6 +77,7 @@ class CockpitApp(App[int]):
         super().__init__()
         self.viewer = viewer
         self.actions, self.pane_slots = tuple(actions), tuple(panes)
+        # Bound per instance, not in BINDINGS (a class attribute): they follow this app's tables and mode.
         for b in table.bindings(self.actions, self.pane_slots, viewer):
             self._bindings.bind(b.key, b.action, b.description, show=b.show, key_display=b.key_display)
         self.CSS = grid_css(self.pane_slots)  # type: ignore[misc]  # the wide grid follows the panes list
