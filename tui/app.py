@@ -11,9 +11,7 @@ in its keys, help or palette, and it refuses them if they come anyway.
 
 from __future__ import annotations
 
-import os
 import signal
-import threading
 import traceback
 from collections import deque
 from pathlib import Path
@@ -34,7 +32,7 @@ from tui.pace import TICK, UI_BUDGET_CPU, Pace, budget_for
 from tui.panes import PANES, PaneSlot, grid_css
 from tui.refresh import Refresher
 from tui.screens import VIEWER_CHAT_HELP, ConfirmScreen, ErrorScreen, HelpScreen
-from tui.tutor_thread import TutorFactory, TutorThread, install_signal_handlers, tty
+from tui.tutor_thread import TutorFactory, TutorThread, end_process_later, install_signal_handlers, tty
 from tui.widgets.base import Pane
 from tui.widgets.chat import ChatPane
 from tui.widgets.loss import LossPane
@@ -612,10 +610,7 @@ class CockpitApp(App[int]):
         the process hard a few seconds later loses nothing.
         """
         if self.terminal_lost:
-            code = args[0] if args and isinstance(args[0], int) else self.exit_code
-            watchdog = threading.Timer(5.0, os._exit, (code,))
-            watchdog.daemon = True
-            watchdog.start()
+            end_process_later(args[0] if args and isinstance(args[0], int) else self.exit_code)
         super().exit(*args, **kwargs)
 
     def _give_up(self) -> None:

@@ -4,6 +4,7 @@ timeout; plus the signals and terminal checks that turn a lost session into a cl
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import threading
 import traceback
@@ -106,6 +107,14 @@ def install_signal_handlers(on_signal: Callable[[int], None]) -> None:
             loop.add_signal_handler(sig, on_signal, sig)
     except (NotImplementedError, RuntimeError, ValueError, AttributeError):
         pass  # not the main thread or no such signal (Windows): quitting by key still saves
+
+
+def end_process_later(code: int, seconds: float = 5.0) -> None:
+    """End the process with ``code`` after ``seconds`` unless it ended by then: restoring a terminal that
+    is gone can hang, and by now the Tutor has stopped and saved (or its join timed out)."""
+    watchdog = threading.Timer(seconds, os._exit, (code,))
+    watchdog.daemon = True
+    watchdog.start()
 
 
 def tty(fd: int) -> bool:
