@@ -19,7 +19,7 @@ from tui.widgets.base import GuardedStatic, Pane
 
 SMALL = (80, 24)
 BIG = (160, 50)
-CONTROLS = {"pause", "resume", "save", "checkpoint", "rollback"}
+CONTROLS = {"pause", "resume", "toggle_pause", "save", "checkpoint", "rollback"}
 
 
 class GaugePane(Pane):
@@ -130,3 +130,19 @@ def test_the_readme_keys_table_comes_from_the_same_rows():
     assert "| `space` / `p` | pause / resume training (also resumes after a NaN alarm) |" in lines
     assert any(line.startswith("| `1 … 7` | stats loss chat") for line in lines)
     assert len(lines) == 2 + len(help_rows(ACTIONS, PANES, viewer=False))
+
+
+async def test_the_palette_resumes_a_paused_run():
+    """The palette runs the toggle: "pause" itself is hidden (check_action) while paused."""
+    entry = next(e for e in palette_entries(ACTIONS, PANES, viewer=False) if e[0] == "Pause / resume training")
+    assert entry == ("Pause / resume training", "toggle_pause", "space / p")
+    app = CockpitApp(lambda publish, say: FakeTutor(publish=publish), handle_signals=False)
+    async with app.run_test(size=SMALL) as pilot:
+        await wait_for(pilot, lambda: app.snapshot is not None)
+        await pilot.press("space")
+        assert app.paused
+        await pilot.press("ctrl+p", *"Pause / resume")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.tutor.calls == ["pause", "resume"])
+

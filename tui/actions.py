@@ -60,10 +60,12 @@ ACTIONS: tuple[Action, ...] = (
            help="quit: asks, then saves, stops the Tutor and exits", palette="Quit (saves first)"),
     Action("q", "quit", "quit", footer=True, where=Where.VIEWER, help_keys="q  ctrl+c",
            help="quit the viewer (the training goes on)", palette="Quit the viewer"),
-    # pause and resume share keys: check_action shows (and runs) the one that applies now
+    # pause and resume share keys: check_action shows (and runs) the one that applies now; the palette
+    # offers the toggle, which check_action never hides
     Action("space,p", "pause", "pause", footer=True, where=Where.LIVE, key_display="p",
-           help="pause / resume training (also resumes after a NaN alarm)", palette="Pause / resume training"),
+           help="pause / resume training (also resumes after a NaN alarm)"),
     Action("space,p", "resume", "resume", footer=True, where=Where.LIVE, key_display="p"),
+    Action("", "toggle_pause", where=Where.LIVE, palette="Pause / resume training", help_keys="space  p"),
     Action("s", "save", "save", footer=True, where=Where.LIVE,
            help="save now (the rolling save a resume starts from)", palette="Save now"),
     Action("c", "checkpoint", "ckpt", footer=True, where=Where.LIVE,
@@ -144,7 +146,8 @@ def help_rows(actions: Sequence[Action], panes: Sequence[PaneSlot], viewer: bool
 def palette_entries(actions: Sequence[Action], panes: Sequence[PaneSlot], viewer: bool) -> list[tuple[str, str, str]]:
     """(name, action, keys) for the command palette: the table's actions, then one per pane."""
     rows = [*rows_for(actions, viewer), *pane_actions(panes)]
-    return [(a.palette, a.action, a.bound_keys(" / ")) for a in rows if a.palette and a.action]
+    return [(a.palette, a.action, a.bound_keys(" / ") or " / ".join(a.help_keys.split()))
+            for a in rows if a.palette and a.action]
 
 
 def markdown_keys(actions: Sequence[Action] = ACTIONS, panes: Sequence[PaneSlot] = PANES, viewer: bool = False) -> str:
