@@ -25,9 +25,10 @@ class Where(Enum):
 
 @dataclass(frozen=True)
 class Action:
-    """One row of the table. ``keys`` are Textual key names ("space,p"); a row without keys (or without
-    an action) only documents a key something else binds (tab, ctrl+p). Empty texts leave a row out
-    of that place: no ``help``, not on the help screen; no ``palette``, not in the palette."""
+    """One row of the table. ``keys`` are Textual key names ("space,p"). A row without an action only
+    documents a key something else binds (tab, ctrl+p); one without keys is reached from the palette
+    alone. Empty texts leave a row out of that place: no ``help``, not on the help screen; no
+    ``palette``, not in the palette; ``footer`` False, bound but not in the footer."""
 
     keys: str
     action: str
@@ -37,7 +38,7 @@ class Action:
     palette: str = ""
     where: Where = Where.BOTH
     key_display: str | None = None  # the footer's key ("p" for "space,p")
-    help_keys: str = ""  # the help screen's keys, when not just the bound ones ("+  -" covers two rows)
+    help_keys: str = ""  # the keys as shown, when not just the bound ones ("+  -": one help row for two)
 
     def bound_keys(self, sep: str = "  ") -> str:
         """The keys this row binds, as people read them ("space  p", "?  f1")."""
