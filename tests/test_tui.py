@@ -13,9 +13,10 @@ from textual.widgets import Input
 
 from babyllm.errors import BabyError
 from babyllm.snapshot import Snapshot
-from tui.app import CockpitApp, Pace
+from tui.app import CockpitApp
 from tui.fake import FakeTutor
 from tui.messages import SnapshotReady
+from tui.pace import Pace
 from tui.screens import ConfirmScreen, ErrorScreen, HelpScreen
 from tui.widgets.status import StatusBar
 
@@ -123,17 +124,17 @@ async def test_plot_and_stat_keys():
     async with app.run_test(size=SMALL) as pilot:
         await started(pilot, app)
         await pilot.press("2")
-        assert not app.log_scale
+        assert not app.pane("loss").log_scale
         await pilot.press("l")
-        assert app.log_scale
+        assert app.pane("loss").log_scale
         await pilot.pause(0.3)  # the plot redraws on the next tick (keys in a burst are coalesced)
         assert "log" in str(app.pane("loss").border_subtitle)
         await pilot.press("m")
-        assert not app.smoothing_on
+        assert not app.pane("loss").smoothing_on
         await pilot.press("m", "plus")
-        assert app.smoothing_on and app.smoothing == 0.95
+        assert app.pane("loss").smoothing_on and app.pane("loss").smoothing == 0.95
         await pilot.press("minus", "minus")
-        assert app.smoothing == 0.8
+        assert app.pane("loss").smoothing == 0.8
         await pilot.press("1", "right_square_bracket")
         assert app.pane("stats").focus_stat == "loss_100"
         await pilot.press("left_square_bracket", "left_square_bracket")
@@ -172,7 +173,7 @@ async def test_palette_panes_plot_and_thresholds():
     async with app.run_test(size=SMALL) as pilot:
         await started(pilot, app)
         for query, check in (("pane: tim", lambda: app.active_pane == "timing"),
-                             ("log scale", lambda: app.log_scale),
+                             ("log scale", lambda: app.pane("loss").log_scale),
                              ("of grad_n", lambda: app.pane("stats").focus_stat == "grad_norm")):
             await pilot.press("ctrl+p", *query)
             await pilot.pause(0.3)
@@ -187,7 +188,7 @@ async def test_chat_streams_and_runs_commands():
         await pilot.press("i")
         assert app.active_pane == "chat" and isinstance(app.focused, Input)
         await pilot.press(*"hello", "enter")
-        await wait_for(pilot, lambda: not app._chatting)
+        await wait_for(pilot, lambda: not app.chat_pane.answering)
         chat = made["chat"]
         assert chat.prompts == ["hello"]
         texts = [str(w.render()) for w in app.query(".chat-line")]

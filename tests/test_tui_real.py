@@ -46,7 +46,7 @@ async def test_real_tutor_chat_pause_and_quit_saves(tmp_path):
         await wait_for(pilot, lambda: app.snapshot is not None and app.snapshot.step > 5)
         # chat during training
         await pilot.press("i", *"the", "enter")
-        await wait_for(pilot, lambda: not app._chatting)
+        await wait_for(pilot, lambda: not app.chat_pane.answering)
         texts = [str(w.render()) for w in app.query(".chat-line")]
         assert any(t.startswith("baby ") and len(t) > 5 for t in texts), texts
         before = app.tutor.step_count

@@ -160,9 +160,9 @@ async def test_typed_lines_while_a_reply_streams_add_one_notice_not_hundreds():
     app, made = make_app()
     async with app.run_test(size=SMALL) as pilot:
         await started(pilot, app)
-        app._chatting = True  # a reply is streaming
+        app.chat_pane.answering = True  # a reply is streaming
         for _ in range(30):
-            app.chat_submit("hello")
+            app.chat_pane.submit("hello")
         log = app.pane("chat").query_one("#chat-log")
         assert sum("Still answering" in str(c.content) for c in log.children) == 1
 
@@ -289,8 +289,8 @@ async def test_chat_says_a_trim_before_the_reply_marks_the_limit_and_writes_chat
     app = CockpitApp(factory, chat_factory=lambda tutor: LimitChat(), handle_signals=False)
     async with app.run_test(size=SMALL) as pilot:
         await started(pilot, app)
-        app.chat_submit("a very long prompt")
-        await wait_for(pilot, lambda: not app._chatting)
+        app.chat_pane.submit("a very long prompt")
+        await wait_for(pilot, lambda: not app.chat_pane.answering)
         await pilot.pause(0.1)
         lines = [str(c.content) for c in app.pane("chat").query_one("#chat-log").children]
         trim = next(i for i, t in enumerate(lines) if "kept the last" in t)

@@ -21,7 +21,8 @@ from babyllm.errors import BabyError
 from tui.cli import main as tui_main
 from tui.fake import fake_stats
 from tui.screens import ConfirmScreen, HelpScreen
-from tui.watch import JsonlTail, LineTail, WatchApp, WatchChat, Watcher, WatchHelpScreen, check_watch_dir
+from tui.app import CockpitApp
+from tui.watch import JsonlTail, LineTail, WatchChat, Watcher, check_watch_dir
 from tui.widgets.status import StatusBar
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -236,14 +237,14 @@ async def wait_for(pilot, condition, timeout: float = 10.0) -> None:
         await pilot.pause(0.02)
 
 
-def make_app(run: Path) -> tuple[WatchApp, dict]:
+def make_app(run: Path) -> tuple[CockpitApp, dict]:
     made: dict = {}
 
     def factory(publish, say):
         made["watcher"] = Watcher(run, publish=publish, say=say, poll=0.05)
         return made["watcher"]
 
-    return WatchApp(factory, chat_factory=lambda w: WatchChat(run), handle_signals=False), made
+    return CockpitApp(factory, chat_factory=lambda w: WatchChat(run), viewer=True, handle_signals=False), made
 
 
 def plain(widget: Static, width: int = 76) -> str:
@@ -287,7 +288,7 @@ async def test_viewer_follows_appended_metrics_and_refuses_controls(tmp_path):
         await pilot.press("r")  # r: the chat takes the newest save at the next message
         assert app.chat.needs_load
         await pilot.press("question_mark")
-        assert isinstance(app.screen, WatchHelpScreen) and isinstance(app.screen, HelpScreen)
+        assert isinstance(app.screen, HelpScreen) and app.screen.heading == "babyllm-tui viewer keys"
         await pilot.press("escape", "q")  # q quits at once: nothing to save
         await wait_for(pilot, lambda: not app.is_running)
     assert app.join_tutor(timeout=2)

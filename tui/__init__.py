@@ -1,0 +1,1 @@
+"""babyllm-tui: the Textual training cockpit (and viewer) for babyLLM."""

@@ -1,4 +1,4 @@
-"""Command palette (ctrl+p): every cockpit action by name."""
+"""Command palette (ctrl+p): every cockpit action by name (from tui.actions), and each stat's thresholds."""
 
 from __future__ import annotations
 
@@ -12,27 +12,12 @@ if TYPE_CHECKING:
 
 
 class CockpitCommands(Provider):
-    """Actions of the cockpit, plus "Show pane …" and "Thresholds of …" entries."""
+    """The app's actions (its mode's rows of the action table, "Show pane …" among them) and "Thresholds of …"."""
 
     def commands(self) -> list[tuple[str, str, str]]:
-        """(name, action, help) for everything the palette offers."""
+        """(name, action, keys) for everything the palette offers: the app's action table, then stats."""
         app: CockpitApp = self.app  # type: ignore[assignment]
-        out = [
-            ("Pause / resume training", "toggle_pause", "space / p"),
-            ("Save now", "save", "s"),
-            ("Checkpoint", "checkpoint", "c"),
-            ("Roll back to the last save", "rollback", "r"),
-            ("Chat with the model", "chat", "i"),
-            ("Loss plot: toggle log scale", "toggle_log", "l"),
-            ("Loss plot: toggle smoothing", "toggle_smoothing", "m"),
-            ("Loss plot: stronger smoothing", "smoothing(1)", "+"),
-            ("Loss plot: weaker smoothing", "smoothing(-1)", "-"),
-            ("Show all panes", "show_pane('')", "0"),
-            ("Help: keys", "help", "? / f1"),
-            ("Quit (saves first)", "quit", "q"),
-        ]
-        for pane in app.panes:
-            out.append((f"Show pane: {pane.TITLE}", f"show_pane('{pane.NAME}')", pane.KEY))
+        out = app.palette_entries()
         snap = app.snapshot
         for name in (snap.stats if snap else ()):
             out.append((f"Thresholds of {name}", f"focus_stat('{name}')", "stats pane"))

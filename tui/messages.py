@@ -1,83 +1,83 @@
 """Messages from worker threads (the Tutor, chat streams) to the cockpit.
 
 Every one of them is posted with ``post_message``, which is thread-safe and never blocks the poster.
+They are dataclasses (Textual's Message initialises itself in ``__post_init__``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from textual.message import Message
 
 from babyllm.snapshot import Snapshot
 
 
+@dataclass
 class SnapshotReady(Message):
     """The Tutor published a snapshot. Coalesces: a newer one replaces any still waiting in the queue."""
 
-    def __init__(self, snapshot: Snapshot) -> None:
-        super().__init__()
-        self.snapshot = snapshot
+    snapshot: Snapshot
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, SnapshotReady)
 
 
+@dataclass
 class TutorReady(Message):
     """The Tutor was built (in the worker thread) and is about to train."""
 
-    def __init__(self, tutor: Any) -> None:
-        super().__init__()
-        self.tutor = tutor
+    tutor: Any
 
 
+@dataclass
 class TutorFinished(Message):
     """Tutor.run() returned (finished its steps, or was stopped)."""
 
-    def __init__(self, result: str | None) -> None:
-        super().__init__()
-        self.result = result
+    result: str | None
 
 
+@dataclass
 class TutorFailed(Message):
     """Building or running the Tutor raised; ``details`` is the traceback (empty for a BabyError)."""
 
-    def __init__(self, message: str, details: str = "") -> None:
-        super().__init__()
-        self.message = message
-        self.details = details
+    message: str
+    details: str = ""
+    exit_code: int = 1  # 2: a user mistake found late (a BabyError), as the CLI exits for one
 
 
+@dataclass
 class TutorSaid(Message):
     """A progress line from the Tutor while it starts (tokenizer training, encoding...)."""
 
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
+    text: str
 
 
+@dataclass
 class TutorProgress(Message):
     """How preparing the corpus goes while the Tutor is built (coalesced: only the newest matters)."""
 
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
+    text: str
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, TutorProgress)
 
 
+@dataclass
 class ChatPiece(Message):
-    """A piece of a streamed chat reply."""
+    """A piece of a streamed chat reply (posted to the chat pane by its worker)."""
 
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
+    bubble: ClassVar[bool] = False  # the chat pane handles it; nothing above it should
+
+    text: str
 
 
+@dataclass
 class ChatDone(Message):
     """A chat reply ended; ``error`` says why when it ended badly."""
 
-    def __init__(self, error: str | None = None) -> None:
-        super().__init__()
-        self.error = error
+    bubble: ClassVar[bool] = False
+
+    error: str | None = None
+

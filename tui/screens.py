@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Sequence, TypeVar
 
 from rich.table import Table
 from rich.text import Text
@@ -12,30 +12,10 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
-from babyllm.infer2.commands import help_examples
-
-# (keys, what they do) in the order the help screen lists them.
-HELP: tuple[tuple[str, str], ...] = (
-    ("space  p", "pause / resume training (also resumes after a NaN alarm)"),
-    ("s", "save now (the rolling save a resume starts from)"),
-    ("c", "checkpoint (a step-numbered save that is kept)"),
-    ("r", "roll back to the last save (asks: ctrl+y confirms; at once after a NaN alarm)"),
-    ("i  ctrl+t", "chat: focus the chat input (shows the chat pane)"),
-    ("escape", "leave the chat input / close a dialog / un-maximise"),
-    ("1 … 7", "stats loss chat windows timing sample log: show one (small"),
-    ("", "terminal) or maximise it (big terminal; again or 0 restores)"),
-    ("0", "back to all panes"),
-    ("tab  shift+tab", "move focus between panes (not out of the chat input: esc)"),
-    ("l", "loss plot: log scale on/off"),
-    ("m", "loss plot: smoothing on/off"),
-    ("+  -", "loss plot: stronger / weaker smoothing"),
-    ("[  ]", "stats: previous / next stat whose band thresholds are shown"),
-    ("? f1", "this help"),
-    ("ctrl+p", "command palette: every action here, by name"),
-    ("q  ctrl+c", "quit: asks, then saves, stops the Tutor and exits"),
-)
+from babyllm.infer2.commands import RELOAD, help_examples
 
 CHAT_HELP = "chat commands: " + help_examples()
+VIEWER_CHAT_HELP = "chat: " + help_examples(extra=(RELOAD,))
 
 
 Answer = TypeVar("Answer")
@@ -55,21 +35,27 @@ class Dialog(ModalScreen[Answer]):
 
 
 class HelpScreen(Dialog[None]):
+    """The keys, as the app's action table gives them (tui.actions.help_rows), and the chat's commands."""
+
     BINDINGS = [Binding("escape,q,question_mark,f1", "dismiss", "close")]
-    TITLE = "babyllm-tui keys"
-    ROWS = HELP
-    CHAT = CHAT_HELP
+
+    def __init__(self, rows: Sequence[tuple[str, str]], *, title: str = "babyllm-tui keys", intro: str = "",
+                 chat: str = CHAT_HELP) -> None:
+        super().__init__()
+        self.rows, self.heading, self.intro, self.chat = tuple(rows), title, intro, chat
 
     def compose(self) -> ComposeResult:
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold")
         table.add_column()
-        for keys, what in self.ROWS:
+        if self.intro:
+            table.add_row("", self.intro)
+        for keys, what in self.rows:
             table.add_row(keys, what)
         with VerticalScroll(id="help-box", classes="dialog"):
-            yield Static(Text(self.TITLE, style="bold"))
+            yield Static(Text(self.heading, style="bold"))
             yield Static(table)
-            yield Static(Text(self.CHAT, style="dim"))
+            yield Static(Text(self.chat, style="dim"))
             yield Static(Text("The mouse works too: click tabs, panes, buttons. Escape closes.", style="dim"))
 
     def action_dismiss(self) -> None:  # type: ignore[override]

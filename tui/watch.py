@@ -41,15 +41,10 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
-from textual.app import App
-from textual.binding import Binding
-
 from babyllm.errors import BabyError
 from babyllm.infer2.commands import RELOAD, help_examples, help_line
 from babyllm.snapshot import Event, History, Snapshot
 from tui.app import CockpitApp
-from tui.commands import CockpitCommands
-from tui.screens import HELP, HelpScreen
 from tui.widgets.timing import duration
 
 POLL_S = 0.5  # seconds between looks at the run's files
@@ -61,7 +56,6 @@ LOG_TAIL = 256 << 10  # debug.log: only its last part is read (for the config na
 MAX_LINE = 16 << 20  # a "line" longer than this (no newline in sight) is dropped as damaged
 HEAD_BYTES = 256  # a file whose first bytes change was rewritten by a new run: read it again
 RECENT_EVENTS = 50
-VIEWER = "viewer: training is controlled by the training process"
 RUN_FILES = ("metrics.jsonl", "events.jsonl", "tokenizer.json", "debug.log")
 _TUTOR_START = re.compile(r"tutor start: config (\S+), device ([^,\s]+)")
 
@@ -543,112 +537,6 @@ def _best_step(run_dir: Path) -> int | None:
         return None
 
 
-# --- the viewer app -----------------------------------------------------------------------------
-
-# The live cockpit's help, less what a viewer cannot do (pause, save, checkpoint, roll back).
-_SHARED = HELP[[k for k, _ in HELP].index("escape") : [k for k, _ in HELP].index("q  ctrl+c")]
-WATCH_HELP: tuple[tuple[str, str], ...] = (
-    ("", "viewer: another process trains the run; this only reads its"),
-    ("", "files (no pause, save, checkpoint or roll back here)"),
-    ("i  ctrl+t", "chat with the run's newest save (loaded on the CPU here)"),
-    ("r", "chat: load the newest save at the next message (/reload)"),
-    *_SHARED,
-    ("q  ctrl+c", "quit the viewer (the training goes on)"),
-)
-
-
-class WatchHelpScreen(HelpScreen):
-    TITLE = "babyllm-tui viewer keys"
-    ROWS = WATCH_HELP
-    CHAT = "chat: " + help_examples(extra=(RELOAD,))
-
-
-CONTROL_ACTIONS = ("toggle_pause", "save", "checkpoint", "rollback")
-
-
-class WatchCommands(CockpitCommands):
-    """The palette without the training controls."""
-
-    def commands(self) -> list[tuple[str, str, str]]:
-        out = [c for c in super().commands() if c[1] not in CONTROL_ACTIONS and c[1] != "quit"]
-        return [("Chat: load the newest save at the next message", "reload", "r"),
-                *out, ("Quit the viewer", "quit", "q")]
-
-
-class WatchApp(CockpitApp):
-    """The cockpit as a read-only viewer (tutor_factory builds a Watcher, chat_factory a WatchChat)."""
-
-    TITLE = "babyllm-tui viewer"
-    COMMANDS = App.COMMANDS | {WatchCommands}
-    BINDINGS = [
-        Binding("space,p", "toggle_pause", "pause", key_display="p", show=False),
-        Binding("s", "save", "save", show=False),
-        Binding("c", "checkpoint", "ckpt", show=False),
-        Binding("r", "reload", "reload", show=True),
-    ]
-
-    def on_mount(self) -> None:
-        super().on_mount()
-        self.pane("chat").add_line(  # type: ignore[attr-defined]
-            "", "viewer: the first message loads the run's newest save on the CPU here; "
-                "/reload (or r) takes a newer one.", "dim")
-        self.pane("sample").border_subtitle = "viewer: samples are not in the run's files"
-
-    def _show(self, snap: Snapshot) -> None:
-        if not self.quitting:
-            self.note = str(getattr(self.tutor, "note", "") or "")
-        super()._show(snap)
-
-    def _viewer_only(self, what: str, request: str) -> None:
-        if self.tutor is not None:
-            getattr(self.tutor, request)()  # a Watcher does nothing with it
-        self.notify(f"{VIEWER}: cannot {what} from here.", severity="warning")
-
-    def action_toggle_pause(self) -> None:
-        self._viewer_only("pause or resume", "pause")
-
-    def action_save(self) -> None:
-        self._viewer_only("save", "request_save")
-
-    def action_checkpoint(self) -> None:
-        self._viewer_only("checkpoint", "request_checkpoint")
-
-    def action_rollback(self) -> None:
-        self._viewer_only("roll back", "rollback")
-
-    def action_reload(self) -> None:
-        if self.chat is None:
-            self.notify("Still starting.", severity="warning")
-            return
-        try:
-            reply = self.chat.reload()
-        except Exception as e:  # noqa: BLE001
-            reply = f"cannot look for saves: {e}"
-        self.pane("chat").add_line("", reply, "dim")  # type: ignore[attr-defined]
-        self.notify(reply, timeout=3)
-
-    def chat_submit(self, text: str) -> None:
-        if self.chat is not None and not text.startswith("/") and not self._chatting and self.chat.needs_load:
-            pane: Any = self.pane("chat")
-            pane.add_line("", "loading the run's newest save on the CPU…", "dim italic")
-        super().chat_submit(text)
-
-    def action_help(self) -> None:
-        if not isinstance(self.screen, HelpScreen):
-            self.push_screen(WatchHelpScreen())
-
-    async def action_quit(self) -> None:
-        self.begin_shutdown()
-
-    def begin_shutdown(self) -> None:
-        """Nothing to save: stop watching and exit at once (the caller joins the watcher thread)."""
-        if self.quitting:
-            return
-        self.quitting = True
-        self._send_stop()
-        self.exit(self.exit_code)
-
-
 # --- the command ----------------------------------------------------------------------------------
 
 TRAINING_OPTIONS = (("config", "--config"), ("overrides", "--set"), ("corpus", "--corpus"), ("run", "--run"),
@@ -691,9 +579,10 @@ def watch_command(args: argparse.Namespace, *, handle_signals: bool = True) -> i
         window = saved_config(run_dir).stats.window
     except (BabyError, OSError):
         pass
-    app = WatchApp(lambda publish, say: Watcher(run_dir, publish=publish, say=say),
-                   chat_factory=lambda watcher: WatchChat(run_dir), window=window,
-                   subtitle=f"viewer · {run_dir}", join_timeout=10.0, handle_signals=handle_signals)
+    # the same cockpit, as a viewer: no training controls in its keys, help or palette
+    app = CockpitApp(lambda publish, say: Watcher(run_dir, publish=publish, say=say),
+                     chat_factory=lambda watcher: WatchChat(run_dir), window=window, viewer=True,
+                     subtitle=f"viewer · {run_dir}", join_timeout=10.0, handle_signals=handle_signals)
     code = app.run()
     app.join_tutor(timeout=5.0)
     if app.failure:

@@ -1,5 +1,5 @@
-"""What every pane shares: a numbered border title, two update hooks the app calls, and the guard
-that keeps a failing pane from taking the cockpit down."""
+"""What every pane shares: a numbered border title, the snapshot and History it is told, two update
+hooks, and the guard that keeps a failing pane from taking the cockpit down."""
 
 from __future__ import annotations
 
@@ -12,9 +12,13 @@ from rich.text import Text
 from rich.style import Style
 from textual.containers import Vertical
 from textual.geometry import Region
+from textual.reactive import var
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
+
+from babyllm.calligraphist import Calligraphist
+from babyllm.snapshot import History, Snapshot
 
 if TYPE_CHECKING:
     from tui.app import CockpitApp
@@ -71,20 +75,25 @@ class GuardedStatic(Guarded, Static):
 
 
 class Pane(Guarded, Vertical):
-    """A titled box. ``show_snapshot`` runs a few times a second, ``redraw`` (plots) at most ~2 Hz.
-
-    Both are only called while the pane is on screen; a pane that comes into view is brought up to
-    date at once. Every subclass's hooks are guarded (see __init_subclass__): an exception in one
-    puts a one-line note in the pane's title, its traceback in debug.log, and the app carries on.
+    """A titled box, told what to show: ``snapshot`` and ``history`` are set by the app's refresh
+    scheduler, only while the pane is on screen, a few times a second; setting ``snapshot`` runs
+    ``show_snapshot`` (cheap: text only), and the scheduler calls ``redraw`` (plots) at most every
+    REDRAW_EVERY. A pane that comes into view is brought up to date at once. Every subclass's hooks
+    are guarded (see __init_subclass__): an exception in one puts a one-line note in the pane's title,
+    its traceback in debug.log, and the app carries on.
     """
 
     ALLOW_MAXIMIZE = True
     REDRAW_EVERY = 1.0  # seconds: plots redraw at most this often (and only when there are new steps)
-    KEY = "0"
     NAME = "pane"  # the widget id, and what the palette and the tabs call it
     TITLE = "pane"
     SHORT = "pane"  # the tab label
     UPDATES: tuple[str, ...] = ()  # this pane's own update methods (returning None), guarded too
+
+    # always_update: a snapshot is a new object each time; comparing two by value would cost more
+    # than showing one. init=False: nothing to show until the first snapshot comes.
+    snapshot: var[Snapshot | None] = var(None, always_update=True, init=False)
+    history: var[History | None] = var(None, init=False)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -93,13 +102,15 @@ class Pane(Guarded, Vertical):
             if hook is not None and not getattr(hook, "__cockpit_guarded__", False):
                 setattr(cls, name, _guard_hook(hook, "plot" if name == "redraw" else "update"))
 
-    def __init__(self) -> None:
+    def __init__(self, key: str, calligraphist: Calligraphist) -> None:
         super().__init__(id=self.NAME, classes="pane")
+        self.key = key  # its number key (tui.panes.PANES)
+        self.calligraphist = calligraphist
         self.failures: dict[str, str] = {}  # guarded method -> the note of its last failure
         self.border_title = self.title_text()
 
     def title_text(self) -> Text:
-        title = Text(f"{self.KEY} {self.TITLE}")
+        title = Text(f"{self.key} {self.TITLE}")
         if self.failures:  # a Text, not markup: an error message may contain brackets
             title.append(f" {next(iter(self.failures.values()))} (see debug.log)", style="red")
         return title
@@ -118,11 +129,14 @@ class Pane(Guarded, Vertical):
     def cockpit(self) -> "CockpitApp":
         return self.app  # type: ignore[return-value]
 
+    def watch_snapshot(self) -> None:
+        self.show_snapshot()
+
     def show_snapshot(self) -> None:
-        """Show the app's latest snapshot (cheap: text only)."""
+        """Show ``self.snapshot`` (cheap: text only)."""
 
     def redraw(self) -> None:
-        """Redraw from the downsampled History (plots); default: nothing to draw."""
+        """Redraw from ``self.history`` (plots); default: nothing to draw."""
 
 
 class PlotPane(Pane):

@@ -1,16 +1,26 @@
-"""Chat pane: talk to the live model (Infer2) while it trains; replies stream in piece by piece."""
+"""Chat pane: talk to the live model (Infer2) while it trains; replies stream in piece by piece.
+
+The pane owns the conversation: the app hands it the chat (an Infer2-like object: ``stream``,
+``command``, ``notices``) and the run's chat log once the Tutor is built; a reply streams in a worker
+thread of the pane's, which posts each piece back to it.
+"""
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from rich.text import Text
-from textual import events, on
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Input, Static
+from textual.worker import get_current_worker
 
+from babyllm.calligraphist import Calligraphist
+from babyllm.errors import BabyError
+from tui.messages import ChatDone, ChatPiece
 from tui.widgets.base import GuardedStatic, Pane
 
 MAX_MESSAGES = 200
@@ -19,6 +29,7 @@ MAX_INPUT = 4000  # characters in one chat message: a huge paste is cut here, ch
 # or terminal commands: each becomes a space. DEL and the C1 range too.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 STILL_ANSWERING = "Still answering the last message; wait for it to finish."
+NOT_YET = "The model is still starting (or chat is unavailable); try again in a moment."
 
 
 def clean_text(text: str) -> str:
@@ -54,16 +65,21 @@ class ChatInput(Input):
 
 
 class ChatPane(Pane):
-    KEY = "3"
+    """The conversation: its lines, its input, and the worker that streams the model's replies."""
+
     NAME = "chat"
     SHORT = "chat"
     UPDATES = ("add_line", "add_notice", "start_reply", "append", "end_reply")
     TITLE = "chat"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, key: str, calligraphist: Calligraphist) -> None:
+        super().__init__(key, calligraphist)
         self._reply: Static | None = None
         self._reply_text = Text()
+        self.chat: Any = None  # set by connect(): an Infer2, or a viewer's WatchChat
+        self._chat_log: Any = None  # babyllm.chat.ChatLog: the cockpit's chats go to the run's chat.log
+        self.answering = False  # a reply is streaming
+        self._reply_so_far = ""
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="chat-log"):
@@ -127,4 +143,91 @@ class ChatPane(Pane):
         text = clean_text(event.value).strip()
         event.input.value = ""
         if text:
-            self.cockpit.chat_submit(text)
+            self.submit(text)
+
+    # -- the conversation ----------------------------------------------------------------------
+
+    def connect(self, chat: Any, chat_log: Any = None) -> None:
+        """The chat to talk to (built when the Tutor is) and, if the run has a folder, its chat log."""
+        self.chat, self._chat_log = chat, chat_log
+
+    def submit(self, text: str) -> None:
+        """A message typed in the input: a /command runs at once, anything else streams a reply."""
+        if self.chat is None:
+            self.add_line("", NOT_YET, "yellow")
+        elif text.startswith("/"):
+            self._command(text)
+        elif self.answering:
+            if self.last_line() != STILL_ANSWERING:  # once: an unbracketed paste submits many lines
+                self.add_line("", STILL_ANSWERING, "yellow")
+        else:
+            self._ask(text)
+
+    def _command(self, text: str) -> None:
+        self.add_line("you", text, "dim")
+        try:
+            reply = self.chat.command(text)
+        except BabyError as e:
+            self.add_line("", str(e), "red")
+        else:
+            self.add_line("", reply, "dim")
+
+    def _ask(self, text: str) -> None:
+        if getattr(self.chat, "needs_load", False):  # a viewer's chat loads the newest save first
+            self.add_line("", "loading the run's newest save on the CPU…", "dim italic")
+        self.add_line("you", text)
+        if self._chat_log is not None:
+            self._chat_log.write("you", text)
+        self._reply_so_far = ""
+        self.start_reply()
+        self.answering = True
+        self._stream(text)
+
+    def reload(self) -> str:
+        """A viewer's chat: load the newest save at the next message; returns what it said."""
+        try:
+            reply = self.chat.reload()
+        except Exception as e:  # noqa: BLE001 - the run's folder may be unreadable for a moment
+            reply = f"cannot look for saves: {e}"
+        self.add_line("", reply, "dim")
+        return reply
+
+    def stop_streaming(self) -> None:
+        """The app is stopping: a reply still streaming ends at its next piece."""
+        self.workers.cancel_group(self, "chat")
+
+    @work(thread=True, group="chat", exit_on_error=False)
+    def _stream(self, prompt: str) -> None:
+        worker = get_current_worker()
+        try:
+            for piece in self.chat.stream(prompt):
+                if worker.is_cancelled:
+                    break
+                self.post_message(ChatPiece(piece))
+            self.post_message(ChatDone())
+        except BabyError as e:
+            self.post_message(ChatDone(str(e)))
+        except Exception as e:  # noqa: BLE001 - a chat failure must not take the cockpit down
+            self.post_message(ChatDone(f"chat failed: {type(e).__name__}: {e}"))
+
+    def on_chat_piece(self, message: ChatPiece) -> None:
+        self._show_notices()  # a trimmed prompt is said before the reply it concerns
+        self.append(message.text)
+        self._reply_so_far += message.text
+
+    def on_chat_done(self, message: ChatDone) -> None:
+        self.answering = False
+        self._show_notices()
+        self.end_reply(message.error, hit_limit=bool(getattr(self.chat, "hit_limit", False)) and not message.error)
+        if self._chat_log is not None:
+            self._chat_log.write("baby", self._reply_so_far)
+
+    def _show_notices(self) -> None:
+        notices = getattr(self.chat, "notices", None)
+        if notices:
+            for n in list(notices):
+                self.add_notice(str(n))
+            try:
+                notices.clear()
+            except AttributeError:
+                pass

@@ -42,7 +42,8 @@ class EventLog(Guarded, RichLog):
 
 
 class EventsPane(Pane):
-    KEY = "7"
+    """The run's events, newest last: saves, validations, alarms, and what the keys asked for."""
+
     NAME = "events"
     SHORT = "log"
     UPDATES = ("add",)

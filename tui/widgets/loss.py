@@ -10,6 +10,7 @@ import math
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.reactive import var
 from textual.widgets import Static
 
 from babyllm.calligraphist import format_value
@@ -18,21 +19,45 @@ from tui.widgets.plotting import Plot, ema, finite, integer_ticks
 
 MAX_POINTS = 1000
 TRAIN_STYLE, VAL_STYLE, UNIGRAM_STYLE = "bold cyan", "bold #ff8c00", "bold magenta"
+SMOOTHING_STEPS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 
 
 class LossPane(PlotPane):
-    KEY = "2"
+    """Train and validation curves; log scale and smoothing are reactive attributes (the l, m, + and - keys)."""
+
     NAME = "loss"
     SHORT = "loss"
     TITLE = "loss"
+
+    log_scale: var[bool] = var(False, init=False)
+    smoothing_on: var[bool] = var(True, init=False)
+    smoothing: var[float] = var(0.9, init=False)  # the train curve's EMA strength (one of SMOOTHING_STEPS)
+
+    def _settings_changed(self) -> None:
+        # On the next tick, not now: keys can come by the thousand (a paste), a redraw costs ~50 ms.
+        self.cockpit.request_redraw(self.NAME)
+
+    watch_log_scale = watch_smoothing_on = watch_smoothing = _settings_changed
+
+    def smoother(self, delta: int) -> None:
+        """Smoothing delta steps stronger (negative: weaker) along SMOOTHING_STEPS, and on."""
+        steps = SMOOTHING_STEPS
+        i = min(range(len(steps)), key=lambda k: abs(steps[k] - self.smoothing))
+        self.smoothing = steps[max(0, min(len(steps) - 1, i + delta))]
+        self.smoothing_on = True
+
+    def settings_text(self) -> str:
+        """The plot's settings in words (the status line confirms a change with it)."""
+        return f"log scale {'on' if self.log_scale else 'off'}, smoothing " + (
+            f"{self.smoothing:.2f}" if self.smoothing_on else "off")
 
     def compose(self) -> ComposeResult:
         yield Plot(id="loss-plot")
         yield GuardedStatic(Text("no steps yet", style="dim"), id="loss-info")
 
     def redraw(self) -> None:
-        app = self.cockpit
-        history = app.history
+        history = self.history
+        snap = self.snapshot
         plot = self.query_one(Plot)
         # about two points per column (braille resolution), never more than MAX_POINTS
         points = min(MAX_POINTS, max(100, 2 * plot.size.width))
@@ -40,10 +65,10 @@ class LossPane(PlotPane):
         bpb = bool(history and history.series("val_bpb", 1)[0])
         val_name = "val_bpb" if bpb else "val_loss"
         vsteps, val = history.series(val_name, points) if history else ([], [])
-        stats = app.snapshot.stats if app.snapshot else {}
+        stats = snap.stats if snap else {}
         unigram = stats.get("unigram_bpb") if bpb else None
-        strength = app.smoothing if app.smoothing_on else 0.0
-        log = app.log_scale
+        strength = self.smoothing if self.smoothing_on else 0.0
+        log = self.log_scale
         plt = plot.plt
         plt.clear_data()
         plt.clear_figure()
@@ -70,9 +95,9 @@ class LossPane(PlotPane):
         plot.border_title = None
         self.border_subtitle = f"{'log' if log else 'lin'} · train smoothed {f'{strength:.2f}' if strength else 'off'}"
         last = stats.get("loss", train[-1] if train else math.nan)
-        if steps and app.snapshot is not None and app.snapshot.step >= steps[-1]:
+        if steps and snap is not None and snap.step >= steps[-1]:
             # the plotted points are means of neighbouring steps: the last step itself counts for "min"
-            steps, train = [*steps, app.snapshot.step], [*train, last]
+            steps, train = [*steps, snap.step], [*train, last]
         update_static(self.query_one("#loss-info", Static),
                       self.info(steps, train, last, val_name, vsteps, val, unigram))
 

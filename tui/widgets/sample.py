@@ -17,6 +17,8 @@ def visible(token: str) -> str:
 
 
 class SampleView(Guarded):
+    """The sample's text, then truth over guess token by token, wrapped to the width."""
+
     DEFAULT_CSS = "SampleView { height: 1fr; }"
 
     def __init__(self) -> None:
@@ -67,7 +69,8 @@ class SampleView(Guarded):
 
 
 class SamplePane(Pane):
-    KEY = "6"
+    """Shows the latest snapshot's Sample (a new one comes every train.sample_every steps)."""
+
     NAME = "sample"
     SHORT = "sample"
     TITLE = "guess vs truth"
@@ -76,7 +79,7 @@ class SamplePane(Pane):
         yield SampleView()
 
     def show_snapshot(self) -> None:
-        snap = self.cockpit.snapshot
+        snap = self.snapshot
         view = self.query_one(SampleView)
         if snap is not None and snap.sample is not view.sample:
             view.sample = snap.sample

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from babyllm.calligraphist import BANDS, format_value
+from babyllm.calligraphist import BANDS, Calligraphist, format_value
 from babyllm.stats import HIGHER, LOWER, NEUTRAL
 from tui.widgets.base import GuardedStatic, Pane, update_static
 
@@ -16,14 +16,15 @@ ARROWS = {LOWER: "≤", HIGHER: "≥"}
 
 
 class StatsPane(Pane):
-    KEY = "1"
+    """Every stat, banded by the Calligraphist, and the thresholds of the focused one ([ and ] move it)."""
+
     NAME = "stats"
     SHORT = "stats"
     UPDATES = ("cycle", "set_stat")
     TITLE = "stats"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, key: str, calligraphist: Calligraphist) -> None:
+        super().__init__(key, calligraphist)
         self.focus_stat = "loss"
 
     def compose(self) -> ComposeResult:
@@ -36,21 +37,21 @@ class StatsPane(Pane):
         self.query_one("#stats-bands", Static).update(self.bands_text())
 
     def show_snapshot(self) -> None:
-        snap = self.cockpit.snapshot
+        snap = self.snapshot
         if snap is None or not snap.stats:
             return
         # A layout pass of the whole screen costs ~50 ms at 200x50, so the grid asks for one only when
         # its line count changes (values widening can change how many cells fit a row).
         grid_widget = self.query_one("#stats-grid", Static)
-        grid = self.cockpit.calligraphist.grid(snap.stats)
+        grid = self.calligraphist.grid(snap.stats)
         update_static(grid_widget, grid, key=grid.line_count(grid_widget.content_region.width))
         update_static(self.query_one("#stats-bands", Static), self.bands_text())
 
     def cycle(self, delta: int) -> None:
         """Focus the next/previous stat (whose band thresholds are shown)."""
-        snap = self.cockpit.snapshot
+        snap = self.snapshot
         # the grid's order
-        names = sorted(snap.stats, key=self.cockpit.calligraphist.registry.order) if snap and snap.stats else []
+        names = sorted(snap.stats, key=self.calligraphist.registry.order) if snap and snap.stats else []
         if not names:
             return
         i = names.index(self.focus_stat) if self.focus_stat in names else -delta
@@ -62,9 +63,9 @@ class StatsPane(Pane):
 
     def bands_text(self) -> Group:
         """The legend, with each band's threshold for the focused stat when it has them."""
-        calli = self.cockpit.calligraphist
+        calli = self.calligraphist
         name = self.focus_stat
-        snap = self.cockpit.snapshot
+        snap = self.snapshot
         value = snap.stats.get(name) if snap else None
         head = Text.assemble((f"{calli.registry.label(name)} ", "bold"))
         try:

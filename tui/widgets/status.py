@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Callable
+from typing import Any, Callable
 
 from rich.text import Text
 from textual.widgets import Static
 
-from babyllm.calligraphist import format_value
+from babyllm.calligraphist import Calligraphist, format_value
 from babyllm.snapshot import Snapshot
+from tui.pace import PANES_EVERY, Pace
 from tui.widgets.timing import duration, eta_seconds
 
 STATE_STYLES = {
@@ -53,9 +54,53 @@ class TokenRate:
 
 
 class StatusBar(Static):
+    """The line under the header: state, step, loss, speed, ETA, and a note (lasting) or a flash (short).
+
+    Told each snapshot; it redraws at most every PANES_EVERY (stretched by the Pace) unless told to
+    show one at once (the first, a change of state), since snapshots can come ~20 a second.
+    """
+
     DEFAULT_CSS = "StatusBar { height: 1; }"
 
+    def __init__(self, calligraphist: Calligraphist, token_rate: TokenRate, pace: Pace, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.calligraphist, self.token_rate, self.pace = calligraphist, token_rate, pace
+        self.snapshot: Snapshot | None = None
+        self.note = ""  # lasting (stopping; what a viewer makes of the run): it wins over a flash
+        self._flash, self._flash_until = "", 0.0
+        self._dirty = False
+        self._shown = 0.0
+
+    def tell(self, snap: Snapshot, at_once: bool = False) -> None:
+        """The newest snapshot: shown now if at_once or due, else on a later tick."""
+        self.snapshot = snap
+        if at_once or self.pace.due(self._shown, PANES_EVERY):
+            self.refresh_line()
+        else:
+            self._dirty = True
+
+    def tick(self) -> None:
+        """Timer: show the newest snapshot if one is waiting and due."""
+        if self._dirty and self.pace.due(self._shown, PANES_EVERY):
+            self.refresh_line()
+
+    def flash(self, text: str, seconds: float = 4.0) -> None:
+        """A short confirmation (a toast would cover a pane's text); the line clears itself after."""
+        self._flash, self._flash_until = text, time.monotonic() + seconds
+        self.refresh_line()
+        self.set_timer(seconds + 0.05, self.refresh_line)
+
+    def refresh_line(self) -> None:
+        """Show the newest snapshot with the note, or the flash while it lasts."""
+        self._dirty = False
+        self._shown = time.monotonic()
+        flash = self._flash if time.monotonic() < self._flash_until else ""
+        self.show(self.snapshot, self.note or flash)
+
     def show(self, snap: Snapshot | None, note: str = "") -> None:
+        """Draw the line for this snapshot (None: still starting) with this note."""
+        if not self.is_attached:
+            return  # the app is being torn down: a late timer finds the bar gone
         self.set_class(snap is not None and snap.state in ("alarm", "error"), "-alarm")
         if snap is None:
             self.update(Text.assemble((" STARTING ", STATE_STYLES["starting"]), " ", (note or "building the Tutor…", "dim")))
@@ -80,14 +125,14 @@ class StatusBar(Static):
         if note:  # early, so 80 columns never cut it off ("saved → save-00000904")
             out.append(f"  {note}", style="italic")
         s = snap.stats
-        calli = self.app.calligraphist  # type: ignore[attr-defined]
+        calli = self.calligraphist
         if "loss" in s:
             out.append("  loss ", style="dim")
             out.append_text(calli.text("loss", s["loss"]))
         if "val_loss" in s:
             out.append("  val ", style="dim")
             out.append_text(calli.text("val_loss", s["val_loss"]))
-        rate = self.app.token_rate.rate() if snap.state == "running" else None  # type: ignore[attr-defined]
+        rate = self.token_rate.rate() if snap.state == "running" else None
         if rate is None and snap.state == "running" and "tokens_per_s" in s:
             rate = s["tokens_per_s"]  # the first seconds: the Tutor's own (per-step) figure
         if rate is not None:

@@ -6,7 +6,7 @@ import math
 
 from rich.text import Text
 
-from babyllm.calligraphist import format_value
+from babyllm.calligraphist import Calligraphist, format_value
 from babyllm.stats import REGISTRY, TIMING_PREFIX
 from tui.widgets.base import Guarded, Pane
 from tui.widgets.windows import bar
@@ -38,28 +38,32 @@ def section_names(stats: dict[str, float]) -> list[str]:
 
 
 class TimingView(Guarded):
+    """The sections' times as bars, the token rate, the step time and the ETA."""
+
     DEFAULT_CSS = "TimingView { height: auto; }"
 
     def __init__(self) -> None:
         super().__init__(id="timing-view")
         self.lines = 1
         self.shown: tuple[dict[str, float], int, int] | None = None
+        self.calligraphist: Calligraphist | None = None
 
     def get_content_height(self, container, viewport, width: int) -> int:  # type: ignore[no-untyped-def]
         return self.lines
 
-    def build(self, stats: dict[str, float], step: int, max_steps: int) -> None:
+    def build(self, stats: dict[str, float], step: int, max_steps: int, calligraphist: Calligraphist) -> None:
         """Show these stats; the text itself is made in render(), so the bars always fit the current width."""
         lines = len(section_names(stats)) + 2
         self.shown = (stats, step, max_steps)
+        self.calligraphist = calligraphist
         self.refresh(layout=lines != self.lines)
         self.lines = lines
 
     def render(self) -> Text:
-        if self.shown is None:
+        if self.shown is None or self.calligraphist is None:
             return Text("no timings yet", style="dim")
         stats, step, max_steps = self.shown
-        calli = self.app.calligraphist  # type: ignore[attr-defined]
+        calli = self.calligraphist
         names = section_names(stats)
         total = sum(stats[n] for n in names if math.isfinite(stats[n])) or 1.0
         width = max(0, min(40, self.size.width - 28))  # the rest of a line is 28 cells: name, value, share
@@ -96,7 +100,8 @@ class TimingView(Guarded):
 
 
 class TimingPane(Pane):
-    KEY = "5"
+    """Shows the latest snapshot's timings."""
+
     NAME = "timing"
     SHORT = "timing"
     TITLE = "timing"
@@ -105,7 +110,7 @@ class TimingPane(Pane):
         yield TimingView()
 
     def show_snapshot(self) -> None:
-        snap = self.cockpit.snapshot
+        snap = self.snapshot
         if snap is None or not snap.stats:
             return
-        self.query_one(TimingView).build(snap.stats, snap.step, snap.max_steps)
+        self.query_one(TimingView).build(snap.stats, snap.step, snap.max_steps, self.calligraphist)

@@ -72,8 +72,9 @@ class WindowBars(Guarded):
 
 
 class WindowsPane(PlotPane):
+    """The windows' sizes and weightings now (bars) and the weightings over steps (plot)."""
+
     REDRAW_EVERY = 2.0  # the weightings move slowly; 7 lines are the costliest plot
-    KEY = "4"
     NAME = "windows"
     SHORT = "windows"
     TITLE = "windows"
@@ -83,7 +84,7 @@ class WindowsPane(PlotPane):
         yield Plot(id="windows-plot")
 
     def show_snapshot(self) -> None:
-        snap = self.cockpit.snapshot
+        snap = self.snapshot
         if snap is None:
             return
         bars = self.query_one(WindowBars)
@@ -92,12 +93,12 @@ class WindowsPane(PlotPane):
         bars.refresh(layout=grew)
 
     def redraw(self) -> None:
-        history = self.cockpit.history
+        history = self.history
         plot = self.query_one(Plot)
         plt = plot.plt
         plt.clear_data()
         plt.clear_figure()
-        n = windows_in(self.cockpit.snapshot.stats) if self.cockpit.snapshot else 0
+        n = windows_in(self.snapshot.stats) if self.snapshot else 0
         points = min(MAX_POINTS, max(50, plot.size.width))  # 7 lines: plotext's cost grows with points
         drawn: list[int] = []
         for i in range(n):

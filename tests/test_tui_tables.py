@@ -1,0 +1,148 @@
+"""The cockpit's keys and panes come from two tables (tui.actions.ACTIONS, tui.panes.PANES): a pane and
+an action added there alone show up everywhere, and the viewer's subset leaves the training controls out."""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.widgets import Static
+
+from tui.actions import ACTIONS, Action, Where, bindings, help_rows, markdown_keys, palette_entries
+from tui.app import CockpitApp
+from tui.commands import CockpitCommands
+from tui.fake import FakeTutor
+from tui.panes import PANES, PaneSlot, grid_css, grid_rows_needed
+from tui.screens import HelpScreen
+from tui.widgets.base import GuardedStatic, Pane
+
+SMALL = (80, 24)
+BIG = (160, 50)
+CONTROLS = {"pause", "resume", "toggle_pause", "save", "checkpoint", "rollback"}
+
+
+class GaugePane(Pane):
+    """A pane that exists only in this test: it shows the step it was told."""
+
+    NAME = "gauge"
+    TITLE = "test gauge"
+    SHORT = "gauge"
+
+    def compose(self) -> ComposeResult:
+        yield GuardedStatic(Text("no step yet"), id="gauge-text")
+
+    def show_snapshot(self) -> None:
+        if self.snapshot is not None:
+            self.query_one("#gauge-text", Static).update(f"step {self.snapshot.step}")
+
+
+GAUGE_ACTION = Action("g", "notify('gauge pressed')", "gauge", footer=True, help="test: say gauge pressed",
+                      palette="Test: press the gauge")
+
+
+def make_app(**kwargs) -> CockpitApp:
+    return CockpitApp(lambda publish, say: FakeTutor(publish=publish), handle_signals=False,
+                      panes=(*PANES, PaneSlot(GaugePane, "8")), actions=(*ACTIONS, GAUGE_ACTION), **kwargs)
+
+
+async def wait_for(pilot, condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await pilot.pause(0.02)
+
+
+def shown_keys(app: CockpitApp) -> set[str]:
+    return {b.key for _, b, _, _ in app.screen.active_bindings.values() if b.show}
+
+
+async def test_a_pane_and_an_action_added_to_the_tables_show_everywhere():
+    app = make_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await wait_for(pilot, lambda: app.snapshot is not None)
+        gauge = app.pane("gauge")
+        assert str(gauge.border_title).startswith("8 test gauge")
+        await pilot.press("8")  # its number key shows it (small terminal: one pane at a time)
+        assert app.active_pane == "gauge" and gauge.region.height > 5
+        await wait_for(pilot, lambda: "step 300" in str(app.query_one("#gauge-text", Static).render()))
+        assert "g" in shown_keys(app)  # the footer
+        await pilot.press("g")
+        await wait_for(pilot, lambda: any(n.message == "gauge pressed" for n in app._notifications))
+
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        assert ("g", "test: say gauge pressed") in app.screen.rows
+        keys, what = next(r for r in app.screen.rows if "…" in r[0])
+        assert keys == "1 … 8" and what.split(":")[0].endswith("log gauge")
+        await pilot.press("escape")
+
+        names = [name for name, _, _ in CockpitCommands(app.screen).commands()]
+        assert "Show pane: test gauge" in names and "Test: press the gauge" in names
+        await pilot.press("1", "ctrl+p", *"pane: test gau")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.active_pane == "gauge")
+
+
+async def test_a_new_pane_gets_a_row_of_the_wide_grid():
+    app = make_app()
+    assert grid_rows_needed(PANES) == 3 and grid_rows_needed(app.pane_slots) == 4
+    async with app.run_test(size=BIG) as pilot:
+        await wait_for(pilot, lambda: app.snapshot is not None)
+        await pilot.pause(0.1)
+        assert not app.compact and all(p.region.height > 5 for p in app.panes)
+
+
+def test_the_grid_css_keeps_the_seven_pane_layout():
+    css = grid_css(PANES)
+    assert "grid-size: 3 3;" in css and "grid-rows: 1fr 1fr 9;" in css
+    assert "#stats { row-span: 2;" in css and "#chat { row-span: 2;" in css and "#loss" not in css
+
+
+def test_each_key_does_one_thing_in_each_cockpit():
+    for viewer in (False, True):
+        shown: dict[str, set[str]] = {}
+        for b in bindings(ACTIONS, PANES, viewer):
+            shown.setdefault(b.key, set()).add(b.action)
+        for key, acts in shown.items():  # pause and resume share space and p: check_action picks one
+            assert len(acts) == 1 or acts == {"pause", "resume"}, (viewer, key, acts)
+
+
+def test_the_viewer_offers_no_training_controls_but_answers_their_keys():
+    rows = [a for a in ACTIONS if a.action in CONTROLS]
+    assert rows and all(a.where is Where.LIVE for a in rows)
+    help_text = " ".join(what for _, what in help_rows(ACTIONS, PANES, viewer=True))
+    assert "save now" not in help_text and "roll back to the last save" not in help_text
+    assert not CONTROLS & {action for _, action, _ in palette_entries(ACTIONS, PANES, viewer=True)}
+    viewer_bindings = bindings(ACTIONS, PANES, viewer=True)
+    hidden = {b.action for b in viewer_bindings if b.action in CONTROLS}
+    assert hidden == {"pause", "resume", "save", "checkpoint"}  # r is the viewer's reload
+    assert not any(b.show for b in viewer_bindings if b.action in CONTROLS)
+    assert {"reload"} <= {b.action for b in viewer_bindings} and "reload" not in {
+        b.action for b in bindings(ACTIONS, PANES, viewer=False)}
+
+
+def test_the_readme_keys_table_comes_from_the_same_rows():
+    table = markdown_keys(ACTIONS, PANES)
+    lines = table.splitlines()
+    assert lines[:2] == ["| key | action |", "| --- | --- |"]
+    assert "| `space` / `p` | pause / resume training (also resumes after a NaN alarm) |" in lines
+    assert any(line.startswith("| `1 … 7` | stats loss chat") for line in lines)
+    assert len(lines) == 2 + len(help_rows(ACTIONS, PANES, viewer=False))
+
+
+async def test_the_palette_resumes_a_paused_run():
+    """The palette runs the toggle: "pause" itself is hidden (check_action) while paused."""
+    entry = next(e for e in palette_entries(ACTIONS, PANES, viewer=False) if e[0] == "Pause / resume training")
+    assert entry == ("Pause / resume training", "toggle_pause", "space / p")
+    app = CockpitApp(lambda publish, say: FakeTutor(publish=publish), handle_signals=False)
+    async with app.run_test(size=SMALL) as pilot:
+        await wait_for(pilot, lambda: app.snapshot is not None)
+        await pilot.press("space")
+        assert app.paused
+        await pilot.press("ctrl+p", *"Pause / resume")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.tutor.calls == ["pause", "resume"])
+

@@ -1,0 +1,162 @@
+"""The cockpit's one table of actions: the bindings, the footer, the help screen, the command palette and
+the README's keys table are all generated from ACTIONS (and the pane keys from tui.panes.PANES)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Iterable, Sequence
+
+from textual.binding import Binding
+
+from tui.panes import PANES, PaneSlot
+
+
+class Where(Enum):
+    """Which cockpit an action belongs to: the live one (it trains), the viewer (--watch) or both."""
+
+    LIVE = "live"
+    VIEWER = "viewer"
+    BOTH = "both"
+
+    def includes(self, viewer: bool) -> bool:
+        return self is Where.BOTH or (self is Where.VIEWER) == viewer
+
+
+@dataclass(frozen=True)
+class Action:
+    """One row of the table. ``keys`` are Textual key names ("space,p"). A row without an action only
+    documents a key something else binds (tab, ctrl+p); one without keys is reached from the palette
+    alone. Empty texts leave a row out of that place: no ``help``, not on the help screen; no
+    ``palette``, not in the palette; ``footer`` False, bound but not in the footer."""
+
+    keys: str
+    action: str
+    label: str = ""  # the footer's word
+    footer: bool = False
+    help: str = ""
+    palette: str = ""
+    where: Where = Where.BOTH
+    key_display: str | None = None  # the footer's key ("p" for "space,p")
+    help_keys: str = ""  # the keys as shown, when not just the bound ones ("+  -": one help row for two)
+
+    def bound_keys(self, sep: str = "  ") -> str:
+        """The keys this row binds, as people read them ("space  p", "?  f1")."""
+        return sep.join(KEY_NAMES.get(k, k) for k in self.keys.split(",") if k)
+
+    def help_text_keys(self) -> str:
+        """The keys the help screen shows for this row."""
+        return self.help_keys or self.bound_keys()
+
+
+KEY_NAMES = {"question_mark": "?", "plus": "+", "minus": "-", "equals_sign": "=",
+             "left_square_bracket": "[", "right_square_bracket": "]"}
+
+SHOW_ALL = "show_pane('')"  # the 0 key; the help lists the pane keys just above it
+
+# In footer order (the footer lists the shown bindings in the order they are bound); the help screen,
+# the palette and the README list the rows in this order too.
+ACTIONS: tuple[Action, ...] = (
+    Action("q", "quit", "quit", footer=True, where=Where.LIVE, help_keys="q  ctrl+c",
+           help="quit: asks, then saves, stops the Tutor and exits", palette="Quit (saves first)"),
+    Action("q", "quit", "quit", footer=True, where=Where.VIEWER, help_keys="q  ctrl+c",
+           help="quit the viewer (the training goes on)", palette="Quit the viewer"),
+    # pause and resume share keys: check_action shows (and runs) the one that applies now; the palette
+    # offers the toggle, which check_action never hides
+    Action("space,p", "pause", "pause", footer=True, where=Where.LIVE, key_display="p",
+           help="pause / resume training (also resumes after a NaN alarm)"),
+    Action("space,p", "resume", "resume", footer=True, where=Where.LIVE, key_display="p"),
+    Action("", "toggle_pause", where=Where.LIVE, palette="Pause / resume training", help_keys="space  p"),
+    Action("s", "save", "save", footer=True, where=Where.LIVE,
+           help="save now (the rolling save a resume starts from)", palette="Save now"),
+    Action("c", "checkpoint", "ckpt", footer=True, where=Where.LIVE,
+           help="checkpoint (a step-numbered save that is kept)", palette="Checkpoint"),
+    Action("r", "rollback", "roll back", where=Where.LIVE,
+           help="roll back to the last save (asks: ctrl+y confirms; at once after a NaN alarm)",
+           palette="Roll back to the last save"),
+    Action("r", "reload", "reload", footer=True, where=Where.VIEWER,
+           help="chat: load the newest save at the next message (/reload)",
+           palette="Chat: load the newest save at the next message"),
+    Action("i,ctrl+t", "chat", "chat", footer=True, where=Where.LIVE, key_display="i",
+           help="chat: focus the chat input (shows the chat pane)", palette="Chat with the model"),
+    Action("i,ctrl+t", "chat", "chat", footer=True, where=Where.VIEWER, key_display="i",
+           help="chat with the run's newest save (loaded on the CPU here)", palette="Chat with the model"),
+    Action("escape", "leave", "leave", footer=True,
+           help="leave the chat input / close a dialog / un-maximise"),
+    Action("0", SHOW_ALL, "all panes", help="back to all panes", palette="Show all panes"),
+    Action("", "", help_keys="tab  shift+tab", help="move focus between panes (not out of the chat input: esc)"),
+    Action("l", "toggle_log", "log", help="loss plot: log scale on/off", palette="Loss plot: toggle log scale"),
+    Action("m", "toggle_smoothing", "smooth", help="loss plot: smoothing on/off",
+           palette="Loss plot: toggle smoothing"),
+    Action("plus,equals_sign", "smoothing(1)", "smoother", help_keys="+  -",
+           help="loss plot: stronger / weaker smoothing", palette="Loss plot: stronger smoothing"),
+    Action("minus", "smoothing(-1)", "rougher", palette="Loss plot: weaker smoothing"),
+    Action("left_square_bracket", "cycle_stat(-1)", "prev stat", help_keys="[  ]",
+           help="stats: previous / next stat whose band thresholds are shown"),
+    Action("right_square_bracket", "cycle_stat(1)", "next stat"),
+    Action("question_mark,f1", "help", "help", footer=True, key_display="?", help="this help",
+           palette="Help: keys"),
+    Action("", "", help_keys="ctrl+p", help="command palette: every action here, by name"),
+)
+
+# What a viewer's help says first (pause, save, checkpoint and roll back are not in its table).
+VIEWER_INTRO = ("viewer: another process trains the run; this only reads its files "
+                "(no pause, save, checkpoint or roll back here)")
+
+
+def pane_actions(panes: Sequence[PaneSlot]) -> tuple[Action, ...]:
+    """One "show pane" action per pane, on its number key (help: one row for them all)."""
+    return tuple(Action(p.key, f"show_pane('{p.pane.NAME}')", f"pane {p.key}", palette=f"Show pane: {p.pane.TITLE}")
+                 for p in panes)
+
+
+def pane_keys_help(panes: Sequence[PaneSlot]) -> tuple[str, str]:
+    """The help row of the number keys: ("1 … 7", "stats loss …: show one …")."""
+    keys = f"{panes[0].key} … {panes[-1].key}" if len(panes) > 1 else panes[0].key
+    names = " ".join(p.pane.SHORT for p in panes)
+    return keys, f"{names}: show one (small terminal) or maximise it (big terminal; again or 0 restores)"
+
+
+def rows_for(actions: Iterable[Action], viewer: bool) -> list[Action]:
+    """The rows of one cockpit (live or viewer), in table order."""
+    return [a for a in actions if a.where.includes(viewer)]
+
+
+def bindings(actions: Sequence[Action], panes: Sequence[PaneSlot], viewer: bool) -> list[Binding]:
+    """The app's bindings. A viewer keeps the live-only keys that no viewer action took, hidden: the
+    app answers them ("training is controlled by the training process") instead of ignoring them."""
+    own = [a for a in (*rows_for(actions, viewer), *pane_actions(panes)) if a.keys and a.action]
+    taken = {k for a in own for k in a.keys.split(",")}
+    refused = [] if not viewer else [
+        a for a in actions if a.where is Where.LIVE and a.keys and not taken & set(a.keys.split(","))]
+    out = [Binding(a.keys, a.action, a.label, show=a.footer, key_display=a.key_display) for a in own]
+    return out + [Binding(a.keys, a.action, a.label, show=False, key_display=a.key_display) for a in refused]
+
+
+def help_rows(actions: Sequence[Action], panes: Sequence[PaneSlot], viewer: bool) -> list[tuple[str, str]]:
+    """(keys, what they do) for the help screen; the pane keys come just before the 0 key."""
+    out: list[tuple[str, str]] = []
+    for a in rows_for(actions, viewer):
+        if a.action == SHOW_ALL and panes:
+            out.append(pane_keys_help(panes))
+        if a.help:
+            out.append((a.help_text_keys(), a.help))
+    return out
+
+
+def palette_entries(actions: Sequence[Action], panes: Sequence[PaneSlot], viewer: bool) -> list[tuple[str, str, str]]:
+    """(name, action, keys) for the command palette: the table's actions, then one per pane."""
+    rows = [*rows_for(actions, viewer), *pane_actions(panes)]
+    return [(a.palette, a.action, a.bound_keys(" / ") or " / ".join(a.help_keys.split()))
+            for a in rows if a.palette and a.action]
+
+
+def markdown_keys(actions: Sequence[Action] = ACTIONS, panes: Sequence[PaneSlot] = PANES, viewer: bool = False) -> str:
+    """The README's keys table (markdown), from the same rows as the help screen:
+    ``python -c "from tui.actions import markdown_keys; print(markdown_keys())"``."""
+    lines = ["| key | action |", "| --- | --- |"]
+    for keys, what in help_rows(actions, panes, viewer):
+        shown = " / ".join(f"`{k}`" for k in keys.split("  "))  # two spaces part keys; "1 … 7" is one
+        lines.append(f"| {shown} | {what} |")
+    return "\n".join(lines)
+

@@ -1,0 +1,128 @@
+"""The Tutor's thread: built and run in a daemon thread the app owns, told to stop once, joined with a
+timeout; plus the signals and terminal checks that turn a lost session into a clean, saving stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import traceback
+from typing import Any, Callable, Protocol
+
+from textual.message import Message
+
+from babyllm.errors import BabyError
+from babyllm.runtime import release_openmp_threads
+from babyllm.snapshot import Snapshot, TutorControl
+from tui.messages import SnapshotReady, TutorFailed, TutorFinished, TutorReady, TutorSaid
+
+Publish = Callable[[Snapshot], None]
+Say = Callable[[str], None]
+Post = Callable[[Message], Any]
+
+
+class TutorFactory(Protocol):
+    """Builds the Tutor (in the worker thread: it can take seconds) wired to the app's callbacks."""
+
+    def __call__(self, publish: Publish, say: Say) -> TutorControl: ...
+
+
+class TutorThread:
+    """Builds (unless given one) and runs the Tutor in a daemon thread; reports by posting messages.
+
+    Quitting can join the thread with a timeout, and a stop asked for while the Tutor is still being
+    built is sent as soon as it exists.
+    """
+
+    def __init__(self, post: Post, factory: TutorFactory | None = None, tutor: TutorControl | None = None) -> None:
+        if factory is None and tutor is None:
+            raise ValueError("CockpitApp needs a tutor_factory or a tutor")
+        self._post = post
+        self._factory = factory
+        self.tutor: Any = tutor
+        self.stop_requested = threading.Event()
+        self._stop_sent = False
+        self._thread: threading.Thread | None = None
+
+    def publish(self, snapshot: Snapshot) -> None:
+        """Called from the Tutor's thread: queue a coalescing message, never block."""
+        self._post(SnapshotReady(snapshot))
+
+    def say(self, text: str) -> None:
+        self._post(TutorSaid(text))
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._main, name="tutor", daemon=True)
+        release_openmp_threads()  # the UI thread's pool would slow the Tutor's (see babyllm.runtime)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _main(self) -> None:
+        try:
+            tutor = self.tutor
+            if tutor is None:
+                assert self._factory is not None
+                tutor = self._factory(self.publish, self.say)
+            self.tutor = tutor
+            self._post(TutorReady(tutor))
+            if self.stop_requested.is_set():
+                self.stop()
+            run = getattr(tutor, "run", None)
+            result = run() if callable(run) and not self.stop_requested.is_set() else None
+            self._post(TutorFinished(result))
+        except BabyError as e:
+            # a user mistake found late (e.g. an empty corpus): the same exit code as the CLI's
+            self._post(TutorFailed(str(e), exit_code=2))
+        except BaseException as e:  # noqa: BLE001 - shown on the error screen, never a frozen app
+            self._post(TutorFailed(f"{type(e).__name__}: {e}", traceback.format_exc()))
+
+    def stop(self) -> None:
+        """Tell the Tutor to stop, once (if it is still being built, the thread stops it when built)."""
+        self.stop_requested.set()
+        if self.tutor is not None and not self._stop_sent:
+            self._stop_sent = True
+            try:
+                self.tutor.stop()
+            except Exception:  # noqa: BLE001 - stopping is best effort; the join timeout is the backstop
+                pass
+
+    def join(self, timeout: float) -> bool:
+        """Stop the Tutor and wait for its thread; True when it ended. Safe to call after the app exits."""
+        self.stop()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+def install_signal_handlers(on_signal: Callable[[int], None]) -> None:
+    """SIGTERM/SIGHUP: save and exit cleanly (handlers run in this, the main, thread's loop)."""
+    try:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, on_signal, sig)
+    except (NotImplementedError, RuntimeError, ValueError, AttributeError):
+        pass  # not the main thread or no such signal (Windows): quitting by key still saves
+
+
+def end_process_later(code: int, seconds: float = 5.0) -> None:
+    """End the process with ``code`` after ``seconds`` unless it ended by then: restoring a terminal that
+    is gone can hang, and by now the Tutor has stopped and saved (or its join timed out)."""
+    watchdog = threading.Timer(seconds, os._exit, (code,))
+    watchdog.daemon = True
+    watchdog.start()
+
+
+def tty(fd: int) -> bool:
+    """Is fd a terminal that still answers (a hung-up one fails tcgetattr)?"""
+    try:
+        import termios
+
+        termios.tcgetattr(fd)
+        return True
+    except Exception:  # noqa: BLE001 - termios.error, OSError, ImportError (Windows)
+        return False
