@@ -3,9 +3,9 @@ the README's keys table are all generated from ACTIONS (and the pane keys from t
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterable, Sequence
 
 from textual.binding import Binding
 

@@ -11,11 +11,13 @@ in its keys, help or palette, and it refuses them if they come anyway.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import traceback
 from collections import deque
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from textual import on
 from textual.app import App, ComposeResult
@@ -141,7 +143,7 @@ class CockpitApp(App[int]):
         return self.screen_stack[0]
 
     def pane(self, name: str) -> Pane:
-        return next(p for p in self.panes if p.NAME == name)
+        return next(p for p in self.panes if name == p.NAME)
 
     @property
     def chat_pane(self) -> ChatPane:
@@ -183,7 +185,7 @@ class CockpitApp(App[int]):
         """Make a pane the active one (the one shown in compact mode)."""
         self.active_pane = name
         for p in self.panes:
-            p.set_class(p.NAME == name, "-active")
+            p.set_class(name == p.NAME, "-active")
         tabs = self.query_one("#tabs", Tabs)
         if tabs.active != f"tab-{name}":
             tabs.active = f"tab-{name}"
@@ -192,7 +194,7 @@ class CockpitApp(App[int]):
     def on_visible(self, pane: Pane) -> bool:
         """Is a pane on screen now (so worth updating)?"""
         if self.compact:
-            return pane.NAME == self.active_pane
+            return self.active_pane == pane.NAME
         maximized = self.screen_stack[0].maximized if self.screen_stack else None
         return maximized is None or maximized is pane
 
@@ -212,10 +214,8 @@ class CockpitApp(App[int]):
         self.debug_lines.append(text)
         log = getattr(getattr(self.tutor, "counsellor", None), "log", None)
         if callable(log):
-            try:
+            with contextlib.suppress(Exception):  # a full disk must not turn a logged fault into a crash
                 log(text)
-            except Exception:  # noqa: BLE001 - a full disk must not turn a logged fault into a crash
-                pass
 
     def pane_failed(self, name: str, what: str, error: BaseException) -> None:
         """A pane failed to update or draw: its traceback goes to debug.log once, training carries on."""
@@ -279,10 +279,8 @@ class CockpitApp(App[int]):
 
     def on_tutor_finished(self, message: TutorFinished) -> None:
         if self.tutor is not None:
-            try:
+            with contextlib.suppress(Exception):  # the last snapshot is a nicety; ending matters
                 self._show(self.tutor.snapshot())
-            except Exception:  # noqa: BLE001 - the last snapshot is a nicety; ending matters
-                pass
         if self.quitting:
             self.exit(self.exit_code)
             return
@@ -563,6 +561,12 @@ class CockpitApp(App[int]):
             self.push_screen(HelpScreen(rows, title=f"{self.title} keys"))
 
     async def action_quit(self) -> None:
+        self._ask_quit()
+
+    def action_help_quit(self) -> None:  # ctrl+c: the same question as q
+        self._ask_quit()
+
+    def _ask_quit(self) -> None:
         if self.viewer:  # nothing to save: the training goes on without us
             self.begin_shutdown()
             return
@@ -577,9 +581,6 @@ class CockpitApp(App[int]):
 
     def action_quit_now(self) -> None:
         self.begin_shutdown()
-
-    async def action_help_quit(self) -> None:  # ctrl+c: the same question as q
-        await self.action_quit()
 
     # -- stopping ----------------------------------------------------------------------------
 
@@ -603,7 +604,7 @@ class CockpitApp(App[int]):
             return
         self.set_timer(self.join_timeout, self._give_up)
 
-    def exit(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def exit(self, *args: Any, **kwargs: Any) -> None:
         """Exit; with the terminal gone, make sure the process ends even if restoring the terminal hangs.
 
         By the time the app exits the Tutor has stopped and saved (or the join timed out), so ending

@@ -9,7 +9,7 @@ terminal, training on a small CPU).
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 TICK = 0.1  # s between checks for due pane updates and plot redraws (cheap when nothing is due)
 PANES_EVERY = 0.4  # s: pane text updates at most ~2.5 times a second

@@ -6,8 +6,8 @@ palette's "Show pane" entries and the wide grid's CSS all follow from this list.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from tui.widgets import ChatPane, EventsPane, LossPane, SamplePane, StatsPane, TimingPane, WindowsPane
 from tui.widgets.base import Pane

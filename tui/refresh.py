@@ -8,7 +8,7 @@ on screen is brought up to date at once. The UI thread's CPU is what the cockpit
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from babyllm.snapshot import History, Snapshot
 from tui.pace import PANES_EVERY, Pace

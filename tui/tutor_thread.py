@@ -4,11 +4,13 @@ timeout; plus the signals and terminal checks that turn a lost session into a cl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import threading
 import traceback
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from textual.message import Message
 
@@ -85,10 +87,8 @@ class TutorThread:
         self.stop_requested.set()
         if self.tutor is not None and not self._stop_sent:
             self._stop_sent = True
-            try:
+            with contextlib.suppress(Exception):  # stopping is best effort; the join timeout is the backstop
                 self.tutor.stop()
-            except Exception:  # noqa: BLE001 - stopping is best effort; the join timeout is the backstop
-                pass
 
     def join(self, timeout: float) -> bool:
         """Stop the Tutor and wait for its thread; True when it ended. Safe to call after the app exits."""

@@ -4,12 +4,13 @@ hooks, and the guard that keeps a failing pane from taking the cockpit down."""
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from rich.console import RenderableType
 from rich.segment import Segment
-from rich.text import Text
 from rich.style import Style
+from rich.text import Text
 from textual.containers import Vertical
 from textual.geometry import Region
 from textual.reactive import var
@@ -41,7 +42,7 @@ def report_failure(widget: Widget, what: str, error: BaseException) -> str:
 
 def _guard_hook(hook: Callable[..., None], what: str) -> Callable[..., None]:
     @functools.wraps(hook)
-    def guarded(self: "Pane", *args: Any, **kwargs: Any) -> None:
+    def guarded(self: Pane, *args: Any, **kwargs: Any) -> None:
         try:
             hook(self, *args, **kwargs)
         except Exception as e:  # noqa: BLE001 - a pane's bug shows as a note; training carries on
@@ -126,7 +127,7 @@ class Pane(Guarded, Vertical):
         self.border_title = self.title_text()
 
     @property
-    def cockpit(self) -> "CockpitApp":
+    def cockpit(self) -> CockpitApp:
         return self.app  # type: ignore[return-value]
 
     def watch_snapshot(self) -> None:

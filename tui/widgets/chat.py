@@ -7,6 +7,7 @@ thread of the pane's, which posts each piece back to it.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any
 
@@ -44,7 +45,7 @@ class ChatInput(Input):
 
     BINDINGS = [Binding("tab,shift+tab", "stay", show=False)]
 
-    def __init__(self, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(max_length=MAX_INPUT, **kwargs)
 
     def action_stay(self) -> None:
@@ -227,7 +228,5 @@ class ChatPane(Pane):
         if notices:
             for n in list(notices):
                 self.add_notice(str(n))
-            try:
+            with contextlib.suppress(AttributeError):
                 notices.clear()
-            except AttributeError:
-                pass

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 from rich.text import Text
+from textual.app import ComposeResult
 from textual.events import Resize
 from textual.widgets import RichLog
 
@@ -19,7 +21,7 @@ STYLES = {"save": "green", "checkpoint": "cyan", "val": "#ff8c00", "alarm": "bol
 class EventLog(Guarded, RichLog):
     """The log's lines; unlike a plain RichLog it wraps them again when its width changes."""
 
-    def __init__(self, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.texts: deque[Text] = deque(maxlen=MAX_LINES)
         self._wrapped_at = 0
@@ -54,7 +56,7 @@ class EventsPane(Pane):
         """The plain text of what the log shows."""
         return [t.plain for t in self.query_one(EventLog).texts]
 
-    def compose(self):  # type: ignore[no-untyped-def]
+    def compose(self) -> ComposeResult:
         # wrap at the pane width, not 78
         yield EventLog(max_lines=MAX_LINES, wrap=True, markup=False, min_width=20, id="event-log")
 

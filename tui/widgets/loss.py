@@ -86,8 +86,8 @@ class LossPane(PlotPane):
         plt.yscale("log" if log else "linear", yside="left")
         if bpb:
             plt.yscale("log" if log else "linear", yside="right")
-            plt.ylabel("nats/token", yside="left")
-            plt.ylabel("bits/byte", yside="right")
+            plt.ylabel("nats/token", yside="left")  # type: ignore[call-arg]  # the stub calls it xside
+            plt.ylabel("bits/byte", yside="right")  # type: ignore[call-arg]
         integer_ticks(plt, x + vx)
         plt.xlabel("step")
         plot.mark_drawn()
@@ -124,7 +124,7 @@ class LossPane(PlotPane):
     @staticmethod
     def _lowest(text: Text, stat: str, word: str, steps: list[int], values: list[float]) -> None:
         """Append '  word Y @step' (the lowest finite point of the plotted series)."""
-        finite_points = [(v, s) for s, v in zip(steps, values) if math.isfinite(v)]
+        finite_points = [(v, s) for s, v in zip(steps, values, strict=True) if math.isfinite(v)]
         if finite_points:
             best, at = min(finite_points)
             text.append(f"  {word} {format_value(stat, best, steady=True)} @{at:,}")

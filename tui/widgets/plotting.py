@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any, cast
 
 from rich.text import Text
 from textual_plotext import PlotextPlot
@@ -25,7 +26,7 @@ def ema(values: list[float], strength: float) -> list[float]:
 
 def finite(steps: list[int], values: list[float], positive: bool = False) -> tuple[list[int], list[float]]:
     """Drop NaN/inf points (and non-positive ones for a log axis)."""
-    keep = [(s, v) for s, v in zip(steps, values) if math.isfinite(v) and (v > 0 or not positive)]
+    keep = [(s, v) for s, v in zip(steps, values, strict=True) if math.isfinite(v) and (v > 0 or not positive)]
     return [s for s, _ in keep], [v for _, v in keep]
 
 
@@ -35,7 +36,7 @@ MIN_WIDTH = 30
 MIN_HEIGHT = 6
 
 
-def integer_ticks(plt, steps: list[int], count: int = 5) -> None:  # type: ignore[no-untyped-def]
+def integer_ticks(plt: Any, steps: list[int], count: int = 5) -> None:
     """Step axis ticks on whole steps with thousands separators (plotext would print 1047.5)."""
     if not steps:
         return
@@ -58,7 +59,7 @@ class Plot(Guarded, PlotextPlot):
     canvas (a log axis after a theme switch did it).
     """
 
-    def __init__(self, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._cache: tuple[tuple[int, int, str, int], Text] | None = None
         self.version = 0
@@ -78,11 +79,11 @@ class Plot(Guarded, PlotextPlot):
         self.version += 1
         self.refresh()
 
-    def render(self) -> Text:  # type: ignore[override]
+    def render(self) -> Text:
         if self.size.width < MIN_WIDTH or self.size.height < MIN_HEIGHT:
             note = "enlarge the terminal to see the plot"
             return Text(note if self.size.width >= len(note) else "enlarge the terminal", style="dim italic")
         key = (self.size.width, self.size.height, self.app.theme, self.version)
         if self._cache is None or self._cache[0] != key:
-            self._cache = (key, super().render())  # type: ignore[arg-type]
+            self._cache = (key, cast(Text, super().render()))  # plotext renders a Text
         return self._cache[1]

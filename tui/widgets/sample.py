@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.text import Text
+from textual.app import ComposeResult
 
 from babyllm.snapshot import Sample
 from tui.widgets.base import Guarded, Pane
@@ -50,7 +51,7 @@ class SampleView(Guarded):
         label_w = 6
         truth_line, guess_line, used = Text("truth ", style="dim"), Text("guess ", style="dim"), label_w
         rows: list[Text] = []
-        for g, t, ok in zip(s.guesses, s.truths, matches):
+        for g, t, ok in zip(s.guesses, s.truths, matches, strict=False):  # a damaged sample may be ragged
             tv, gv = visible(t), visible(g)
             w = max(len(tv), len(gv))
             if used + w + 1 > width and used > label_w:
@@ -75,7 +76,7 @@ class SamplePane(Pane):
     SHORT = "sample"
     TITLE = "guess vs truth"
 
-    def compose(self):  # type: ignore[no-untyped-def]
+    def compose(self) -> ComposeResult:
         yield SampleView()
 
     def show_snapshot(self) -> None:

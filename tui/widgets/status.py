@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from rich.text import Text
 from textual.widgets import Static
@@ -103,7 +104,8 @@ class StatusBar(Static):
             return  # the app is being torn down: a late timer finds the bar gone
         self.set_class(snap is not None and snap.state in ("alarm", "error"), "-alarm")
         if snap is None:
-            self.update(Text.assemble((" STARTING ", STATE_STYLES["starting"]), " ", (note or "building the Tutor…", "dim")))
+            starting = (" STARTING ", STATE_STYLES["starting"])
+            self.update(Text.assemble(starting, " ", (note or "building the Tutor…", "dim")))
             return
         out = Text(no_wrap=True, overflow="ellipsis")
         out.append(f" {snap.state.upper()} ", style=STATE_STYLES.get(snap.state, "bold"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 from rich.text import Text
+from textual.app import ComposeResult
+from textual.geometry import Size
 
 from babyllm.calligraphist import Calligraphist, format_value
 from babyllm.stats import REGISTRY, TIMING_PREFIX
@@ -48,7 +50,7 @@ class TimingView(Guarded):
         self.shown: tuple[dict[str, float], int, int] | None = None
         self.calligraphist: Calligraphist | None = None
 
-    def get_content_height(self, container, viewport, width: int) -> int:  # type: ignore[no-untyped-def]
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         return self.lines
 
     def build(self, stats: dict[str, float], step: int, max_steps: int, calligraphist: Calligraphist) -> None:
@@ -85,7 +87,8 @@ class TimingView(Guarded):
         if mean is not None:
             out.append(format_value("tokens_per_s", mean))
         else:
-            out.append_text(calli.text("tokens_per_s", stats.get("tokens_per_s", math.nan)) if "tokens_per_s" in stats else Text("?"))
+            rate = stats.get("tokens_per_s")
+            out.append_text(calli.text("tokens_per_s", rate) if rate is not None else Text("?"))
         out.append("   step ", style="dim")
         out.append_text(calli.text("step_ms", stats["step_ms"]) if "step_ms" in stats else Text("?"))
         out.append(" ms", style="dim")
@@ -106,7 +109,7 @@ class TimingPane(Pane):
     SHORT = "timing"
     TITLE = "timing"
 
-    def compose(self):  # type: ignore[no-untyped-def]
+    def compose(self) -> ComposeResult:
         yield TimingView()
 
     def show_snapshot(self) -> None:

@@ -6,6 +6,7 @@ import math
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.geometry import Size
 
 from babyllm.stats import REGISTRY, WINDOW_SIZE, WINDOW_WEIGHT
 from tui.widgets.base import Guarded, PlotPane
@@ -42,7 +43,7 @@ class WindowBars(Guarded):
         super().__init__(id="window-bars")
         self.stats: dict[str, float] = {}
 
-    def get_content_height(self, container, viewport, width: int) -> int:  # type: ignore[no-untyped-def]
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         return max(1, windows_in(self.stats))
 
     def render(self) -> Text:
