@@ -176,9 +176,10 @@ def bench_quality(args: argparse.Namespace) -> int:
         state = tutor.run()
         if state != "finished":
             raise BabyError(f"training ended {state}: {tutor.snapshot().error or 'see above'}")
-        lib = tutor.librarian
-        s = score(tutor.model, lib.tokenizer, lib.train_tokens, lib.val_tokens, tutor.device, tutor.dtype)
-    extra = {"config": cfg.name, "corpus": lib.root.as_posix(), "minutes": minutes, "steps": tutor.step_count,
+        s = tutor.score_held_out()
+        corpus = tutor.snapshot().corpus
+    extra = {"config": cfg.name, "corpus": Path(corpus.root).as_posix() if corpus else "", "minutes": minutes,
+             "steps": tutor.step_count,
              "tokens_trained": tutor.tokens, "tokens_per_s": tutor.tokens / max(tutor.train_seconds, 1e-9),
              "device": str(tutor.device), "dtype": tutor.dtype}
     if not args.json:

@@ -12,8 +12,9 @@ import torch
 
 import babyllm.tutor as tutor_mod
 from babyllm.cli import build_parser, main as cli_main
-from babyllm.cli import prepare_run
-from babyllm.soul import list_saves, load_for_inference
+from babyllm.runsetup import prepare_run
+from babyllm.runfiles import list_saves
+from babyllm.soul import load_for_inference
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from babyllm.config import load_config
 from babyllm.infer2 import Infer2, Settings
-from babyllm.soul import latest_step
+from babyllm.runfiles import latest_step
 from babyllm.tutor import Tutor
 from tui.app import CockpitApp
 

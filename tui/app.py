@@ -331,8 +331,9 @@ class CockpitApp(App[int]):
                 run_dir = getattr(self.tutor, "run_dir", None)
                 if run_dir is not None:
                     from babyllm.chat import ChatLog
+                    from babyllm.runfiles import CHAT_LOG
 
-                    self._chat_log = ChatLog(Path(run_dir) / "chat.log", self._chat_log_failed)
+                    self._chat_log = ChatLog(Path(run_dir) / CHAT_LOG, self._chat_log_failed)
             except Exception as e:  # noqa: BLE001
                 self.pane("events").add(Event(self._step(), "error", f"chat unavailable: {e}"))
 

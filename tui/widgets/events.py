@@ -8,12 +8,12 @@ from rich.text import Text
 from textual.events import Resize
 from textual.widgets import RichLog
 
+from babyllm.events import EVENT_STYLES
 from babyllm.snapshot import Event
 from tui.widgets.base import Guarded, Pane
 
 MAX_LINES = 500
-STYLES = {"save": "green", "checkpoint": "cyan", "val": "#ff8c00", "alarm": "bold red",
-          "error": "bold red", "state": "dim", "info": "", "ui": "magenta"}
+STYLES = EVENT_STYLES
 
 
 class EventLog(Guarded, RichLog):

@@ -7,21 +7,11 @@ import math
 from rich.text import Text
 
 from babyllm.calligraphist import format_value
+from babyllm.durations import duration
 from tui.widgets.base import Guarded, Pane
 from tui.widgets.windows import bar
 
 ORDER = ("t_data", "t_forward", "t_backward", "t_optimizer", "t_stats")
-
-
-def duration(seconds: float) -> str:
-    if not math.isfinite(seconds) or seconds < 0:
-        return "?"
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s}s"
 
 
 def eta_seconds(step: int, max_steps: int, step_ms: float) -> float | None:
