@@ -7,8 +7,12 @@ import threading
 from dataclasses import dataclass
 from typing import Literal
 
+from babyllm.snapshot import State
+
 Request = Literal["pause", "resume", "save", "checkpoint", "rollback", "stop"]
 AGREED: tuple[Request, ...] = ("pause", "resume", "stop")  # on several ranks: acted on once every rank has heard
+PAUSABLE: tuple[State, ...] = ("running",)
+WAITING: tuple[State, ...] = ("paused", "alarm")  # the loop waits for requests instead of stepping; resume leaves
 
 
 class Requests:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from types import MappingProxyType
+from typing import Literal, Mapping
 
 EventKind = Literal["info", "save", "checkpoint", "val", "alarm", "error", "state", "ui"]
 
 # Rich styles; "ui" is the cockpit's own notes (a key pressed, a request refused).
-EVENT_STYLES: dict[str, str] = {"save": "green", "checkpoint": "cyan", "val": "#ff8c00", "alarm": "bold red",
-                                "error": "bold red", "state": "dim", "info": "", "ui": "magenta"}
+EVENT_STYLES: Mapping[str, str] = MappingProxyType({
+    "save": "green", "checkpoint": "cyan", "val": "#ff8c00", "alarm": "bold red", "error": "bold red",
+    "state": "dim", "info": "", "ui": "magenta"})

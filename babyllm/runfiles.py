@@ -27,7 +27,8 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Literal
+from types import MappingProxyType
+from typing import IO, Any, Callable, Literal, Mapping
 
 from babyllm.errors import BabyError, CheckpointError
 from babyllm.snapshot import Event, History
@@ -325,7 +326,7 @@ def open_log(path: Path, mode: str) -> IO[str]:
 
 
 LogName = Literal["metrics", "events"]
-_FILES: dict[LogName, str] = {"metrics": METRICS_FILE, "events": EVENTS_FILE}
+_FILES: Mapping[LogName, str] = MappingProxyType({"metrics": METRICS_FILE, "events": EVENTS_FILE})
 
 
 @dataclass

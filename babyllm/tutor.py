@@ -49,7 +49,7 @@ from torch.nn.utils import clip_grad_norm_
 from babyllm import distributed, gemm, quality, runfiles, soul
 from babyllm.board import Board
 from babyllm.config import Config
-from babyllm.control import AGREED, Request, Requests, Votes
+from babyllm.control import AGREED, PAUSABLE, WAITING, Requests, Votes
 from babyllm.counsellor import Counsellor, cuda_sync
 from babyllm.errors import BabyError, CheckpointError, ConfigError
 from babyllm.events import EventKind
@@ -169,9 +169,26 @@ class Tutor:
             raise
 
     def _build(self, resume: bool) -> None:
-        cfg, t, rank = self.cfg, self.cfg.train, self.rank
+        """Logs, corpus, model and optimizer, then (resuming) the newest save; ends with the first snapshot."""
         # A new run starts its logs afresh (any earlier attempt here never saved); a resumed run appends.
         mode = "a" if resume else "w"
+        self._start_logs(resume, mode)
+        self._build_corpus(resume)
+        self._build_model()
+        if resume:
+            self._resume_newest()
+        self._build_train_module()
+        if self.is_main:
+            self._writer.open(mode, only=("metrics",))
+            if resume and self._discarded_steps:  # steps logged after the save resumed from are discarded: say so
+                self._writer.rollback(self.step_count)
+        lib = self.librarian
+        self._corpus = Corpus(str(lib.root), len(lib.train_tokens), len(lib.val_tokens))
+        self._param_count = sum(p.numel() for p in self.model.parameters())
+        self._board.offer(self._fields, force=True)
+
+    def _start_logs(self, resume: bool, mode: str) -> None:
+        """events.jsonl, the Counsellor's debug.log and header.json (rank 0 writes files; the others only time)."""
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             soul.clean_temp(self.run_dir)
@@ -180,11 +197,13 @@ class Tutor:
         self.counsellor = Counsellor(enabled=True, sync=sync,
                                      log_path=self.run_dir / runfiles.DEBUG_LOG if self.is_main else None)
         self._timed_every = TIMED_EVERY_CUDA if sync is not None else 1
-        self.counsellor.log(f"tutor start: config {cfg.name}, device {self.device}, resume={resume}")
+        self.counsellor.log(f"tutor start: config {self.cfg.name}, device {self.device}, resume={resume}")
         if self.is_main:
             self._write_header(resume)
 
-        world = self.world_size
+    def _build_corpus(self, resume: bool) -> None:
+        """The Librarian: rank 0 prepares the tokenizer and corpus (a new run saves the tokenizer) and sends it."""
+        cfg, rank, world = self.cfg, self.rank, self.world_size
         made: dict[str, Librarian] = {}
 
         def prepare_corpus() -> str | None:  # rank 0 (alone, so a shared cache is written once)
@@ -206,6 +225,9 @@ class Tutor:
             quality.unigram_nats(lib.train_tokens, lib.val_tokens, lib.vocab_size), held_bytes)
         self._val_bytes_per_token = math.nan  # of the validation batches' targets, set with them
 
+    def _build_model(self) -> None:
+        """The model, optimizer and LR schedule, and the training state a save restores."""
+        cfg, t = self.cfg, self.cfg.train
         torch.manual_seed(t.seed)
         random.seed(t.seed)
         self.model = BabyLLM(cfg.model).to(self.device)
@@ -227,36 +249,32 @@ class Tutor:
         self._sample: Sample | None = None
         self._val_batches: list[torch.Tensor] | None = None
         self._token_text: list[str] | None = None
-        if resume:
-            loaded = distributed.share(lambda: soul.load_newest(
-                self.run_dir, cfg, self.librarian.tokenizer, say=self._fallback_note, apply=self._apply_save))
-            if not self.is_main:  # rank 0 applied it while loading; the others apply the copy it sent
-                distributed.agree_setup(lambda: self._apply_save(loaded))
-            else:
-                distributed.agree_setup(lambda: None)
-            self.last_saved_step = loaded.step
-            self.last_save_path = loaded.path
-            if self.is_main:
-                self._discarded_steps, events = runfiles.replay_history(self.run_dir, self.history, loaded.step)
-                self._board.restore(events)
-            self._event("info", f"resumed from {loaded.path.name} (step {loaded.step})")
-        # The module training steps run through (sharing self.model's parameters): DistributedDataParallel
-        # on several ranks (its construction checks the ranks' parameters agree), then torch.compile'd
-        # when asked.
+
+    def _resume_newest(self) -> None:
+        """Apply the newest usable save (rank 0 picks and sends it); History and events from the run's logs."""
+        loaded = distributed.share(lambda: soul.load_newest(
+            self.run_dir, self.cfg, self.librarian.tokenizer, say=self._fallback_note, apply=self._apply_save))
+        if not self.is_main:  # rank 0 applied it while loading; the others apply the copy it sent
+            distributed.agree_setup(lambda: self._apply_save(loaded))
+        else:
+            distributed.agree_setup(lambda: None)
+        self.last_saved_step = loaded.step
+        self.last_save_path = loaded.path
+        if self.is_main:
+            self._discarded_steps, events = runfiles.replay_history(self.run_dir, self.history, loaded.step)
+            self._board.restore(events)
+        self._event("info", f"resumed from {loaded.path.name} (step {loaded.step})")
+
+    def _build_train_module(self) -> None:
+        """The module training steps run through (sharing self.model's parameters): DistributedDataParallel
+        on several ranks (its construction checks the ranks' parameters agree), then torch.compile'd when asked."""
         self.train_module: torch.nn.Module = self.model
-        if world > 1:
+        if self.world_size > 1:
             cuda = self.device.type == "cuda"
             self.train_module = DistributedDataParallel(
                 _Runner(self.model), device_ids=[self.device.index] if cuda else None,
                 output_device=self.device.index if cuda else None)  # (no buffers to broadcast)
-        self._forward_fn = torch.compile(self._forward) if t.compile else self._forward
-        if self.is_main:
-            self._writer.open(mode, only=("metrics",))
-            if resume and self._discarded_steps:  # steps logged after the save resumed from are discarded: say so
-                self._writer.rollback(self.step_count)
-        self._corpus = Corpus(str(lib.root), len(lib.train_tokens), len(lib.val_tokens))
-        self._param_count = sum(p.numel() for p in self.model.parameters())
-        self._board.offer(self._fields, force=True)
+        self._forward_fn = torch.compile(self._forward) if self.cfg.train.compile else self._forward
 
     def budget_used(self) -> float | None:
         """The fraction of `train.minutes` the training clock has used; None without a time budget."""
@@ -588,28 +606,107 @@ class Tutor:
         self._event("info", f"rolled back to {loaded.path.name} (step {loaded.step}); paused")
         self._set_state("paused")
 
-    # --- control (any thread; each returns at once) ---------------------------------------------
+    # --- the loop ---------------------------------------------------------------------------------
 
-    def _request(self, what: Request) -> None:
-        self._requests.put(what)
+    def run(self) -> State:
+        """Train until stop(), train.steps or an alarm followed by stop(); returns the final state.
+
+        "finished" (train.steps reached), "stopped", "alarm" (stopped while the alarm was up) or
+        "error" (an unexpected exception; snapshot().error has it). Saves on the way out (rank 0).
+        """
+        final: State = "stopped"
+        try:
+            self._set_state("running")
+            self._say_how_it_runs()
+            if self.is_main and not _finite(self.val_loss):
+                self._validate()
+            final = self._loop()
+            self._set_state("stopping")
+            if self.last_saved_step != self.step_count or self.last_save_path is None:
+                self._save("save")
+            distributed.barrier()  # every rank waits for rank 0's save, then all exit together
+        except Exception as e:  # the loop must report, never vanish silently
+            final = "error"
+            self._crashed(e)
+        self._set_state(final)
+        self.close()
+        return final
+
+    def _loop(self) -> State:
+        """Steps, acting on requests between them, until stopped or done; the state to end in."""
+        while True:
+            self._service()
+            if self._stopping:
+                return "alarm" if self._state == "alarm" else "stopped"
+            if self._state in WAITING:
+                self._maybe_publish()
+                self._requests.wait(0.1)
+                if self.world_size > 1:
+                    self._heartbeat()
+                continue
+            if self._done():
+                return "finished"
+            self._after_step(self.step())
+            self._maybe_publish()
+
+    def _done(self) -> bool:
+        t = self.cfg.train
+        return bool(t.steps and self.step_count >= t.steps) or bool(t.minutes and self.train_seconds >= t.minutes * 60)
+
+    def _after_step(self, stats: dict[str, float]) -> None:
+        """Validate, record, sample and save as the step count says; a bad step raises the alarm instead."""
+        t, n = self.cfg.train, self.step_count
+        if self._alarm is None and self.is_main and n % t.eval_every == 0:
+            self._validate()  # before recording, so this step's stats carry the new val loss
+            stats["val_loss"], stats["perplexity"] = self.val_loss, _exp(self.val_loss)
+            stats["val_bpb"] = self.val_bpb
+        self._record(stats)
+        if self._alarm is not None:
+            self._error = self._alarm
+            self._event("alarm", f"{self._alarm}; the step was not applied, training paused")
+            self._set_state("alarm")
+            return
+        if self.is_main and n % t.sample_every == 0:
+            self._sample = self.make_sample()
+        if t.save_every and n % t.save_every == 0:
+            self._save("save")
+        if self._votes.pause_agreed:
+            self._votes.pause_agreed = False
+            self._set_state("paused")
+
+    def _say_how_it_runs(self) -> None:
+        if self.cfg.train.compile:
+            self._event("info", "torch.compile: the first steps compile the model (this can take a minute)")
+        elif self.device.type == "cpu" and self.dtype == "fp32" and gemm.onednn_fp32():
+            self._event("info", f"fp32 matmuls through oneDNN (faster than torch.mm here; {gemm.MATMUL_ENV}=torch to compare)")
+
+    def _crashed(self, e: Exception) -> None:
+        if self.world_size > 1 and distributed.is_comm_failure(e):
+            self._error = distributed.lost_contact(e, self.last_saved_step)
+        else:
+            self._error = f"step {self.step_count}: {type(e).__name__}: {e}"
+        self.counsellor.log("".join(traceback.format_exception(e)))
+        self._event("error", self._error)
+
+    # --- control: requests from any thread (each returns at once), acted on between steps --------
 
     def pause(self) -> None:
-        self._request("pause")
+        self._requests.put("pause")
 
     def resume(self) -> None:
-        self._request("resume")
+        self._requests.put("resume")
 
     def request_save(self) -> None:
-        self._request("save")
+        self._requests.put("save")
 
     def request_checkpoint(self) -> None:
-        self._request("checkpoint")
+        self._requests.put("checkpoint")
 
     def rollback(self) -> None:
-        self._request("rollback")
+        self._requests.put("rollback")
 
     def stop(self) -> None:
-        self._request("stop")
+        self._requests.put("stop")
 
     def snapshot(self) -> Snapshot:
         assert self._board.current is not None  # published once at the end of _build
@@ -624,96 +721,29 @@ class Tutor:
     def state(self) -> State:
         return self._state
 
-    # --- the loop ---------------------------------------------------------------------------------
-
     def _service(self) -> None:
         for what in self._requests.take():
             if self.world_size > 1 and what in AGREED:
-                setattr(self._votes, what, True)  # acted on once every rank agrees
+                setattr(self._votes, what, True)  # acted on once every rank agrees (step, _heartbeat)
             elif what == "rollback" and self.world_size > 1:
                 self._event("error", "rollback is not available when training on several ranks")
-            elif what == "pause" and self._state == "running":
+            elif what == "pause" and self._state in PAUSABLE:
                 self._set_state("paused")
-            elif what == "resume" and self._state in ("paused", "alarm"):
-                if self._state == "alarm":
-                    self._event("info", "resumed after the alarm (the bad step was not applied)")
-                    self._reopen_logs()
-                self._alarm = self._error = None
-                self._set_state("running")
-            elif what == "save":
-                self._save("save")
-            elif what == "checkpoint":
-                self._save("checkpoint")
+            elif what == "resume" and self._state in WAITING:
+                self._resume()
+            elif what in ("save", "checkpoint"):
+                self._save(what)
             elif what == "rollback":
                 self._rollback()
             elif what == "stop":
                 self._stopping = True
 
-    def run(self) -> str:
-        """Train until stop(), train.steps or an alarm followed by stop(); returns the final state.
-
-        "finished" (train.steps reached), "stopped", "alarm" (stopped while the alarm was up) or
-        "error" (an unexpected exception; snapshot().error has it). Saves on the way out (rank 0).
-        """
-        t = self.cfg.train
-        final = "stopped"
-        try:
-            self._set_state("running")
-            if t.compile:
-                self._event("info", "torch.compile: the first steps compile the model (this can take a minute)")
-            elif self.device.type == "cpu" and self.dtype == "fp32" and gemm.onednn_fp32():
-                self._event("info", f"fp32 matmuls through oneDNN (faster than torch.mm here; {gemm.MATMUL_ENV}=torch to compare)")
-            if self.is_main and not _finite(self.val_loss):
-                self._validate()
-            while True:
-                self._service()
-                if self._stopping:
-                    final = "alarm" if self._state == "alarm" else "stopped"
-                    break
-                if self._state in ("paused", "alarm"):
-                    self._maybe_publish()
-                    self._requests.wait(0.1)
-                    if self.world_size > 1:
-                        self._heartbeat()
-                    continue
-                if (t.steps and self.step_count >= t.steps) or (t.minutes and self.train_seconds >= t.minutes * 60):
-                    final = "finished"
-                    break
-                stats = self.step()
-                n = self.step_count
-                if self._alarm is None and self.is_main and n % t.eval_every == 0:
-                    self._validate()  # before recording, so this step's stats carry the new val loss
-                    stats["val_loss"], stats["perplexity"] = self.val_loss, _exp(self.val_loss)
-                    stats["val_bpb"] = self.val_bpb
-                self._record(stats)
-                if self._alarm is not None:
-                    self._error = self._alarm
-                    self._event("alarm", f"{self._alarm}; the step was not applied, training paused")
-                    self._set_state("alarm")
-                    continue
-                if self.is_main and n % t.sample_every == 0:
-                    self._sample = self.make_sample()
-                if t.save_every and n % t.save_every == 0:
-                    self._save("save")
-                if self._votes.pause_agreed:
-                    self._votes.pause_agreed = False
-                    self._set_state("paused")
-                self._maybe_publish()
-            self._set_state("stopping")
-            if self.last_saved_step != self.step_count or self.last_save_path is None:
-                self._save("save")
-            distributed.barrier()  # every rank waits for rank 0's save, then all exit together
-        except Exception as e:  # the loop must report, never vanish silently
-            final = "error"
-            if self.world_size > 1 and distributed.is_comm_failure(e):
-                self._error = distributed.lost_contact(e, self.last_saved_step)
-            else:
-                self._error = f"step {self.step_count}: {type(e).__name__}: {e}"
-            self.counsellor.log("".join(traceback.format_exception(e)))
-            self._event("error", self._error)
-        self._set_state(final)
-        self.close()
-        return final
+    def _resume(self) -> None:
+        if self._state == "alarm":
+            self._event("info", "resumed after the alarm (the bad step was not applied)")
+            self._reopen_logs()
+        self._alarm = self._error = None
+        self._set_state("running")
 
     def _heartbeat(self) -> None:
         """While paused on several ranks: agree on stop and resume requests (one tiny all-reduce)."""
@@ -722,10 +752,7 @@ class Tutor:
         if stop:
             self._stopping = True
         elif resume:
-            if self._state == "alarm":
-                self._event("info", "resumed after the alarm (the bad step was not applied)")
-            self._alarm = self._error = None
-            self._set_state("running")
+            self._resume()
 
     # --- records, events, snapshots -------------------------------------------------------------
 

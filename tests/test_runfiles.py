@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -178,6 +179,12 @@ def test_chat_session_streams_while_training_is_paused_and_running(make_cfg, tmp
         th.join(60)
     snap = t.snapshot()
     assert snap.state == "stopped" and snap.last_save_step == snap.step and snap.last_save_path
+
+
+def test_the_protocol_modules_import_neither_torch_nor_textual():
+    code = ("import sys, babyllm.runfiles, babyllm.board, babyllm.follower, babyllm.control, babyllm.events; "
+            "bad = {'torch', 'textual'} & set(sys.modules); assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
 
 
 # --- only the Tutor touches its model ----------------------------------------------------------------
