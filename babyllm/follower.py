@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 from babyllm import runfiles
 from babyllm.board import Board
+from babyllm.control import Request
 from babyllm.durations import duration
 from babyllm.errors import BabyError, CheckpointError
 from babyllm.events import EventKind
@@ -181,7 +182,7 @@ class Watcher:
         self.history = History()
         self.metrics = JsonlTail(self.run_dir / runfiles.METRICS_FILE, start_within=METRICS_TAIL)
         self.events_tail = JsonlTail(self.run_dir / runfiles.EVENTS_FILE, start_within=METRICS_TAIL)
-        self.refused: list[str] = []  # control requests a viewer cannot carry out
+        self.refused: list[Request] = []  # control requests a viewer cannot carry out
         self.lines = 0  # metrics lines taken in
         self.stats: dict[str, float] = {}
         self.step = 0
@@ -213,7 +214,7 @@ class Watcher:
         """A chat with the run's newest save, loaded on the CPU here at its first message."""
         return SavedChat(self.run_dir)
 
-    def _refuse(self, what: str) -> None:
+    def _refuse(self, what: Request) -> None:
         self.refused.append(what)  # nothing else: the training process is not ours to steer
 
     def pause(self) -> None:
@@ -237,7 +238,7 @@ class Watcher:
 
     # -- running -----------------------------------------------------------------------------------
 
-    def run(self) -> str:
+    def run(self) -> State:
         while not self._stop.is_set():
             more = self.poll_once()
             if not more:
@@ -413,8 +414,8 @@ class Watcher:
 class SavedChat:
     """Chat with the run's newest save, loaded on the CPU in this process at the first message.
 
-    Offers what the cockpit's chat pane needs of Infer2 (``stream``, ``command``, ``notices``), plus
-    ``/reload``: the next message loads the newest save again (a fresh conversation, same settings).
+    A ChatSession (``stream``, ``command``, ``notices``, ``hit_limit``), plus ``/reload``: the next
+    message loads the newest save again (a fresh conversation, same settings).
     """
 
     def __init__(self, run_dir: Path, device: str = "cpu") -> None:
@@ -429,6 +430,10 @@ class SavedChat:
     @property
     def needs_load(self) -> bool:
         return self.infer is None or self._reload
+
+    @property
+    def hit_limit(self) -> bool:
+        return bool(self.infer is not None and self.infer.hit_limit)
 
     def stream(self, prompt: str) -> Iterator[str]:
         """A generator: the loading (if due) happens in the thread that iterates it."""

@@ -170,8 +170,7 @@ def _watch(tutor: TutorControl, cfg: Config, show: _Printer, signals_seen: list[
     show(_header_line(tutor.snapshot(), cfg))
 
     result: list[str] = []
-    thread = threading.Thread(target=lambda: result.append(tutor.run()),  # type: ignore[attr-defined]
-                              name="tutor", daemon=True)
+    thread = threading.Thread(target=lambda: result.append(tutor.run()), name="tutor", daemon=True)
     calli = Calligraphist(window=cfg.stats.window)
     start = time.monotonic()
     next_line = start + cfg.stats.print_every

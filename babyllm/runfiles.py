@@ -113,9 +113,9 @@ def check_run_dir(path: Path, use: Use, flag: str = "--run-dir", runs_root: Path
         raise CheckpointError(f"{d}: no such run directory ({_missing_hint(use, d, runs_root)})")
     if not d.is_dir():
         raise CheckpointError(f"{d}: not a directory ({flag} wants a run directory, e.g. runs/NAME)")
-    if use == "read" or not is_save_folder(d):
-        return d if use != "watch" else _check_watchable(d)
-    raise CheckpointError(f"{d}: is one save folder; name its run directory: {flag} {d.parent}")
+    if use != "read" and is_save_folder(d):
+        raise CheckpointError(f"{d}: is one save folder; name its run directory: {flag} {d.parent}")
+    return _check_watchable(d) if use == "watch" else d
 
 
 def run_name_dir(run: str, runs_root: Path = RUNS) -> Path:
@@ -184,10 +184,14 @@ class Header:
 def write_header(run_dir: Path, header: Header) -> None:
     """Replace header.json atomically (a reader sees the old header or the new one, never half of one)."""
     path = Path(run_dir) / HEADER_FILE
-    tmp = path.with_name(f".{HEADER_FILE}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(asdict(header)) + "\n")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{HEADER_FILE}.tmp-{os.getpid()}")  # (soul.clean_temp removes one a crash left)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(asdict(header)) + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_header(run_dir: Path) -> Header | None:

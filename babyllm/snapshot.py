@@ -154,13 +154,15 @@ class ChatSession(Protocol):
 
 
 class TutorControl(Protocol):
-    """What a viewer may ask of a running Tutor; every call returns at once (requests are queued)."""
+    """What a viewer may ask of a Tutor (or a follower); every call but run() returns at once (requests are queued)."""
 
     history: History
 
     def snapshot(self) -> Snapshot: ...
 
     def chat_session(self) -> ChatSession: ...
+
+    def run(self) -> State: ...  # in the caller's worker thread: train (or follow) until stopped
 
     def pause(self) -> None: ...
 

@@ -187,6 +187,20 @@ def test_the_protocol_modules_import_neither_torch_nor_textual():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
 
 
+def test_the_tutor_the_follower_and_the_fake_offer_every_control_method():
+    from babyllm.snapshot import ChatSession, TutorControl
+    from babyllm.tutor import Tutor
+    from tui.fake import FakeChat, FakeTutor
+
+    methods = [n for n in vars(TutorControl) if not n.startswith("_") and callable(vars(TutorControl)[n])]
+    assert {"snapshot", "chat_session", "run", "pause", "stop"} <= set(methods)
+    for cls in (Tutor, Watcher, FakeTutor):
+        assert all(callable(getattr(cls, n, None)) for n in methods), cls
+    chat = FakeTutor().chat_session()
+    assert isinstance(chat, FakeChat) and "".join(chat.stream("hi")) and chat.notices == []
+    assert {"stream", "command"} <= {n for n in vars(ChatSession) if not n.startswith("_")}
+
+
 # --- only the Tutor touches its model ----------------------------------------------------------------
 
 
