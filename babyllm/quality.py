@@ -143,8 +143,10 @@ def eval_main(args: argparse.Namespace) -> int:
     from babyllm.runtime import pick_device
     from babyllm.soul import load_for_inference
 
+    from babyllm.runfiles import check_run_dir
+
     device = pick_device(args.device)
-    cfg, model, tokenizer, step = load_for_inference(args.run_dir, device)
+    cfg, model, tokenizer, step = load_for_inference(check_run_dir(args.run_dir, "read"), device)
     train, held = held_out_split(cfg, tokenizer, args.corpus)
     s = score(model, tokenizer, train, held, device, cfg.train.dtype)
     print_score(f"{args.run_dir} step {step:,}", s, {"run_dir": str(args.run_dir), "step": step}, args.json)

@@ -34,7 +34,7 @@ from tokenizers import Tokenizer
 
 from babyllm import runlock
 from babyllm.runfiles import (BEST, META_FILE, MODEL_FILE, RUNS, STATE_FILE, TOKENIZER_FILE, check_run_dir,
-                              latest_step, list_saves, run_name_dir, save_name)
+                              is_save_folder, latest_step, list_saves, run_name_dir, save_name)
 from babyllm.config import Config, _apply_table, validate
 from babyllm.errors import BabyError, CheckpointError, ConfigError
 from babyllm.librarian import atomic_write_bytes, tokenizer_digest
@@ -460,11 +460,11 @@ def load_for_inference(run_dir: Path, device: str | torch.device = "cpu",
     folder such as runs/x/best (the tokenizer is then read from its parent).
     """
     run_dir = Path(run_dir)
-    if (run_dir / META_FILE).exists():
+    if is_save_folder(run_dir):
         folders, tok_dir = [run_dir], run_dir.parent
     else:
         folders, tok_dir = [s.path for s in list_saves(run_dir)], run_dir
-        if (run_dir / BEST / META_FILE).exists():  # the last resort when every rolling save is damaged
+        if is_save_folder(run_dir / BEST):  # the last resort when every rolling save is damaged
             folders.append(run_dir / BEST)
     if not folders:
         raise CheckpointError(f"{run_dir}: no save found (train one first: babyllm train --run-dir {run_dir})")
