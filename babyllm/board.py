@@ -14,8 +14,7 @@ Publish = Callable[[Snapshot], None]
 
 
 class Board:
-    """Builds Snapshots from a source's fields plus the recent events, and hands them to `publish` at most
-    every `every` seconds (at once when forced); a failing reader is reported to `on_error`, never raised."""
+    """Snapshots of a source's fields plus recent events, published at most every `every` seconds (or forced)."""
 
     def __init__(self, publish: Publish | None = None, every: float = 0.25,
                  on_error: Callable[[Exception], None] | None = None) -> None:
@@ -45,7 +44,9 @@ class Board:
         return force or time.monotonic() - self._last >= self.every
 
     def offer(self, fields: Callable[[], dict[str, Any]], force: bool = False) -> bool:
-        """Publish a snapshot of `fields()` if one is due (or forced); whether it was published."""
+        """Publish a snapshot of `fields()` if one is due (or forced); whether it was published.
+
+        A failing reader is reported to `on_error`, never raised: it must not stop training or watching."""
         if not self.due(force):
             return False
         self._last = time.monotonic()

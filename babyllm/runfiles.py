@@ -335,8 +335,7 @@ _FILES: Mapping[LogName, str] = MappingProxyType({"metrics": METRICS_FILE, "even
 
 @dataclass
 class RunWriter:
-    """Appends the Tutor's records to metrics.jsonl and events.jsonl; a failed write drops that log and
-    calls `failed(file name, error)` (the Tutor raises its alarm); reopen() tries again after the alarm."""
+    """Appends the Tutor's records to metrics.jsonl and events.jsonl (a failed write drops that log: see _write)."""
 
     run_dir: Path
     failed: Callable[[str, OSError], None]
@@ -384,6 +383,7 @@ class RunWriter:
         self._files = {name: None for name in self._files}
 
     def _write(self, name: LogName, text: str, flush: bool) -> None:
+        """Write and/or flush one log; an OSError (a full disk) drops it and calls `failed(file name, error)`."""
         f = self._files.get(name)
         if f is None:
             return
