@@ -13,7 +13,6 @@ from babyllm.snapshot import Event
 from tui.widgets.base import Guarded, Pane
 
 MAX_LINES = 500
-STYLES = EVENT_STYLES
 
 
 class EventLog(Guarded, RichLog):
@@ -60,6 +59,6 @@ class EventsPane(Pane):
     def add(self, event: Event) -> None:
         line = Text(no_wrap=False)
         line.append(f"{event.step:>7,} ", style="dim")
-        line.append(f"{event.kind:<11}", style=STYLES.get(event.kind, ""))
+        line.append(f"{event.kind:<11}", style=EVENT_STYLES.get(event.kind, ""))
         line.append(event.message, style="red" if event.kind in ("alarm", "error") else "")
         self.query_one(EventLog).add(line)
