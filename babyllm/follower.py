@@ -387,7 +387,7 @@ class Watcher:
             self.config_name = self.config_name or cfg.name
             self.device = self.device or str(cfg.train.device)
 
-    def _derive(self) -> tuple[str, str]:
+    def _derive(self) -> tuple[State, str]:
         """(state, status-bar note) from what the files say."""
         save = f"save {self.save_step:,}" if self.save_step is not None else "no save yet"
         if self._last_step is None:
