@@ -202,6 +202,21 @@ def test_the_tutor_the_follower_and_the_fake_offer_every_control_method():
     assert {"stream", "command"} <= {n for n in vars(ChatSession) if not n.startswith("_")}
 
 
+def test_snapshots_carry_what_headless_prints_and_a_resume_rewrites_the_header(make_cfg, tmp_path):
+    from babyllm.tutor import Tutor
+
+    run = tmp_path / "run"
+    t = Tutor(make_cfg("train.steps=25"), run, say=lambda m: None, publish_every=0.0)
+    assert t.run() == "finished"
+    snap = t.snapshot()
+    assert (snap.step, snap.last_save_step, snap.last_save_path) == (25, 25, str(run / "save-00000025"))
+    assert math.isfinite(snap.best_val) and snap.best_val_step == 20 and snap.last_save_error is None
+    assert snap.dtype == "fp32" and snap.params == sum(p.numel() for p in t.model.parameters())
+    assert read_header(run).resume is False
+    assert Tutor(make_cfg("train.steps=30"), run, resume=True, say=lambda m: None).run() == "finished"
+    assert read_header(run).resume is True
+
+
 # --- only the Tutor touches its model ----------------------------------------------------------------
 
 
