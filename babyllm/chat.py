@@ -14,14 +14,12 @@ from typing import TextIO
 
 from babyllm.errors import BabyError, CheckpointError
 from babyllm.infer2 import Infer2, Settings
+from babyllm.runfiles import CHAT_LOG, RUNS, check_run_dir, is_save_folder, run_name_dir
 
 PROMPT = "you> "
 REPLY = "baby> "
 EMPTY_HINT = "(type some text for babyLLM to continue, /help for commands, /quit to leave)"
 QUIT = ("/quit", "/exit", "/q")
-
-
-RUNS = Path("runs")
 
 
 def find_run_dir(args: argparse.Namespace, runs_root: Path = RUNS) -> Path:
@@ -32,19 +30,8 @@ def find_run_dir(args: argparse.Namespace, runs_root: Path = RUNS) -> Path:
     if run_dir is None and not run:
         return Path(resolve_run_dir(None, None, True, "", runs_root=runs_root))
     if run_dir is not None:
-        path, flag = Path(run_dir).expanduser(), "--run-dir"
-    else:
-        assert run is not None  # (neither given returned above)
-        if "/" in run or run in (".", ".."):
-            raise BabyError(f"--run {run}: a run name cannot contain '/'; use --run-dir for a path")
-        path, flag = Path(runs_root) / run, "--run"
-    if not path.exists():
-        known = sorted(p.name for p in Path(runs_root).iterdir() if p.is_dir()) if Path(runs_root).is_dir() else []
-        hint = f"runs in {runs_root}/: {', '.join(known)}" if known else "train one first with `babyllm train`"
-        raise CheckpointError(f"{path}: no such run directory ({hint})")
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: not a directory ({flag} wants a run directory, e.g. runs/NAME)")
-    return path
+        return check_run_dir(run_dir, "read", "--run-dir", runs_root)
+    return check_run_dir(run_name_dir(run, runs_root), "read", "--run", runs_root)
 
 
 def load(args: argparse.Namespace):
@@ -63,11 +50,6 @@ def load(args: argparse.Namespace):
     except OSError as e:
         raise CheckpointError(f"{run_dir}: cannot read the run ({e.strerror or e})") from None
     return cfg, model, tokenizer, step, run_dir
-
-
-def is_save_folder(path: Path) -> bool:
-    """--run-dir may also name one save folder (e.g. runs/NAME/best) rather than a run directory."""
-    return (path / "meta.json").exists()
 
 
 def run_name(run_dir: Path) -> str:
@@ -190,7 +172,7 @@ def chat_main(args: argparse.Namespace) -> int:
     with contextlib.suppress(ImportError):
         import readline  # noqa: F401  (line editing and history for input())
     log_dir = run_dir.parent if is_save_folder(run_dir) else run_dir
-    log = ChatLog(log_dir / "chat.log", lambda m: print(m, file=sys.stderr))
+    log = ChatLog(log_dir / CHAT_LOG, lambda m: print(m, file=sys.stderr))
     log.write("info", f"chat with step {step} of {run_dir}")
     return chat_loop(infer, log)
 

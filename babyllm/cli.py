@@ -6,10 +6,10 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
-from babyllm.config import Config, apply_override, default_config_name, load_config, validate
+from babyllm.config import load_config
 from babyllm.errors import BabyError
 
 
@@ -36,49 +36,6 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run from its latest save")
 
 
-def config_from_args(args: argparse.Namespace, default: str | None = None) -> Config:
-    """The config named by --config (or the one that suits this machine), with --corpus/--steps/--set applied."""
-    return apply_run_args(load_config(args.config or default or default_config_name(), args.overrides), args)
-
-
-def apply_run_args(cfg: Config, args: argparse.Namespace) -> Config:
-    """Apply --corpus (relative to the shell's directory) and --steps to a loaded config."""
-    if getattr(args, "corpus", None):
-        cfg.data.corpus = str(Path(args.corpus).expanduser().resolve())
-    if getattr(args, "steps", None) is not None:
-        if args.steps < 0:
-            raise BabyError(f"--steps {args.steps}: must be >= 0 (0 = until stopped)")
-        cfg.train.steps = args.steps
-    if getattr(args, "minutes", None) is not None:
-        if not 0 <= args.minutes < 1e6:
-            raise BabyError(f"--minutes {args.minutes:g}: must be >= 0 (0 = no time budget)")
-        cfg.train.minutes = args.minutes
-    return cfg
-
-
-def prepare_run(args: argparse.Namespace, runs_root: Path = Path("runs")) -> tuple[Config, Path]:
-    """The config and run directory for `babyllm train` / `babyllm-tui` arguments.
-
-    Resuming without --config continues with the config the run was saved with (plus --set, --corpus
-    and --steps); otherwise the config comes from --config (or the one that suits this machine).
-    """
-    from babyllm.soul import resolve_run_dir, saved_config  # torch: only once arguments parse
-
-    run = getattr(args, "run", None)
-    run_dir_arg = getattr(args, "run_dir", None)
-    resume = bool(getattr(args, "resume", False))
-    if resume and not getattr(args, "config", None):
-        run_dir = resolve_run_dir(run, run_dir_arg, True, "", runs_root)
-        cfg = saved_config(run_dir)
-        for item in getattr(args, "overrides", None) or ():
-            apply_override(cfg, item)
-        apply_run_args(cfg, args)
-        validate(cfg, where=f"{run_dir} (saved config)")
-        return cfg, run_dir
-    cfg = config_from_args(args)
-    return cfg, resolve_run_dir(run, run_dir_arg, resume, cfg.name, runs_root)
-
-
 def cmd_info(args: argparse.Namespace) -> int:
     """Parameter counts per part and training FLOPs per token for a config."""
     from babyllm.model import BabyLLM
@@ -90,8 +47,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     total = sum(counts.values())
     flops = model.train_flops_per_token()
     if args.json:
-        print(json.dumps({"config": cfg.name, "params": counts, "total_params": total,
-                          "forward_macs_per_token": macs, "train_flops_per_token": flops, "model": cfg.to_dict()["model"]}, indent=2))
+        print(json.dumps({"config": cfg.name, "params": counts, "total_params": total, "forward_macs_per_token": macs,
+                          "train_flops_per_token": flops, "model": cfg.to_dict()["model"]}, indent=2))
         return 0
     m = cfg.model
     print(f"config {cfg.name}: vocab {m.vocab:,}, embed {m.embed:,}, neurons {m.neurons:,}, context {m.context}, "
@@ -166,23 +123,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("bench", help="measure matmul peak, training and generation speed")
-    p.add_argument("--config", metavar="F", action="append", help="config(s) to measure (repeatable; default: cpu and default)")
-    p.add_argument("--set", metavar="K=V", action="append", default=[], dest="overrides", help="config override (repeatable)")
+    p.add_argument("--config", metavar="F", action="append",
+                   help="config(s) to measure (repeatable; default: cpu and default)")
+    p.add_argument("--set", metavar="K=V", action="append", default=[], dest="overrides",
+                   help="config override (repeatable)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--dtype", choices=("fp32", "bf16"), help="training precision (default: each config's)")
     p.add_argument("--compile", action="store_true", help="use torch.compile")
-    p.add_argument("--batch", metavar="N|auto", help="training batch (default: each config's); auto: fill the GPU's memory")
+    p.add_argument("--batch", metavar="N|auto",
+                   help="training batch (default: each config's); auto: fill the GPU's memory")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--scaling", action="store_true", help="also measure how speed and memory grow with context, neurons and batch")
+    p.add_argument("--scaling", action="store_true",
+                   help="also measure how speed and memory grow with context, neurons and batch")
     p.add_argument("--quality", action="store_true",
-                   help="learning quality instead: train one config from scratch for --minutes, score held-out bits per byte")
+                   help="learning quality instead: train one config from scratch for --minutes, "
+                        "score held-out bits per byte")
     p.add_argument("--corpus", metavar="PATH", help="with --quality: the corpus (default: the config's)")
     p.add_argument("--minutes", type=float, metavar="M", help="with --quality: the training-time budget (default 5)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("eval", help="score a run's newest save in bits per byte on held-out text")
-    p.add_argument("--run-dir", metavar="R", type=Path, required=True, help="run directory (or one save folder in it)")
-    p.add_argument("--corpus", metavar="F", help="score the last data.val_fraction of this corpus instead of the run's own")
+    p.add_argument("--run-dir", metavar="R", type=Path, required=True,
+                   help="run directory (or one save folder in it)")
+    p.add_argument("--corpus", metavar="F",
+                   help="score the last data.val_fraction of this corpus instead of the run's own")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_eval)

@@ -19,24 +19,25 @@ import signal
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, TextIO
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.text import Text
 
 from babyllm.calligraphist import Calligraphist
-from babyllm.cli import prepare_run
 from babyllm.config import Config
 from babyllm.errors import BabyError
+from babyllm.events import EVENT_STYLES
+from babyllm.runsetup import make_tutor, prepare_run
 from babyllm.runtime import release_openmp_threads
+from babyllm.snapshot import Snapshot, TutorControl
 
 if TYPE_CHECKING:  # the Librarian imports torch, which waits until the arguments are known to be good
     from babyllm.librarian import Progress
 
 SIGNAL_ECHO_S = 3.0
 SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
-EVENT_STYLES = {"alarm": "bold red", "error": "red", "save": "green", "checkpoint": "green", "val": "cyan",
-                "info": "dim", "state": "dim"}
 
 
 class _Printer:
@@ -96,12 +97,11 @@ class ProgressLine:
 
 
 def main(args: argparse.Namespace) -> int:
-    from babyllm import distributed
-    from babyllm.tutor import Tutor  # torch is imported only once the arguments are known to be good
+    from babyllm import distributed  # (torch: only once the arguments are known to be good)
 
     rank, world, _ = distributed.init_from_env()  # (0, 1, 0) outside torchrun
     try:
-        code = _main(args, Tutor, rank, world)
+        code = _main(args, rank, world)
     except RuntimeError as e:
         if world > 1 and distributed.is_comm_failure(e):  # a rank died while the ranks were starting
             raise BabyError(distributed.lost_contact(e, None)) from None
@@ -111,7 +111,7 @@ def main(args: argparse.Namespace) -> int:
     return code
 
 
-def _main(args: argparse.Namespace, tutor_cls: Any, rank: int, world: int) -> int:
+def _main(args: argparse.Namespace, rank: int, world: int) -> int:
     from babyllm import distributed
 
     show = _Printer(quiet=rank > 0)
@@ -149,7 +149,7 @@ def _main(args: argparse.Namespace, tutor_cls: Any, rank: int, world: int) -> in
                 show(message, err=True, style="yellow")
 
         try:
-            tutor = tutor_cls(cfg, run_dir, resume=resume, say=say, rank=rank, world_size=world, progress=progress)
+            tutor = make_tutor(cfg, run_dir, resume, say=say, rank=rank, world_size=world, progress=progress)
         finally:
             if progress is not None:
                 progress.finish()
@@ -160,12 +160,15 @@ def _main(args: argparse.Namespace, tutor_cls: Any, rank: int, world: int) -> in
             signal.signal(s, h)
 
 
-def _watch(tutor: Any, cfg: Config, show: _Printer, signals_seen: list[Any]) -> int:
-    lib = tutor.librarian
-    params = sum(p.numel() for p in tutor.model.parameters())
-    show(f"device {tutor.device} · {tutor.dtype} · {params:,} parameters · corpus {lib.root} "
-         f"({len(lib.train_tokens):,} training / {len(lib.val_tokens):,} validation tokens)"
-         + (f" · until step {cfg.train.steps}" if cfg.train.steps else " · until stopped"))
+def _header_line(snap: Snapshot, cfg: Config) -> str:
+    c = snap.corpus
+    corpus = f" · corpus {c.root} ({c.train_tokens:,} training / {c.val_tokens:,} validation tokens)" if c else ""
+    return (f"device {snap.device} · {snap.dtype} · {snap.params:,} parameters{corpus}"
+            + (f" · until step {cfg.train.steps}" if cfg.train.steps else " · until stopped"))
+
+
+def _watch(tutor: TutorControl, cfg: Config, show: _Printer, signals_seen: list[Any]) -> int:
+    show(_header_line(tutor.snapshot(), cfg))
 
     result: list[str] = []
     thread = threading.Thread(target=lambda: result.append(tutor.run()), name="tutor", daemon=True)
@@ -209,18 +212,18 @@ def _watch(tutor: Any, cfg: Config, show: _Printer, signals_seen: list[Any]) -> 
     snap = tutor.snapshot()
     stats = snap.stats
     elapsed = time.monotonic() - start
-    line = Text(f"{final} at step {tutor.step_count} · {tutor.tokens:,} tokens · {elapsed:.0f} s")
+    line = Text(f"{final} at step {snap.step} · {snap.tokens:,} tokens · {elapsed:.0f} s")
     for key in calli.registry.closing:
         if key in stats:
             line.append(f" · {calli.registry.label(key)} ")
             line.append_text(calli.text(key, stats[key]))
-    if math.isfinite(tutor.best_val):
-        line.append(f" · best val {tutor.best_val:.4f} @{tutor.best_val_step}")
+    if math.isfinite(snap.best_val):
+        line.append(f" · best val {snap.best_val:.4f} @{snap.best_val_step}")
     show(line)
-    if tutor.last_save_path is not None and tutor.last_saved_step == tutor.step_count:
-        show(f"saved step {tutor.last_saved_step} to {tutor.last_save_path}", style="green")
-    if tutor.last_save_error:
-        show(f"error: {tutor.last_save_error}", err=True, style="red")
+    if snap.last_save_path is not None and snap.last_save_step == snap.step:
+        show(f"saved step {snap.last_save_step} to {snap.last_save_path}", style="green")
+    if snap.last_save_error:
+        show(f"error: {snap.last_save_error}", err=True, style="red")
         return 1
     if final == "error":
         show(f"error: {snap.error}", err=True, style="red")

@@ -140,11 +140,12 @@ def print_score(label: str, s: Score, extra: dict[str, Any] | None = None, as_js
 
 def eval_main(args: argparse.Namespace) -> int:
     """`babyllm eval`: score a run's newest good save on held-out text."""
+    from babyllm.runfiles import check_run_dir
     from babyllm.runtime import pick_device
     from babyllm.soul import load_for_inference
 
     device = pick_device(args.device)
-    cfg, model, tokenizer, step = load_for_inference(args.run_dir, device)
+    cfg, model, tokenizer, step = load_for_inference(check_run_dir(args.run_dir, "read"), device)
     train, held = held_out_split(cfg, tokenizer, args.corpus)
     s = score(model, tokenizer, train, held, device, cfg.train.dtype)
     print_score(f"{args.run_dir} step {step:,}", s, {"run_dir": str(args.run_dir), "step": step}, args.json)
@@ -176,9 +177,10 @@ def bench_quality(args: argparse.Namespace) -> int:
         state = tutor.run()
         if state != "finished":
             raise BabyError(f"training ended {state}: {tutor.snapshot().error or 'see above'}")
-        lib = tutor.librarian
-        s = score(tutor.model, lib.tokenizer, lib.train_tokens, lib.val_tokens, tutor.device, tutor.dtype)
-    extra = {"config": cfg.name, "corpus": lib.root.as_posix(), "minutes": minutes, "steps": tutor.step_count,
+        s = tutor.score_held_out()
+        corpus = tutor.snapshot().corpus
+    extra = {"config": cfg.name, "corpus": Path(corpus.root).as_posix() if corpus else "", "minutes": minutes,
+             "steps": tutor.step_count,
              "tokens_trained": tutor.tokens, "tokens_per_s": tutor.tokens / max(tutor.train_seconds, 1e-9),
              "device": str(tutor.device), "dtype": tutor.dtype}
     if not args.json:

@@ -13,8 +13,7 @@ import socket
 from pathlib import Path
 
 from babyllm.errors import BabyError
-
-LOCK_FILE = "train.lock"
+from babyllm.runfiles import LOCK_FILE
 
 
 class RunLocked(BabyError):

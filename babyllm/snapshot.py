@@ -7,11 +7,18 @@ on a reader.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
+
+from babyllm.events import EventKind
+
+State = Literal["starting", "running", "paused", "alarm", "stopping", "stopped", "finished", "error",
+                "waiting", "idle"]  # the last two: a follower's (no step yet; no new step for a while)
 
 
 @dataclass(frozen=True)
@@ -19,7 +26,7 @@ class Event:
     """Something worth a line in the event log: a save, a checkpoint, a validation result, an alarm."""
 
     step: int
-    kind: str  # info | save | checkpoint | val | alarm | error | state
+    kind: EventKind
     message: str
     time: float = field(default_factory=time.time)
 
@@ -35,7 +42,16 @@ class Sample:
 
     @property
     def matches(self) -> tuple[bool, ...]:
-        return tuple(g == t for g, t in zip(self.guesses, self.truths))
+        return tuple(g == t for g, t in zip(self.guesses, self.truths, strict=False))  # ragged if damaged
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """What the run trains on: where the text came from and how many tokens each split has."""
+
+    root: str
+    train_tokens: int
+    val_tokens: int
 
 
 @dataclass(frozen=True)
@@ -44,7 +60,7 @@ class Snapshot:
 
     step: int
     tokens: int
-    state: str  # starting | running | paused | alarm | stopping | stopped | finished | error
+    state: State
     stats: dict[str, float]
     max_steps: int = 0  # 0 = no limit
     sample: Sample | None = None
@@ -54,6 +70,14 @@ class Snapshot:
     device: str = ""
     config_name: str = ""
     run_dir: str = ""
+    dtype: str = ""
+    params: int = 0  # the model's parameter count (0: not known, e.g. a follower)
+    corpus: Corpus | None = None
+    best_val: float = math.inf  # the lowest validation loss so far, and its step
+    best_val_step: int = 0
+    last_save_step: int | None = None
+    last_save_path: str | None = None
+    last_save_error: str | None = None  # why the latest save failed (None once one succeeds)
 
 
 class History:
@@ -77,6 +101,11 @@ class History:
                 elif name in self.STEPWISE and series and _same(series[-1][1], v):
                     continue
                 series.append((step, v))
+
+    def clear(self) -> None:
+        """Forget every series (the run's metrics log started over)."""
+        with self._lock:
+            self._series.clear()
 
     def rewind(self, step: int) -> None:
         """Drop every point at `step` or later (a rollback or resume went back before it)."""
@@ -106,7 +135,8 @@ class History:
             return [], []
         stride = -(-len(points) // max_points)  # ceil: buckets of `stride` points each
         steps = [points[min(i + stride, len(points)) - 1][0] for i in range(0, len(points), stride)]
-        values = [sum(v for _, v in points[i : i + stride]) / len(points[i : i + stride]) for i in range(0, len(points), stride)]
+        buckets = [points[i : i + stride] for i in range(0, len(points), stride)]
+        values = [sum(v for _, v in b) / len(b) for b in buckets]
         return steps, values
 
 
@@ -114,12 +144,27 @@ def _same(a: float, b: float) -> bool:
     return a == b or (a != a and b != b)  # nan == nan here: a run not yet validated stays one point
 
 
+class ChatSession(Protocol):
+    """A conversation with the run's model, as the chat pane uses it (babyllm.infer2.Infer2 is one)."""
+
+    notices: list[str]  # things to tell the user (a trimmed prompt, a reloaded save), taken as shown
+    hit_limit: bool  # whether the last reply stopped at its token limit
+
+    def stream(self, prompt: str) -> Iterator[str]: ...
+
+    def command(self, line: str) -> str: ...
+
+
 class TutorControl(Protocol):
-    """What a viewer may ask of a running Tutor; every call returns at once (requests are queued)."""
+    """What a viewer may ask of a Tutor (or a follower); every call but run() returns at once (requests are queued)."""
 
     history: History
 
     def snapshot(self) -> Snapshot: ...
+
+    def chat_session(self) -> ChatSession: ...
+
+    def run(self) -> State: ...  # in the caller's worker thread: train (or follow) until stopped
 
     def pause(self) -> None: ...
 

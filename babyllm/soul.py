@@ -1,14 +1,6 @@
 """SOUL: checkpoints: everything needed to resume a run exactly.
 
-A run directory (``runs/NAME/``) holds::
-
-    tokenizer.json            the run's tokenizer (written once, checked against every save)
-    metrics.jsonl             one JSON object of stats per training step (non-finite values as null)
-    events.jsonl              saves, checkpoints, validation results, alarms, errors
-    debug.log                 the Counsellor's debug log
-    save-00000500/            rolling resume points (the last train.keep are kept)
-    checkpoint-00001000/      step-numbered snapshots, never pruned
-    best/                     the weights with the lowest validation loss (model only, not resumable)
+The run directory's layout and file names are babyllm.runfiles's.
 
 Each save folder holds ``model.safetensors`` (the weights), ``state.pt`` (optimizer, scheduler, RNG and
 sampler states and the recent losses; tensors and plain containers only, read with
@@ -47,29 +39,27 @@ from babyllm.config import Config, _apply_table, validate
 from babyllm.errors import BabyError, CheckpointError, ConfigError
 from babyllm.librarian import atomic_write_bytes, tokenizer_digest
 from babyllm.model import BabyLLM
+from babyllm.runfiles import (
+    BEST,
+    META_FILE,
+    MODEL_FILE,
+    RUNS,
+    STATE_FILE,
+    TOKENIZER_FILE,
+    check_run_dir,
+    is_save_folder,
+    latest_step,
+    list_saves,
+    run_name_dir,
+    save_name,
+)
 
 FORMAT = 1
-MODEL_FILE = "model.safetensors"
-STATE_FILE = "state.pt"
-META_FILE = "meta.json"
-TOKENIZER_FILE = "tokenizer.json"
-BEST = "best"
-RESUMABLE_KINDS = ("save", "checkpoint")
-_SAVE_NAME = re.compile(r"^(save|checkpoint)-(\d+)$")
 T = TypeVar("T")
 
 
 class CheckpointMismatch(CheckpointError):
     """A readable save that does not fit the config or tokenizer in use (falling back would not help)."""
-
-
-@dataclass(frozen=True)
-class SaveInfo:
-    """One resumable save folder, found by its name (not yet read or checked)."""
-
-    path: Path
-    kind: str  # save | checkpoint
-    step: int
 
 
 @dataclass
@@ -86,36 +76,12 @@ class LoadedSave:
         return int(self.meta["step"])
 
 
-def save_name(kind: str, step: int) -> str:
-    return BEST if kind == BEST else f"{kind}-{step:08d}"
-
-
-def list_saves(run_dir: Path) -> list[SaveInfo]:
-    """Resumable saves in a run directory, newest first (a rolling save before a checkpoint of the same step)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return []
-    found = []
-    for p in run_dir.iterdir():
-        m = _SAVE_NAME.match(p.name)
-        if m and p.is_dir():
-            found.append(SaveInfo(p, m.group(1), int(m.group(2))))
-    return sorted(found, key=lambda s: (s.step, s.kind == "save"), reverse=True)
-
-
-def latest_step(run_dir: Path) -> int | None:
-    saves = list_saves(run_dir)
-    return saves[0].step if saves else None
-
-
 # --- run directories ------------------------------------------------------------------------------
 
 
 def make_run_dir(run_dir: Path) -> None:
     """Create the run directory (and parents), or say in one line why it cannot be used."""
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise BabyError(f"{run_dir}: is a file, not a run directory; choose another --run-dir")
+    run_dir = check_run_dir(run_dir, "train")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -126,7 +92,7 @@ def make_run_dir(run_dir: Path) -> None:
                         "train a copy of it (its saves are untouched)")
 
 
-def check_run_dir(run_dir: Path, resume: bool, owner: bool = False) -> None:
+def check_start(run_dir: Path, resume: bool, owner: bool = False) -> None:
     """A new run must not overwrite saves; a resumed run needs one; a run being trained is named as such
     (`owner`: the caller holds the run's lock itself)."""
     if not owner:
@@ -141,16 +107,14 @@ def check_run_dir(run_dir: Path, resume: bool, owner: bool = False) -> None:
 
 
 def resolve_run_dir(
-    run: str | None, run_dir: Path | None, resume: bool, config_name: str, runs_root: Path = Path("runs")
+    run: str | None, run_dir: Path | None, resume: bool, config_name: str, runs_root: Path = RUNS
 ) -> Path:
     """--run-dir D as given; --run NAME -> runs_root/NAME; neither: the newest saved run (resume) or a new one."""
     runs_root = Path(runs_root)
     if run_dir is not None:
-        d = Path(run_dir).expanduser()
+        d = Path(run_dir)
     elif run:
-        if "/" in run or run in (".", ".."):
-            raise BabyError(f"--run {run}: a run name cannot contain '/'; use --run-dir for a path")
-        d = runs_root / run
+        d = run_name_dir(run, runs_root)
     elif resume:
         best: tuple[float, Path] | None = None
         for candidate in runs_root.iterdir() if runs_root.is_dir() else ():
@@ -168,7 +132,8 @@ def resolve_run_dir(
         d, n = runs_root / stem, 2
         while d.exists():
             d, n = runs_root / f"{stem}-{n}", n + 1
-    check_run_dir(d, resume)
+    d = check_run_dir(d, "resume" if resume else "train", "--run-dir" if run_dir is not None else "--run", runs_root)
+    check_start(d, resume)
     return d
 
 
@@ -511,11 +476,11 @@ def load_for_inference(run_dir: Path, device: str | torch.device = "cpu",
     folder such as runs/x/best (the tokenizer is then read from its parent).
     """
     run_dir = Path(run_dir)
-    if (run_dir / META_FILE).exists():
+    if is_save_folder(run_dir):
         folders, tok_dir = [run_dir], run_dir.parent
     else:
         folders, tok_dir = [s.path for s in list_saves(run_dir)], run_dir
-        if (run_dir / BEST / META_FILE).exists():  # the last resort when every rolling save is damaged
+        if is_save_folder(run_dir / BEST):  # the last resort when every rolling save is damaged
             folders.append(run_dir / BEST)
     if not folders:
         raise CheckpointError(f"{run_dir}: no save found (train one first: babyllm train --run-dir {run_dir})")

@@ -5,7 +5,8 @@ through the TutorControl methods (pause, resume, request_save, request_checkpoin
 each queues a request and returns at once; the loop acts on requests between steps. The Tutor never
 waits on a reader and never calls UI code: it publishes immutable Snapshots (at most every
 `publish_every` seconds, and at once on a state change or event) and appends every step's stats to the
-bounded `history`. Only rank 0 writes files (metrics.jsonl, events.jsonl, debug.log, saves).
+bounded `history`. Only rank 0 writes files (header.json, metrics.jsonl, events.jsonl, debug.log, saves;
+see babyllm.runfiles). The control queue is babyllm.control, the snapshot board babyllm.board.
 
 Several ranks (torchrun; see babyllm.distributed, which must be initialised first): the model trains
 through DistributedDataParallel (self.model stays the eager module sharing its parameters); each rank
@@ -28,9 +29,7 @@ entropy, activation stats and weight norms are computed every SLOW_STATS_EVERY s
 
 from __future__ import annotations
 
-import json
 import math
-import queue
 import random
 import shutil
 import sys
@@ -48,28 +47,27 @@ from tokenizers import Tokenizer
 from torch.nn.parallel import DistributedDataParallel
 from torch.nn.utils import clip_grad_norm_
 
-from babyllm import distributed, gemm, quality, soul
+from babyllm import distributed, gemm, quality, runfiles, soul
+from babyllm.board import Board
 from babyllm.config import Config
+from babyllm.control import AGREED, PAUSABLE, WAITING, Requests, Votes
 from babyllm.counsellor import Counsellor, cuda_sync
 from babyllm.errors import BabyError, CheckpointError, ConfigError
+from babyllm.events import EventKind
+from babyllm.infer2 import Infer2, Settings
 from babyllm.librarian import Librarian, ProgressFn
 from babyllm.model import BabyLLM, next_token_loss
 from babyllm.runlock import RunLock
 from babyllm.runtime import autocast, pick_device, resolve_dtype
-from babyllm.snapshot import Event, History, Sample, Snapshot
+from babyllm.snapshot import Corpus, Event, History, Sample, Snapshot, State
 from babyllm.stats import NORM, PARTS, REGISTRY
 
 SLOW_STATS_EVERY = 10  # steps between the costlier stats (readings, entropy, activations, norms)
 TIMED_EVERY_CUDA = 10  # on CUDA, sections are timed (with a device sync) only every this many steps
 SAMPLE_TOKENS = 48  # positions shown in a guess-versus-truth sample
-RECENT_EVENTS = 50
 METRICS_FLUSH_S = 1.0
 TIMINGS = REGISTRY.timings()  # published every step, 0 until a section has been timed
 
-
-HISTORY_TAIL_BYTES = 32 << 20  # a resume rebuilds History from at most this much of metrics.jsonl
-METRICS_FILE = "metrics.jsonl"
-EVENTS_FILE = "events.jsonl"
 
 
 def _print_stderr(message: str) -> None:
@@ -86,52 +84,6 @@ def lr_multiplier(step: int, warmup: int, total: int, lr: float, min_lr: float,
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup)) if fraction is None else min(1.0, fraction)
     return (min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))) / lr
-
-
-def _open_log(path: Path, mode: str) -> Any:
-    """Open a JSON-lines log for appending ("a") or afresh ("w"); a torn last line (a crash or a full disk
-    mid-write) is cut first, so the next line never glues onto it. Failure is one line naming the file."""
-    try:
-        if mode == "a" and path.exists():
-            with open(path, "rb+") as fh:
-                data = fh.read()
-                if data and not data.endswith(b"\n"):
-                    fh.truncate(data.rfind(b"\n") + 1)
-        return open(path, mode, encoding="utf-8")  # noqa: SIM115 - kept open until close()
-    except OSError as e:
-        raise BabyError(f"{path}: cannot open for writing ({e.strerror or e}); free space or fix permissions "
-                        "(the run's saves are intact)") from None
-
-
-def read_jsonl(path: Path, tail_bytes: int = HISTORY_TAIL_BYTES) -> list[dict[str, Any]]:
-    """The JSON objects in the last `tail_bytes` of a JSON-lines log; torn or damaged lines are skipped."""
-    try:
-        with open(path, "rb") as fh:
-            size = fh.seek(0, 2)
-            fh.seek(max(0, size - tail_bytes))
-            data = fh.read()
-    except OSError:
-        return []
-    lines = data.split(b"\n")
-    if size > tail_bytes:
-        lines = lines[1:]  # the tail of a line that began before where reading began
-    out = []
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
-
-
-def _is_real(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _is_whole(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
 def _finite(x: float) -> bool:
@@ -176,8 +128,7 @@ class Tutor:
         self.rank, self.world_size = rank, world_size
         self.is_main = rank == 0
         self.say = say or _print_stderr
-        self.publish_every = publish_every
-        self._publish_cb = publish
+        self._board = Board(publish, publish_every, on_error=self._publish_failed)
         t = cfg.train
         if not 0 <= t.seed < 2**63:  # torch's generators take 64 bits; say so rather than overflow
             raise ConfigError(f"train.seed {t.seed}: must be a whole number from 0 to {2**63 - 1}")
@@ -191,21 +142,13 @@ class Tutor:
         self.history = History()
         self.weights_lock = threading.Lock()
 
-        self._requests: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._wake = threading.Event()
-        self._events: deque[Event] = deque(maxlen=RECENT_EVENTS)
-        self._event_count = 0
-        self._state = "starting"
+        self._requests = Requests()
+        self._votes = Votes()  # several ranks: requests are acted on once every rank has heard them
+        self._writer = runfiles.RunWriter(self.run_dir, self._log_failed, METRICS_FLUSH_S)
+        self._state: State = "starting"
         self._error: str | None = None
         self._alarm: str | None = None
         self._stopping = False
-        # Several ranks: requests are only acted on once every rank has heard them (see step/_heartbeat).
-        self._stop_requested = self._pause_requested = self._resume_requested = False
-        self._pause_agreed = False
-        self._last_publish = -math.inf
-        self._metrics = None
-        self._events_file = None
-        self._last_flush = time.monotonic()
         self.last_saved_step: int | None = None
         self.last_save_path: Path | None = None
         self.last_save_error: str | None = None
@@ -218,7 +161,7 @@ class Tutor:
             if self.is_main:  # one owner per run: taken before anything in the run directory is touched
                 soul.make_run_dir(self.run_dir)
                 self._lock = RunLock(self.run_dir).acquire()
-                soul.check_run_dir(self.run_dir, resume, owner=True)
+                soul.check_start(self.run_dir, resume, owner=True)
             self._build(resume)
         except BaseException:
             self.close()
@@ -227,20 +170,41 @@ class Tutor:
             raise
 
     def _build(self, resume: bool) -> None:
-        cfg, t, rank = self.cfg, self.cfg.train, self.rank
+        """Logs, corpus, model and optimizer, then (resuming) the newest save; ends with the first snapshot."""
         # A new run starts its logs afresh (any earlier attempt here never saved); a resumed run appends.
         mode = "a" if resume else "w"
+        self._start_logs(resume, mode)
+        self._build_corpus(resume)
+        self._build_model()
+        if resume:
+            self._resume_newest()
+        self._build_train_module()
+        if self.is_main:
+            self._writer.open(mode, only=("metrics",))
+            if resume and self._discarded_steps:  # steps logged after the save resumed from are discarded: say so
+                self._writer.rollback(self.step_count)
+        lib = self.librarian
+        self._corpus = Corpus(str(lib.root), len(lib.train_tokens), len(lib.val_tokens))
+        self._param_count = sum(p.numel() for p in self.model.parameters())
+        self._board.offer(self._fields, force=True)
+
+    def _start_logs(self, resume: bool, mode: str) -> None:
+        """events.jsonl, the Counsellor's debug.log and header.json (rank 0 writes files; the others only time)."""
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             soul.clean_temp(self.run_dir)
-            self._events_file = _open_log(self.run_dir / EVENTS_FILE, mode)
+            self._writer.open(mode, only=("events",))
         sync = cuda_sync(self.device)
-        self.counsellor = Counsellor(enabled=True, log_path=self.run_dir / "debug.log" if self.is_main else None,
-                                     sync=sync)
+        self.counsellor = Counsellor(enabled=True, sync=sync,
+                                     log_path=self.run_dir / runfiles.DEBUG_LOG if self.is_main else None)
         self._timed_every = TIMED_EVERY_CUDA if sync is not None else 1
-        self.counsellor.log(f"tutor start: config {cfg.name}, device {self.device}, resume={resume}")
+        self.counsellor.log(f"tutor start: config {self.cfg.name}, device {self.device}, resume={resume}")
+        if self.is_main:
+            self._write_header(resume)
 
-        world = self.world_size
+    def _build_corpus(self, resume: bool) -> None:
+        """The Librarian: rank 0 prepares the tokenizer and corpus (a new run saves the tokenizer) and sends it."""
+        cfg, rank, world = self.cfg, self.rank, self.world_size
         made: dict[str, Librarian] = {}
 
         def prepare_corpus() -> str | None:  # rank 0 (alone, so a shared cache is written once)
@@ -262,6 +226,9 @@ class Tutor:
             quality.unigram_nats(lib.train_tokens, lib.val_tokens, lib.vocab_size), held_bytes)
         self._val_bytes_per_token = math.nan  # of the validation batches' targets, set with them
 
+    def _build_model(self) -> None:
+        """The model, optimizer and LR schedule, and the training state a save restores."""
+        cfg, t = self.cfg, self.cfg.train
         torch.manual_seed(t.seed)
         random.seed(t.seed)
         self.model = BabyLLM(cfg.model).to(self.device)
@@ -283,33 +250,32 @@ class Tutor:
         self._sample: Sample | None = None
         self._val_batches: list[torch.Tensor] | None = None
         self._token_text: list[str] | None = None
-        if resume:
-            loaded = distributed.share(lambda: soul.load_newest(
-                self.run_dir, cfg, self.librarian.tokenizer, say=self._fallback_note, apply=self._apply_save))
-            if not self.is_main:  # rank 0 applied it while loading; the others apply the copy it sent
-                distributed.agree_setup(lambda: self._apply_save(loaded))
-            else:
-                distributed.agree_setup(lambda: None)
-            self.last_saved_step = loaded.step
-            self.last_save_path = loaded.path
-            self._discarded_steps = self.is_main and self._rebuild_history(loaded.step)
-            self._event("info", f"resumed from {loaded.path.name} (step {loaded.step})")
-        # The module training steps run through (sharing self.model's parameters): DistributedDataParallel
-        # on several ranks (its construction checks the ranks' parameters agree), then torch.compile'd
-        # when asked.
+
+    def _resume_newest(self) -> None:
+        """Apply the newest usable save (rank 0 picks and sends it); History and events from the run's logs."""
+        loaded = distributed.share(lambda: soul.load_newest(
+            self.run_dir, self.cfg, self.librarian.tokenizer, say=self._fallback_note, apply=self._apply_save))
+        if not self.is_main:  # rank 0 applied it while loading; the others apply the copy it sent
+            distributed.agree_setup(lambda: self._apply_save(loaded))
+        else:
+            distributed.agree_setup(lambda: None)
+        self.last_saved_step = loaded.step
+        self.last_save_path = loaded.path
+        if self.is_main:
+            self._discarded_steps, events = runfiles.replay_history(self.run_dir, self.history, loaded.step)
+            self._board.restore(events)
+        self._event("info", f"resumed from {loaded.path.name} (step {loaded.step})")
+
+    def _build_train_module(self) -> None:
+        """The module training steps run through (sharing self.model's parameters): DistributedDataParallel
+        on several ranks (its construction checks the ranks' parameters agree), then torch.compile'd when asked."""
         self.train_module: torch.nn.Module = self.model
-        if world > 1:
+        if self.world_size > 1:
             cuda = self.device.type == "cuda"
             self.train_module = DistributedDataParallel(
                 _Runner(self.model), device_ids=[self.device.index] if cuda else None,
                 output_device=self.device.index if cuda else None)  # (no buffers to broadcast)
-        self._forward_fn = torch.compile(self._forward) if t.compile else self._forward
-        if self.is_main:
-            self._metrics = _open_log(self.run_dir / METRICS_FILE, mode)
-            if resume and self._discarded_steps:  # steps logged after the save resumed from are discarded: say so
-                self._write_log("_metrics", json.dumps({"rollback_to": self.step_count, "time": time.time()})
-                                + "\n", flush=True)
-        self._snapshot = self._make_snapshot()
+        self._forward_fn = torch.compile(self._forward) if self.cfg.train.compile else self._forward
 
     def budget_used(self) -> float | None:
         """The fraction of `train.minutes` the training clock has used; None without a time budget."""
@@ -317,6 +283,14 @@ class Tutor:
         return self.train_seconds / (minutes * 60.0) if minutes > 0 else None
 
     # --- set-up helpers -------------------------------------------------------------------------
+
+    def _write_header(self, resume: bool) -> None:
+        header = runfiles.Header.now(self.cfg.name, str(self.device), self.dtype, torch.__version__, resume,
+                                     self.world_size)
+        try:
+            runfiles.write_header(self.run_dir, header)
+        except OSError as e:  # a viewer then shows the config and device as unknown; training is unharmed
+            self.counsellor.log(f"{runfiles.HEADER_FILE}: not written ({e.strerror or e})")
 
     def _corpus_warning(self, message: str) -> None:
         self.say(f"warning: {message}")
@@ -327,7 +301,9 @@ class Tutor:
         self._event("error", message)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        """AdamW (fused where torch has a kernel); weight decay only on 2-D weight matrices (not biases, norms, gate or mixing logits)."""
+        """AdamW (fused where torch has a kernel); weight decay only on 2-D weight matrices.
+
+        Not on biases, norms, gate or mixing logits."""
         t = self.cfg.train
         decay, plain = [], []
         for name, p in self.model.named_parameters():
@@ -384,13 +360,14 @@ class Tutor:
             norm = clip_grad_norm_(self._params, t.grad_clip if t.grad_clip > 0 else math.inf)
             values = torch.stack([loss.detach().float(), norm.detach().float(), correct.float()])
             if self.world_size > 1:
-                flags = torch.tensor([float(self._stop_requested), float(self._pause_requested)], device=values.device)
-                self._pause_requested = False
+                votes = self._votes
+                flags = torch.tensor([float(votes.stop), float(votes.pause)], device=values.device)
+                votes.pause = False
                 summed = distributed.reduce_sum(torch.cat([values, flags])).tolist()
                 loss_v, norm_v = summed[0] / self.world_size, summed[1] / self.world_size
                 correct_v, stop_any, pause_any = summed[2], summed[3] > 0, summed[4] > 0
                 self._stopping = self._stopping or stop_any
-                self._pause_agreed = pause_any
+                votes.pause_agreed = pause_any
             else:
                 loss_v, norm_v, correct_v = values.tolist()
             ok = _finite(loss_v) and _finite(norm_v)
@@ -512,6 +489,11 @@ class Tutor:
         return Sample(self.step_count, self.librarian.decode(ids[:-1][-keep:].tolist()),
                       tuple(shown(g) for g in guesses), tuple(shown(t) for t in truths))
 
+    def score_held_out(self) -> quality.Score:
+        """The model's bits per byte on all the held-out text as it is now (`babyllm bench --quality`)."""
+        lib = self.librarian
+        return quality.score(self.model, lib.tokenizer, lib.train_tokens, lib.val_tokens, self.device, self.dtype)
+
     # --- saving and restoring -------------------------------------------------------------------
 
     def _weights_finite(self) -> bool:
@@ -556,7 +538,7 @@ class Tutor:
 
     def _save(self, kind: str) -> Path | None:
         if not self.is_main:
-            if kind != soul.BEST:  # rank 0 writes it; remembered for the lost-contact message
+            if kind != runfiles.BEST:  # rank 0 writes it; remembered for the lost-contact message
                 self.last_saved_step = self.step_count
             return None
         step = self.step_count
@@ -567,7 +549,7 @@ class Tutor:
             return None
         try:
             path = soul.save(self.run_dir, kind, step, self.model.state_dict(),
-                             None if kind == soul.BEST else self._train_state(), self._meta())
+                             None if kind == runfiles.BEST else self._train_state(), self._meta())
             if kind == "save":
                 soul.prune(self.run_dir, self.cfg.train.keep)
         except (OSError, BabyError) as e:
@@ -576,7 +558,7 @@ class Tutor:
             self.counsellor.log(msg)
             self._event("error", msg)
             return None
-        if kind != soul.BEST:
+        if kind != runfiles.BEST:
             self.last_saved_step = step
             self.last_save_path = path
             self.last_save_error = None
@@ -614,33 +596,6 @@ class Tutor:
         self._slow = None
         self._alarm = None
 
-    def _rebuild_history(self, step: int) -> bool:
-        """After a resume: History and the recent events from the run's logs, up to `step` (the live branch).
-
-        Returns whether the metrics log holds live-looking steps after `step` (a branch now discarded)."""
-        beyond = False
-        for rec in read_jsonl(self.run_dir / METRICS_FILE):
-            if "rollback_to" in rec:
-                if _is_whole(rec["rollback_to"]):
-                    self.history.rewind(int(rec["rollback_to"]) + 1)
-                    beyond = beyond and rec["rollback_to"] > step
-                continue
-            at = rec.get("step")
-            if not _is_whole(at) or at > step:
-                beyond = beyond or _is_whole(at)
-                continue
-            self.history.rewind(int(at))  # a step logged twice (an older resume): the later line wins
-            self.history.add(int(at), {k: (math.nan if v is None else float(v)) for k, v in rec.items()
-                                       if k != "time" and (v is None or _is_real(v))})
-        for rec in read_jsonl(self.run_dir / EVENTS_FILE)[-RECENT_EVENTS:]:
-            try:
-                self._events.append(Event(int(rec["step"]), str(rec["kind"]), str(rec["message"]),
-                                          float(rec.get("time", 0.0))))
-            except (KeyError, TypeError, ValueError):
-                continue
-        self._event_count = len(self._events)
-        return beyond
-
     def _rollback(self) -> None:
         try:
             loaded = soul.load_newest(self.run_dir, self.cfg, self.librarian.tokenizer,
@@ -650,200 +605,182 @@ class Tutor:
             return
         self._error = None
         self.history.rewind(loaded.step + 1)  # the plots keep only the live branch
-        self._write_log("_metrics", json.dumps({"rollback_to": loaded.step, "time": time.time()}) + "\n",
-                        flush=True)
+        self._writer.rollback(loaded.step)
         self._event("info", f"rolled back to {loaded.path.name} (step {loaded.step}); paused")
         self._set_state("paused")
 
-    # --- control (any thread; each returns at once) ---------------------------------------------
-
-    def _request(self, what: str) -> None:
-        self._requests.put(what)
-        self._wake.set()
-
-    def pause(self) -> None:
-        self._request("pause")
-
-    def resume(self) -> None:
-        self._request("resume")
-
-    def request_save(self) -> None:
-        self._request("save")
-
-    def request_checkpoint(self) -> None:
-        self._request("checkpoint")
-
-    def rollback(self) -> None:
-        self._request("rollback")
-
-    def stop(self) -> None:
-        self._request("stop")
-
-    def snapshot(self) -> Snapshot:
-        return self._snapshot
-
-    @property
-    def state(self) -> str:
-        return self._state
-
     # --- the loop ---------------------------------------------------------------------------------
 
-    def _service(self) -> None:
-        while True:
-            try:
-                what = self._requests.get_nowait()
-            except queue.Empty:
-                return
-            if self.world_size > 1 and what in ("pause", "resume", "stop"):
-                setattr(self, f"_{what}_requested", True)  # acted on once every rank agrees
-            elif what == "rollback" and self.world_size > 1:
-                self._event("error", "rollback is not available when training on several ranks")
-            elif what == "pause" and self._state == "running":
-                self._set_state("paused")
-            elif what == "resume" and self._state in ("paused", "alarm"):
-                if self._state == "alarm":
-                    self._event("info", "resumed after the alarm (the bad step was not applied)")
-                    self._reopen_logs()
-                self._alarm = self._error = None
-                self._set_state("running")
-            elif what == "save":
-                self._save("save")
-            elif what == "checkpoint":
-                self._save("checkpoint")
-            elif what == "rollback":
-                self._rollback()
-            elif what == "stop":
-                self._stopping = True
-
-    def run(self) -> str:
+    def run(self) -> State:
         """Train until stop(), train.steps or an alarm followed by stop(); returns the final state.
 
         "finished" (train.steps reached), "stopped", "alarm" (stopped while the alarm was up) or
         "error" (an unexpected exception; snapshot().error has it). Saves on the way out (rank 0).
         """
-        t = self.cfg.train
-        final = "stopped"
+        final: State = "stopped"
         try:
             self._set_state("running")
-            if t.compile:
-                self._event("info", "torch.compile: the first steps compile the model (this can take a minute)")
-            elif self.device.type == "cpu" and self.dtype == "fp32" and gemm.onednn_fp32():
-                self._event("info", f"fp32 matmuls through oneDNN (faster than torch.mm here; {gemm.MATMUL_ENV}=torch to compare)")
+            self._say_how_it_runs()
             if self.is_main and not _finite(self.val_loss):
                 self._validate()
-            while True:
-                self._service()
-                if self._stopping:
-                    final = "alarm" if self._state == "alarm" else "stopped"
-                    break
-                if self._state in ("paused", "alarm"):
-                    self._maybe_publish()
-                    self._wake.wait(0.1)
-                    self._wake.clear()
-                    if self.world_size > 1:
-                        self._heartbeat()
-                    continue
-                if (t.steps and self.step_count >= t.steps) or (t.minutes and self.train_seconds >= t.minutes * 60):
-                    final = "finished"
-                    break
-                stats = self.step()
-                n = self.step_count
-                if self._alarm is None and self.is_main and n % t.eval_every == 0:
-                    self._validate()  # before recording, so this step's stats carry the new val loss
-                    stats["val_loss"], stats["perplexity"] = self.val_loss, _exp(self.val_loss)
-                    stats["val_bpb"] = self.val_bpb
-                self._record(stats)
-                if self._alarm is not None:
-                    self._error = self._alarm
-                    self._event("alarm", f"{self._alarm}; the step was not applied, training paused")
-                    self._set_state("alarm")
-                    continue
-                if self.is_main and n % t.sample_every == 0:
-                    self._sample = self.make_sample()
-                if t.save_every and n % t.save_every == 0:
-                    self._save("save")
-                if self._pause_agreed:
-                    self._pause_agreed = False
-                    self._set_state("paused")
-                self._maybe_publish()
+            final = self._loop()
             self._set_state("stopping")
             if self.last_saved_step != self.step_count or self.last_save_path is None:
                 self._save("save")
             distributed.barrier()  # every rank waits for rank 0's save, then all exit together
         except Exception as e:  # the loop must report, never vanish silently
             final = "error"
-            if self.world_size > 1 and distributed.is_comm_failure(e):
-                self._error = distributed.lost_contact(e, self.last_saved_step)
-            else:
-                self._error = f"step {self.step_count}: {type(e).__name__}: {e}"
-            self.counsellor.log("".join(traceback.format_exception(e)))
-            self._event("error", self._error)
+            self._crashed(e)
         self._set_state(final)
         self.close()
         return final
 
+    def _loop(self) -> State:
+        """Steps, acting on requests between them, until stopped or done; the state to end in."""
+        while True:
+            self._service()
+            if self._stopping:
+                return "alarm" if self._state == "alarm" else "stopped"
+            if self._state in WAITING:
+                self._maybe_publish()
+                self._requests.wait(0.1)
+                if self.world_size > 1:
+                    self._heartbeat()
+                continue
+            if self._done():
+                return "finished"
+            self._after_step(self.step())
+            self._maybe_publish()
+
+    def _done(self) -> bool:
+        t = self.cfg.train
+        return bool(t.steps and self.step_count >= t.steps) or bool(t.minutes and self.train_seconds >= t.minutes * 60)
+
+    def _after_step(self, stats: dict[str, float]) -> None:
+        """Validate, record, sample and save as the step count says; a bad step raises the alarm instead."""
+        t, n = self.cfg.train, self.step_count
+        if self._alarm is None and self.is_main and n % t.eval_every == 0:
+            self._validate()  # before recording, so this step's stats carry the new val loss
+            stats["val_loss"], stats["perplexity"] = self.val_loss, _exp(self.val_loss)
+            stats["val_bpb"] = self.val_bpb
+        self._record(stats)
+        if self._alarm is not None:
+            self._error = self._alarm
+            self._event("alarm", f"{self._alarm}; the step was not applied, training paused")
+            self._set_state("alarm")
+            return
+        if self.is_main and n % t.sample_every == 0:
+            self._sample = self.make_sample()
+        if t.save_every and n % t.save_every == 0:
+            self._save("save")
+        if self._votes.pause_agreed:
+            self._votes.pause_agreed = False
+            self._set_state("paused")
+
+    def _say_how_it_runs(self) -> None:
+        if self.cfg.train.compile:
+            self._event("info", "torch.compile: the first steps compile the model (this can take a minute)")
+        elif self.device.type == "cpu" and self.dtype == "fp32" and gemm.onednn_fp32():
+            self._event("info", "fp32 matmuls through oneDNN (faster than torch.mm here; "
+                                f"{gemm.MATMUL_ENV}=torch to compare)")
+
+    def _crashed(self, e: Exception) -> None:
+        if self.world_size > 1 and distributed.is_comm_failure(e):
+            self._error = distributed.lost_contact(e, self.last_saved_step)
+        else:
+            self._error = f"step {self.step_count}: {type(e).__name__}: {e}"
+        self.counsellor.log("".join(traceback.format_exception(e)))
+        self._event("error", self._error)
+
+    # --- control: requests from any thread (each returns at once), acted on between steps --------
+
+    def pause(self) -> None:
+        self._requests.put("pause")
+
+    def resume(self) -> None:
+        self._requests.put("resume")
+
+    def request_save(self) -> None:
+        self._requests.put("save")
+
+    def request_checkpoint(self) -> None:
+        self._requests.put("checkpoint")
+
+    def rollback(self) -> None:
+        self._requests.put("rollback")
+
+    def stop(self) -> None:
+        self._requests.put("stop")
+
+    def snapshot(self) -> Snapshot:
+        assert self._board.current is not None  # published once at the end of _build
+        return self._board.current
+
+    def chat_session(self, settings: Settings | None = None) -> Infer2:
+        """A conversation with the model as it trains (replies take the weights lock between optimizer steps)."""
+        return Infer2(self.model, self.librarian.tokenizer, settings or Settings.from_config(self.cfg.chat),
+                      lock=self.weights_lock)
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def _service(self) -> None:
+        for what in self._requests.take():
+            if self.world_size > 1 and what in AGREED:
+                setattr(self._votes, what, True)  # acted on once every rank agrees (step, _heartbeat)
+            elif what == "rollback" and self.world_size > 1:
+                self._event("error", "rollback is not available when training on several ranks")
+            elif what == "pause" and self._state in PAUSABLE:
+                self._set_state("paused")
+            elif what == "resume" and self._state in WAITING:
+                self._resume()
+            elif what in ("save", "checkpoint"):
+                self._save(what)
+            elif what == "rollback":
+                self._rollback()
+            elif what == "stop":
+                self._stopping = True
+
+    def _resume(self) -> None:
+        if self._state == "alarm":
+            self._event("info", "resumed after the alarm (the bad step was not applied)")
+            self._reopen_logs()
+        self._alarm = self._error = None
+        self._set_state("running")
+
     def _heartbeat(self) -> None:
         """While paused on several ranks: agree on stop and resume requests (one tiny all-reduce)."""
-        stop, resume = distributed.any_rank([self._stop_requested, self._resume_requested], self.device)
-        self._resume_requested = False
+        stop, resume = distributed.any_rank([self._votes.stop, self._votes.resume], self.device)
+        self._votes.resume = False
         if stop:
             self._stopping = True
         elif resume:
-            if self._state == "alarm":
-                self._event("info", "resumed after the alarm (the bad step was not applied)")
-            self._alarm = self._error = None
-            self._set_state("running")
+            self._resume()
 
     # --- records, events, snapshots -------------------------------------------------------------
 
     def _record(self, stats: dict[str, float]) -> None:
         self._last_stats = stats
         self.history.add(int(stats["step"]), stats)
-        if self._metrics is not None:
-            clean = {k: (v if _finite(v) else None) for k, v in stats.items()}
-            clean["time"] = time.time()  # wall clock (seconds since the epoch) when the step was recorded
-            now = time.monotonic()
-            self._write_log("_metrics", json.dumps(clean) + "\n", flush=now - self._last_flush >= METRICS_FLUSH_S)
+        self._writer.metrics(stats)
 
-    def _event(self, kind: str, message: str) -> None:
+    def _event(self, kind: EventKind, message: str) -> None:
         ev = Event(self.step_count, kind, message)
-        self._events.append(ev)
-        self._event_count += 1
+        self._board.add(ev)
         if hasattr(self, "counsellor"):
             self.counsellor.log(f"event {kind} step {ev.step}: {message}")
-        self._write_log("_events_file", json.dumps({"step": ev.step, "kind": kind, "message": message,
-                                                    "time": ev.time}) + "\n", flush=True)
-        self._write_log("_metrics", "", flush=True)
-        if hasattr(self, "_snapshot"):
-            self._maybe_publish(force=True)
+        self._writer.event(ev)
+        self._maybe_publish(force=True)
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: State) -> None:
         if state != self._state:
             self._state = state
-            self._write_log("_metrics", "", flush=True)
+            self._writer.flush()
             self._maybe_publish(force=True)
 
-    def _write_log(self, attr: str, text: str, flush: bool) -> None:
-        """Append to one of the run's logs; a failed write (a full disk) drops that log and raises the alarm."""
-        f = getattr(self, attr)
-        if f is None:
-            return
-        try:
-            if text:
-                f.write(text)
-            if flush:
-                f.flush()
-                if attr == "_metrics":
-                    self._last_flush = time.monotonic()
-        except OSError as e:
-            setattr(self, attr, None)
-            try:
-                f.close()
-            except OSError:
-                pass
-            self._log_failed(Path(f.name).name, e)
-
     def _log_failed(self, name: str, e: OSError) -> None:
+        """A log's write failed (a full disk): the writer dropped it; raise the alarm, naming what is safe."""
         saved = (f"the last save ({self.last_save_path.name}) is intact" if self.last_save_path is not None
                  else "no save was written yet")
         msg = f"step {self.step_count}: writing {name} failed ({e.strerror or e}); {saved}; training paused"
@@ -854,41 +791,30 @@ class Tutor:
 
     def _reopen_logs(self) -> None:
         """After an alarm: reopen a log that failed (once the user has freed space), cutting a torn line."""
-        for attr, name in (("_metrics", METRICS_FILE), ("_events_file", EVENTS_FILE)):
-            if self.is_main and getattr(self, attr) is None:
-                try:
-                    setattr(self, attr, _open_log(self.run_dir / name, "a"))
-                except BabyError as e:
-                    self._event("error", str(e))
+        for error in self._writer.reopen() if self.is_main else ():
+            self._event("error", error)
 
-    def _make_snapshot(self) -> Snapshot:
-        return Snapshot(
+    def _fields(self) -> dict[str, Any]:
+        """The Snapshot's fields (the board adds the recent events)."""
+        path = self.last_save_path
+        return dict(
             step=self.step_count, tokens=self.tokens, state=self._state, stats=self._last_stats,
-            max_steps=self.cfg.train.steps, sample=self._sample, events=tuple(self._events),
-            event_count=self._event_count, error=self._error, device=str(self.device),
-            config_name=self.cfg.name, run_dir=str(self.run_dir))
+            max_steps=self.cfg.train.steps, sample=self._sample, error=self._error, device=str(self.device),
+            config_name=self.cfg.name, run_dir=str(self.run_dir), dtype=self.dtype, params=self._param_count,
+            corpus=self._corpus, best_val=self.best_val, best_val_step=self.best_val_step,
+            last_save_step=self.last_saved_step, last_save_path=str(path) if path is not None else None,
+            last_save_error=self.last_save_error)
 
     def _maybe_publish(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_publish < self.publish_every:
-            return
-        self._last_publish = now
-        snap = self._snapshot = self._make_snapshot()
-        if self._publish_cb is not None:
-            try:
-                self._publish_cb(snap)
-            except Exception as e:  # a broken reader must not stop training
-                self.counsellor.log(f"publish callback failed: {type(e).__name__}: {e}")
+        if self._board.current is not None:  # (not while building: the first snapshot comes at its end)
+            self._board.offer(self._fields, force)
+
+    def _publish_failed(self, e: Exception) -> None:
+        self.counsellor.log(f"publish callback failed: {type(e).__name__}: {e}")
 
     def close(self) -> None:
         """Flush and close the run's files (run() does this on the way out)."""
-        for f in (self._metrics, self._events_file):
-            if f is not None and not f.closed:
-                try:
-                    f.close()  # (flushes)
-                except OSError:  # a full disk at the very end: the saves are what matter, and are intact
-                    pass
-        self._metrics = self._events_file = None
+        self._writer.close()
         if hasattr(self, "counsellor"):
             self.counsellor.close()
         if getattr(self, "_lock", None) is not None:

@@ -21,7 +21,7 @@ import pytest
 from babyllm.cli import main as cli_main
 from babyllm.distributed import env_world, is_comm_failure
 from babyllm.errors import BabyError
-from babyllm.soul import list_saves
+from babyllm.runfiles import list_saves
 
 pytestmark = pytest.mark.slow
 RTOL = 1e-4

@@ -11,9 +11,11 @@ import pytest
 import torch
 
 import babyllm.tutor as tutor_mod
-from babyllm.cli import build_parser, prepare_run
+from babyllm.cli import build_parser
 from babyllm.cli import main as cli_main
-from babyllm.soul import list_saves, load_for_inference
+from babyllm.runfiles import list_saves
+from babyllm.runsetup import prepare_run
+from babyllm.soul import load_for_inference
 
 
 @pytest.fixture

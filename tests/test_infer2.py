@@ -305,8 +305,7 @@ def test_unknown_command_names_help(model, tok) -> None:
 
 def test_every_command_in_the_table_is_dispatched_and_in_every_help(model, tok) -> None:
     """The table is the one list: each command (and alias) runs, and every help text names each one."""
-    from tui.screens import CHAT_HELP
-    from tui.watch import WatchHelpScreen
+    from tui.screens import CHAT_HELP, VIEWER_CHAT_HELP
 
     inf = Infer2(model, tok)
     for cmd in COMMANDS:
@@ -314,10 +313,10 @@ def test_every_command_in_the_table_is_dispatched_and_in_every_help(model, tok) 
             assert find(name) is cmd
             reply = inf.command(f"{name} {cmd.example}".strip())
             assert reply and "\n" not in reply, name
-        for text in (help_line(), help_examples(), CHAT_HELP, WatchHelpScreen.CHAT):
+        for text in (help_line(), help_examples(), CHAT_HELP, VIEWER_CHAT_HELP):
             assert cmd.name in text, (cmd.name, text)
     assert help_line() == inf.command("/help")
-    assert RELOAD.name in WatchHelpScreen.CHAT and RELOAD.name not in CHAT_HELP and find(RELOAD.name) is None
+    assert RELOAD.name in VIEWER_CHAT_HELP and RELOAD.name not in CHAT_HELP and find(RELOAD.name) is None
     assert help_line().endswith(", /help") and help_line((RELOAD,)).endswith(f"{RELOAD.usage()}, /help")
 
 

@@ -15,7 +15,8 @@ import torch
 import babyllm.soul as soul
 from babyllm.config import load_config
 from babyllm.errors import BabyError, CheckpointError
-from babyllm.soul import list_saves, load_for_inference, resolve_run_dir
+from babyllm.runfiles import list_saves
+from babyllm.soul import load_for_inference, resolve_run_dir
 from babyllm.tutor import Tutor
 
 

@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from babyllm import soul
+from babyllm import runfiles, soul
 from babyllm.errors import BabyError
 from babyllm.infer2 import Settings
 from babyllm.infer2.sampling import sample_next
@@ -57,7 +57,7 @@ def test_a_second_tutor_on_a_run_exits_at_once_and_leaves_the_first_ones_files(m
 def test_run_dir_naming_a_file_is_one_line(make_cfg, tmp_path):
     f = tmp_path / "afile"
     f.write_text("x")
-    with pytest.raises(BabyError, match="is a file, not a run directory"):
+    with pytest.raises(BabyError, match="afile: not a directory"):
         Tutor(make_cfg(), f)
     assert f.read_text() == "x"
 
@@ -115,7 +115,7 @@ def _edit_meta(folder, change):
 ])
 def test_a_meta_with_odd_types_is_a_damaged_save_and_the_older_one_is_used(trained_run, change):
     run, cfg = trained_run
-    newest = soul.list_saves(run)[0].path
+    newest = runfiles.list_saves(run)[0].path
     _edit_meta(newest, change)
     said = []
     _, _, _, step = soul.load_for_inference(run, say=said.append)
@@ -129,7 +129,7 @@ def test_a_meta_with_odd_types_is_a_damaged_save_and_the_older_one_is_used(train
 
 def test_deeply_nested_meta_is_a_damaged_save(trained_run):
     run, _ = trained_run
-    newest = soul.list_saves(run)[0].path
+    newest = runfiles.list_saves(run)[0].path
     (newest / "meta.json").write_text("[" * 100_000 + "]" * 100_000)
     said = []
     assert soul.load_for_inference(run, say=said.append)[3] == 4
@@ -138,7 +138,7 @@ def test_deeply_nested_meta_is_a_damaged_save(trained_run):
 
 def test_sizes_are_checked_before_a_weight_file_is_read(trained_run, monkeypatch):
     run, _ = trained_run
-    newest = soul.list_saves(run)[0].path
+    newest = runfiles.list_saves(run)[0].path
     with open(newest / "model.safetensors", "r+b") as fh:
         fh.truncate(2 * 1024**3)  # sparse 2 GB
     read = []
@@ -151,7 +151,7 @@ def test_sizes_are_checked_before_a_weight_file_is_read(trained_run, monkeypatch
 
 def test_chat_and_sample_use_best_when_every_rolling_save_is_damaged(trained_run):
     run, _ = trained_run
-    for info in soul.list_saves(run):
+    for info in runfiles.list_saves(run):
         (info.path / "model.safetensors").write_bytes(b"junk")
     said = []
     _, _, _, step = soul.load_for_inference(run, say=said.append)
@@ -187,12 +187,12 @@ class _FullAfter:
         return self._f.closed
 
 
-@pytest.mark.parametrize("which", ["_metrics", "_events_file"])
+@pytest.mark.parametrize("which", ["metrics", "events"])
 def test_a_full_disk_while_logging_raises_the_alarm_and_keeps_the_last_save(make_cfg, tmp_path, which):
     run = tmp_path / "run"
     t = Tutor(make_cfg("train.save_every=3", "train.eval_every=1000"), run, say=lambda m: None)
     armed = [False]
-    setattr(t, which, _FullAfter(getattr(t, which), armed))
+    t._writer._files[which] = _FullAfter(t._writer._files[which], armed)
     result = []
     th = threading.Thread(target=lambda: result.append(t.run()))
     th.start()
@@ -345,7 +345,7 @@ def test_the_cockpit_primes_its_bands_from_a_resumed_history():
 
 
 def test_the_viewer_cuts_a_discarded_branch_at_a_rollback_record(tmp_path):
-    from tui.watch import Watcher
+    from babyllm.follower import Watcher
     rows = [{"step": s, "loss": 1.0} for s in range(1, 7)] + [{"rollback_to": 4, "time": 1.0}]
     rows += [{"step": s, "loss": 2.0} for s in (5,)]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 6, "lo')

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from babyllm.soul import latest_step
+from babyllm.runfiles import latest_step
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")]
 

@@ -6,8 +6,7 @@ import time
 from pathlib import Path
 
 from babyllm.config import load_config
-from babyllm.infer2 import Infer2, Settings
-from babyllm.soul import latest_step
+from babyllm.runfiles import latest_step
 from babyllm.tutor import Tutor
 from tui.app import CockpitApp
 
@@ -38,8 +37,7 @@ async def test_real_tutor_chat_pause_and_quit_saves(tmp_path):
     run_dir = tmp_path / "run"
     app = CockpitApp(
         lambda publish, say: Tutor(cfg, run_dir, publish=publish, say=say),
-        chat_factory=lambda t: Infer2(t.model, t.librarian.tokenizer, Settings.from_config(cfg.chat),
-                                      lock=t.weights_lock),
+        chat_factory=lambda t: t.chat_session(),  # as tui.cli's cockpit
         handle_signals=False,
     )
     async with app.run_test(size=(80, 24)) as pilot:

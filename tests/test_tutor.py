@@ -11,8 +11,9 @@ import torch
 
 import babyllm.tutor as tutor_mod
 from babyllm.paths import CORPORA
+from babyllm.runfiles import list_saves
 from babyllm.snapshot import Snapshot
-from babyllm.soul import list_saves, load_for_inference
+from babyllm.soul import load_for_inference
 from babyllm.stats import REGISTRY
 from babyllm.tutor import Tutor, lr_multiplier
 

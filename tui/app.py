@@ -259,8 +259,9 @@ class CockpitApp(App[int]):
             run_dir = getattr(self.tutor, "run_dir", None)
             if run_dir is not None:
                 from babyllm.chat import ChatLog
+                from babyllm.runfiles import CHAT_LOG
 
-                chat_log = ChatLog(Path(run_dir) / "chat.log", self._chat_log_failed)
+                chat_log = ChatLog(Path(run_dir) / CHAT_LOG, self._chat_log_failed)
             self.chat_pane.connect(self.chat, chat_log)
         except Exception as e:  # noqa: BLE001 - the cockpit trains on without a chat
             self._event("error", f"chat unavailable: {e}")

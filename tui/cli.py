@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from babyllm.cli import add_training_args, prepare_run, run_command
+from babyllm.cli import add_training_args, run_command
+from babyllm.runsetup import make_tutor, prepare_run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,18 +39,13 @@ def cockpit(args: argparse.Namespace) -> int:
     find_corpus(cfg.data.corpus or None)
     device = pick_device(cfg.train.device)
 
-    from babyllm.infer2 import Infer2, Settings
-    from babyllm.tutor import Tutor
     from tui.app import CockpitApp
 
-    def make_tutor(publish: Any, say: Any) -> Tutor:
-        return Tutor(cfg, run_dir, resume=args.resume, publish=publish, say=say,
-                     progress=lambda p: app.show_progress(p.line(width=10)))  # fits 80 columns
+    def tutor_factory(publish: Any, say: Any) -> Any:
+        return make_tutor(cfg, run_dir, args.resume, publish=publish, say=say,
+                          progress=lambda p: app.show_progress(p.line(width=10)))  # fits 80 columns
 
-    def make_chat(tutor: Tutor) -> Infer2:
-        return Infer2(tutor.model, tutor.librarian.tokenizer, Settings.from_config(cfg.chat), lock=tutor.weights_lock)
-
-    app = CockpitApp(make_tutor, chat_factory=make_chat, window=cfg.stats.window,
+    app = CockpitApp(tutor_factory, chat_factory=lambda tutor: tutor.chat_session(), window=cfg.stats.window,
                      subtitle=f"{cfg.name} · {device} · {run_dir}")
     code = app.run()
     stopped = app.join_tutor(timeout=app.join_timeout)
@@ -57,8 +54,8 @@ def cockpit(args: argparse.Namespace) -> int:
     if not stopped:
         print("babyllm-tui: the Tutor thread did not stop in time; the last save is intact", file=sys.stderr)
         return 1
-    tutor = app.tutor
-    saved = getattr(tutor, "last_save_path", None)
+    snap = app.tutor.snapshot() if app.tutor is not None else None
+    saved = snap.last_save_path if snap is not None else None
     if saved is not None:
         print(f"babyllm-tui: last save {saved} (resume with --run-dir {run_dir} --resume)")
     return code if isinstance(code, int) else app.exit_code

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Callable
+from collections.abc import Callable, Iterator
 
 from babyllm.config import ModelConfig
 from babyllm.snapshot import Event, History, Sample, Snapshot
@@ -54,6 +54,22 @@ SAMPLE = Sample(
 )
 
 
+class FakeChat:
+    """A canned chat session (the ChatSession protocol): every reply is the same few words."""
+
+    REPLY = (" the", " kettle", " sang", ".")
+
+    def __init__(self) -> None:
+        self.notices: list[str] = []
+        self.hit_limit = False
+
+    def stream(self, prompt: str) -> Iterator[str]:
+        yield from self.REPLY
+
+    def command(self, line: str) -> str:
+        return "demo: no settings to change"
+
+
 class FakeTutor:
     """Implements TutorControl with canned, deterministic data; ``calls`` records every request."""
 
@@ -87,6 +103,10 @@ class FakeTutor:
             return Snapshot(step=self.step, tokens=self.step * 1024, state=self.state, stats=fake_stats(self.step),
                             max_steps=self.max_steps, sample=SAMPLE, events=self.events, event_count=len(self.events),
                             error=self.error, device="cpu", config_name="cpu", run_dir="runs/demo")
+
+    def chat_session(self) -> FakeChat:
+        self._record("chat_session")
+        return FakeChat()
 
     def _record(self, name: str) -> None:
         with self._lock:

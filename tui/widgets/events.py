@@ -10,12 +10,11 @@ from textual.app import ComposeResult
 from textual.events import Resize
 from textual.widgets import RichLog
 
+from babyllm.events import EVENT_STYLES
 from babyllm.snapshot import Event
 from tui.widgets.base import Guarded, Pane
 
 MAX_LINES = 500
-STYLES = {"save": "green", "checkpoint": "cyan", "val": "#ff8c00", "alarm": "bold red",
-          "error": "bold red", "state": "dim", "info": "", "ui": "magenta"}
 
 
 class EventLog(Guarded, RichLog):
@@ -63,6 +62,6 @@ class EventsPane(Pane):
     def add(self, event: Event) -> None:
         line = Text(no_wrap=False)
         line.append(f"{event.step:>7,} ", style="dim")
-        line.append(f"{event.kind:<11}", style=STYLES.get(event.kind, ""))
+        line.append(f"{event.kind:<11}", style=EVENT_STYLES.get(event.kind, ""))
         line.append(event.message, style="red" if event.kind in ("alarm", "error") else "")
         self.query_one(EventLog).add(line)

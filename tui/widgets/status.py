@@ -11,9 +11,10 @@ from rich.text import Text
 from textual.widgets import Static
 
 from babyllm.calligraphist import Calligraphist, format_value
+from babyllm.durations import duration
 from babyllm.snapshot import Snapshot
 from tui.pace import PANES_EVERY, Pace
-from tui.widgets.timing import duration, eta_seconds
+from tui.widgets.timing import eta_seconds
 
 STATE_STYLES = {
     "starting": "bold yellow", "running": "bold green", "paused": "bold yellow", "alarm": "bold white on red",

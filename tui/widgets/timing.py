@@ -9,22 +9,12 @@ from textual.app import ComposeResult
 from textual.geometry import Size
 
 from babyllm.calligraphist import Calligraphist, format_value
+from babyllm.durations import duration
 from babyllm.stats import REGISTRY, TIMING_PREFIX
 from tui.widgets.base import Guarded, Pane
 from tui.widgets.windows import bar
 
 ORDER = REGISTRY.timings()
-
-
-def duration(seconds: float) -> str:
-    if not math.isfinite(seconds) or seconds < 0:
-        return "?"
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s}s"
 
 
 def eta_seconds(step: int, max_steps: int, step_ms: float) -> float | None:

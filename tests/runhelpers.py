@@ -1,0 +1,42 @@
+"""Helpers for tests that write a run directory by hand (the follower's and the viewer's)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from babyllm.config import load_config
+from tui.fake import fake_stats
+
+
+def line(step: int, **extra) -> str:
+    stats = fake_stats(step)
+    stats["step_ms"] = 5.0  # so that "idle" (no new step for 5 step times, at least idle_after) comes soon
+    stats.update(extra)
+    return json.dumps(stats) + "\n"
+
+
+def append(path: Path, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+
+
+def fingerprint(d: Path) -> dict[str, tuple]:
+    """Every file under d: (size, mtime_ns, sha256)."""
+    out = {}
+    for p in sorted(d.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            out[str(p.relative_to(d))] = (st.st_size, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+    return out
+
+
+def write_save(run_dir: Path, step: int, steps: int = 0, name: str = "") -> Path:
+    """A save folder with just a readable meta.json (enough for the Watcher's config look-up)."""
+    cfg = load_config("tiny", [f"train.steps={steps}"])
+    folder = run_dir / (name or f"save-{step:08d}")
+    folder.mkdir(parents=True)
+    (folder / "meta.json").write_text(json.dumps({"format": 1, "step": step, "config": cfg.to_dict(),
+                                                  "config_name": "tiny", "files": {}}))
+    return folder
