@@ -27,11 +27,11 @@ def find_run_dir(args: argparse.Namespace, runs_root: Path = RUNS) -> Path:
     from babyllm.soul import resolve_run_dir
 
     run, run_dir = getattr(args, "run", None), getattr(args, "run_dir", None)
-    if run_dir is None and not run:
-        return Path(resolve_run_dir(None, None, True, "", runs_root=runs_root))
     if run_dir is not None:
         return check_run_dir(run_dir, "read", "--run-dir", runs_root)
-    return check_run_dir(run_name_dir(run, runs_root), "read", "--run", runs_root)
+    if run:
+        return check_run_dir(run_name_dir(run, runs_root), "read", "--run", runs_root)
+    return Path(resolve_run_dir(None, None, True, "", runs_root=runs_root))
 
 
 def load(args: argparse.Namespace):

@@ -175,7 +175,9 @@ def _watch(tutor: TutorControl, cfg: Config, show: _Printer, signals_seen: list[
     calli = Calligraphist(window=cfg.stats.window)
     start = time.monotonic()
     next_line = start + cfg.stats.print_every
-    seen_step, printed, told_stop, alarm_handled, summarised = -1, 0, False, False, -1
+    seen_step: float | None = -1
+    summarised: float | None = -1
+    printed, told_stop, alarm_handled = 0, False, False
     release_openmp_threads()  # the main thread's pool would slow the Tutor's (see runtime)
     thread.start()
 

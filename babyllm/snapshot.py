@@ -148,7 +148,8 @@ class ChatSession(Protocol):
     """A conversation with the run's model, as the chat pane uses it (babyllm.infer2.Infer2 is one)."""
 
     notices: list[str]  # things to tell the user (a trimmed prompt, a reloaded save), taken as shown
-    hit_limit: bool  # whether the last reply stopped at its token limit
+    @property
+    def hit_limit(self) -> bool: ...  # whether the last reply stopped at its token limit
 
     def stream(self, prompt: str) -> Iterator[str]: ...
 

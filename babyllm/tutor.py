@@ -216,8 +216,14 @@ class Tutor:
             return made["lib"].tokenizer.to_str() if world > 1 else None
 
         tok_json = distributed.share(prepare_corpus)
-        self.librarian = distributed.agree_setup(lambda: made.get("lib") or Librarian(
-            cfg, tokenizer=Tokenizer.from_str(tok_json), say=self._corpus_warning, rank=rank, world_size=world))
+        def librarian() -> Librarian:  # rank 0 made it; the other ranks build theirs on rank 0's tokenizer
+            if "lib" in made:
+                return made["lib"]
+            assert tok_json is not None  # shared whenever world > 1
+            return Librarian(cfg, tokenizer=Tokenizer.from_str(tok_json), say=self._corpus_warning, rank=rank,
+                             world_size=world)
+
+        self.librarian = distributed.agree_setup(librarian)
         self._tokenizer_digest = soul.tokenizer_digest(self.librarian.tokenizer)
         lib = self.librarian
         self._token_bytes = quality.token_bytes(lib.tokenizer)
@@ -305,7 +311,8 @@ class Tutor:
 
         Not on biases, norms, gate or mixing logits."""
         t = self.cfg.train
-        decay, plain = [], []
+        decay: list[torch.nn.Parameter] = []
+        plain: list[torch.nn.Parameter] = []
         for name, p in self.model.named_parameters():
             (decay if p.ndim == 2 and name.endswith("weight") else plain).append(p)
         groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": plain, "weight_decay": 0.0}]
@@ -562,7 +569,7 @@ class Tutor:
             self.last_saved_step = step
             self.last_save_path = path
             self.last_save_error = None
-            self._event(kind, f"saved step {step} to {path}")
+            self._event("checkpoint" if kind == "checkpoint" else "save", f"saved step {step} to {path}")
         else:
             self.counsellor.log(f"best weights (val {self.best_val:.4f}) saved to {path}")
         return path
@@ -817,8 +824,9 @@ class Tutor:
         self._writer.close()
         if hasattr(self, "counsellor"):
             self.counsellor.close()
-        if getattr(self, "_lock", None) is not None:
-            self._lock.release()
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
             self._lock = None
 
     def __enter__(self) -> Tutor:

@@ -25,6 +25,7 @@ from textual.containers import Container
 from textual.widgets import Footer, Header, Input, Tab, Tabs
 
 from babyllm.calligraphist import Calligraphist
+from babyllm.events import EventKind
 from babyllm.snapshot import Event, History, Snapshot, TutorControl
 from tui import actions as table
 from tui.actions import ACTIONS, VIEWER_INTRO, Action
@@ -320,7 +321,7 @@ class CockpitApp(App[int]):
     def _step(self) -> int:
         return self.snapshot.step if self.snapshot else 0
 
-    def _event(self, kind: str, text: str) -> None:
+    def _event(self, kind: EventKind, text: str) -> None:
         self.pane("events").add(Event(self._step(), kind, text))  # type: ignore[attr-defined]
 
     def _show(self, snap: Snapshot) -> None:

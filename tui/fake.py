@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 from babyllm.config import ModelConfig
-from babyllm.snapshot import Event, History, Sample, Snapshot
+from babyllm.snapshot import Event, History, Sample, Snapshot, State
 from babyllm.stats import MEMORIES, REGISTRY, WINDOW_SIZE, WINDOW_WEIGHT
 
 WINDOW_SIZES = (2.0, 3.1, 5.2, 8.4, 15.7, 31.0, 62.5)
@@ -74,7 +74,7 @@ class FakeTutor:
     """Implements TutorControl with canned, deterministic data; ``calls`` records every request."""
 
     def __init__(self, steps: int = 300, max_steps: int = 1000, publish: Callable[[Snapshot], None] | None = None,
-                 state: str = "running", events: tuple[Event, ...] | None = None) -> None:
+                 state: State = "running", events: tuple[Event, ...] | None = None) -> None:
         self.history = History()
         for s in range(1, steps + 1):
             stats = fake_stats(s)
@@ -84,7 +84,7 @@ class FakeTutor:
             self.history.add(s, stats)
         self.step = steps
         self.max_steps = max_steps
-        self.state = state
+        self.state: State = state
         self.error: str | None = None
         self.publish = publish
         self.calls: list[str] = []
@@ -142,7 +142,7 @@ class FakeTutor:
             self.events = (*self.events, Event(self.step, "alarm", message, 0.0))
         return self.snapshot()
 
-    def run(self) -> str:
+    def run(self) -> State:
         if self.publish is not None:
             self.publish(self.snapshot())
         self._stopped.wait()
