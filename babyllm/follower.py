@@ -237,6 +237,9 @@ class Watcher:
         """End the watching (run() returns within one poll); the training process is not told anything."""
         self._stop.set()
 
+    def debug_log(self, text: str) -> None:
+        """Nothing: a viewer writes nothing into the run it watches."""
+
     # -- running -----------------------------------------------------------------------------------
 
     def run(self) -> State:

@@ -719,6 +719,11 @@ class Tutor:
     def stop(self) -> None:
         self._requests.put("stop")
 
+    def debug_log(self, text: str) -> None:
+        """Append a line to the run's debug.log (the Counsellor owns that file)."""
+        if hasattr(self, "counsellor"):
+            self.counsellor.log(text)
+
     def snapshot(self) -> Snapshot:
         assert self._board.current is not None  # published once at the end of _build
         return self._board.current

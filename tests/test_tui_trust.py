@@ -282,9 +282,7 @@ async def test_chat_says_a_trim_before_the_reply_marks_the_limit_and_writes_chat
     from tui.fake import FakeTutor
 
     def factory(publish, say):
-        tutor = FakeTutor(publish=publish)
-        tutor.run_dir = tmp_path  # type: ignore[attr-defined]
-        return tutor
+        return FakeTutor(publish=publish, run_dir=str(tmp_path))
 
     app = CockpitApp(factory, chat_factory=lambda tutor: LimitChat(), handle_signals=False)
     async with app.run_test(size=SMALL) as pilot:

@@ -211,12 +211,11 @@ class CockpitApp(App[int]):
     # -- faults ------------------------------------------------------------------------------
 
     def debug_log(self, text: str) -> None:
-        """Append to the run's debug.log (through the Tutor's Counsellor, which owns that file)."""
+        """Append to the run's debug.log (through the Tutor, which owns that file)."""
         self.debug_lines.append(text)
-        log = getattr(getattr(self.tutor, "counsellor", None), "log", None)
-        if callable(log):
+        if self.tutor is not None:
             with contextlib.suppress(Exception):  # a full disk must not turn a logged fault into a crash
-                log(text)
+                self.tutor.debug_log(text)
 
     def pane_failed(self, name: str, what: str, error: BaseException) -> None:
         """A pane failed to update or draw: its traceback goes to debug.log once, training carries on."""
@@ -257,8 +256,8 @@ class CockpitApp(App[int]):
         try:
             self.chat = self._chat_factory(self.tutor)
             chat_log = None
-            run_dir = getattr(self.tutor, "run_dir", None)
-            if run_dir is not None:
+            run_dir = self.tutor.snapshot().run_dir if self.tutor is not None else ""
+            if run_dir and Path(run_dir).is_dir():  # (the fake Tutor's demo run has no directory)
                 from babyllm.chat import ChatLog
                 from babyllm.runfiles import CHAT_LOG
 
@@ -457,7 +456,7 @@ class CockpitApp(App[int]):
 
     def _rollback_question(self) -> str:
         """Name the step a rollback goes back to and how many steps it throws away."""
-        saved = getattr(self.tutor, "last_saved_step", None)
+        saved = self.snapshot.last_save_step if self.snapshot is not None else None
         if not isinstance(saved, int):
             return "Roll back to the last save? Training since then is lost."
         lost = max(0, self._step() - saved)

@@ -74,7 +74,7 @@ class FakeTutor:
     """Implements TutorControl with canned, deterministic data; ``calls`` records every request."""
 
     def __init__(self, steps: int = 300, max_steps: int = 1000, publish: Callable[[Snapshot], None] | None = None,
-                 state: State = "running", events: tuple[Event, ...] | None = None) -> None:
+                 state: State = "running", run_dir: str = "runs/demo", events: tuple[Event, ...] | None = None) -> None:
         self.history = History()
         for s in range(1, steps + 1):
             stats = fake_stats(s)
@@ -88,6 +88,8 @@ class FakeTutor:
         self.error: str | None = None
         self.publish = publish
         self.calls: list[str] = []
+        self.debug_lines: list[str] = []
+        self.run_dir = run_dir
         self.events = events if events is not None else (
             Event(100, "val", "val loss 3.912 (best)", 0.0),
             Event(200, "val", "val loss 3.107 (best)", 0.0),
@@ -102,7 +104,8 @@ class FakeTutor:
         with self._lock:
             return Snapshot(step=self.step, tokens=self.step * 1024, state=self.state, stats=fake_stats(self.step),
                             max_steps=self.max_steps, sample=SAMPLE, events=self.events, event_count=len(self.events),
-                            error=self.error, device="cpu", config_name="cpu", run_dir="runs/demo")
+                            error=self.error, device="cpu", config_name="cpu", run_dir=self.run_dir,
+                            last_save_step=self.last_saved_step)
 
     def chat_session(self) -> FakeChat:
         self._record("chat_session")
@@ -133,6 +136,9 @@ class FakeTutor:
     def stop(self) -> None:
         self._record("stop")
         self._stopped.set()
+
+    def debug_log(self, text: str) -> None:
+        self.debug_lines.append(text)
 
     def raise_alarm(self, message: str = "loss is nan at step 300: step skipped") -> Snapshot:
         """Switch to the NaN-alarm state (as the real Tutor does) and return the snapshot."""
