@@ -1,10 +1,14 @@
-"""Helpers for tests that write a run directory by hand (the follower's and the viewer's)."""
+"""Helpers for tests that write a run directory by hand (the follower's and the viewer's) or read a pane."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
+
+from rich.console import Console
+from textual.widgets import Static
 
 from babyllm.config import load_config
 from tui.fake import fake_stats
@@ -40,3 +44,10 @@ def write_save(run_dir: Path, step: int, steps: int = 0, name: str = "") -> Path
     (folder / "meta.json").write_text(json.dumps({"format": 1, "step": step, "config": cfg.to_dict(),
                                                   "config_name": "tiny", "files": {}}))
     return folder
+
+
+def plain(widget: Static, width: int = 76) -> str:
+    """What a Static shows, as plain text."""
+    console = Console(width=width, file=io.StringIO(), color_system=None)
+    console.print(widget.content)
+    return console.file.getvalue()

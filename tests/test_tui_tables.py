@@ -3,12 +3,16 @@ an action added there alone show up everywhere, and the viewer's subset leaves t
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 import time
+from pathlib import Path
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import Static
 
+from babyllm.stats import HIGHER, REGISTRY, SCI, StatSpec
 from tui.actions import ACTIONS, Action, Where, bindings, help_rows, markdown_keys, palette_entries
 from tui.app import CockpitApp
 from tui.commands import CockpitCommands
@@ -16,6 +20,9 @@ from tui.fake import FakeTutor
 from tui.panes import PANES, PaneSlot, grid_css, grid_rows_needed
 from tui.screens import HelpScreen
 from tui.widgets.base import GuardedStatic, Pane
+
+sys.path.insert(0, str(Path(__file__).parent))
+from runhelpers import plain  # noqa: E402
 
 SMALL = (80, 24)
 BIG = (160, 50)
@@ -85,6 +92,38 @@ async def test_a_pane_and_an_action_added_to_the_tables_show_everywhere():
         await wait_for(pilot, lambda: app.active_pane == "gauge")
 
 
+class GaugeTutor(FakeTutor):
+    """The fake Tutor publishing one more stat, which only the test's registry describes."""
+
+    def snapshot(self):
+        snap = super().snapshot()
+        return dataclasses.replace(snap, stats={**snap.stats, "gauge_ratio": 0.25 + (snap.step % 7) / 100})
+
+
+async def test_a_stat_added_to_the_registry_shows_in_the_stats_pane_and_the_palette():
+    registry = REGISTRY.extended(StatSpec("gauge_ratio", "learning", HIGHER, "g-ratio", fmt=SCI))
+    app = CockpitApp(lambda publish, say: GaugeTutor(publish=publish), handle_signals=False, registry=registry)
+    async with app.run_test(size=BIG) as pilot:
+        await wait_for(pilot, lambda: app.snapshot is not None)
+        grid = app.query_one("#stats-grid", Static)
+        await wait_for(pilot, lambda: "g-ratio" in plain(grid, 150))
+        assert "e-01" in plain(grid, 150).split("g-ratio")[1].split()[0]  # its format: SCI
+        assert app.calligraphist.registry.section("gauge_ratio") == "learning"
+        names = [name for name, _, _ in CockpitCommands(app.screen).commands()]
+        assert "Thresholds of gauge_ratio" in names
+        app.pane("stats").set_stat("gauge_ratio")
+        bands = app.query_one("#stats-bands", Static)
+        for _ in range(40):  # more steps (and varying values), until the Calligraphist bands it
+            app.tutor.step += 1
+            app.tutor.publish(app.tutor.snapshot())
+            await pilot.pause(0.05)
+            if "≥" in plain(bands, 150):
+                break
+        assert "g-ratio" in plain(bands, 150) and "≥" in plain(bands, 150)  # higher is better: ≥ thresholds
+    default_app = CockpitApp(lambda publish, say: GaugeTutor(publish=publish), handle_signals=False)
+    assert default_app.calligraphist.registry.section("gauge_ratio") == "other"  # the default registry is unchanged
+
+
 async def test_a_new_pane_gets_a_row_of_the_wide_grid():
     app = make_app()
     assert grid_rows_needed(PANES) == 3 and grid_rows_needed(app.pane_slots) == 4
@@ -130,6 +169,8 @@ def test_the_readme_keys_table_comes_from_the_same_rows():
     assert "| `space` / `p` | pause / resume training (also resumes after a NaN alarm) |" in lines
     assert any(line.startswith("| `1 … 7` | stats loss chat") for line in lines)
     assert len(lines) == 2 + len(help_rows(ACTIONS, PANES, viewer=False))
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert table in readme, "README's keys table is stale: paste markdown_keys() over it"
 
 
 async def test_the_palette_resumes_a_paused_run():

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 from textual.widgets import Static
 
 from babyllm.follower import Watcher
@@ -18,7 +16,7 @@ from tui.screens import ConfirmScreen, HelpScreen
 from tui.widgets.status import StatusBar
 
 sys.path.insert(0, str(Path(__file__).parent))
-from runhelpers import append, fingerprint, line, write_save  # noqa: E402
+from runhelpers import append, fingerprint, line, plain, write_save  # noqa: E402
 
 SMALL = (80, 24)
 
@@ -62,13 +60,6 @@ def make_app(run: Path) -> tuple[CockpitApp, dict]:
         return made["watcher"]
 
     return CockpitApp(factory, chat_factory=lambda w: w.chat_session(), viewer=True, handle_signals=False), made
-
-
-def plain(widget: Static, width: int = 76) -> str:
-    """What a Static shows, as plain text."""
-    console = Console(width=width, file=io.StringIO(), color_system=None)
-    console.print(widget.content)
-    return console.file.getvalue()
 
 
 def status_text(app) -> str:

@@ -27,6 +27,7 @@ from textual.widgets import Footer, Header, Input, Tab, Tabs
 from babyllm.calligraphist import Calligraphist
 from babyllm.events import EventKind
 from babyllm.snapshot import Event, History, Snapshot, TutorControl
+from babyllm.stats import REGISTRY, Registry
 from tui import actions as table
 from tui.actions import ACTIONS, VIEWER_INTRO, Action
 from tui.commands import CockpitCommands
@@ -74,6 +75,7 @@ class CockpitApp(App[int]):
         viewer: bool = False,
         actions: Sequence[Action] = ACTIONS,
         panes: Sequence[PaneSlot] = PANES,
+        registry: Registry = REGISTRY,
     ) -> None:
         super().__init__()
         self.viewer = viewer
@@ -88,7 +90,7 @@ class CockpitApp(App[int]):
         self._chat_factory = chat_factory
         self.chat: Any = None
         self.sub_title = subtitle
-        self.calligraphist = Calligraphist(window=window)
+        self.calligraphist = Calligraphist(window=window, registry=registry)
         self.snapshot: Snapshot | None = None
         self.join_timeout = join_timeout
         self.handle_signals = handle_signals
