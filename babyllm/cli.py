@@ -11,6 +11,7 @@ from pathlib import Path
 
 from babyllm.config import load_config
 from babyllm.errors import BabyError
+from babyllm.plot import add_plot_args
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -97,6 +98,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return eval_main(args)
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from babyllm.plot import plot_main
+
+    return plot_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="babyllm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -150,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("plot", help="draw runs' loss curves to a PNG/SVG/PDF (needs the [plot] extra)")
+    add_plot_args(p)
+    p.set_defaults(func=cmd_plot)
     return parser
 
 
