@@ -321,3 +321,27 @@ async def test_a_failing_event_log_line_never_ends_the_app(monkeypatch):
         await pilot.pause(0.1)
         assert app._exception is None and made["tutor"].calls[-1] == "request_save"
         assert "update failed: RuntimeError" in str(app.pane("events").border_title)
+
+
+async def test_log_scale_before_the_first_bits_per_byte_draws_without_a_fault():
+    """Validation has logged only nan bits per byte so far (no eval yet): the right axis would be empty."""
+    import dataclasses
+    import math
+
+    app, made = make_app()
+    async with app.run_test(size=BIG) as pilot:
+        await started(pilot, app)
+        await pilot.press("space")  # the fake stops adding steps
+        await pilot.pause(0.3)
+        history = made["tutor"].history
+        history.clear()
+        for step in range(1, 40):
+            history.add(step, {"loss": 5.0 - step / 20, "val_bpb": math.nan, "val_loss": math.nan})
+        pane = app.pane("loss")
+        for log in (True, False, True):
+            pane.log_scale = log
+            await pilot.pause(0.5)
+            pane.snapshot = dataclasses.replace(app.snapshot, stats={})  # no unigram line either
+            pane.redraw()
+            pane.query_one(Plot).render()
+            assert not pane.failures, pane.failures

@@ -62,9 +62,13 @@ class LossPane(PlotPane):
         # about two points per column (braille resolution), never more than MAX_POINTS
         points = min(MAX_POINTS, max(100, 2 * plot.size.width))
         steps, train = history.series("loss", points) if history else ([], [])
-        bpb = bool(history and history.series("val_bpb", 1)[0])
+        # bits per byte on the right once a validation has given one (a series of only nan so far would
+        # leave the right axis without data, and plotext cannot scale an empty log axis)
+        vsteps, val = history.series("val_bpb", points) if history else ([], [])
+        bpb = any(math.isfinite(v) for v in val)
         val_name = "val_bpb" if bpb else "val_loss"
-        vsteps, val = history.series(val_name, points) if history else ([], [])
+        if not bpb:
+            vsteps, val = history.series(val_name, points) if history else ([], [])
         stats = snap.stats if snap else {}
         unigram = stats.get("unigram_bpb") if bpb else None
         strength = self.smoothing if self.smoothing_on else 0.0
@@ -77,6 +81,8 @@ class LossPane(PlotPane):
             plt.plot(x, y, color="cyan", marker="braille")
         side = "right" if bpb else "left"
         vx, vy = finite(vsteps, val, positive=log)
+        if bpb and not vx:  # (every bpb point was non-positive on a log axis: nothing for the right side)
+            bpb, side, unigram = False, "left", None
         if vx:
             plt.plot(vx, vy, color="orange", marker="braille", yside=side)
         if unigram is not None and math.isfinite(unigram) and (unigram > 0 or not log) and (x or vx):
