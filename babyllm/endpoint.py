@@ -204,10 +204,17 @@ class Endpoint:
             try:
                 for key, mask in self._sel.select(timeout=1.0):
                     self._ready(key, mask)
-                self._drain_posts()
-                self._deliver_snapshot()
+                self._round()
             except Exception as e:  # noqa: BLE001 - the server must outlive any one fault
                 self._log(f"control socket: {type(e).__name__}: {e}\n{traceback.format_exc()}")
+        try:  # closing: the run's last snapshot (its final state) goes to whoever takes it now, unwaited
+            self._round()
+        except Exception as e:  # noqa: BLE001
+            self._log(f"control socket: {type(e).__name__}: {e}")
+
+    def _round(self) -> None:
+        self._drain_posts()
+        self._deliver_snapshot()
 
     def _ready(self, key: selectors.SelectorKey, mask: int) -> None:
         conn: _Conn | None = key.data
