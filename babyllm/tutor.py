@@ -50,7 +50,7 @@ from torch.nn.utils import clip_grad_norm_
 from babyllm import distributed, gemm, quality, runfiles, soul
 from babyllm.board import Board
 from babyllm.config import Config
-from babyllm.control import AGREED, DEFAULT_BY, PAUSABLE, WAITING, Requests, Votes, refusal
+from babyllm.control import AGREED, DEFAULT_BY, PAUSABLE, WAITING, Request, Requests, Votes, refusal
 from babyllm.counsellor import Counsellor, cuda_sync
 from babyllm.endpoint import Endpoint
 from babyllm.errors import BabyError, CheckpointError, ConfigError
@@ -779,7 +779,7 @@ class Tutor:
             if refused:
                 continue
             if self.world_size > 1 and what in AGREED:
-                setattr(self._votes, what, True)  # acted on once every rank agrees (step, _heartbeat)
+                self._vote(what)
             elif what == "pause" and self._state in PAUSABLE:
                 self._set_state("paused")
             elif what == "resume" and self._state in WAITING:
@@ -790,6 +790,19 @@ class Tutor:
                 self._rollback()
             elif what == "stop":
                 self._stopping = True
+
+    def _vote(self, what: Request) -> None:
+        """Several ranks: a request acted on once every rank agrees (step, _heartbeat). A vote that does not
+        apply now is dropped, as one rank would ignore it: a stale pause or resume must not fire later."""
+        votes = self._votes
+        if what == "stop":
+            votes.stop = True
+        elif what == "pause" and self._state in PAUSABLE:
+            votes.pause = True
+        elif what == "resume" and votes.pause:
+            votes.pause = False  # not sent yet: resuming cancels it
+        elif what == "resume" and self._state in WAITING:
+            votes.resume = True
 
     def _resume(self) -> None:
         if self._state == "alarm":
