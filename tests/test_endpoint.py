@@ -50,7 +50,9 @@ class Running:
         self.thread = threading.Thread(target=lambda: self.result.append(self.tutor.run()), daemon=True)
         self.thread.start()
         if serves:  # (a stale socket file may be there already: wait for one that answers)
-            wait_for(lambda: is_live(run_dir, timeout=0.5) or not self.thread.is_alive(), what="the socket")
+            wait_for(lambda: is_live(run_dir, timeout=0.5) or not self.thread.is_alive(), 60, "the socket")
+        # The socket answers just before run() says "running": tests start from a training run.
+        wait_for(lambda: self.tutor.state != "starting" or not self.thread.is_alive(), 60, "training")
 
     def step(self) -> int:
         return self.tutor.snapshot().step
