@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 from babyllm.config import ModelConfig
+from babyllm.control import DEFAULT_BY
 from babyllm.snapshot import Event, History, Sample, Snapshot, State
 from babyllm.stats import MEMORIES, REGISTRY, WINDOW_SIZE, WINDOW_WEIGHT
 
@@ -115,25 +116,25 @@ class FakeTutor:
         with self._lock:
             self.calls.append(name)
 
-    def pause(self) -> None:
+    def pause(self, by: str = DEFAULT_BY) -> None:
         self._record("pause")
         self.state = "paused"
 
-    def resume(self) -> None:
+    def resume(self, by: str = DEFAULT_BY) -> None:
         self._record("resume")
         self.state = "running"
 
-    def request_save(self) -> None:
+    def request_save(self, by: str = DEFAULT_BY) -> None:
         self._record("request_save")
 
-    def request_checkpoint(self) -> None:
+    def request_checkpoint(self, by: str = DEFAULT_BY) -> None:
         self._record("request_checkpoint")
 
-    def rollback(self) -> None:
+    def rollback(self, by: str = DEFAULT_BY) -> None:
         self._record("rollback")
         self.state = "paused"
 
-    def stop(self) -> None:
+    def stop(self, by: str = DEFAULT_BY) -> None:
         self._record("stop")
         self._stopped.set()
 
