@@ -169,11 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ctl", help="ask a live run to pause, resume, save, checkpoint, roll back or stop; "
                                    "or its status")
     add_ctl_args(p)
-    p.set_defaults(func=cmd_ctl)
+    p.set_defaults(func=cmd_ctl, uses_torch=False)  # a script's quick question: no torch import (seconds)
 
     p = sub.add_parser("runs", help="list the runs under runs/: state, step, best validation loss, last save")
     add_runs_args(p)
-    p.set_defaults(func=cmd_runs)
+    p.set_defaults(func=cmd_runs, uses_torch=False)
     return parser
 
 
@@ -185,9 +185,10 @@ def exit_code(e: BabyError) -> int:
 def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Run a command; user mistakes become one line on stderr and exit_code(), never a traceback."""
     try:
-        from babyllm.gemm import matmul_choice
+        if getattr(args, "uses_torch", True):
+            from babyllm.gemm import matmul_choice
 
-        matmul_choice()  # a mistyped BABYLLM_MATMUL is a one-line error before anything starts
+            matmul_choice()  # a mistyped BABYLLM_MATMUL is a one-line error before anything starts
         return func(args)
     except BabyError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -200,10 +201,11 @@ def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from babyllm.runtime import tune_malloc
-
-    tune_malloc()
     args = build_parser().parse_args(argv)
+    if getattr(args, "uses_torch", True):  # (runtime imports torch: ctl and runs answer without it)
+        from babyllm.runtime import tune_malloc
+
+        tune_malloc()  # before the command allocates anything
     return run_command(args.func, args)
 
 

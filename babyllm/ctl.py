@@ -1,7 +1,8 @@
 """`babyllm ctl` and `babyllm runs`: a script's view of runs, through the control socket and the run's files.
 
 ``babyllm ctl RUN ACTION`` sends one request (babyllm.wire) to the live run's control socket and prints
-one line: a sentence, or one JSON object with ``--json`` (errors too: ``{"ok": false, "error": ...}``).
+one line: a sentence, or one JSON object with ``--json`` (status: wire's snapshot plus the run's pid and
+world_size; errors too: ``{"ok": false, "error": ...}``).
 RUN is a run directory or a run name under runs/. Exit codes (cli.exit_code): 0 done, 1 the run
 refused (or ``--wait`` ran out of time), 2 no live run answers or RUN is not a run directory.
 
@@ -48,7 +49,7 @@ NONE = "-"  # an empty cell
 def add_ctl_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="run directory, or a run name under runs/")
     p.add_argument("action", choices=ACTIONS, help="what to ask of the live run")
-    p.add_argument("--json", action="store_true", help="one JSON object (status: the snapshot plus pid)")
+    p.add_argument("--json", action="store_true", help="one JSON object (status: the snapshot plus pid and world_size)")
     p.add_argument("--wait", action="store_true",
                    help="pause: return once paused; stop: once the run's process has let go of it")
     p.add_argument("--timeout", type=float, default=WAIT_S, metavar="S",
@@ -93,11 +94,11 @@ def ctl(run_dir: Path, action: str, *, as_json: bool = False, wait: float | None
     if wait is not None and action not in WAITABLE:
         raise BabyError(f"--wait goes with {' or '.join(WAITABLE)}, not {action}")
     with ControlClient(run_dir, name=CLIENT) as client:
-        pid = hello(client)
+        pid, ranks = hello(client)
         if action == "status":
             snap = client.call("status")["snapshot"]
-            return json.dumps({**snap, "pid": pid}) if as_json else status_line(
-                wire.snapshot_from_json(snap), pid, run_dir)
+            return json.dumps({**snap, "pid": pid, "world_size": ranks}) if as_json else status_line(
+                wire.snapshot_from_json(snap), pid, ranks, run_dir)
         client.call(action)
         done: dict[str, Any] = {"ok": True, "action": action, "run_dir": str(run_dir), "pid": pid}
         if wait is not None and action == "pause":
@@ -109,14 +110,14 @@ def ctl(run_dir: Path, action: str, *, as_json: bool = False, wait: float | None
     return json.dumps(done) if as_json else action_line(done)
 
 
-def hello(client: ControlClient) -> int:
-    """The run's pid, once it is known to speak this protocol."""
+def hello(client: ControlClient) -> tuple[int, int]:
+    """The run's (pid, world size), once it is known to speak this protocol."""
     reply = client.call("hello")
     if reply.get("protocol") != wire.PROTOCOL:
         raise BabyError(f"{client.run_dir}: the run speaks control protocol {reply.get('protocol')!r}, this "
                         f"babyllm speaks {wire.PROTOCOL}; use the babyllm that is training it")
-    pid = reply.get("pid")
-    return pid if isinstance(pid, int) else 0
+    pid, ranks = reply.get("pid"), reply.get("world_size")
+    return pid if isinstance(pid, int) else 0, ranks if isinstance(ranks, int) else 1
 
 
 def wait_paused(client: ControlClient, patience: float) -> Snapshot:
@@ -151,13 +152,13 @@ def action_line(done: dict[str, Any]) -> str:
     return f"{done['action']}: asked {who}; it acts between steps"
 
 
-def status_line(snap: Snapshot, pid: int, run_dir: Path) -> str:
-    """state, step/max, tokens, loss, best val @step, last save, pid, device · config (· error)."""
+def status_line(snap: Snapshot, pid: int, ranks: int, run_dir: Path) -> str:
+    """state, step/max, tokens, loss, best val @step, last save, pid, config and device (, its error)."""
     step = f"step {snap.step:,}" + (f"/{snap.max_steps:,}" if snap.max_steps else "")
     parts = [snap.state, step, f"tokens {snap.tokens:,}", f"loss {number(snap.stats.get('loss'))}",
              f"best val {best_text(snap.best_val, snap.best_val_step)}",
-             f"last save {live_save_text(snap, run_dir)}", f"pid {pid}",
-             " · ".join(x for x in (snap.device, snap.dtype, snap.config_name) if x)]
+             f"last save {live_save_text(snap, run_dir)}", f"pid {pid}" + (f" ({ranks} ranks)" if ranks > 1 else ""),
+             f"config {snap.config_name or NONE} on {snap.device or NONE}" + (f" ({snap.dtype})" if snap.dtype else "")]
     if snap.last_save_error:
         parts.append(f"save failed: {snap.last_save_error}")
     if snap.error:
@@ -268,9 +269,11 @@ def _row(d: Path) -> RunRow:
     base = RunRow(d.name, d, "stopped" if step is not None or saves else "never started", None, step, best,
                   best_step, saves[0] if saves else None, header.config_name if header else "",
                   header.device if header else "", header.started if header and header.started else _mtime(d))
-    live = _live_view(d)
+    live, trouble = _live_view(d)
+    if trouble:
+        notes.append(trouble)
     if live is None:
-        if socket_path(d).exists():
+        if socket_path(d).exists() and not trouble:
             notes.append(f"{runfiles.CONTROL_SOCKET} left behind: its process was killed?")
         last = _last_event(d)
         if last is not None and last.kind in NOTED_KINDS:
@@ -284,15 +287,17 @@ def _row(d: Path) -> RunRow:
                  note="; ".join(notes + ([snap.error] if snap.error else [])))
 
 
-def _live_view(d: Path) -> tuple[int, Snapshot] | None:
-    """(pid, snapshot) of the process training `d`, or None when nothing answers."""
+def _live_view(d: Path) -> tuple[tuple[int, Snapshot] | None, str]:
+    """((pid, snapshot) of the process training `d` or None when nothing answers, why its socket would not say)."""
     if not socket_path(d).exists():
-        return None
+        return None, ""
     try:
         with ControlClient(d, name=CLIENT, timeout=LIVE_TIMEOUT_S) as client:
-            return hello(client), client.status()
+            return (hello(client)[0], client.status()), ""
     except NoLiveRun:
-        return None
+        return None, ""
+    except BabyError as e:  # it answered but would not tell (another user's run, another protocol)
+        return None, _drop_prefix(str(e), d)
 
 
 def _metrics_view(d: Path) -> tuple[int | None, float | None, int | None, list[str]]:
