@@ -29,7 +29,7 @@ import stat
 import struct
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty, SimpleQueue
@@ -79,13 +79,15 @@ class Endpoint:
     """A run's control socket server: start() binds it and starts the server thread, close() ends both."""
 
     def __init__(self, run_dir: Path, control: TutorControl, *, world_size: int = 1, log: Log | None = None,
-                 owner_uid: int | None = None) -> None:
+                 allowed_uids: Collection[int] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.path = socket_path(self.run_dir)
         self.control = control
         self.world_size = world_size
         self._log = log or (lambda _m: None)
-        self.owner_uid = os.geteuid() if owner_uid is None else owner_uid  # (a seam: tests refuse themselves)
+        self.owner_uid = os.geteuid()
+        # The run's owner and root (who can read the run's files anyway); tests pass others to be refused.
+        self.allowed_uids = frozenset((self.owner_uid, 0) if allowed_uids is None else allowed_uids)
         self._sel = selectors.DefaultSelector()
         self._listener: socket.socket | None = None
         self._ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket we bound
@@ -202,10 +204,17 @@ class Endpoint:
             try:
                 for key, mask in self._sel.select(timeout=1.0):
                     self._ready(key, mask)
-                self._drain_posts()
-                self._deliver_snapshot()
+                self._round()
             except Exception as e:  # noqa: BLE001 - the server must outlive any one fault
                 self._log(f"control socket: {type(e).__name__}: {e}\n{traceback.format_exc()}")
+        try:  # closing: the run's last snapshot (its final state) goes to whoever takes it now, unwaited
+            self._round()
+        except Exception as e:  # noqa: BLE001
+            self._log(f"control socket: {type(e).__name__}: {e}")
+
+    def _round(self) -> None:
+        self._drain_posts()
+        self._deliver_snapshot()
 
     def _ready(self, key: selectors.SelectorKey, mask: int) -> None:
         conn: _Conn | None = key.data
@@ -237,7 +246,7 @@ class Endpoint:
                 return
             sock.setblocking(False)
             pid, uid = _peer(sock)
-            if uid is not None and uid not in (self.owner_uid, 0):
+            if uid is not None and uid not in self.allowed_uids:
                 with contextlib.suppress(OSError):
                     sock.send(wire.encode({"ok": False, "error": f"uid {uid} may not control this run "
                                            f"(it belongs to uid {self.owner_uid})"}))

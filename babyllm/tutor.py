@@ -626,8 +626,17 @@ class Tutor:
         "finished" (train.steps reached), "stopped", "alarm" (stopped while the alarm was up) or
         "error" (an unexpected exception; snapshot().error has it). Saves on the way out (rank 0).
         """
-        final: State = "stopped"
         self._serve()
+        try:
+            final = self._train()
+            self._set_state(final)  # (subscribers get this last snapshot before the socket closes)
+        finally:
+            self._unserve()
+        self.close()
+        return final
+
+    def _train(self) -> State:
+        """run()'s body: the loop and the save on the way out; the final state (never raising)."""
         try:
             self._set_state("running")
             self._say_how_it_runs()
@@ -638,20 +647,20 @@ class Tutor:
             if self.last_saved_step != self.step_count or self.last_save_path is None:
                 self._save("save")
             distributed.barrier()  # every rank waits for rank 0's save, then all exit together
+            return final
         except Exception as e:  # the loop must report, never vanish silently
-            final = "error"
             self._crashed(e)
-        finally:
-            self._unserve()
-        self._set_state(final)
-        self.close()
-        return final
+            return "error"
 
     def _serve(self) -> None:
         """Rank 0 serves the control socket while it trains; a socket that cannot start is a warning only."""
         if not self.is_main or self._endpoint is not None:
             return
-        endpoint = Endpoint(self.run_dir, self, world_size=self.world_size, log=self.counsellor.log)
+        try:
+            endpoint = Endpoint(self.run_dir, self, world_size=self.world_size, log=self.counsellor.log)
+        except OSError as e:  # (its wake-up socketpair: e.g. out of file descriptors)
+            self._event("error", f"control socket not started ({e.strerror or e}); training goes on without it")
+            return
         try:
             endpoint.start()
         except BabyError as e:
