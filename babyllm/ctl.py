@@ -41,6 +41,7 @@ METRICS_TAIL = 8 << 20  # `runs` reads the last this many bytes of metrics.jsonl
 EVENTS_TAIL = 256 << 10
 NOTED_KINDS = ("error", "alarm")  # a stopped run whose last event is one of these shows it
 NONE = "-"  # an empty cell
+SILENT = "not answering"  # the state of a run whose socket takes connections but answers nothing in time
 
 
 # --- arguments ------------------------------------------------------------------------------------
@@ -52,7 +53,7 @@ def add_ctl_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object (status: the snapshot plus pid and world_size)")
     p.add_argument("--wait", action="store_true",
                    help="pause: return once paused; stop: once the run's process has let go of it")
-    p.add_argument("--timeout", type=float, default=WAIT_S, metavar="S",
+    p.add_argument("--timeout", type=float, metavar="S",
                    help=f"with --wait: give up after S seconds (exit 1; default {WAIT_S:g})")
 
 
@@ -78,8 +79,10 @@ def resolve_run(text: str, runs_root: Path = runfiles.RUNS) -> Path:
 
 def ctl_main(args: argparse.Namespace) -> int:
     try:
+        if args.timeout is not None and not args.wait:
+            raise BabyError("--timeout goes with --wait")
         line = ctl(resolve_run(args.run), args.action, as_json=args.json,
-                   wait=args.timeout if args.wait else None)
+                   wait=(WAIT_S if args.timeout is None else args.timeout) if args.wait else None)
     except BabyError as e:
         if not args.json:
             raise  # cli.run_command prints it as one line
@@ -272,9 +275,9 @@ def _row(d: Path) -> RunRow:
     live, trouble = _live_view(d)
     if trouble:
         notes.append(trouble)
+    if isinstance(live, str):  # SILENT
+        return replace(base, state=SILENT, note="; ".join(notes))
     if live is None:
-        if socket_path(d).exists() and not trouble:
-            notes.append(f"{runfiles.CONTROL_SOCKET} left behind: its process was killed?")
         last = _last_event(d)
         if last is not None and last.kind in NOTED_KINDS:
             notes.append(f"{last.kind} at step {last.step:,}: {last.message}")
@@ -287,16 +290,22 @@ def _row(d: Path) -> RunRow:
                  note="; ".join(notes + ([snap.error] if snap.error else [])))
 
 
-def _live_view(d: Path) -> tuple[tuple[int, Snapshot] | None, str]:
-    """((pid, snapshot) of the process training `d` or None when nothing answers, why its socket would not say)."""
+def _live_view(d: Path) -> tuple[tuple[int, Snapshot] | str | None, str]:
+    """((pid, snapshot) of the process training `d`, SILENT, or None when nothing is there; a note on why)."""
     if not socket_path(d).exists():
         return None, ""
     try:
-        with ControlClient(d, name=CLIENT, timeout=LIVE_TIMEOUT_S) as client:
+        client = ControlClient(d, name=CLIENT, timeout=LIVE_TIMEOUT_S)
+    except NoLiveRun:  # nothing listens: a socket left by a killed process
+        return None, f"{runfiles.CONTROL_SOCKET} left behind (its process was killed?)"
+    except BabyError as e:  # another user's run
+        return None, _drop_prefix(str(e), d)
+    try:
+        with client:
             return (hello(client)[0], client.status()), ""
-    except NoLiveRun:
-        return None, ""
-    except BabyError as e:  # it answered but would not tell (another user's run, another protocol)
+    except NoLiveRun as e:  # something listens but does not answer (a hung or stopped process)
+        return SILENT, f"{runfiles.CONTROL_SOCKET}: {_drop_prefix(str(e), d)}"
+    except BabyError as e:  # it answered but would not tell (another protocol)
         return None, _drop_prefix(str(e), d)
 
 

@@ -138,6 +138,8 @@ def test_no_live_run_is_exit_2_with_one_line(tmp_path, capsys, monkeypatch):
     assert rc == 2 and "no live run answers" in one_line(err)
     rc, _, err = run_cli(capsys, "ctl", str(run), "status", "--wait")
     assert rc == 2 and "--wait goes with pause or stop, not status" in one_line(err)
+    rc, _, err = run_cli(capsys, "ctl", str(run), "pause", "--timeout", "3")
+    assert rc == 2 and one_line(err) == "error: --timeout goes with --wait"
 
 
 @contextlib.contextmanager
@@ -260,6 +262,24 @@ def test_runs_row_of_a_run_that_answers_another_protocol(tmp_path):
         [row] = list_runs(tmp_path / "runs")
     assert (row.state, row.step, row.config_name, row.live) == ("stopped", 30, "tiny", False)
     assert row.note.startswith("the run speaks control protocol 99")
+
+
+def test_runs_rows_of_a_killed_and_a_hung_run(tmp_path):
+    root = tmp_path / "runs"
+    killed, hung = stopped_run(root / "killed"), stopped_run(root / "hung", started=2_000.0)
+    left = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    left.bind(str(killed / runfiles.CONTROL_SOCKET))
+    left.close()  # the file stays; nothing listens
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+        silent.bind(str(hung / runfiles.CONTROL_SOCKET))
+        silent.listen()  # connections are taken (by the kernel) and never answered
+        t0 = time.monotonic()
+        rows = {r.name: r for r in list_runs(root)}
+        assert time.monotonic() - t0 < 5
+    assert (rows["killed"].state, rows["killed"].step) == ("stopped", 30)
+    assert rows["killed"].note == "control.sock left behind (its process was killed?)"
+    assert (rows["hung"].state, rows["hung"].live) == ("not answering", False)
+    assert rows["hung"].note == "control.sock: the run did not answer in time"
 
 
 def test_runs_row_of_an_unreadable_run_dir(tmp_path):
