@@ -214,7 +214,7 @@ class RunRow:
 
     name: str
     run_dir: Path
-    state: str  # a live run's snapshot state, "stopped", "never started" or "?" (unreadable)
+    state: str  # a live run's snapshot state, "stopped", "never started", SILENT or "?" (unreadable)
     pid: int | None = None  # set while a process trains it
     step: int | None = None
     best_val: float | None = None
