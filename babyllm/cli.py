@@ -1,4 +1,4 @@
-"""`babyllm`: headless commands (info, train, chat, sample, bench, eval)."""
+"""`babyllm`: headless commands (info, train, chat, sample, bench, eval, ctl, runs)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from babyllm.client import RunRefused
 from babyllm.config import load_config
 from babyllm.errors import BabyError
 from babyllm.plot import add_plot_args
@@ -104,6 +105,18 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return plot_main(args)
 
 
+def cmd_ctl(args: argparse.Namespace) -> int:
+    from babyllm.ctl import ctl_main
+
+    return ctl_main(args)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from babyllm.ctl import runs_main
+
+    return runs_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="babyllm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -160,20 +173,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="draw runs' loss curves to a PNG/SVG/PDF (needs the [plot] extra)")
     add_plot_args(p)
-    p.set_defaults(func=cmd_plot)
+    p.set_defaults(func=cmd_plot, uses_torch=False)
+
+    from babyllm.ctl import add_ctl_args, add_runs_args
+
+    p = sub.add_parser("ctl", help="ask a live run to pause, resume, save, checkpoint, roll back or stop; "
+                                   "or its status")
+    add_ctl_args(p)
+    p.set_defaults(func=cmd_ctl, uses_torch=False)  # a script's quick question: no torch import (seconds)
+
+    p = sub.add_parser("runs", help="list the runs under runs/: state, step, best validation loss, last save")
+    add_runs_args(p)
+    p.set_defaults(func=cmd_runs, uses_torch=False)
     return parser
 
 
-def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Run a command; user mistakes become one line on stderr and exit code 2, never a traceback."""
-    try:
-        from babyllm.gemm import matmul_choice
+def exit_code(e: BabyError) -> int:
+    """1 when a live run refused what was asked (babyllm ctl); 2 for every other mistake or fault."""
+    return 1 if isinstance(e, RunRefused) else 2
 
-        matmul_choice()  # a mistyped BABYLLM_MATMUL is a one-line error before anything starts
+
+def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a command; user mistakes become one line on stderr and exit_code(), never a traceback."""
+    try:
+        if getattr(args, "uses_torch", True):
+            from babyllm.gemm import matmul_choice
+
+            matmul_choice()  # a mistyped BABYLLM_MATMUL is a one-line error before anything starts
         return func(args)
     except BabyError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return exit_code(e)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # output piped into `head` and closed early: not an error worth a traceback
@@ -182,10 +212,11 @@ def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from babyllm.runtime import tune_malloc
-
-    tune_malloc()
     args = build_parser().parse_args(argv)
+    if getattr(args, "uses_torch", True):  # (runtime imports torch: ctl and runs answer without it)
+        from babyllm.runtime import tune_malloc
+
+        tune_malloc()  # before the command allocates anything
     return run_command(args.func, args)
 
 
