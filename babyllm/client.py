@@ -110,6 +110,8 @@ class ControlClient:
                 return msg
             if "type" in msg:
                 self._unasked.append(msg)
+            elif "id" not in msg and msg.get("ok") is False:  # a refusal of the connection itself (another uid)
+                raise RunRefused(str(msg.get("error") or "the run refused this connection"))
 
     def call(self, op: str, **fields: Any) -> dict[str, Any]:
         """request(), raising RunRefused when the run says no."""
@@ -139,7 +141,7 @@ class ControlClient:
             except OSError as e:
                 raise NoLiveRun(f"{self.run_dir}: the connection was lost ({e.strerror or e})") from None
             if not chunk:
-                raise NoLiveRun(f"{self.run_dir}: the run closed the connection (it stopped)")
+                raise NoLiveRun(f"{self.run_dir}: the run closed the connection (it stopped, or its process died)")
             self._buffer += chunk
             if len(self._buffer) > wire.MAX_LINE and b"\n" not in self._buffer:
                 raise NoLiveRun(f"{self.run_dir}: the run sent a line longer than {wire.MAX_LINE} bytes")

@@ -252,6 +252,9 @@ def test_a_peer_of_a_uid_not_allowed_gets_one_error_line_and_is_closed(tmp_path)
         assert reply["ok"] is False and f"uid {os.geteuid()} may not control this run" in reply["error"]
         assert s.recv(100) == b""  # closed
         s.close()
+        # babyllm ctl's client says so (exit 1, refused), not "connection lost"
+        with ControlClient(run) as c, pytest.raises(RunRefused, match="may not control this run"):
+            c.call("status")
     finally:
         ep.close()
 
