@@ -15,6 +15,7 @@ from typing import Any
 
 from babyllm.cli import add_training_args, run_command
 from babyllm.runsetup import make_tutor, prepare_run
+from tui.detach import Detacher, Notifier, launch
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def cockpit(args: argparse.Namespace) -> int:
+def cockpit(args: argparse.Namespace, notifier: Notifier | None = None) -> int:
+    """The training cockpit in this process; ``notifier`` tells the launcher (tui.detach) of a detach."""
     from babyllm.librarian import find_corpus
     from babyllm.runtime import pick_device
 
@@ -45,9 +47,14 @@ def cockpit(args: argparse.Namespace) -> int:
         return make_tutor(cfg, run_dir, args.resume, publish=publish, say=say,
                           progress=lambda p: app.show_progress(p.line(width=10)))  # fits 80 columns
 
+    detacher = Detacher(run_dir, notifier)
     app = CockpitApp(tutor_factory, chat_factory=lambda tutor: tutor.chat_session(), window=cfg.stats.window,
-                     subtitle=f"{cfg.name} · {device} · {run_dir}")
+                     subtitle=f"{cfg.name} · {device} · {run_dir}", on_hangup=cfg.tui.on_hangup, detacher=detacher)
     code = app.run()
+    if app.detached:  # the UI is gone; the Tutor trains on in this process, off the terminal
+        return detacher.carry_on(app.tutor_thread)
+    if notifier is not None:
+        notifier.close()
     stopped = app.join_tutor(timeout=app.join_timeout)
     if app.failure:
         print(f"babyllm-tui: {app.failure}", file=sys.stderr)
@@ -70,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tui.watch import watch_command
 
         return run_command(watch_command, args)
-    return run_command(cockpit, args)
+    # Fork now, before torch or any thread: the child runs the cockpit, this process waits (tui.detach).
+    return launch(lambda notifier: run_command(lambda a: cockpit(a, notifier), args))
 
 
 if __name__ == "__main__":
