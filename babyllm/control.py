@@ -13,21 +13,29 @@ Request = Literal["pause", "resume", "save", "checkpoint", "rollback", "stop"]
 AGREED: tuple[Request, ...] = ("pause", "resume", "stop")  # on several ranks: acted on once every rank has heard
 PAUSABLE: tuple[State, ...] = ("running",)
 WAITING: tuple[State, ...] = ("paused", "alarm")  # the loop waits for requests instead of stepping; resume leaves
+DEFAULT_BY = "cockpit"  # who asked, when the caller does not say (the cockpit's keys call without it)
+
+
+def refusal(what: Request, world_size: int) -> str | None:
+    """Why a run on `world_size` ranks cannot do `what` (None: it can); the Tutor and the socket say the same."""
+    if what == "rollback" and world_size > 1:
+        return "rollback is not available when training on several ranks"
+    return None
 
 
 class Requests:
-    """A queue of control requests that never blocks the caller, and a wake-up for a paused loop."""
+    """Control requests (what, and who asked), queued without blocking the caller; a wake-up for a paused loop."""
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Request] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Request, str]] = queue.SimpleQueue()
         self._wake = threading.Event()
 
-    def put(self, what: Request) -> None:
-        self._queue.put(what)
+    def put(self, what: Request, by: str = DEFAULT_BY) -> None:
+        self._queue.put((what, by))
         self._wake.set()
 
-    def take(self) -> list[Request]:
-        """Every request queued so far, oldest first."""
+    def take(self) -> list[tuple[Request, str]]:
+        """Every request queued so far, oldest first, each with who asked."""
         out = []
         while True:
             try:

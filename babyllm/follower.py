@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 
 from babyllm import runfiles
 from babyllm.board import Board
-from babyllm.control import Request
+from babyllm.control import DEFAULT_BY, Request
 from babyllm.durations import duration
 from babyllm.errors import BabyError, CheckpointError
 from babyllm.events import EventKind
@@ -218,22 +218,22 @@ class Watcher:
     def _refuse(self, what: Request) -> None:
         self.refused.append(what)  # nothing else: the training process is not ours to steer
 
-    def pause(self) -> None:
+    def pause(self, by: str = DEFAULT_BY) -> None:
         self._refuse("pause")
 
-    def resume(self) -> None:
+    def resume(self, by: str = DEFAULT_BY) -> None:
         self._refuse("resume")
 
-    def request_save(self) -> None:
+    def request_save(self, by: str = DEFAULT_BY) -> None:
         self._refuse("save")
 
-    def request_checkpoint(self) -> None:
+    def request_checkpoint(self, by: str = DEFAULT_BY) -> None:
         self._refuse("checkpoint")
 
-    def rollback(self) -> None:
+    def rollback(self, by: str = DEFAULT_BY) -> None:
         self._refuse("rollback")
 
-    def stop(self) -> None:
+    def stop(self, by: str = DEFAULT_BY) -> None:
         """End the watching (run() returns within one poll); the training process is not told anything."""
         self._stop.set()
 

@@ -136,7 +136,7 @@ def _main(args: argparse.Namespace, rank: int, world: int) -> int:
         tutor = holder.get("tutor")
         if tutor is None:
             raise KeyboardInterrupt
-        tutor.stop()
+        tutor.stop(by=f"{signal.Signals(signum).name} to babyllm train (pid {os.getpid()})")
 
     in_main = threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, on_signal) for s in SIGNALS} if in_main else {}
@@ -198,7 +198,7 @@ def _watch(tutor: TutorControl, cfg: Config, show: _Printer, signals_seen: list[
         if snap.state == "alarm" and not alarm_handled:
             alarm_handled = True
             show(f"alarm: {snap.error}; saving the last good state and exiting", style="bold red")
-            tutor.stop()
+            tutor.stop(by="babyllm train (it exits on an alarm)")
         now = time.monotonic()
         if now >= next_line and snap.stats and snap.state == "running" and snap.stats.get("step") != summarised:
             show(calli.summary(snap.stats))

@@ -50,8 +50,9 @@ from torch.nn.utils import clip_grad_norm_
 from babyllm import distributed, gemm, quality, runfiles, soul
 from babyllm.board import Board
 from babyllm.config import Config
-from babyllm.control import AGREED, PAUSABLE, WAITING, Requests, Votes
+from babyllm.control import AGREED, DEFAULT_BY, PAUSABLE, WAITING, Requests, Votes, refusal
 from babyllm.counsellor import Counsellor, cuda_sync
+from babyllm.endpoint import Endpoint
 from babyllm.errors import BabyError, CheckpointError, ConfigError
 from babyllm.events import EventKind
 from babyllm.infer2 import Infer2, Settings
@@ -143,6 +144,7 @@ class Tutor:
         self.weights_lock = threading.Lock()
 
         self._requests = Requests()
+        self._endpoint: Endpoint | None = None  # the control socket, served by rank 0 while run() trains
         self._votes = Votes()  # several ranks: requests are acted on once every rank has heard them
         self._writer = runfiles.RunWriter(self.run_dir, self._log_failed, METRICS_FLUSH_S)
         self._state: State = "starting"
@@ -625,6 +627,7 @@ class Tutor:
         "error" (an unexpected exception; snapshot().error has it). Saves on the way out (rank 0).
         """
         final: State = "stopped"
+        self._serve()
         try:
             self._set_state("running")
             self._say_how_it_runs()
@@ -638,9 +641,31 @@ class Tutor:
         except Exception as e:  # the loop must report, never vanish silently
             final = "error"
             self._crashed(e)
+        finally:
+            self._unserve()
         self._set_state(final)
         self.close()
         return final
+
+    def _serve(self) -> None:
+        """Rank 0 serves the control socket while it trains; a socket that cannot start is a warning only."""
+        if not self.is_main or self._endpoint is not None:
+            return
+        endpoint = Endpoint(self.run_dir, self, world_size=self.world_size, log=self.counsellor.log)
+        try:
+            endpoint.start()
+        except BabyError as e:
+            endpoint.close()
+            self._event("error", f"{e}; training goes on without it (no babyllm ctl or --attach)")
+            return
+        self._endpoint = endpoint
+        if self._board.current is not None:
+            endpoint.publish(self._board.current)
+
+    def _unserve(self) -> None:
+        endpoint, self._endpoint = self._endpoint, None
+        if endpoint is not None:
+            endpoint.close()
 
     def _loop(self) -> State:
         """Steps, acting on requests between them, until stopped or done; the state to end in."""
@@ -701,23 +726,23 @@ class Tutor:
 
     # --- control: requests from any thread (each returns at once), acted on between steps --------
 
-    def pause(self) -> None:
-        self._requests.put("pause")
+    def pause(self, by: str = DEFAULT_BY) -> None:
+        self._requests.put("pause", by)
 
-    def resume(self) -> None:
-        self._requests.put("resume")
+    def resume(self, by: str = DEFAULT_BY) -> None:
+        self._requests.put("resume", by)
 
-    def request_save(self) -> None:
-        self._requests.put("save")
+    def request_save(self, by: str = DEFAULT_BY) -> None:
+        self._requests.put("save", by)
 
-    def request_checkpoint(self) -> None:
-        self._requests.put("checkpoint")
+    def request_checkpoint(self, by: str = DEFAULT_BY) -> None:
+        self._requests.put("checkpoint", by)
 
-    def rollback(self) -> None:
-        self._requests.put("rollback")
+    def rollback(self, by: str = DEFAULT_BY) -> None:
+        self._requests.put("rollback", by)
 
-    def stop(self) -> None:
-        self._requests.put("stop")
+    def stop(self, by: str = DEFAULT_BY) -> None:
+        self._requests.put("stop", by)
 
     def debug_log(self, text: str) -> None:
         """Append a line to the run's debug.log (the Counsellor owns that file)."""
@@ -738,11 +763,14 @@ class Tutor:
         return self._state
 
     def _service(self) -> None:
-        for what in self._requests.take():
+        for what, by in self._requests.take():
+            refused = refusal(what, self.world_size)
+            self._event("error" if refused else "info",
+                        f"{what} requested by {by}" + (f": refused ({refused})" if refused else ""))
+            if refused:
+                continue
             if self.world_size > 1 and what in AGREED:
                 setattr(self._votes, what, True)  # acted on once every rank agrees (step, _heartbeat)
-            elif what == "rollback" and self.world_size > 1:
-                self._event("error", "rollback is not available when training on several ranks")
             elif what == "pause" and self._state in PAUSABLE:
                 self._set_state("paused")
             elif what == "resume" and self._state in WAITING:
@@ -818,8 +846,10 @@ class Tutor:
             last_save_error=self.last_save_error)
 
     def _maybe_publish(self, force: bool = False) -> None:
-        if self._board.current is not None:  # (not while building: the first snapshot comes at its end)
-            self._board.offer(self._fields, force)
+        if self._board.current is None:  # (not while building: the first snapshot comes at its end)
+            return
+        if self._board.offer(self._fields, force) and self._endpoint is not None:
+            self._endpoint.publish(self._board.current)  # hands it over; never waits on a client
 
     def _publish_failed(self, e: Exception) -> None:
         self.counsellor.log(f"publish callback failed: {type(e).__name__}: {e}")

@@ -9,16 +9,21 @@ carrying the same ``id``. ``ok`` is true or false (with ``error``: one line sayi
                           -> {ok} once queued (the Tutor acts between steps; its event names the client),
                              or {ok: false, error} when the run cannot (e.g. rollback on several ranks)
     subscribe             -> {ok, history: {stat: [[step, value], ...]}} then, unasked, a stream of
-                             {type: "snapshot", snapshot} (a slow client misses some: only the newest waits)
+                             {type: "snapshot", snapshot} (a slow client misses some: only the newest waits);
+                             the history is thinned (neighbours averaged) so that its line fits in MAX_LINE
     chat {prompt}         -> {type: "chat", text} pieces as the live model writes them, then
-                             {type: "chat_end", ok, hit_limit, notices}
+                             {type: "chat_end", id, ok, hit_limit, notices} (ok false with error when the
+                             reply could not be written; cancelled: true after a chat_cancel). One reply
+                             at a time per connection; the conversation lasts as long as the connection.
     chat_command {line}   -> {ok, reply, notices}      (/help, /temp 0.8, ... as in the chat pane)
     chat_cancel           -> {ok}                       (the reply in progress ends at its next piece)
 
-Unasked lines carry ``type``; replies to a request carry ``id``. A line longer than MAX_LINE, not
-UTF-8, not JSON or not an object gets ``{ok: false, error}`` and the connection carries on (a line
-too long is skipped up to its newline). Snapshots travel as plain JSON (snapshot_to_json), with
-non-finite numbers as null.
+Unasked lines carry ``type``; replies to a request carry ``id`` (chat_end carries both: request("chat")
+returns it, the pieces before it wait in messages()). A line longer than MAX_LINE, not UTF-8, not
+JSON or not an object gets ``{ok: false, error}`` and the connection carries on (a line too long is
+skipped up to its newline). Snapshots travel as plain JSON (snapshot_to_json), with non-finite
+numbers as null. The socket is the run's owner's (mode 0600; a peer of another uid, root excepted,
+gets one ``{ok: false, error}`` line and is closed); the server is babyllm.endpoint.
 """
 
 from __future__ import annotations

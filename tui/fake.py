@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 from babyllm.config import ModelConfig
+from babyllm.control import DEFAULT_BY
 from babyllm.snapshot import Event, History, Sample, Snapshot, State
 from babyllm.stats import MEMORIES, REGISTRY, WINDOW_SIZE, WINDOW_WEIGHT
 
@@ -88,6 +89,7 @@ class FakeTutor:
         self.error: str | None = None
         self.publish = publish
         self.calls: list[str] = []
+        self.asked_by: list[str] = []  # who asked, for each control request in calls
         self.debug_lines: list[str] = []
         self.run_dir = run_dir
         self.events = events if events is not None else (
@@ -111,30 +113,32 @@ class FakeTutor:
         self._record("chat_session")
         return FakeChat()
 
-    def _record(self, name: str) -> None:
+    def _record(self, name: str, by: str | None = None) -> None:
         with self._lock:
             self.calls.append(name)
+            if by is not None:
+                self.asked_by.append(by)
 
-    def pause(self) -> None:
-        self._record("pause")
+    def pause(self, by: str = DEFAULT_BY) -> None:
+        self._record("pause", by)
         self.state = "paused"
 
-    def resume(self) -> None:
-        self._record("resume")
+    def resume(self, by: str = DEFAULT_BY) -> None:
+        self._record("resume", by)
         self.state = "running"
 
-    def request_save(self) -> None:
-        self._record("request_save")
+    def request_save(self, by: str = DEFAULT_BY) -> None:
+        self._record("request_save", by)
 
-    def request_checkpoint(self) -> None:
-        self._record("request_checkpoint")
+    def request_checkpoint(self, by: str = DEFAULT_BY) -> None:
+        self._record("request_checkpoint", by)
 
-    def rollback(self) -> None:
-        self._record("rollback")
+    def rollback(self, by: str = DEFAULT_BY) -> None:
+        self._record("rollback", by)
         self.state = "paused"
 
-    def stop(self) -> None:
-        self._record("stop")
+    def stop(self, by: str = DEFAULT_BY) -> None:
+        self._record("stop", by)
         self._stopped.set()
 
     def debug_log(self, text: str) -> None:
