@@ -37,7 +37,7 @@ from tui.messages import SnapshotReady, TutorFailed, TutorFinished, TutorProgres
 from tui.pace import TICK, UI_BUDGET_CPU, Pace, budget_for
 from tui.panes import PANES, PaneSlot, grid_css
 from tui.refresh import Refresher
-from tui.screens import VIEWER_CHAT_HELP, ConfirmScreen, ErrorScreen, HelpScreen
+from tui.screens import VIEWER_CHAT_HELP, AttachedQuitScreen, ConfirmScreen, ErrorScreen, HelpScreen
 from tui.tutor_thread import TutorFactory, TutorThread, end_process_later, install_signal_handlers, tty
 from tui.widgets.base import Pane
 from tui.widgets.chat import ChatPane
@@ -53,6 +53,8 @@ ChatFactory = Callable[[Any], Any]  # tutor -> an Infer2-like object (.stream, .
 WIDE_COLUMNS = 120
 WIDE_ROWS = 34
 VIEWER_REFUSAL = "viewer: training is controlled by the training process"
+VIEWER_CHAT_NOTE = ("viewer: the first message loads the run's newest save on the CPU here; "
+                    "/reload (or r) takes a newer one.")
 
 
 class CockpitApp(App[int]):
@@ -80,6 +82,7 @@ class CockpitApp(App[int]):
         registry: Registry = REGISTRY,
         on_hangup: str = TuiConfig.on_hangup,
         detacher: Detacher | None = None,
+        attached: bool = False,
     ) -> None:
         super().__init__()
         self.viewer = viewer
@@ -104,6 +107,7 @@ class CockpitApp(App[int]):
         self.on_hangup = on_hangup  # [tui] on_hangup: "detach" or "stop"
         self.detacher = detacher  # leaves a hung-up terminal (None: the caller does, e.g. tests)
         self.detached = ""  # why the UI closed with the Tutor still training ("" = it did not)
+        self.attached = attached  # the Tutor trains in another process (--attach): q asks detach or stop
         self.active_pane = "stats"
         self.compact = True
         self.exit_code = 0
@@ -172,9 +176,7 @@ class CockpitApp(App[int]):
             if not self.is_headless and tty(0):
                 self.set_interval(1.0, self._check_terminal)
         if self.viewer:
-            self.chat_pane.add_line(
-                "", "viewer: the first message loads the run's newest save on the CPU here; "
-                    "/reload (or r) takes a newer one.", "dim")
+            self.chat_pane.add_line("", VIEWER_CHAT_NOTE, "dim")
             self.pane("sample").border_subtitle = "viewer: samples are not in the run's files"
         self._tutor_thread.start()
 
@@ -509,7 +511,7 @@ class CockpitApp(App[int]):
 
     def on_unmount(self) -> None:
         """However the app ends (but by a detach), the Tutor is told to stop (it saves); the caller joins it."""
-        if not self.detached:
+        if not self.detached and not self.attached:  # (an attached cockpit stops the run only when asked to)
             self._tutor_thread.stop()
 
     def action_leave(self) -> None:
@@ -588,7 +590,19 @@ class CockpitApp(App[int]):
         if self.quitting:
             self.notify("Already stopping: saving and waiting for the Tutor…")
             return
+        if self.attached:
+            if not self._tutor_thread.alive:  # the run has ended (or the connection is lost): nothing to ask
+                self.detach("q")
+                return
+            self.push_screen(AttachedQuitScreen(), self._attached_quit_answer)
+            return
         self.push_screen(ConfirmScreen("Quit? The Tutor saves first, then stops.", "Quit"), self._quit_answer)
+
+    def _attached_quit_answer(self, choice: str | None) -> None:
+        if choice == "detach":
+            self.detach("q: detach")
+        elif choice == "stop":
+            self.begin_shutdown()
 
     def _quit_answer(self, yes: bool | None) -> None:
         if yes:
@@ -659,6 +673,9 @@ class CockpitApp(App[int]):
         if sig == signal.SIGHUP:
             self.hang_up("SIGHUP")
             return
+        if self.attached:  # the run is not this process's to stop: a signal only ends the cockpit
+            self.detach(signal.Signals(sig).name)
+            return
         self.status.note = f"{signal.Signals(sig).name}: saving and stopping…"
         self.begin_shutdown()
 
@@ -669,7 +686,7 @@ class CockpitApp(App[int]):
 
     def hang_up(self, why: str) -> None:
         """The terminal is gone: detach (nothing more is written to it) or save and stop, as on_hangup says."""
-        if self.on_hangup == "detach" and not self.viewer and not self.quitting:
+        if (self.on_hangup == "detach" or self.attached) and not self.viewer and not self.quitting:
             if self.detacher is not None and not self.detached:
                 self.detacher.hung_up(self._tutor_thread)  # first, before the UI tears down
             self.detach(why)

@@ -1,4 +1,5 @@
-"""`babyllm-tui`: train babyLLM in the cockpit (or, with --watch RUN_DIR, view a run trained elsewhere).
+"""`babyllm-tui`: train babyLLM in the cockpit (with --attach RUN_DIR, drive a live run trained elsewhere;
+with --watch RUN_DIR, view one).
 
 Mistakes in the arguments, config, corpus or run directory are one line on stderr and exit code 2,
 before the app starts; problems found while the Tutor starts (it builds the tokenizer and encodes
@@ -28,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", metavar="RUN_DIR", type=Path,
                    help="view a run trained by another process (read-only: follows its metrics, events and "
                         "saves; chat loads its newest save); not with the training options")
+    p.add_argument("--attach", metavar="RUN_DIR", type=Path,
+                   help="the full cockpit on a run another process trains (every key, live chat), over its "
+                        "control socket; q asks: detach (it trains on) or stop it")
     return p
 
 
@@ -73,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     tune_malloc()
     args = build_parser().parse_args(argv)
+    if args.attach is not None:
+        from tui.attach import attach_command
+
+        return run_command(attach_command, args)
     if args.watch is not None:
         from tui.watch import watch_command
 
