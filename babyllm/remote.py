@@ -112,7 +112,12 @@ class RemoteTutor:
         try:
             for msg in self._stream.messages():
                 if msg.get("type") == "snapshot" and isinstance(msg.get("snapshot"), dict):
-                    self._take(wire.snapshot_from_json(msg["snapshot"]))
+                    try:
+                        snap = wire.snapshot_from_json(msg["snapshot"])
+                    except (KeyError, TypeError, ValueError) as e:  # a damaged one is skipped, not fatal
+                        self.debug_log(f"bad snapshot from the run skipped: {type(e).__name__}: {e}")
+                        continue
+                    self._take(snap)
         except NoLiveRun as e:
             lost = str(e)
         return self._ended(lost)

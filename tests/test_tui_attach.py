@@ -222,3 +222,24 @@ def test_attach_with_nothing_live_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert f"no live run answers at {tmp_path}" in err and "--watch" in err and "--resume" in err
     assert "\n" not in err
+
+
+def test_checkpoint_and_rollback_over_the_socket_rewind_the_history(running):
+    f = Following(running.run_dir, "roller")
+    try:
+        f.remote.pause()
+        wait_for(lambda: f.state() == "paused", what="paused")
+        saved = running.step()
+        f.remote.request_checkpoint()
+        wait_for(lambda: any(m.startswith(f"saved step {saved} ") for m in events(running.run_dir)),
+                 what="the checkpoint")
+        f.remote.resume()
+        wait_for(lambda: running.step() > saved + 10, what="steps past the checkpoint")
+        wait_for(lambda: f.remote.snapshot().step > saved + 5, what="the stream past it")
+        f.remote.rollback()
+        wait_for(lambda: f.state() == "paused" and f.remote.snapshot().step == saved, what="rolled back")
+        steps, _ = f.remote.history.series("loss", max_points=100_000)
+        assert steps and steps[-1] <= saved  # the plots keep only the live branch, as the Tutor's do
+    finally:
+        f.remote.close()
+    assert any(m.startswith("rollback requested by roller (pid ") for m in events(running.run_dir))
