@@ -100,6 +100,21 @@ async def test_on_hangup_stop_saves_and_stops_as_before(tmp_path, monkeypatch):
     assert app.join_tutor(timeout=2)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+async def test_a_signal_to_an_attached_cockpit_only_ends_the_cockpit(tmp_path, sig):
+    detacher = Recorder(tmp_path)
+    app, made = make_app(attached=True, on_hangup="stop", detacher=detacher)  # (on_hangup is the trainer's)
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app)
+        app._on_signal(sig)
+        await wait_for(pilot, lambda: not app.is_running)
+    assert app.detached == sig.name and "stop" not in made["tutor"].calls
+    assert detacher.silenced == (sig == signal.SIGHUP)  # a hung-up terminal gets nothing more
+    if detacher._watchdog is not None:
+        detacher._watchdog.cancel()
+    made["tutor"].stop()
+
+
 async def test_q_still_asks_saves_and_stops():
     app, made = make_app()
     async with app.run_test(size=SMALL) as pilot:

@@ -22,6 +22,7 @@ from babyllm.follower import Watcher
 from babyllm.remote import Publish, RemoteTutor, Say
 from babyllm.runfiles import check_run_dir
 from tui.app import CockpitApp
+from tui.attach import stats_window
 from tui.tutor_thread import TutorFactory
 
 TRAINING_OPTIONS = (("config", "--config"), ("overrides", "--set"), ("corpus", "--corpus"), ("run", "--run"),
@@ -35,20 +36,7 @@ def watch_command(args: argparse.Namespace, *, handle_signals: bool = True) -> i
         raise BabyError(f"--watch cannot be combined with {', '.join(given)}: the viewer only reads a run; "
                         "training options belong to the training command")
     run_dir = check_run_dir(args.watch, "watch", "--watch")
-    window = 100
-    try:
-        from babyllm.soul import saved_config
-
-        window = saved_config(run_dir).stats.window
-    except (BabyError, OSError):
-        pass
-    remote = _live(run_dir, lambda snap: app.tutor_thread.publish(snap), lambda text: app.tutor_thread.say(text))
-    factory: TutorFactory = ((lambda publish, say: remote) if remote is not None
-                             else (lambda publish, say: Watcher(run_dir, publish=publish, say=say)))
-    # the same cockpit, as a viewer: no training controls in its keys, help or palette
-    app = CockpitApp(factory, chat_factory=lambda followed: followed.chat_session(), window=window, viewer=True,
-                     subtitle=f"viewer · {'live' if remote is not None else 'files'} · {run_dir}", join_timeout=10.0,
-                     handle_signals=handle_signals)
+    app, remote = viewer(run_dir, handle_signals=handle_signals)
     code = app.run()
     if remote is not None:
         remote.close()  # (its run() returns; the run trains on)
@@ -57,6 +45,17 @@ def watch_command(args: argparse.Namespace, *, handle_signals: bool = True) -> i
         print(f"babyllm-tui: {app.failure}", file=sys.stderr)
     return code if isinstance(code, int) else app.exit_code
 
+
+def viewer(run_dir: Path, *, handle_signals: bool = True) -> tuple[CockpitApp, RemoteTutor | None]:
+    """The viewer app: on the live run's snapshots when its socket answers (and that RemoteTutor), else on its files."""
+    remote = _live(run_dir, lambda snap: app.tutor_thread.publish(snap), lambda text: app.tutor_thread.say(text))
+    factory: TutorFactory = ((lambda publish, say: remote) if remote is not None
+                             else (lambda publish, say: Watcher(run_dir, publish=publish, say=say)))
+    # the same cockpit, as a viewer: no training controls in its keys, help or palette
+    app = CockpitApp(factory, chat_factory=lambda followed: followed.chat_session(), window=stats_window(run_dir),
+                     viewer=True, subtitle=f"viewer · {'live' if remote is not None else 'files'} · {run_dir}",
+                     join_timeout=10.0, handle_signals=handle_signals)
+    return app, remote
 
 
 def _live(run_dir: Path, publish: Publish, say: Say) -> RemoteTutor | None:
