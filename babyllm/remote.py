@@ -20,13 +20,14 @@ import dataclasses
 import math
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from queue import SimpleQueue
 from typing import Any
 
 from babyllm import wire
-from babyllm.client import ControlClient, NoLiveRun, RunRefused
+from babyllm.client import ControlClient, NoLiveRun, RunRefused, socket_path
 from babyllm.control import DEFAULT_BY
 from babyllm.errors import BabyError
 from babyllm.follower import SavedChat
@@ -34,6 +35,7 @@ from babyllm.snapshot import ChatSession, History, Snapshot, State
 
 CONNECT_S = 5.0  # how long a request may wait for the run's answer
 ENDING: tuple[State, ...] = ("stopping", "stopped", "finished", "error")  # a stream closed after these: it stopped
+SOCKET_GONE_S = 1.0  # after the stream ends: how long the run may take to remove its socket (a clean stop)
 RUN_STOPPED = "the run stopped"
 CONNECTION_LOST = "connection lost"
 
@@ -136,8 +138,8 @@ class RemoteTutor:
         if self._closed.is_set():  # we left (a detach): the run goes on
             self.ended = self.ended or "detached"
             return "stopped"
-        if last.state in ENDING:
-            final: State = "stopped" if last.state == "stopping" else last.state
+        if last.state in ENDING or self._socket_removed():
+            final: State = last.state if last.state in ENDING and last.state != "stopping" else "stopped"
             self._latest = dataclasses.replace(last, state=final)
             self.note = self.ended = RUN_STOPPED
             self._say(f"{RUN_STOPPED} ({final} at step {last.step})")
@@ -150,6 +152,16 @@ class RemoteTutor:
                 f"with babyllm-tui --attach {self.run_dir}"))
         self._publish(self._latest)
         return final
+
+    def _socket_removed(self) -> bool:
+        """Whether the run removed its socket (it closes it on the way out; a killed process leaves it):
+        the last snapshot before a quick stop (nothing left to save) may never have reached us."""
+        deadline = time.monotonic() + SOCKET_GONE_S
+        while socket_path(self.run_dir).exists():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def _fill_history(self, points: dict[str, Any]) -> None:
         """The subscribe reply's {stat: [[step, value], ...]} into history, step by step."""

@@ -7,6 +7,10 @@ the socket matters (a lost connection).
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -26,6 +30,7 @@ from tui.cli import main as tui_main
 from tui.fake import FakeTutor
 
 SMALL = (80, 24)
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -128,20 +133,49 @@ def test_stop_saves_and_stops_the_run_and_run_returns(running):
     assert any(m.startswith("stop requested by stopper (pid ") for m in events(running.run_dir))
 
 
-def test_a_lost_connection_ends_run_with_a_clear_error(tmp_path):
+SERVE_FAKE = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from babyllm.endpoint import Endpoint
+    from tui.fake import FakeTutor
+
+    Endpoint(Path(sys.argv[1]), FakeTutor(), log=lambda m: None).start()
+    print("serving", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_a_killed_run_is_a_lost_connection_with_a_clear_error(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    ep = Endpoint(run, FakeTutor(), log=lambda m: None)
-    ep.start()
-    f = Following(run, "lonely")
-    ep.close()  # the run's process went away while it was running (killed: no "stopping" ever came)
-    assert f.ended(10) == "error"
+    proc = subprocess.Popen([sys.executable, "-c", SERVE_FAKE, str(run)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "serving"
+        f = Following(run, "lonely")
+        proc.send_signal(signal.SIGKILL)  # no "stopping" ever comes, and its socket file stays behind
+        assert f.ended(10) == "error"
+    finally:
+        proc.kill()
+        proc.wait(10)
+        proc.stdout.close()  # type: ignore[union-attr]
     assert f.remote.ended.startswith(CONNECTION_LOST)
     error = f.remote.snapshot().error or ""
     assert CONNECTION_LOST in error and f"--attach {run}" in error
     assert f.published[-1].state == "error"  # the cockpit is told
     f.remote.pause()  # asking a lost run: nothing raises, nothing hangs
     f.remote.close()
+
+
+def test_a_run_that_closes_its_socket_stopped_even_unseen(tmp_path):
+    """A quick stop (nothing left to save) may close the socket before its "stopping" snapshot goes out:
+    the run removed its socket, so it stopped; it was not lost."""
+    run = tmp_path / "run"
+    run.mkdir()
+    ep = Endpoint(run, FakeTutor(), log=lambda m: None)
+    ep.start()
+    f = Following(run, "late")
+    ep.close()
+    assert f.ended(10) == "stopped" and f.remote.ended == RUN_STOPPED
 
 
 def test_two_remote_tutors_at_once(running):
@@ -243,3 +277,13 @@ def test_checkpoint_and_rollback_over_the_socket_rewind_the_history(running):
     finally:
         f.remote.close()
     assert any(m.startswith("rollback requested by roller (pid ") for m in events(running.run_dir))
+
+
+def test_a_stop_with_nothing_left_to_save_is_the_run_stopping_too(running):
+    f = Following(running.run_dir, "quick")
+    f.remote.pause()
+    wait_for(lambda: f.state() == "paused", what="paused")
+    f.remote.request_save()
+    wait_for(lambda: latest_step(running.run_dir) == running.step(), what="the save")
+    f.remote.stop()  # (saved at this step already: the run closes its socket at once)
+    assert f.ended() == "stopped" and f.remote.ended == RUN_STOPPED
