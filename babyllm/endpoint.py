@@ -16,7 +16,8 @@ Who may connect: the socket is created mode 0600 in the run directory, and each 
 with SO_PEERCRED: the run's owner and root are served (root could read the run's files anyway), any
 other uid gets one error line and is closed. A stale socket left by a killed process (nothing answers)
 is replaced; a live one refuses the start. The socket is removed on close() if it is still ours (same
-inode), so a newer process's socket is never removed by an older one.
+inode), so a newer process's socket is never removed by an older one. close() first hands subscribers
+the last snapshot published (the run's final state), as far as their sockets take it without waiting.
 """
 
 from __future__ import annotations
@@ -204,10 +205,17 @@ class Endpoint:
             try:
                 for key, mask in self._sel.select(timeout=1.0):
                     self._ready(key, mask)
-                self._drain_posts()
-                self._deliver_snapshot()
+                self._round()
             except Exception as e:  # noqa: BLE001 - the server must outlive any one fault
                 self._log(f"control socket: {type(e).__name__}: {e}\n{traceback.format_exc()}")
+        try:  # closing: the run's last snapshot (its final state) goes to whoever takes it now, unwaited
+            self._round()
+        except Exception as e:  # noqa: BLE001
+            self._log(f"control socket: {type(e).__name__}: {e}")
+
+    def _round(self) -> None:
+        self._drain_posts()
+        self._deliver_snapshot()
 
     def _ready(self, key: selectors.SelectorKey, mask: int) -> None:
         conn: _Conn | None = key.data

@@ -50,7 +50,7 @@ from torch.nn.utils import clip_grad_norm_
 from babyllm import distributed, gemm, quality, runfiles, soul
 from babyllm.board import Board
 from babyllm.config import Config
-from babyllm.control import AGREED, DEFAULT_BY, PAUSABLE, WAITING, Requests, Votes, refusal
+from babyllm.control import AGREED, DEFAULT_BY, PAUSABLE, WAITING, Request, Requests, Votes, refusal
 from babyllm.counsellor import Counsellor, cuda_sync
 from babyllm.endpoint import Endpoint
 from babyllm.errors import BabyError, CheckpointError, ConfigError
@@ -626,8 +626,17 @@ class Tutor:
         "finished" (train.steps reached), "stopped", "alarm" (stopped while the alarm was up) or
         "error" (an unexpected exception; snapshot().error has it). Saves on the way out (rank 0).
         """
-        final: State = "stopped"
         self._serve()
+        try:
+            final = self._train()
+            self._set_state(final)  # (subscribers get this last snapshot before the socket closes)
+        finally:
+            self._unserve()
+        self.close()
+        return final
+
+    def _train(self) -> State:
+        """run()'s body: the loop and the save on the way out; the final state (never raising)."""
         try:
             self._set_state("running")
             self._say_how_it_runs()
@@ -638,20 +647,20 @@ class Tutor:
             if self.last_saved_step != self.step_count or self.last_save_path is None:
                 self._save("save")
             distributed.barrier()  # every rank waits for rank 0's save, then all exit together
+            return final
         except Exception as e:  # the loop must report, never vanish silently
-            final = "error"
             self._crashed(e)
-        finally:
-            self._unserve()
-        self._set_state(final)
-        self.close()
-        return final
+            return "error"
 
     def _serve(self) -> None:
         """Rank 0 serves the control socket while it trains; a socket that cannot start is a warning only."""
         if not self.is_main or self._endpoint is not None:
             return
-        endpoint = Endpoint(self.run_dir, self, world_size=self.world_size, log=self.counsellor.log)
+        try:
+            endpoint = Endpoint(self.run_dir, self, world_size=self.world_size, log=self.counsellor.log)
+        except OSError as e:  # (its wake-up socketpair: e.g. out of file descriptors)
+            self._event("error", f"control socket not started ({e.strerror or e}); training goes on without it")
+            return
         try:
             endpoint.start()
         except BabyError as e:
@@ -770,7 +779,7 @@ class Tutor:
             if refused:
                 continue
             if self.world_size > 1 and what in AGREED:
-                setattr(self._votes, what, True)  # acted on once every rank agrees (step, _heartbeat)
+                self._vote(what)
             elif what == "pause" and self._state in PAUSABLE:
                 self._set_state("paused")
             elif what == "resume" and self._state in WAITING:
@@ -781,6 +790,19 @@ class Tutor:
                 self._rollback()
             elif what == "stop":
                 self._stopping = True
+
+    def _vote(self, what: Request) -> None:
+        """Several ranks: a request acted on once every rank agrees (step, _heartbeat). A vote that does not
+        apply now is dropped, as one rank would ignore it: a stale pause or resume must not fire later."""
+        votes = self._votes
+        if what == "stop":
+            votes.stop = True
+        elif what == "pause" and self._state in PAUSABLE:
+            votes.pause = True
+        elif what == "resume" and votes.pause:
+            votes.pause = False  # not sent yet: resuming cancels it
+        elif what == "resume" and self._state in WAITING:
+            votes.resume = True
 
     def _resume(self) -> None:
         if self._state == "alarm":

@@ -146,6 +146,30 @@ def test_the_socket_is_private_answers_hello_and_is_removed_on_exit(running):
         ControlClient(running.run_dir)
 
 
+def test_a_subscriber_sees_the_final_state_before_the_socket_closes(running):
+    with ControlClient(running.run_dir) as viewer, ControlClient(running.run_dir) as ctl:
+        viewer.call("subscribe")
+        ctl.call("stop")
+        states = []
+        with pytest.raises(NoLiveRun, match="closed the connection"):
+            for msg in viewer.messages():
+                states.append(msg["snapshot"]["state"])
+    assert states[-1] == "stopped"
+    running.thread.join(30)
+    assert not socket_path(running.run_dir).exists()
+
+
+def test_the_socket_is_removed_when_training_fails(make_cfg, tmp_path):
+    with Running(make_cfg("train.steps=0"), tmp_path / "run") as r:
+        def boom(stats):
+            raise RuntimeError("a bug in a step")
+
+        r.tutor._after_step = boom  # (the loop's next step fails)
+        r.thread.join(30)
+        assert r.result == ["error"] and "a bug in a step" in r.tutor.snapshot().error
+    assert not socket_path(r.run_dir).exists()
+
+
 def test_every_op_has_a_handler_and_every_control_op_a_method():
     ep = Endpoint(Path("/nonexistent"), FakeTutor())
     try:
@@ -472,9 +496,11 @@ def test_one_reply_at_a_time_per_connection_and_cancel_ends_it(running):
                     break
         assert ends[second]["ok"] is False and "already being written" in ends[second]["error"]
         assert ends[first]["ok"] and ends[first].get("cancelled") and not ends[first]["hit_limit"]
+        c.call("chat_command", line="/max 8")
         assert chat(c, " and")[1]["ok"]  # a new reply once the last has ended
 
 
+@pytest.mark.slow
 def test_training_losses_are_bit_identical_with_a_client_attached_and_chatting(make_cfg, tmp_path):
     cfg = ("train.steps=200", "chat.max_tokens=12", "train.save_every=0")
     with Running(make_cfg(*cfg), tmp_path / "alone") as r:
@@ -501,3 +527,60 @@ def test_training_losses_are_bit_identical_with_a_client_attached_and_chatting(m
     for a, w in zip(alone, watched, strict=True):
         assert {k: v for k, v in a.items() if k not in TIMING_KEYS} == {
             k: v for k, v in w.items() if k not in TIMING_KEYS}, a["step"]
+
+
+# --- several ranks --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_ranks_pause_and_resume_together_through_rank_0s_socket(corpus, cache, tmp_path):
+    from test_distributed import assert_same_curve, common, finish, launch, losses
+
+    from babyllm.cli import main as cli_main
+
+    procs = launch(tmp_path, common(corpus, cache, "--run-dir", "run", "--steps", "0"))
+    run = tmp_path / "r0" / "run"
+    try:
+        wait_for(lambda: is_live(run, timeout=0.5) or any(p.poll() is not None for p in procs), 60, "rank 0's socket")
+        assert not (tmp_path / "r1" / "run").exists()  # rank 1 serves nothing (and writes nothing)
+        with ControlClient(run, name="ranks") as c:
+            assert c.call("hello")["world_size"] == 2
+            wait_for(lambda: c.status().step >= 3, what="3 steps")
+            with pytest.raises(RunRefused, match="several ranks"):
+                c.call("rollback")
+            c.call("resume")  # (while running: ignored, as on one rank; it must not undo the pause below)
+            c.call("pause")
+            wait_for(lambda: c.status().state == "paused", what="both ranks paused")
+            at = c.status().step
+            time.sleep(1.0)  # rank 1 stepping on alone would hang or break the next all-reduce
+            assert c.status().step == at and c.status().state == "paused"
+            c.call("save")
+            wait_for(lambda: c.status().last_save_step == at, what="rank 0's save")
+            c.call("pause")  # (while paused: ignored; it must not pause again right after the resume)
+            c.call("resume")
+            wait_for(lambda: c.status().step >= at + 5, what="both ranks stepping again")
+            c.call("stop")
+        (rc0, out0, err0), (rc1, out1, err1) = finish(procs, timeout=60)
+    finally:
+        for p in procs:  # (a failed check above: end both ranks, keeping that failure's message)
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+    assert rc0 == 0 and rc1 == 0, (err0, err1)
+    assert out1 == "" and err1 == ""
+    who = f"ranks (pid {os.getpid()})"
+    said = events(run)
+    for what in ("pause", "save", "resume", "stop"):
+        assert f"{what} requested by {who}" in said
+    assert f"rollback requested by {who}" not in said  # refused at the socket: never queued
+    got = losses(run)
+    stopped = got[-1]["step"]
+    assert f"stopped at step {stopped}" in out0 and not socket_path(run).exists()
+    assert [x["step"] for x in got] == list(range(1, stopped + 1))
+    # Pausing and resuming changed nothing: the curve is one process's with the global batch (compared
+    # over the 50 warm-up steps, whose rates do not depend on train.steps; this run had none).
+    compared = min(stopped, 50)
+    straight = tmp_path / "straight"
+    assert cli_main(["train", *common(corpus, cache, "--set", "train.batch=8", "--steps", str(compared),
+                                      "--run-dir", str(straight))]) == 0
+    assert_same_curve(got[:compared], losses(straight))
