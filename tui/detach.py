@@ -57,7 +57,13 @@ def launch(child: Callable[[Notifier | None], int]) -> int:
         return child(None)
     read_end, write_end = os.pipe()
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, PARENT_SIGNALS)  # (no signal lost between fork and wait)
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:  # no process to spare: the cockpit runs here (a detach then keeps the terminal)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        for fd in (read_end, write_end):
+            os.close(fd)
+        return child(None)
     if pid == 0:
         os.close(read_end)
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
@@ -228,7 +234,7 @@ def _stop_on_signals(thread: TutorThread) -> None:
         seen.append(signum)
         if len(seen) > 1:
             os._exit(128 + signum)
-        thread.stop()
+        thread.stop(by=f"{signal.Signals(signum).name} to the detached babyllm-tui (pid {os.getpid()})")
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)

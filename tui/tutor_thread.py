@@ -122,13 +122,14 @@ class TutorThread:
         code = 0 if self.result in ("finished", "stopped", None) else 1
         return code, f"training {self.result or 'stopped'}{where}{saved}"
 
-    def stop(self) -> None:
-        """Tell the Tutor to stop, once (if it is still being built, the thread stops it when built)."""
+    def stop(self, by: str | None = None) -> None:
+        """Tell the Tutor to stop, once (if it is still being built, the thread stops it when built);
+        ``by`` names who asked (the Tutor's default: the cockpit)."""
         self.stop_requested.set()
         if self.tutor is not None and not self._stop_sent:
             self._stop_sent = True
             with contextlib.suppress(Exception):  # stopping is best effort; the join timeout is the backstop
-                self.tutor.stop()
+                self.tutor.stop(**({"by": by} if by else {}))
 
     def wait(self, timeout: float) -> None:
         """Wait up to ``timeout`` for the thread to end (without asking it to stop)."""
