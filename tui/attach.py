@@ -32,9 +32,6 @@ def no_live_run(run_dir: Path) -> str:
             f"or resume with --run-dir {run_dir} --resume")
 
 
-CLIENT_NAME = "babyllm-tui --attach"  # the run's events name each cockpit by this and its pid
-
-
 def connect(run_dir: Path, publish: Publish, say: Say) -> RemoteTutor:
     """A RemoteTutor on the run; BabyError (exit 2) with what to do instead when nothing answers."""
     try:
