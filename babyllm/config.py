@@ -90,6 +90,16 @@ class ChatConfig:
     max_tokens: int = 200
 
 
+HANGUP_CHOICES = ("detach", "stop")
+
+
+@dataclass
+class TuiConfig:
+    """The cockpit's behaviour (babyllm-tui)."""
+
+    on_hangup: str = "detach"  # a lost terminal (SIGHUP): detach (train on headless) or stop (save and stop)
+
+
 @dataclass
 class Config:
     """Everything a run needs; `name` is the config's file stem."""
@@ -99,6 +109,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
+    tui: TuiConfig = field(default_factory=TuiConfig)
     name: str = "default"
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,7 +117,7 @@ class Config:
         return {s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS}
 
 
-SECTIONS = ("model", "data", "train", "stats", "chat")
+SECTIONS = ("model", "data", "train", "stats", "chat", "tui")
 DEVICES = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -209,7 +220,7 @@ def _suggest(word: str, options: Iterable[str]) -> str:
 
 def validate(cfg: Config, where: str = "config") -> None:
     """Range and consistency checks; each failure names the key, the value and the fix."""
-    m, d, t, s, c = cfg.model, cfg.data, cfg.train, cfg.stats, cfg.chat
+    m, d, t, s, c, u = cfg.model, cfg.data, cfg.train, cfg.stats, cfg.chat, cfg.tui
     checks: list[tuple[bool, str]] = [
         (260 <= m.vocab <= 65_535, f"model.vocab = {m.vocab}: must be 260..65535 (256 bytes + specials)"),
         (m.embed >= 1, f"model.embed = {m.embed}: must be at least 1"),
@@ -247,6 +258,9 @@ def validate(cfg: Config, where: str = "config") -> None:
         (0 < c.top_p <= 1, f"chat.top_p = {c.top_p}: must be in (0, 1]"),
         (c.repetition_penalty >= 1, f"chat.repetition_penalty = {c.repetition_penalty}: must be >= 1"),
         (c.max_tokens >= 1, f"chat.max_tokens = {c.max_tokens}: must be at least 1"),
+        (u.on_hangup in HANGUP_CHOICES,
+         f"tui.on_hangup = {u.on_hangup!r}: use \"detach\" (a lost terminal leaves the run training) "
+         "or \"stop\" (it saves and stops)"),
     ]
     for w in m.windows:
         checks.append((1 <= w <= m.context,

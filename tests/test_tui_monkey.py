@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from test_tui_e2e import screen, tmux, wait_screen, write_corpus
 
+from tui.actions import ACTIONS
+
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")]
 
 SECONDS = float(os.environ.get("BABYLLM_MONKEY_SECONDS", "60"))
@@ -28,6 +30,8 @@ SIZES = ((40, 12), (60, 20), (80, 24), (100, 30), (120, 34), (160, 50))
 KEYS = ("space", "p", "s", "c", "r", "i", "C-t", "Escape", "l", "m", "+", "-", "[", "]", "?", "F1",
         "0", "1", "2", "3", "4", "5", "6", "7", "Tab", "BTab", "Enter", "n", "y", "a", "hello", "/temp 0.9",
         "/help", "BSpace", "Up", "Down", "Left", "Right", "PageUp", "PageDown", "Home", "End")
+# d detaches the cockpit by design (the UI closes, training goes on): the monkey never sends it
+DETACH_KEYS = {k for a in ACTIONS if a.action == "detach" for k in a.keys.split(",")}
 PASTES = ("\x1b]0;title\x07 tab\there", "\x1b[31mred\x1b[0m\r\nnext line\n", "é中文🙂 " * 40,
           "word " * 400, "\t\t\x01\x7f\x1b")
 
@@ -54,9 +58,12 @@ def monkey(session: str, rng: random.Random, seconds: float) -> None:
             w, h = rng.choice(SIZES)
             tmux("resize-window", "-t", session, "-x", str(w), "-y", str(h))
         elif roll < 0.16:
-            tmux("set-buffer", "-b", "monkey", rng.choice(PASTES))
-            bracketed = ["-p"] if rng.random() < 0.5 else []
-            tmux("paste-buffer", "-d", "-b", "monkey", *bracketed, "-t", session)
+            text, bracketed = rng.choice(PASTES), rng.random() < 0.5
+            if not bracketed:  # unbracketed, a paste outside the chat input is keys: not the one that detaches
+                text = "".join(c for c in text if c not in DETACH_KEYS)
+            buffer = f"monkey-{os.getpid()}"  # (buffers are the tmux server's: one per test process)
+            tmux("set-buffer", "-b", buffer, text)
+            tmux("paste-buffer", "-d", "-b", buffer, *(["-p"] if bracketed else []), "-t", session)
         else:
             key = rng.choice(KEYS)
             literal = ["-l"] if len(key) > 1 and (" " in key or key.islower() or key.startswith("/")) else []

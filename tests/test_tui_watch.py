@@ -101,3 +101,30 @@ async def test_viewer_follows_appended_metrics_and_refuses_controls(tmp_path):
         await wait_for(pilot, lambda: not app.is_running)
     assert app.join_tutor(timeout=2)
     assert made["watcher"].refused == ["pause", "pause", "save", "checkpoint"]
+
+
+# --- a live run: its snapshot stream, read-only --------------------------------------------------------
+
+
+async def test_watch_on_a_live_run_follows_its_socket_and_never_steers_it(make_cfg, tmp_path):
+    from test_endpoint import Running
+
+    from tui.watch import viewer
+
+    with Running(make_cfg("train.steps=0", "train.save_every=0"), tmp_path / "run", publish_every=0.0) as run:
+        app, remote = viewer(run.run_dir, handle_signals=False)
+        assert remote is not None and "live" in app.sub_title
+        async with app.run_test(size=SMALL) as pilot:
+            await wait_for(pilot, lambda: app.snapshot is not None and app.snapshot.state == "running")
+            first = app.snapshot.step
+            await wait_for(pilot, lambda: app.snapshot.step > first + 5)  # fed by the run's snapshots
+            await pilot.press("space", "s", "c")
+            assert remote.refused == ["pause", "save", "checkpoint"]  # recorded, never sent
+            await pilot.press("q")
+            await wait_for(pilot, lambda: not app.is_running)
+        remote.close()
+        assert app.join_tutor(timeout=5)
+        assert run.advances() and run.tutor.snapshot().state == "running"
+        assert not any("requested by" in e.message for e in run.tutor.snapshot().events)
+    app, remote = viewer(run.run_dir, handle_signals=False)  # not live any more: its files
+    assert remote is None and "files" in app.sub_title

@@ -25,17 +25,19 @@ from textual.containers import Container
 from textual.widgets import Footer, Header, Input, Tab, Tabs
 
 from babyllm.calligraphist import Calligraphist
+from babyllm.config import TuiConfig
 from babyllm.events import EventKind
 from babyllm.snapshot import Event, History, Snapshot, TutorControl
 from babyllm.stats import REGISTRY, Registry
 from tui import actions as table
 from tui.actions import ACTIONS, VIEWER_INTRO, Action
 from tui.commands import CockpitCommands
+from tui.detach import Detacher
 from tui.messages import SnapshotReady, TutorFailed, TutorFinished, TutorProgress, TutorReady, TutorSaid
 from tui.pace import TICK, UI_BUDGET_CPU, Pace, budget_for
 from tui.panes import PANES, PaneSlot, grid_css
 from tui.refresh import Refresher
-from tui.screens import VIEWER_CHAT_HELP, ConfirmScreen, ErrorScreen, HelpScreen
+from tui.screens import VIEWER_CHAT_HELP, AttachedQuitScreen, ConfirmScreen, ErrorScreen, HelpScreen
 from tui.tutor_thread import TutorFactory, TutorThread, end_process_later, install_signal_handlers, tty
 from tui.widgets.base import Pane
 from tui.widgets.chat import ChatPane
@@ -51,6 +53,8 @@ ChatFactory = Callable[[Any], Any]  # tutor -> an Infer2-like object (.stream, .
 WIDE_COLUMNS = 120
 WIDE_ROWS = 34
 VIEWER_REFUSAL = "viewer: training is controlled by the training process"
+VIEWER_CHAT_NOTE = ("viewer: the first message loads the run's newest save on the CPU here; "
+                    "/reload (or r) takes a newer one.")
 
 
 class CockpitApp(App[int]):
@@ -76,6 +80,9 @@ class CockpitApp(App[int]):
         actions: Sequence[Action] = ACTIONS,
         panes: Sequence[PaneSlot] = PANES,
         registry: Registry = REGISTRY,
+        on_hangup: str = TuiConfig.on_hangup,
+        detacher: Detacher | None = None,
+        attached: bool = False,
     ) -> None:
         super().__init__()
         self.viewer = viewer
@@ -97,6 +104,10 @@ class CockpitApp(App[int]):
         self.paused = False
         self.quitting = False
         self.terminal_lost = False  # SIGHUP or a dead tty: restoring the terminal may hang, see exit()
+        self.on_hangup = on_hangup  # [tui] on_hangup: "detach" or "stop"
+        self.detacher = detacher  # leaves a hung-up terminal (None: the caller does, e.g. tests)
+        self.detached = ""  # why the UI closed with the Tutor still training ("" = it did not)
+        self.attached = attached  # the Tutor trains in another process (--attach): q asks detach or stop
         self.active_pane = "stats"
         self.compact = True
         self.exit_code = 0
@@ -116,6 +127,10 @@ class CockpitApp(App[int]):
     def tutor(self) -> Any:
         """The Tutor (a Watcher in a viewer), or None while it is still being built."""
         return self._tutor_thread.tutor
+
+    @property
+    def tutor_thread(self) -> TutorThread:
+        return self._tutor_thread
 
     @property
     def history(self) -> History | None:
@@ -161,9 +176,7 @@ class CockpitApp(App[int]):
             if not self.is_headless and tty(0):
                 self.set_interval(1.0, self._check_terminal)
         if self.viewer:
-            self.chat_pane.add_line(
-                "", "viewer: the first message loads the run's newest save on the CPU here; "
-                    "/reload (or r) takes a newer one.", "dim")
+            self.chat_pane.add_line("", VIEWER_CHAT_NOTE, "dim")
             self.pane("sample").border_subtitle = "viewer: samples are not in the run's files"
         self._tutor_thread.start()
 
@@ -497,8 +510,9 @@ class CockpitApp(App[int]):
         return True
 
     def on_unmount(self) -> None:
-        """However the app ends, the Tutor is told to stop (it saves); the caller joins its thread."""
-        self._tutor_thread.stop()
+        """However the app ends (but by a detach), the Tutor is told to stop (it saves); the caller joins it."""
+        if not self.detached and not self.attached:  # (an attached cockpit stops the run only when asked to)
+            self._tutor_thread.stop()
 
     def action_leave(self) -> None:
         focused = self.focused
@@ -576,7 +590,19 @@ class CockpitApp(App[int]):
         if self.quitting:
             self.notify("Already stopping: saving and waiting for the Tutor…")
             return
+        if self.attached:
+            if not self._tutor_thread.alive:  # the run has ended (or the connection is lost): nothing to ask
+                self.detach("q")
+                return
+            self.push_screen(AttachedQuitScreen(), self._attached_quit_answer)
+            return
         self.push_screen(ConfirmScreen("Quit? The Tutor saves first, then stops.", "Quit"), self._quit_answer)
+
+    def _attached_quit_answer(self, choice: str | None) -> None:
+        if choice == "detach":
+            self.detach("q: detach")
+        elif choice == "stop":
+            self.begin_shutdown()
 
     def _quit_answer(self, yes: bool | None) -> None:
         if yes:
@@ -584,6 +610,23 @@ class CockpitApp(App[int]):
 
     def action_quit_now(self) -> None:
         self.begin_shutdown()
+
+    def action_detach(self) -> None:
+        """d: the UI closes, the Tutor trains on (the caller takes the process off the terminal)."""
+        self.detach("d key")
+
+    def detach(self, why: str) -> None:
+        if self.viewer:
+            self.notify("viewer: q leaves the viewer; the training goes on without it.", severity="warning")
+            return
+        if self.quitting or self.detached:
+            if self.quitting:
+                self.notify("Already stopping: saving and waiting for the Tutor…")
+            return
+        self.detached = why
+        self.chat_pane.stop_streaming()
+        self._ui_event(f"detach ({why}): training carries on")
+        self.exit(self.exit_code)
 
     # -- stopping ----------------------------------------------------------------------------
 
@@ -613,7 +656,7 @@ class CockpitApp(App[int]):
         By the time the app exits the Tutor has stopped and saved (or the join timed out), so ending
         the process hard a few seconds later loses nothing.
         """
-        if self.terminal_lost:
+        if self.terminal_lost and not self.detached:
             end_process_later(args[0] if args and isinstance(args[0], int) else self.exit_code)
         super().exit(*args, **kwargs)
 
@@ -627,16 +670,30 @@ class CockpitApp(App[int]):
         return self._tutor_thread.join(self.join_timeout if timeout is None else timeout)
 
     def _on_signal(self, sig: int) -> None:
+        if sig == signal.SIGHUP:
+            self.hang_up("SIGHUP")
+            return
+        if self.attached:  # the run is not this process's to stop: a signal only ends the cockpit
+            self.detach(signal.Signals(sig).name)
+            return
         self.status.note = f"{signal.Signals(sig).name}: saving and stopping…"
-        self.terminal_lost = self.terminal_lost or sig == signal.SIGHUP
         self.begin_shutdown()
 
     def _check_terminal(self) -> None:
-        """A lost terminal (closed SSH session without SIGHUP) counts as a request to stop."""
-        if not self.quitting and not tty(0):
-            self.status.note = "terminal lost: saving and stopping…"
-            self.terminal_lost = True
-            self.begin_shutdown()
+        """A lost terminal (closed SSH session without SIGHUP) counts as a hang-up."""
+        if not self.quitting and not self.detached and not tty(0):
+            self.hang_up("terminal lost")
+
+    def hang_up(self, why: str) -> None:
+        """The terminal is gone: detach (nothing more is written to it) or save and stop, as on_hangup says."""
+        if (self.on_hangup == "detach" or self.attached) and not self.viewer and not self.quitting:
+            if self.detacher is not None and not self.detached:
+                self.detacher.hung_up(self._tutor_thread)  # first, before the UI tears down
+            self.detach(why)
+            return
+        self.status.note = f"{why}: saving and stopping…"
+        self.terminal_lost = True
+        self.begin_shutdown()
 
 
 def _folder(message: str) -> str:

@@ -1,4 +1,5 @@
-"""`babyllm-tui`: train babyLLM in the cockpit (or, with --watch RUN_DIR, view a run trained elsewhere).
+"""`babyllm-tui`: train babyLLM in the cockpit (with --attach RUN_DIR, drive a live run trained elsewhere;
+with --watch RUN_DIR, view one).
 
 Mistakes in the arguments, config, corpus or run directory are one line on stderr and exit code 2,
 before the app starts; problems found while the Tutor starts (it builds the tokenizer and encodes
@@ -15,6 +16,7 @@ from typing import Any
 
 from babyllm.cli import add_training_args, run_command
 from babyllm.runsetup import make_tutor, prepare_run
+from tui.detach import Detacher, Notifier, launch
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,10 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", metavar="RUN_DIR", type=Path,
                    help="view a run trained by another process (read-only: follows its metrics, events and "
                         "saves; chat loads its newest save); not with the training options")
+    p.add_argument("--attach", metavar="RUN_DIR", type=Path,
+                   help="the full cockpit on a run another process trains (every key, live chat), over its "
+                        "control socket; q asks: detach (it trains on) or stop it")
     return p
 
 
-def cockpit(args: argparse.Namespace) -> int:
+def cockpit(args: argparse.Namespace, notifier: Notifier | None = None) -> int:
+    """The training cockpit in this process; ``notifier`` tells the launcher (tui.detach) of a detach."""
     from babyllm.librarian import find_corpus
     from babyllm.runtime import pick_device
 
@@ -45,9 +51,14 @@ def cockpit(args: argparse.Namespace) -> int:
         return make_tutor(cfg, run_dir, args.resume, publish=publish, say=say,
                           progress=lambda p: app.show_progress(p.line(width=10)))  # fits 80 columns
 
+    detacher = Detacher(run_dir, notifier)
     app = CockpitApp(tutor_factory, chat_factory=lambda tutor: tutor.chat_session(), window=cfg.stats.window,
-                     subtitle=f"{cfg.name} · {device} · {run_dir}")
+                     subtitle=f"{cfg.name} · {device} · {run_dir}", on_hangup=cfg.tui.on_hangup, detacher=detacher)
     code = app.run()
+    if app.detached:  # the UI is gone; the Tutor trains on in this process, off the terminal
+        return detacher.carry_on(app.tutor_thread)
+    if notifier is not None:
+        notifier.close()
     stopped = app.join_tutor(timeout=app.join_timeout)
     if app.failure:
         print(f"babyllm-tui: {app.failure}", file=sys.stderr)
@@ -66,11 +77,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     tune_malloc()
     args = build_parser().parse_args(argv)
+    if args.attach is not None:
+        from tui.attach import attach_command
+
+        return run_command(attach_command, args)
     if args.watch is not None:
         from tui.watch import watch_command
 
         return run_command(watch_command, args)
-    return run_command(cockpit, args)
+    # Fork now, before torch or any thread: the child runs the cockpit, this process waits (tui.detach).
+    return launch(lambda notifier: run_command(lambda a: cockpit(a, notifier), args))
 
 
 if __name__ == "__main__":

@@ -118,3 +118,30 @@ class ErrorScreen(Dialog[None]):
 
     def action_dismiss(self) -> None:  # type: ignore[override]
         self.answer_once(None)
+
+
+class AttachedQuitScreen(Dialog[str]):
+    """q in an attached cockpit: leave the run training ("detach"), stop it ("stop", it saves) or cancel ("")."""
+
+    BINDINGS = [Binding("d,enter", "answer('detach')", "detach"), Binding("s", "answer('stop')", "stop the run"),
+                Binding("n,escape", "answer('')", "cancel")]
+
+    DEFAULT_CSS = """
+    #attached-quit-box { width: 56; }
+    #attached-quit-buttons { height: auto; margin-top: 1; }
+    #attached-quit-buttons Button { width: 100%; }
+    """
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="attached-quit-box", classes="dialog"):
+            yield Static("Leave the cockpit? Another process trains the run.")
+            with Vertical(id="attached-quit-buttons"):
+                yield Button("Detach: leave it training (d)", variant="primary", id="detach")
+                yield Button("Stop the run: it saves, then stops (s)", variant="error", id="stop")
+                yield Button("Cancel (n)", id="cancel")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.answer_once({"detach": "detach", "stop": "stop"}.get(event.button.id or "", ""))
+
+    def action_answer(self, choice: str) -> None:
+        self.answer_once(choice)

@@ -16,7 +16,7 @@ from textual.message import Message
 
 from babyllm.errors import BabyError
 from babyllm.runtime import release_openmp_threads
-from babyllm.snapshot import Snapshot, TutorControl
+from babyllm.snapshot import Snapshot, State, TutorControl
 from tui.messages import SnapshotReady, TutorFailed, TutorFinished, TutorReady, TutorSaid
 
 Publish = Callable[[Snapshot], None]
@@ -46,13 +46,33 @@ class TutorThread:
         self.stop_requested = threading.Event()
         self._stop_sent = False
         self._thread: threading.Thread | None = None
+        self._said: Say | None = None  # once detached: where the Tutor's words go (the UI is gone)
+        self.result: State | None = None  # what run() returned
+        self.failed: TutorFailed | None = None
 
     def publish(self, snapshot: Snapshot) -> None:
         """Called from the Tutor's thread: queue a coalescing message, never block."""
-        self._post(SnapshotReady(snapshot))
+        self._send(SnapshotReady(snapshot))
 
     def say(self, text: str) -> None:
-        self._post(TutorSaid(text))
+        if self._said is not None:
+            self._said(text)
+        else:
+            self._send(TutorSaid(text))
+
+    def _send(self, message: Message) -> None:
+        if self._said is None:  # detached: nobody reads the messages
+            self._post(message)
+
+    def detach(self, say: Say) -> None:
+        """The UI has gone: drop snapshots, send what the Tutor says to ``say``; the Tutor trains on."""
+        self._said = say
+
+    def debug_log(self, text: str) -> None:
+        """A line for the run's debug.log, through the Tutor (nothing while it is still being built)."""
+        if self.tutor is not None:
+            with contextlib.suppress(Exception):  # a full disk must not stop a detach
+                self.tutor.debug_log(text)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._main, name="tutor", daemon=True)
@@ -74,21 +94,47 @@ class TutorThread:
             if self.stop_requested.is_set():
                 self.stop()
             run = getattr(tutor, "run", None)
-            result = run() if callable(run) and not self.stop_requested.is_set() else None
-            self._post(TutorFinished(result))
+            self.result = run() if callable(run) and not self.stop_requested.is_set() else None
+            self._send(TutorFinished(self.result))
         except BabyError as e:
             # a user mistake found late (e.g. an empty corpus): the same exit code as the CLI's
-            self._post(TutorFailed(str(e), exit_code=2))
+            self._fail(TutorFailed(str(e), exit_code=2))
         except BaseException as e:  # noqa: BLE001 - shown on the error screen, never a frozen app
-            self._post(TutorFailed(f"{type(e).__name__}: {e}", traceback.format_exc()))
+            self._fail(TutorFailed(f"{type(e).__name__}: {e}", traceback.format_exc()))
 
-    def stop(self) -> None:
-        """Tell the Tutor to stop, once (if it is still being built, the thread stops it when built)."""
+    def _fail(self, message: TutorFailed) -> None:
+        self.failed = message
+        if self._said is not None and message.details:
+            self.debug_log(message.details)
+        self._send(message)
+
+    def outcome(self) -> tuple[int, str]:
+        """Once the thread has ended: the exit code a headless run gives, and a line saying how it ended."""
+        if self.failed is not None:
+            return self.failed.exit_code, f"error: {self.failed.message}"
+        snap = None
+        with contextlib.suppress(Exception):
+            snap = self.tutor.snapshot() if self.tutor is not None else None
+        where = f" at step {snap.step}" if snap is not None else ""
+        saved = f"; last save {snap.last_save_path}" if snap is not None and snap.last_save_path else ""
+        if snap is not None and snap.last_save_error:
+            return 1, f"{self.result or 'stopped'}{where}; save failed: {snap.last_save_error}"
+        code = 0 if self.result in ("finished", "stopped", None) else 1
+        return code, f"training {self.result or 'stopped'}{where}{saved}"
+
+    def stop(self, by: str | None = None) -> None:
+        """Tell the Tutor to stop, once (if it is still being built, the thread stops it when built);
+        ``by`` names who asked (the Tutor's default: the cockpit)."""
         self.stop_requested.set()
         if self.tutor is not None and not self._stop_sent:
             self._stop_sent = True
             with contextlib.suppress(Exception):  # stopping is best effort; the join timeout is the backstop
-                self.tutor.stop()
+                self.tutor.stop(**({"by": by} if by else {}))
+
+    def wait(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for the thread to end (without asking it to stop)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     def join(self, timeout: float) -> bool:
         """Stop the Tutor and wait for its thread; True when it ended. Safe to call after the app exits."""

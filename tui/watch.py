@@ -1,9 +1,11 @@
 """`babyllm-tui --watch RUN_DIR`: the cockpit as a read-only viewer of a run trained elsewhere.
 
-The follower (babyllm.follower.Watcher) reads the run's files and implements TutorControl; this is the
-app around it. Pause, resume, save, checkpoint and roll back are not possible from a viewer: the app
-says so. The chat loads the run's newest save into this process, on the CPU, at the first message
-(never touching the trainer); ``/reload`` or ``r`` makes the next message load the newest save again.
+A live run (its control socket answers) is followed through its snapshot stream (babyllm.remote,
+read-only: no request is ever sent); any other run through its files (babyllm.follower.Watcher, which
+implements TutorControl). This is the app around either. Pause, resume, save, checkpoint and roll back
+are not possible from a viewer: the app says so. The chat loads the run's newest save into this process,
+on the CPU, at the first message (never touching the trainer); ``/reload`` or ``r`` makes the next
+message load the newest save again.
 
 RUN_DIR must exist. An empty directory is waited on (a training run is about to write into it); a
 non-empty one without any run file is refused with a one-line error (babyllm.runfiles.check_run_dir).
@@ -13,11 +15,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from babyllm.errors import BabyError
 from babyllm.follower import Watcher
+from babyllm.remote import Publish, RemoteTutor, Say
 from babyllm.runfiles import check_run_dir
 from tui.app import CockpitApp
+from tui.attach import stats_window
+from tui.tutor_thread import TutorFactory
 
 TRAINING_OPTIONS = (("config", "--config"), ("overrides", "--set"), ("corpus", "--corpus"), ("run", "--run"),
                     ("run_dir", "--run-dir"), ("steps", "--steps"), ("resume", "--resume"))
@@ -30,19 +36,31 @@ def watch_command(args: argparse.Namespace, *, handle_signals: bool = True) -> i
         raise BabyError(f"--watch cannot be combined with {', '.join(given)}: the viewer only reads a run; "
                         "training options belong to the training command")
     run_dir = check_run_dir(args.watch, "watch", "--watch")
-    window = 100
-    try:
-        from babyllm.soul import saved_config
-
-        window = saved_config(run_dir).stats.window
-    except (BabyError, OSError):
-        pass
-    # the same cockpit, as a viewer: no training controls in its keys, help or palette
-    app = CockpitApp(lambda publish, say: Watcher(run_dir, publish=publish, say=say),
-                     chat_factory=lambda watcher: watcher.chat_session(), window=window, viewer=True,
-                     subtitle=f"viewer · {run_dir}", join_timeout=10.0, handle_signals=handle_signals)
+    app, remote = viewer(run_dir, handle_signals=handle_signals)
     code = app.run()
+    if remote is not None:
+        remote.close()  # (its run() returns; the run trains on)
     app.join_tutor(timeout=5.0)
     if app.failure:
         print(f"babyllm-tui: {app.failure}", file=sys.stderr)
     return code if isinstance(code, int) else app.exit_code
+
+
+def viewer(run_dir: Path, *, handle_signals: bool = True) -> tuple[CockpitApp, RemoteTutor | None]:
+    """The viewer app: on the live run's snapshots when its socket answers (and that RemoteTutor), else on its files."""
+    remote = _live(run_dir, lambda snap: app.tutor_thread.publish(snap), lambda text: app.tutor_thread.say(text))
+    factory: TutorFactory = ((lambda publish, say: remote) if remote is not None
+                             else (lambda publish, say: Watcher(run_dir, publish=publish, say=say)))
+    # the same cockpit, as a viewer: no training controls in its keys, help or palette
+    app = CockpitApp(factory, chat_factory=lambda followed: followed.chat_session(), window=stats_window(run_dir),
+                     viewer=True, subtitle=f"viewer · {'live' if remote is not None else 'files'} · {run_dir}",
+                     join_timeout=10.0, handle_signals=handle_signals)
+    return app, remote
+
+
+def _live(run_dir: Path, publish: Publish, say: Say) -> RemoteTutor | None:
+    """A read-only RemoteTutor when a live run answers on the run's socket, else None (follow the files)."""
+    try:
+        return RemoteTutor(run_dir, name="babyllm-tui --watch", read_only=True, publish=publish, say=say)
+    except BabyError:
+        return None
