@@ -51,3 +51,28 @@ def plain(widget: Static, width: int = 76) -> str:
     console = Console(width=width, file=io.StringIO(), color_system=None)
     console.print(widget.content)
     return console.file.getvalue()
+
+
+def kill_trainer(run_dir: Path) -> None:
+    """End a test's training process if it outlived the test (a cockpit detaches when its terminal goes).
+
+    The pid is header.json's; it is killed only if its command line names this run directory."""
+    import os
+    import signal
+    import time
+
+    try:
+        pid = int(json.loads((Path(run_dir) / "header.json").read_text())["pid"])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if str(run_dir) not in cmdline:
+        return
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 2.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+            time.sleep(0.1)

@@ -7,10 +7,10 @@ import math
 import sys
 
 import pytest
+from runhelpers import append
 
 from babyllm.cli import main
 from babyllm.plot import read_curves
-from tests.runhelpers import append
 from tui.fake import fake_stats
 
 pytest.importorskip("matplotlib")

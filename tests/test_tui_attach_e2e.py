@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from runhelpers import kill_trainer
 from test_tui_e2e import screen, step_on_screen, tmux, wait_screen
 
 from babyllm.runfiles import DEBUG_LOG, EVENTS_FILE, METRICS_FILE, latest_step
@@ -99,6 +100,7 @@ def test_detach_kill_the_terminal_then_attach_pause_and_chat(tmp_path):
             tmux_quiet("kill-session", "-t", session)
         if pid and alive(pid):
             os.kill(pid, 9)
+        kill_trainer(run_dir)  # (also when the test failed before it knew the pid)
 
 
 def tmux_quiet(*args: str) -> None:

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
+from runhelpers import kill_trainer
 from test_tui import SMALL, make_app, started, wait_for
 
 from babyllm.config import load_config
@@ -349,6 +350,7 @@ def test_d_gives_the_prompt_back_and_training_goes_on(tmp_path):
             with contextlib.suppress(ChildProcessError, ProcessLookupError):
                 os.kill(term.pid, signal.SIGKILL)
                 os.waitpid(term.pid, 0)
+            kill_trainer(run_dir)  # a failed check must not leave the detached run training
 
 
 @pytest.mark.slow
@@ -371,3 +373,4 @@ def test_a_closed_terminal_leaves_the_run_training(tmp_path):
             with contextlib.suppress(ChildProcessError, ProcessLookupError):
                 os.kill(term.pid, signal.SIGKILL)
                 os.waitpid(term.pid, 0)
+            kill_trainer(run_dir)  # a failed check must not leave the detached run training

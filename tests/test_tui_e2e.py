@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from runhelpers import kill_trainer
 
 from babyllm.runfiles import latest_step
 
@@ -81,3 +82,4 @@ def test_babyllm_tui_in_tmux(tmp_path: Path) -> None:
         assert latest_step(run_dir) is not None and latest_step(run_dir) > first
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        kill_trainer(run_dir)  # a killed terminal detaches the cockpit: never leave it training

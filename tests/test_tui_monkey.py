@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from runhelpers import kill_trainer
 from test_tui_e2e import screen, tmux, wait_screen, write_corpus
 
 from tui.actions import ACTIONS
@@ -136,3 +137,4 @@ def test_random_keys_pastes_and_resizes_never_break_the_cockpit(tmp_path: Path) 
         assert done.read_text().strip() == "0", screen(session)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        kill_trainer(run_dir)  # a killed terminal detaches the cockpit: never leave it training
