@@ -61,6 +61,9 @@ def add_runs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", type=Path, default=runfiles.RUNS, metavar="D",
                    help=f"the folder of runs (default: {runfiles.RUNS}/)")
     p.add_argument("--json", action="store_true", help="one JSON object per run")
+    p.add_argument("--compare", nargs="+", type=Path, metavar="RUN",
+                   help="instead: these runs side by side (best validation loss and bpb, steps, tokens, "
+                        "time) and the config keys that differ")
 
 
 def resolve_run(text: str, runs_root: Path = runfiles.RUNS) -> Path:
@@ -231,6 +234,10 @@ class RunRow:
 
 
 def runs_main(args: argparse.Namespace) -> int:
+    if args.compare:
+        from babyllm.compare import compare_main
+
+        return compare_main([resolve_run(str(r), args.root) for r in args.compare], args.json)
     rows = list_runs(args.root)
     if not rows:
         hint = f"no runs in {args.root}/: start one with `babyllm train` or `babyllm-tui`"
