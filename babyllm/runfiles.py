@@ -11,6 +11,7 @@ A run directory (``runs/NAME/``) holds::
     chat.log                  the cockpit's and `babyllm chat`'s conversations
     train.lock                held by the one process that trains the run (babyllm.runlock)
     control.sock              the live run's control socket (babyllm.wire), owner-only; gone once it stops
+    screenshots/              the cockpit's SVG screenshots (the S key)
     save-00000500/            rolling resume points (the last train.keep are kept)
     checkpoint-00001000/      step-numbered snapshots, never pruned
     best/                     the weights with the lowest validation loss (model only, not resumable)
@@ -44,6 +45,7 @@ DEBUG_LOG = "debug.log"
 CHAT_LOG = "chat.log"
 LOCK_FILE = "train.lock"
 CONTROL_SOCKET = "control.sock"
+SCREENSHOTS = "screenshots"
 BEST = "best"
 RESUMABLE_KINDS = ("save", "checkpoint")
 # Inside a save folder:

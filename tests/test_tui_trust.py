@@ -345,3 +345,30 @@ async def test_log_scale_before_the_first_bits_per_byte_draws_without_a_fault():
             pane.redraw()
             pane.query_one(Plot).render()
             assert not pane.failures, pane.failures
+
+
+async def test_S_saves_an_svg_screenshot_into_the_run_directory(tmp_path):
+    from babyllm.runfiles import SCREENSHOTS
+    from tui.app import CockpitApp
+    from tui.fake import FakeChat, FakeTutor
+
+    def make(run_dir):
+        return CockpitApp(lambda publish, say: FakeTutor(publish=publish, run_dir=str(run_dir)),
+                          chat_factory=lambda tutor: FakeChat(), handle_signals=False)
+
+    run_dir = tmp_path / "run"
+    app = make(run_dir)
+    async with app.run_test(size=BIG) as pilot:
+        await started(pilot, app)
+        await pilot.press("S")
+        await pilot.pause(0.5)
+        shots = list((run_dir / SCREENSHOTS).glob("cockpit-*.svg"))
+        assert len(shots) == 1 and "<svg" in shots[0].read_text()[:500]
+        assert "screenshot" in status_text(app)
+    (tmp_path / "ro").write_text("a file where the run directory would be")
+    app = make(tmp_path / "ro")  # its screenshots/ cannot be made: one notice, the app carries on
+    async with app.run_test(size=BIG) as pilot:
+        await started(pilot, app)
+        await pilot.press("S")
+        await pilot.pause(0.3)
+        assert app.is_running and app._exception is None

@@ -97,6 +97,8 @@ ACTIONS: tuple[Action, ...] = (
     Action("left_square_bracket", "cycle_stat(-1)", "prev stat", help_keys="[  ]",
            help="stats: previous / next stat whose band thresholds are shown"),
     Action("right_square_bracket", "cycle_stat(1)", "next stat"),
+    Action("S", "screenshot_svg", "shot", help="save an SVG screenshot of the cockpit (into the run's screenshots/; "
+           "a viewer: into the current folder)", palette="Save a screenshot (SVG)"),
     Action("question_mark,f1", "help", "help", footer=True, key_display="?", help="this help",
            palette="Help: keys"),
     Action("", "", help_keys="ctrl+p", help="command palette: every action here, by name"),

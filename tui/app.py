@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ from textual.widgets import Footer, Header, Input, Tab, Tabs
 from babyllm.calligraphist import Calligraphist
 from babyllm.config import TuiConfig
 from babyllm.events import EventKind
+from babyllm.runfiles import SCREENSHOTS
 from babyllm.snapshot import Event, History, Snapshot, TutorControl
 from babyllm.stats import REGISTRY, Registry
 from tui import actions as table
@@ -459,6 +461,22 @@ class CockpitApp(App[int]):
             tutor.request_checkpoint()
             self._ui_event("checkpoint requested")
             self.status.flash("checkpointing…", 60)
+
+    def action_screenshot_svg(self) -> None:
+        """An SVG of the screen as it is now, with its colours (to look at after an SSH session)."""
+        snap = self.snapshot
+        step = snap.step if snap is not None else 0
+        # a viewer writes nothing into the run directory (another process owns it)
+        folder = Path.cwd() if self.viewer or snap is None or not snap.run_dir else Path(snap.run_dir) / SCREENSHOTS
+        name = f"cockpit-{step:08d}-{time.strftime('%Y%m%d-%H%M%S')}.svg"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            saved = self.save_screenshot(name, str(folder))
+        except OSError as e:
+            self.notify(f"screenshot not saved: {folder}: {e.strerror or e}", severity="error")
+            return
+        self._ui_event(f"screenshot saved: {saved}")
+        self.status.flash(f"screenshot → {saved}", 10)
 
     def action_rollback(self) -> None:
         if self._control("roll back", "rollback") is None:
