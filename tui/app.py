@@ -548,6 +548,11 @@ class CockpitApp(App[int]):
         self._loss.log_scale = not self._loss.log_scale
         self.status.flash(f"loss plot: {self._loss.settings_text()}", 2)
 
+    def action_toggle_window_plot(self) -> None:
+        pane = self.pane("windows")
+        pane.show_sizes = not pane.show_sizes  # type: ignore[attr-defined]
+        self.status.flash(f"windows plot: {'sizes' if pane.show_sizes else 'weightings'} over steps", 2)  # type: ignore[attr-defined]
+
     def action_toggle_smoothing(self) -> None:
         self._loss.smoothing_on = not self._loss.smoothing_on
         self.status.flash(f"loss plot: {self._loss.settings_text()}", 2)

@@ -7,6 +7,7 @@ import math
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.geometry import Size
+from textual.reactive import var
 
 from babyllm.stats import REGISTRY, WINDOW_SIZE, WINDOW_WEIGHT
 from tui.widgets.base import Guarded, PlotPane
@@ -80,6 +81,11 @@ class WindowsPane(PlotPane):
     SHORT = "windows"
     TITLE = "windows"
 
+    show_sizes: var[bool] = var(False, init=False)  # the plot: weightings (False) or sizes over steps (the w key)
+
+    def watch_show_sizes(self) -> None:
+        self.cockpit.request_redraw(self.NAME)  # on the next tick, as the loss pane's settings
+
     def compose(self) -> ComposeResult:
         yield WindowBars()
         yield Plot(id="windows-plot")
@@ -101,16 +107,21 @@ class WindowsPane(PlotPane):
         plt.clear_figure()
         n = windows_in(self.snapshot.stats) if self.snapshot else 0
         points = min(MAX_POINTS, max(50, plot.size.width))  # 7 lines: plotext's cost grows with points
+        stat = WINDOW_SIZE if self.show_sizes else WINDOW_WEIGHT
         drawn: list[int] = []
         for i in range(n):
-            steps, values = history.series(REGISTRY.key(WINDOW_WEIGHT, i), points) if history else ([], [])
-            x, y = finite(steps, values)
+            steps, values = history.series(REGISTRY.key(stat, i), points) if history else ([], [])
+            x, y = finite(steps, values, positive=self.show_sizes)
             if x:
                 plt.plot(x, y, color=PLOT_COLOURS[i % len(PLOT_COLOURS)], marker="braille")
                 drawn += x[:1] + x[-1:]
+        if self.show_sizes and drawn:
+            plt.yscale("log")  # sizes span 1 .. the context: a log axis keeps the small ones apart
         integer_ticks(plt, drawn)
+        what = "sizes over steps, log" if self.show_sizes else "weightings over steps"
         same = 1 < n <= len(PLOT_COLOURS)  # every line has its own colour, as its bar above
-        plt.title(f"weightings over steps (colours as #0…#{n - 1} above)" if same else "weightings over steps")
+        # (short: plotext drops a title wider than the plot)
+        plt.title(f"{what} (#0…#{n - 1} as above; w: {'weights' if self.show_sizes else 'sizes'})" if same else what)
         plt.xlabel("step")
         plot.mark_drawn()
         plot.replot()
