@@ -303,7 +303,10 @@ class CockpitApp(App[int]):
             self.exit(self.exit_code)
             return
         self._event("state", f"training ended: {message.result or 'stopped'}")
-        self.notify(f"Training ended ({message.result or 'stopped'}). The chat still works; q quits.")
+        if self.attached:  # the model lives in the run's process, which is gone: nothing left to chat with
+            self.notify(f"The run ended ({message.result or 'stopped'}); its plots stay here. q quits.")
+        else:
+            self.notify(f"Training ended ({message.result or 'stopped'}). The chat still works; q quits.")
 
     def on_tutor_failed(self, message: TutorFailed) -> None:
         self.failure = message.message
