@@ -84,10 +84,10 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def rss_bytes() -> float:
+def rss_bytes(statm: Path = Path("/proc/self/statm")) -> float:
     """This process's resident memory (/proc/self/statm; elsewhere its peak, from getrusage)."""
     try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        pages = int(statm.read_text().split()[1])
         return float(pages * os.sysconf("SC_PAGE_SIZE"))
     except (OSError, ValueError, IndexError):
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -44,10 +44,11 @@ PANES: tuple[PaneSlot, ...] = (
 )
 GRID_COLUMNS = ("2fr", "3fr", "2fr")
 # The last two rows are short: timings, the sample, the log and the system readings are lines of text
-# (the system pane's four lines and its border fill its row; the log shows its latest three). Together
-# no taller than 11, so that at the wide layout's least height (tui.app.WIDE_ROWS) the loss plot still fits.
-GRID_ROWS = ("1fr", "1fr", "5", "6")
-EXTRA_ROW = "1fr"  # rows that panes beyond the nine cells add
+# (the system pane's four lines and its border fill its row; the log shows its newest four). The first
+# row gets a little more than the second: at the wide layout's least height (tui.app.WIDE_ROWS) that is
+# just enough for the loss plot (its rows, legend and border) and all seven window bars.
+GRID_ROWS = ("10fr", "9fr", "6", "6")
+EXTRA_ROW = "9fr"  # rows that panes beyond the twelve cells add: as tall as the second
 
 
 def grid_rows_needed(panes: Sequence[PaneSlot], columns: int = len(GRID_COLUMNS)) -> int:

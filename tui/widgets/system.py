@@ -16,7 +16,7 @@ from babyllm.system import BY_KEY
 from tui.widgets.base import Guarded, Pane
 from tui.widgets.windows import bar
 
-NO_READINGS = "no system readings (only a live run sends them: a file-following viewer has none)"
+NO_READINGS = "no system readings: only a live run sends them"  # (a file-following viewer has none)
 LABEL = 10  # cells for a line's label
 BAR_MAX = 30
 BAR_MIN = 3
