@@ -22,7 +22,7 @@ BAR_MAX = 30
 BAR_MIN = 3
 BAR_STYLE = "#5575f9"
 
-Line = tuple[str, float, str]  # label, bar fraction (nan: no bar), the value's text
+Line = tuple[str, float, str]  # label, bar fraction (nan: a blank bar), the value's text
 
 
 def _get(readings: dict[str, float], key: str) -> float:
