@@ -78,6 +78,7 @@ class Snapshot:
     last_save_step: int | None = None
     last_save_path: str | None = None
     last_save_error: str | None = None  # why the latest save failed (None once one succeeds)
+    system: dict[str, float] = field(default_factory=dict)  # the training process's resources (babyllm.system)
 
 
 class History:

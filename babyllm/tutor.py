@@ -62,6 +62,7 @@ from babyllm.runlock import RunLock
 from babyllm.runtime import autocast, pick_device, resolve_dtype
 from babyllm.snapshot import Corpus, Event, History, Sample, Snapshot, State
 from babyllm.stats import NORM, PARTS, REGISTRY
+from babyllm.system import SystemSampler
 
 SLOW_STATS_EVERY = 10  # steps between the costlier stats (readings, entropy, activations, norms)
 TIMED_EVERY_CUDA = 10  # on CUDA, sections are timed (with a device sync) only every this many steps
@@ -142,6 +143,8 @@ class Tutor:
             self.device = torch.device("cuda", distributed.local_rank())
         self.history = History()
         self.weights_lock = threading.Lock()
+        # rank 0's process and machine in every snapshot, so an attached cockpit shows the training side's
+        self._system = SystemSampler(str(self.device)) if self.is_main else None
 
         self._requests = Requests()
         self._endpoint: Endpoint | None = None  # the control socket, served by rank 0 while run() trains
@@ -865,7 +868,8 @@ class Tutor:
             config_name=self.cfg.name, run_dir=str(self.run_dir), dtype=self.dtype, params=self._param_count,
             corpus=self._corpus, best_val=self.best_val, best_val_step=self.best_val_step,
             last_save_step=self.last_saved_step, last_save_path=str(path) if path is not None else None,
-            last_save_error=self.last_save_error)
+            last_save_error=self.last_save_error,
+            system=self._system.read() if self._system is not None else {})
 
     def _maybe_publish(self, force: bool = False) -> None:
         if self._board.current is None:  # (not while building: the first snapshot comes at its end)

@@ -22,8 +22,10 @@ Unasked lines carry ``type``; replies to a request carry ``id`` (chat_end carrie
 returns it, the pieces before it wait in messages()). A line longer than MAX_LINE, not UTF-8, not
 JSON or not an object gets ``{ok: false, error}`` and the connection carries on (a line too long is
 skipped up to its newline). Snapshots travel as plain JSON (snapshot_to_json), with non-finite
-numbers as null. The socket is the run's owner's (mode 0600; a peer of another uid, root excepted,
-gets one ``{ok: false, error}`` line and is closed); the server is babyllm.endpoint.
+numbers as null; a snapshot's ``system`` holds the training process's readings (keys and units in
+babyllm.system.READINGS; absent in an older run's snapshots: read as none). The socket is the run's
+owner's (mode 0600; a peer of another uid, root excepted, gets one ``{ok: false, error}`` line and is
+closed); the server is babyllm.endpoint.
 """
 
 from __future__ import annotations
@@ -119,4 +121,5 @@ def snapshot_from_json(obj: dict[str, Any]) -> Snapshot:
         if isinstance(corpus, dict) else None,
         best_val=_number(best, math.inf), best_val_step=int(obj.get("best_val_step") or 0),
         last_save_step=obj.get("last_save_step"), last_save_path=obj.get("last_save_path"),
-        last_save_error=obj.get("last_save_error"))
+        last_save_error=obj.get("last_save_error"),
+        system={str(k): _number(v) for k, v in (obj.get("system") or {}).items()})

@@ -99,8 +99,8 @@ async def test_number_keys_switch_panes_when_small_and_maximise_when_big():
     async with app.run_test(size=SMALL) as pilot:
         await started(pilot, app)
         assert app.compact and app.active_pane == "stats"
-        panes = ("stats", "loss", "chat", "windows", "timing", "sample", "events")
-        for key, name in zip("1234567", panes, strict=True):
+        panes = ("stats", "loss", "chat", "windows", "timing", "sample", "events", "system")
+        for key, name in zip("12345678", panes, strict=True):
             await pilot.press(key)
             assert app.active_pane == name
             assert app.pane(name).display and app.pane(name).region.height > 10

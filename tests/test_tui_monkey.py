@@ -29,7 +29,7 @@ SIZES = ((40, 12), (60, 20), (80, 24), (100, 30), (120, 34), (160, 50))
 # Every cockpit key and plain typing, but nothing that could end the run: q, ctrl+c and ctrl+p (the
 # palette can reach "quit") are left out, and a rollback needs ctrl+y, which is left out too.
 KEYS = ("space", "p", "s", "c", "r", "i", "C-t", "Escape", "l", "m", "w", "S", "+", "-", "[", "]", "?", "F1",
-        "0", "1", "2", "3", "4", "5", "6", "7", "Tab", "BTab", "Enter", "n", "y", "a", "hello", "/temp 0.9",
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "Tab", "BTab", "Enter", "n", "y", "a", "hello", "/temp 0.9",
         "/help", "BSpace", "Up", "Down", "Left", "Right", "PageUp", "PageDown", "Home", "End")
 # d detaches the cockpit by design (the UI closes, training goes on): the monkey never sends it
 DETACH_KEYS = {k for a in ACTIONS if a.action == "detach" for k in a.keys.split(",")}

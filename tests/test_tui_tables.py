@@ -50,7 +50,7 @@ GAUGE_ACTION = Action("g", "notify('gauge pressed')", "gauge", footer=True, help
 
 def make_app(**kwargs) -> CockpitApp:
     return CockpitApp(lambda publish, say: FakeTutor(publish=publish), handle_signals=False,
-                      panes=(*PANES, PaneSlot(GaugePane, "8")), actions=(*ACTIONS, GAUGE_ACTION), **kwargs)
+                      panes=(*PANES, PaneSlot(GaugePane, "9")), actions=(*ACTIONS, GAUGE_ACTION), **kwargs)
 
 
 async def wait_for(pilot, condition, timeout: float = 5.0) -> None:
@@ -69,8 +69,8 @@ async def test_a_pane_and_an_action_added_to_the_tables_show_everywhere():
     async with app.run_test(size=SMALL) as pilot:
         await wait_for(pilot, lambda: app.snapshot is not None)
         gauge = app.pane("gauge")
-        assert str(gauge.border_title).startswith("8 test gauge")
-        await pilot.press("8")  # its number key shows it (small terminal: one pane at a time)
+        assert str(gauge.border_title).startswith("9 test gauge")
+        await pilot.press("9")  # its number key shows it (small terminal: one pane at a time)
         assert app.active_pane == "gauge" and gauge.region.height > 5
         await wait_for(pilot, lambda: "step 300" in str(app.query_one("#gauge-text", Static).render()))
         assert "g" in shown_keys(app)  # the footer
@@ -81,7 +81,7 @@ async def test_a_pane_and_an_action_added_to_the_tables_show_everywhere():
         assert isinstance(app.screen, HelpScreen)
         assert ("g", "test: say gauge pressed") in app.screen.rows
         keys, what = next(r for r in app.screen.rows if "…" in r[0])
-        assert keys == "1 … 8" and what.split(":")[0].endswith("log gauge")
+        assert keys == "1 … 9" and what.split(":")[0].endswith("system gauge")
         await pilot.press("escape")
 
         names = [name for name, _, _ in CockpitCommands(app.screen).commands()]
@@ -126,17 +126,18 @@ async def test_a_stat_added_to_the_registry_shows_in_the_stats_pane_and_the_pale
 
 async def test_a_new_pane_gets_a_row_of_the_wide_grid():
     app = make_app()
-    assert grid_rows_needed(PANES) == 3 and grid_rows_needed(app.pane_slots) == 4
+    assert grid_rows_needed(PANES) == 4 and grid_rows_needed(app.pane_slots) == 5
     async with app.run_test(size=BIG) as pilot:
         await wait_for(pilot, lambda: app.snapshot is not None)
         await pilot.pause(0.1)
         assert not app.compact and all(p.region.height > 5 for p in app.panes)
 
 
-def test_the_grid_css_keeps_the_seven_pane_layout():
+def test_the_grid_css_keeps_the_eight_pane_layout():
     css = grid_css(PANES)
-    assert "grid-size: 3 3;" in css and "grid-rows: 1fr 1fr 9;" in css
+    assert "grid-size: 3 4;" in css and "grid-rows: 10fr 9fr 6 6;" in css
     assert "#stats { row-span: 2;" in css and "#chat { row-span: 2;" in css and "#loss" not in css
+    assert "#timing { row-span: 2;" in css and "#sample { row-span: 2;" in css and "#system" not in css
 
 
 def test_each_key_does_one_thing_in_each_cockpit():
@@ -167,7 +168,7 @@ def test_the_readme_keys_table_comes_from_the_same_rows():
     lines = table.splitlines()
     assert lines[:2] == ["| key | action |", "| --- | --- |"]
     assert "| `space` / `p` | pause / resume training (also resumes after a NaN alarm) |" in lines
-    assert any(line.startswith("| `1 … 7` | stats loss chat") for line in lines)
+    assert any(line.startswith("| `1 … 8` | stats loss chat") for line in lines)
     assert len(lines) == 2 + len(help_rows(ACTIONS, PANES, viewer=False))
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert table in readme, "README's keys table is stale: paste markdown_keys() over it"

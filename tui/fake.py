@@ -47,6 +47,13 @@ def fake_stats(step: int) -> dict[str, float]:
     return {name: values.get(name, OTHER_VALUE) for name in REGISTRY.names(FAKE_MODEL)}
 
 
+# The training process's readings (babyllm.system.READINGS): a CPU machine's, and what NVML adds on CUDA
+FAKE_CPU_SYSTEM = {"cpu_percent": 187.0, "cpu_cores": 2.0, "rss_gib": 1.23, "mem_total_gib": 31.2,
+                   "mem_available_gib": 20.4}
+FAKE_GPU_SYSTEM = {"gpu_util": 87.0, "gpu_mem_used_gib": 12.3, "gpu_mem_total_gib": 79.6, "gpu_temp_c": 61.0,
+                   "gpu_power_w": 312.0}
+FAKE_SYSTEM = {**FAKE_CPU_SYSTEM, **FAKE_GPU_SYSTEM}
+
 SAMPLE = Sample(
     step=300,
     context="The kettle sang and we sat by the window",
@@ -75,7 +82,9 @@ class FakeTutor:
     """Implements TutorControl with canned, deterministic data; ``calls`` records every request."""
 
     def __init__(self, steps: int = 300, max_steps: int = 1000, publish: Callable[[Snapshot], None] | None = None,
-                 state: State = "running", run_dir: str = "runs/demo", events: tuple[Event, ...] | None = None) -> None:
+                 state: State = "running", run_dir: str = "runs/demo", events: tuple[Event, ...] | None = None,
+                 system: dict[str, float] | None = None) -> None:
+        self.system = dict(FAKE_SYSTEM if system is None else system)
         self.history = History()
         for s in range(1, steps + 1):
             stats = fake_stats(s)
@@ -107,7 +116,7 @@ class FakeTutor:
             return Snapshot(step=self.step, tokens=self.step * 1024, state=self.state, stats=fake_stats(self.step),
                             max_steps=self.max_steps, sample=SAMPLE, events=self.events, event_count=len(self.events),
                             error=self.error, device="cpu", config_name="cpu", run_dir=self.run_dir,
-                            last_save_step=self.last_saved_step)
+                            last_save_step=self.last_saved_step, system=dict(self.system))
 
     def chat_session(self) -> FakeChat:
         self._record("chat_session")

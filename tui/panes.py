@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tui.widgets import ChatPane, EventsPane, LossPane, SamplePane, StatsPane, TimingPane, WindowsPane
+from tui.widgets import ChatPane, EventsPane, LossPane, SamplePane, StatsPane, SystemPane, TimingPane, WindowsPane
 from tui.widgets.base import Pane
 
 
@@ -31,18 +31,24 @@ class PaneSlot:
 #   stats  | loss    | chat
 #   stats  | windows | chat
 #   timing | sample  | log
+#   timing | sample  | system
 PANES: tuple[PaneSlot, ...] = (
     PaneSlot(StatsPane, "1", rows=2),
     PaneSlot(LossPane, "2"),
     PaneSlot(ChatPane, "3", rows=2),
     PaneSlot(WindowsPane, "4"),
-    PaneSlot(TimingPane, "5"),
-    PaneSlot(SamplePane, "6"),
+    PaneSlot(TimingPane, "5", rows=2),
+    PaneSlot(SamplePane, "6", rows=2),
     PaneSlot(EventsPane, "7"),
+    PaneSlot(SystemPane, "8"),
 )
 GRID_COLUMNS = ("2fr", "3fr", "2fr")
-GRID_ROWS = ("1fr", "1fr", "9")  # the last row is short: timings, the sample and the log are lines of text
-EXTRA_ROW = "1fr"  # rows that panes beyond the nine cells add
+# The last two rows are short: timings, the sample, the log and the system readings are lines of text
+# (the system pane's four lines and its border fill its row; the log shows its newest four). The first
+# row gets a little more than the second: at the wide layout's least height (tui.app.WIDE_ROWS) that is
+# just enough for the loss plot (its rows, legend and border) and all seven window bars.
+GRID_ROWS = ("10fr", "9fr", "6", "6")
+EXTRA_ROW = "9fr"  # rows that panes beyond the twelve cells add: as tall as the second
 
 
 def grid_rows_needed(panes: Sequence[PaneSlot], columns: int = len(GRID_COLUMNS)) -> int:

@@ -6,7 +6,9 @@ from tui.widgets.loss import LossPane
 from tui.widgets.sample import SamplePane
 from tui.widgets.stats import StatsPane
 from tui.widgets.status import StatusBar
+from tui.widgets.system import SystemPane
 from tui.widgets.timing import TimingPane
 from tui.widgets.windows import WindowsPane
 
-__all__ = ["ChatPane", "EventsPane", "LossPane", "SamplePane", "StatsPane", "StatusBar", "TimingPane", "WindowsPane"]
+__all__ = ["ChatPane", "EventsPane", "LossPane", "SamplePane", "StatsPane", "StatusBar", "SystemPane", "TimingPane",
+           "WindowsPane"]
