@@ -119,4 +119,5 @@ def snapshot_from_json(obj: dict[str, Any]) -> Snapshot:
         if isinstance(corpus, dict) else None,
         best_val=_number(best, math.inf), best_val_step=int(obj.get("best_val_step") or 0),
         last_save_step=obj.get("last_save_step"), last_save_path=obj.get("last_save_path"),
-        last_save_error=obj.get("last_save_error"))
+        last_save_error=obj.get("last_save_error"),
+        overrides=dict(obj["overrides"]) if isinstance(obj.get("overrides"), dict) else {})

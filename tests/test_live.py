@@ -1,0 +1,122 @@
+"""Live settings: which keys may change mid-run, how a change is checked, applied, saved and resumed."""
+
+import json
+
+import pytest
+
+from babyllm import live
+from babyllm.config import apply_override, load_config
+from babyllm.errors import ConfigError
+from babyllm.tutor import Tutor, lr_multiplier
+
+
+def quiet(_message):
+    pass
+
+
+def metrics(run):
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_live_keys_are_real_config_keys():
+    cfg = load_config("tiny")
+    for key in live.LIVE_KEYS:
+        live.get(cfg, key)  # raises if the table names a key the config does not have
+    assert set(live.SCHEDULE) <= set(live.LIVE_KEYS)
+
+
+@pytest.mark.parametrize("key, why", [("train.batch", "it shapes the batches"),
+                                      ("model.neurons", "it shapes the model"),
+                                      ("data.corpus", "it chose the corpus")])
+def test_a_key_that_shapes_the_run_is_refused_with_the_reason(key, why):
+    cfg = load_config("tiny")
+    with pytest.raises(ConfigError) as e:
+        live.check(cfg, key, "8" if key != "data.corpus" else "x.txt")
+    message = str(e.value)
+    assert message.startswith(f"{key} cannot change mid-run: {why}") and f"restart with --set {key}=" in message
+
+
+def test_a_bad_value_is_the_same_error_as_set():
+    cfg = load_config("tiny")
+    with pytest.raises(ConfigError) as from_set:
+        apply_override(load_config("tiny"), "train.lr=fast")
+    with pytest.raises(ConfigError) as from_live:
+        live.check(cfg, "train.lr", "fast")
+    assert str(from_live.value) == str(from_set.value)
+    with pytest.raises(ConfigError, match="unknown key 'train.lrr'.*did you mean 'lr'"):
+        live.check(cfg, "train.lrr", "0.1")
+    with pytest.raises(ConfigError, match="train.min_lr = 1.0: must be between 0 and train.lr"):
+        live.check(cfg, "train.min_lr", "1.0")
+    assert live.check(cfg, "train.lr", "2e-3") == 0.002 and cfg.train.lr == 0.003  # cfg untouched
+    assert live.check(cfg, "chat.top_k", "5") == 5
+
+
+def change_at(step, changes, then=()):
+    """A publish callback that, once, at `step`, asks for `changes` ((key, text) pairs) then calls `then`."""
+    holder = {"done": False}
+
+    def publish(snap):
+        if snap.step >= step and not holder["done"]:
+            holder["done"] = True
+            t = holder["tutor"]
+            for key, text in changes:
+                t.set_setting(key, text, by="test")
+            for name in then:
+                getattr(t, name)()
+    return holder, publish
+
+
+CHANGES = [("train.lr", "0.004"), ("train.weight_decay", "0.5"), ("train.grad_clip", "0.25"),
+           ("train.warmup", "3")]
+
+
+def test_a_change_is_applied_at_a_step_boundary_and_named_in_the_events(make_cfg, tmp_path):
+    holder, publish = change_at(6, CHANGES)
+    t = holder["tutor"] = Tutor(make_cfg("train.steps=12", "train.warmup=20"), tmp_path / "r", publish=publish,
+                                publish_every=0.0, say=quiet)
+    assert t.run() == "finished"
+    rows = metrics(tmp_path / "r")
+    lr_before, lr_after = rows[5]["lr"], rows[6]["lr"]
+    assert lr_before == pytest.approx(3e-3 * 6 / 20)  # warming up over 20 steps at tiny's train.lr
+    # Warm-up now 3 steps (over): step 7 runs at the new rate's cosine over train.steps, down to min_lr.
+    assert lr_after == pytest.approx(0.004 * lr_multiplier(6, 3, 12, 0.004, t.cfg.train.min_lr))
+    assert t.optimizer.param_groups[0]["weight_decay"] == 0.5 and t.optimizer.param_groups[1]["weight_decay"] == 0
+    assert t.cfg.train.grad_clip == 0.25
+    events = [e.message for e in t.snapshot().events]
+    assert "set train.lr 0.003 -> 0.004 by test" in events
+    assert t.snapshot().overrides == {"train.lr": 0.004, "train.weight_decay": 0.5, "train.grad_clip": 0.25,
+                                      "train.warmup": 3}
+
+
+def test_setting_a_value_back_drops_the_override(make_cfg, tmp_path):
+    holder, publish = change_at(2, [("train.lr", "0.004"), ("train.lr", "0.003"), ("chat.top_k", "3")])
+    t = holder["tutor"] = Tutor(make_cfg("train.steps=4"), tmp_path / "r", publish=publish, publish_every=0.0,
+                                say=quiet)
+    assert t.run() == "finished"
+    assert t.snapshot().overrides == {"chat.top_k": 3}
+    assert t.chat_session().settings.top_k == 3
+
+
+def test_changes_survive_a_save_and_resume_bit_identically(make_cfg, tmp_path):
+    from babyllm.runsetup import prepare_run
+    S, K = 16, 7
+    straight = tmp_path / "straight"
+    holder, publish = change_at(K, CHANGES)
+    t = holder["tutor"] = Tutor(make_cfg(f"train.steps={S}"), straight, publish=publish, publish_every=0.0,
+                                say=quiet)
+    assert t.run() == "finished"
+
+    split = tmp_path / "split"
+    holder, publish = change_at(K, CHANGES, then=("request_save", "stop"))
+    t = holder["tutor"] = Tutor(make_cfg(f"train.steps={S}"), split, publish=publish, publish_every=0.0, say=quiet)
+    assert t.run() == "stopped" and t.step_count == K
+    import argparse
+    cfg, _ = prepare_run(argparse.Namespace(run=None, run_dir=str(split), resume=True, config=None, overrides=[]))
+    assert cfg.train.lr == 0.004 and cfg.train.weight_decay == 0.5  # the save's meta holds the effective config
+    t2 = Tutor(cfg, split, resume=True, say=quiet)
+    assert t2.snapshot().overrides["train.lr"] == 0.004
+    assert t2.run() == "finished"
+    a, b = metrics(straight), metrics(split)
+    assert [m["step"] for m in b] == list(range(1, S + 1))
+    for key in ("loss", "grad_norm", "lr", "val_loss"):
+        assert [m[key] for m in a] == [m[key] for m in b], key
