@@ -120,3 +120,46 @@ def test_changes_survive_a_save_and_resume_bit_identically(make_cfg, tmp_path):
     assert [m["step"] for m in b] == list(range(1, S + 1))
     for key in ("loss", "grad_norm", "lr", "val_loss"):
         assert [m[key] for m in a] == [m[key] for m in b], key
+
+
+# --- over the control socket: babyllm ctl RUN set KEY=VALUE ----------------------------------------
+
+
+@pytest.mark.slow
+def test_ctl_set_changes_a_live_run_and_a_refusal_exits_1(make_cfg, tmp_path, capsys):
+    import os
+    import threading
+
+    from babyllm.cli import main as cli_main
+    from babyllm.client import is_live
+
+    run = tmp_path / "run"
+    t = Tutor(make_cfg("train.steps=0", "train.save_every=0"), run, say=quiet, publish_every=0.0)
+    th = threading.Thread(target=t.run, daemon=True)
+    th.start()
+    try:
+        _wait(lambda: is_live(run) and t.step_count > 2)
+        assert cli_main(["ctl", str(run), "set", "train.lr=0.0015", "chat.temperature=0.5"]) == 0
+        assert capsys.readouterr().out.startswith("set: asked ")
+        who = f"ctl (pid {os.getpid()})"
+        _wait(lambda: f"set train.lr 0.003 -> 0.0015 by {who}" in [e.message for e in t.snapshot().events])
+        _wait(lambda: t.snapshot().overrides == {"train.lr": 0.0015, "chat.temperature": 0.5})
+        assert cli_main(["ctl", str(run), "status"]) == 0
+        assert "set train.lr=0.0015 chat.temperature=0.5" in capsys.readouterr().out
+        assert cli_main(["ctl", str(run), "set", "train.batch=8"]) == 1
+        err = capsys.readouterr().err
+        assert "train.batch cannot change mid-run: it shapes the batches" in err and "Traceback" not in err
+        assert cli_main(["ctl", str(run), "set", "train.lr=fast"]) == 1
+        assert "train.lr = 'fast': expected float" in capsys.readouterr().err
+        assert t.cfg.train.batch != 8 and t.cfg.train.lr == 0.0015
+    finally:
+        t.stop()
+        th.join(30)
+
+
+def _wait(cond, timeout=20.0):
+    import time
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.02)
