@@ -163,3 +163,65 @@ def _wait(cond, timeout=20.0):
     while not cond():
         assert time.monotonic() < end, "timed out"
         time.sleep(0.02)
+
+
+# --- several ranks --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_ranks_apply_a_change_at_the_same_step_running_and_paused(corpus, cache, tmp_path):
+    """Rank 0 hears the change; both ranks must apply it after the same step, or their weights part (a
+    rank on the old rate or decay) and the curve leaves that of one process making the same change."""
+    from test_distributed import assert_same_curve, common, finish, launch, losses
+
+    from babyllm.client import ControlClient, is_live
+
+    procs = launch(tmp_path, common(corpus, cache, "--run-dir", "run", "--steps", "0"))
+    run = tmp_path / "r0" / "run"
+    try:
+        _wait(lambda: is_live(run, timeout=0.5) or any(p.poll() is not None for p in procs), 60)
+        with ControlClient(run, name="ranks") as c:
+            _wait(lambda: c.status().step >= 3)
+            c.call("set", key="train.lr", value=0.02)
+            _wait(lambda: c.status().overrides.get("train.lr") == 0.02)
+            at = c.status().step
+            _wait(lambda: c.status().step >= at + 3)
+            c.call("pause")
+            _wait(lambda: c.status().state == "paused")
+            c.call("set", key="train.weight_decay", value="0.5")  # (applied while paused: the heartbeat)
+            _wait(lambda: c.status().overrides.get("train.weight_decay") == 0.5)
+            c.call("resume")
+            paused_at = c.status().step
+            _wait(lambda: c.status().step >= paused_at + 4)
+            c.call("stop")
+        (rc0, _, err0), (rc1, out1, err1) = finish(procs, timeout=60)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+    assert rc0 == 0 and rc1 == 0, (err0, err1)
+    assert out1 == "" and err1 == ""
+    said = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
+    steps = {e["message"].split(" by ")[0]: e["step"] for e in said if e["message"].startswith("set ")}
+    lr_step, wd_step = steps["set train.lr 0.003 -> 0.02"], steps["set train.weight_decay 0.1 -> 0.5"]
+    got = losses(run)
+    stopped = got[-1]["step"]
+    assert wd_step < stopped and lr_step < wd_step
+
+    # One process, global batch 8 (the same arguments, as test_distributed's straight run), the same changes.
+    cfg = load_config("tiny", [f"data.cache_dir={cache}", "train.warmup=50", "stats.print_every=0.2",
+                               "train.batch=8", "train.steps=0"])
+    cfg.data.corpus = str(corpus.resolve())
+    plan = {lr_step: ("set", "train.lr", "0.02"), wd_step: ("set", "train.weight_decay", "0.5"),
+            stopped: ("stop",)}
+    done: set[int] = set()
+
+    def publish(snap):
+        if snap.step in plan and snap.step not in done:
+            done.add(snap.step)
+            what = plan[snap.step]
+            t.set_setting(what[1], what[2], by="test") if what[0] == "set" else t.stop()
+    t = Tutor(cfg, tmp_path / "one", publish=publish, publish_every=0.0, say=quiet)
+    assert t.run() == "stopped"
+    assert_same_curve(got, losses(tmp_path / "one"))
