@@ -2,6 +2,8 @@
 
 A change is parsed and checked exactly as a config file or `--set` is (babyllm.config), queued like the
 other control requests and applied by the Tutor at the next step boundary (on every rank at the same step).
+The save's meta holds the effective config (so `--resume` goes on with the changes) and the changes
+themselves ("live": key -> {was, now}); a rollback keeps the settings in force, rewinding only the training.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 `Tutor.run()` trains until stopped, `train.steps` is reached, or an alarm. Other threads steer it only
 through the TutorControl methods (pause, resume, request_save, request_checkpoint, rollback, stop):
-each queues a request and returns at once; the loop acts on requests between steps. The Tutor never
+each queues a request and returns at once; the loop acts on requests between steps. set_setting
+changes a setting mid-run (babyllm.live.LIVE_KEYS; checked at once, applied between steps); the save's
+meta keeps the effective config and the changes, so a resume goes on with them. The Tutor never
 waits on a reader and never calls UI code: it publishes immutable Snapshots (at most every
 `publish_every` seconds, and at once on a state change or event) and appends every step's stats to the
 bounded `history`. Only rank 0 writes files (header.json, metrics.jsonl, events.jsonl, debug.log, saves;

@@ -1,13 +1,22 @@
 """Live settings: which keys may change mid-run, how a change is checked, applied, saved and resumed."""
 
+import argparse
 import json
+import os
+import threading
+import time
 
 import pytest
 
 from babyllm import live
+from babyllm.cli import main as cli_main
+from babyllm.client import ControlClient, is_live
 from babyllm.config import apply_override, load_config
+from babyllm.endpoint import Endpoint
 from babyllm.errors import ConfigError
+from babyllm.runsetup import prepare_run
 from babyllm.tutor import Tutor, lr_multiplier
+from tui.fake import FakeTutor
 
 
 def quiet(_message):
@@ -97,8 +106,19 @@ def test_setting_a_value_back_drops_the_override(make_cfg, tmp_path):
     assert t.chat_session().settings.top_k == 3
 
 
+def test_changes_queued_together_are_checked_again_when_applied(make_cfg, tmp_path):
+    # Each is fine against the config when asked; once min_lr is 0.002, lr 0.001 would be below it.
+    holder, publish = change_at(2, [("train.min_lr", "0.002"), ("train.lr", "0.001")])
+    t = holder["tutor"] = Tutor(make_cfg("train.steps=4"), tmp_path / "r", publish=publish, publish_every=0.0,
+                                say=quiet)
+    assert t.run() == "finished"
+    assert (t.cfg.train.min_lr, t.cfg.train.lr) == (0.002, 0.003)
+    errors = [e.message for e in t.snapshot().events if e.kind == "error"]
+    assert errors == ["set train.lr: train.min_lr = 0.002: must be between 0 and train.lr (0.001) "
+                      "(requested by test; not applied)"]
+
+
 def test_changes_survive_a_save_and_resume_bit_identically(make_cfg, tmp_path):
-    from babyllm.runsetup import prepare_run
     S, K = 16, 7
     straight = tmp_path / "straight"
     holder, publish = change_at(K, CHANGES)
@@ -110,7 +130,6 @@ def test_changes_survive_a_save_and_resume_bit_identically(make_cfg, tmp_path):
     holder, publish = change_at(K, CHANGES, then=("request_save", "stop"))
     t = holder["tutor"] = Tutor(make_cfg(f"train.steps={S}"), split, publish=publish, publish_every=0.0, say=quiet)
     assert t.run() == "stopped" and t.step_count == K
-    import argparse
     cfg, _ = prepare_run(argparse.Namespace(run=None, run_dir=str(split), resume=True, config=None, overrides=[]))
     assert cfg.train.lr == 0.004 and cfg.train.weight_decay == 0.5  # the save's meta holds the effective config
     t2 = Tutor(cfg, split, resume=True, say=quiet)
@@ -127,11 +146,6 @@ def test_changes_survive_a_save_and_resume_bit_identically(make_cfg, tmp_path):
 
 @pytest.mark.slow
 def test_ctl_set_changes_a_live_run_and_a_refusal_exits_1(make_cfg, tmp_path, capsys):
-    import os
-    import threading
-
-    from babyllm.cli import main as cli_main
-    from babyllm.client import is_live
 
     run = tmp_path / "run"
     t = Tutor(make_cfg("train.steps=0", "train.save_every=0"), run, say=quiet, publish_every=0.0)
@@ -158,7 +172,6 @@ def test_ctl_set_changes_a_live_run_and_a_refusal_exits_1(make_cfg, tmp_path, ca
 
 
 def _wait(cond, timeout=20.0):
-    import time
     end = time.monotonic() + timeout
     while not cond():
         assert time.monotonic() < end, "timed out"
@@ -174,7 +187,6 @@ def test_two_ranks_apply_a_change_at_the_same_step_running_and_paused(corpus, ca
     rank on the old rate or decay) and the curve leaves that of one process making the same change."""
     from test_distributed import assert_same_curve, common, finish, launch, losses
 
-    from babyllm.client import ControlClient, is_live
 
     procs = launch(tmp_path, common(corpus, cache, "--run-dir", "run", "--steps", "0"))
     run = tmp_path / "r0" / "run"
@@ -225,3 +237,31 @@ def test_two_ranks_apply_a_change_at_the_same_step_running_and_paused(corpus, ca
     t = Tutor(cfg, tmp_path / "one", publish=publish, publish_every=0.0, say=quiet)
     assert t.run() == "stopped"
     assert_same_curve(got, losses(tmp_path / "one"))
+
+
+# --- the set op, on a stand-in control (no model: the protocol alone) -------------------------------
+
+
+def test_the_set_op_replies_ok_or_the_reason(tmp_path):
+
+    run = tmp_path / "run"
+    run.mkdir()
+    fake = FakeTutor()
+    ep = Endpoint(run, fake, log=lambda m: None)
+    ep.start()
+    try:
+        with ControlClient(run, name="probe") as c:
+            assert c.request("set", key="train.lr", value=0.002) == {"ok": True, "id": 1}
+            assert c.request("set", key="chat.top_k", value="7")["ok"] is True
+            assert c.status().overrides == {"train.lr": 0.002, "chat.top_k": 7}
+            assert fake.asked_by[-2:] == [f"probe (pid {os.getpid()})"] * 2
+            refused = c.request("set", key="model.embed", value=64)
+            assert refused["ok"] is False and refused["error"].startswith(
+                "model.embed cannot change mid-run: it shapes the model")
+            bad = c.request("set", key="train.warmup", value=1.5)
+            assert bad["ok"] is False and "train.warmup = 1.5: expected int, got float" in bad["error"]
+            for malformed in ({}, {"key": "train.lr"}, {"key": 3, "value": 1}, {"key": "train.lr", "value": None}):
+                reply = c.request("set", **malformed)
+                assert reply["ok"] is False and 'set needs {"key": "section.key", "value": ...}' in reply["error"]
+    finally:
+        ep.close()
