@@ -16,15 +16,17 @@ from typing import Any
 from babyllm.config import ChatConfig, Config, apply_override, validate
 from babyllm.errors import ConfigError
 
+LR = "train.lr"  # (the cockpit's halve / double keys change it)
+
 # The ONE table of settings that are safe to change while a run trains.
 LIVE_KEYS: tuple[str, ...] = (
-    "train.lr", "train.min_lr", "train.warmup", "train.decay_steps", "train.minutes", "train.steps",
+    LR, "train.min_lr", "train.warmup", "train.decay_steps", "train.minutes", "train.steps",
     "train.grad_clip", "train.weight_decay", "train.eval_every", "train.sample_every", "train.save_every",
     *(f"chat.{f.name}" for f in dataclasses.fields(ChatConfig)),
 )
 
 # The ones the learning-rate schedule reads: changing one recomputes the next step's rate.
-SCHEDULE = ("train.lr", "train.min_lr", "train.warmup", "train.decay_steps", "train.steps", "train.minutes")
+SCHEDULE = (LR, "train.min_lr", "train.warmup", "train.decay_steps", "train.steps", "train.minutes")
 
 # Why the others cannot change (by key, else by section); the fallback covers the rest.
 _WHY_NOT = {

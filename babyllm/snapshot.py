@@ -79,6 +79,7 @@ class Snapshot:
     last_save_path: str | None = None
     last_save_error: str | None = None  # why the latest save failed (None once one succeeds)
     overrides: dict[str, object] = field(default_factory=dict)  # live changes (babyllm.live): key -> value now
+    settings: dict[str, object] = field(default_factory=dict)  # every live setting's value now (key -> value)
 
 
 class History:

@@ -950,7 +950,8 @@ class Tutor:
             config_name=self.cfg.name, run_dir=str(self.run_dir), dtype=self.dtype, params=self._param_count,
             corpus=self._corpus, best_val=self.best_val, best_val_step=self.best_val_step,
             last_save_step=self.last_saved_step, last_save_path=str(path) if path is not None else None,
-            last_save_error=self.last_save_error, overrides={k: now for k, (_, now) in self._overrides.items()})
+            last_save_error=self.last_save_error, overrides={k: now for k, (_, now) in self._overrides.items()},
+            settings={k: live.get(self.cfg, k) for k in live.LIVE_KEYS})
 
     def _maybe_publish(self, force: bool = False) -> None:
         if self._board.current is None:  # (not while building: the first snapshot comes at its end)

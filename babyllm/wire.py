@@ -13,7 +13,8 @@ carrying the same ``id``. ``ok`` is true or false (with ``error``: one line sayi
                              same line as --set gives) or a key that cannot change mid-run, with the reason.
                              key is "section.key" (babyllm.live.LIVE_KEYS); value the text after --set KEY=
                              (a JSON number or bool is taken as its TOML text). The snapshot's ``overrides``
-                             (key -> value) are the changes that differ from the run's config.
+                             (key -> value) are the changes that differ from the run's config, its
+                             ``settings`` every live setting's value now.
     subscribe             -> {ok, history: {stat: [[step, value], ...]}} then, unasked, a stream of
                              {type: "snapshot", snapshot} (a slow client misses some: only the newest waits);
                              the history is thinned (neighbours averaged) so that its line fits in MAX_LINE
@@ -127,4 +128,5 @@ def snapshot_from_json(obj: dict[str, Any]) -> Snapshot:
         best_val=_number(best, math.inf), best_val_step=int(obj.get("best_val_step") or 0),
         last_save_step=obj.get("last_save_step"), last_save_path=obj.get("last_save_path"),
         last_save_error=obj.get("last_save_error"),
-        overrides=dict(obj["overrides"]) if isinstance(obj.get("overrides"), dict) else {})
+        overrides=dict(obj["overrides"]) if isinstance(obj.get("overrides"), dict) else {},
+        settings=dict(obj["settings"]) if isinstance(obj.get("settings"), dict) else {})

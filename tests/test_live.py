@@ -17,6 +17,7 @@ from babyllm.errors import ConfigError
 from babyllm.runsetup import prepare_run
 from babyllm.tutor import Tutor, lr_multiplier
 from tui.fake import FakeTutor
+from tui.messages import SnapshotReady
 
 
 def quiet(_message):
@@ -265,3 +266,34 @@ def test_the_set_op_replies_ok_or_the_reason(tmp_path):
                 assert reply["ok"] is False and 'set needs {"key": "section.key", "value": ...}' in reply["error"]
     finally:
         ep.close()
+
+
+# --- the cockpit's keys ------------------------------------------------------------------------------
+
+
+async def test_the_cockpit_halves_and_doubles_the_learning_rate():
+    from test_tui import SMALL, make_app, started, wait_for
+
+    app, made = make_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app)
+        fake: FakeTutor = made["tutor"]
+        base = fake.snapshot().settings[live.LR]
+        await pilot.press("greater_than_sign")
+        assert fake.overrides == {live.LR: base * 2} and fake.calls[-1] == "set_setting"
+        app.post_message(SnapshotReady(fake.snapshot()))  # (the run's next snapshot shows the new rate)
+        await wait_for(pilot, lambda: app.snapshot.settings[live.LR] == base * 2)
+        await pilot.press("less_than_sign")
+        assert fake.overrides == {live.LR: base}
+        assert f"{live.LR} {base * 2:g} -> {base:g} requested" in "\n".join(app.pane("events").lines)
+
+
+async def test_a_viewer_refuses_the_learning_rate_keys():
+    from test_tui import SMALL, make_app, started
+
+    app, made = make_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app)
+        app.viewer = True  # (as --watch: the keys stay bound, hidden, and answer with the refusal)
+        await pilot.press("greater_than_sign")
+        assert made["tutor"].overrides == {}

@@ -110,7 +110,8 @@ class FakeTutor:
             return Snapshot(step=self.step, tokens=self.step * 1024, state=self.state, stats=fake_stats(self.step),
                             max_steps=self.max_steps, sample=SAMPLE, events=self.events, event_count=len(self.events),
                             error=self.error, device="cpu", config_name="cpu", run_dir=self.run_dir,
-                            last_save_step=self.last_saved_step, overrides=dict(self.overrides))
+                            last_save_step=self.last_saved_step, overrides=dict(self.overrides),
+                            settings={k: live.get(self._cfg, k) for k in live.LIVE_KEYS})
 
     def chat_session(self) -> FakeChat:
         self._record("chat_session")
