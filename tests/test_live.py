@@ -272,7 +272,9 @@ def test_the_set_op_replies_ok_or_the_reason(tmp_path):
 
 
 async def test_the_cockpit_halves_and_doubles_the_learning_rate():
+    from runhelpers import plain
     from test_tui import SMALL, make_app, started, wait_for
+    from textual.widgets import Static
 
     app, made = make_app()
     async with app.run_test(size=SMALL) as pilot:
@@ -281,8 +283,11 @@ async def test_the_cockpit_halves_and_doubles_the_learning_rate():
         base = fake.snapshot().settings[live.LR]
         await pilot.press("greater_than_sign")
         assert fake.overrides == {live.LR: base * 2} and fake.calls[-1] == "set_setting"
-        app.post_message(SnapshotReady(fake.snapshot()))  # (the run's next snapshot shows the new rate)
+        fake.step += 1  # the run's next step's snapshot shows the new rate
+        app.post_message(SnapshotReady(fake.snapshot()))
         await wait_for(pilot, lambda: app.snapshot.settings[live.LR] == base * 2)
+        bands = app.query_one("#stats-bands", Static)
+        await wait_for(pilot, lambda: f"set mid-run: {live.LR}={base * 2:g}" in plain(bands))  # (the stats pane)
         await pilot.press("less_than_sign")
         assert fake.overrides == {live.LR: base}
         assert f"{live.LR} {base * 2:g} -> {base:g} requested" in "\n".join(app.pane("events").lines)
