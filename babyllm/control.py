@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from babyllm.snapshot import State
 
-Request = Literal["pause", "resume", "save", "checkpoint", "rollback", "stop"]
+Request = Literal["pause", "resume", "save", "checkpoint", "rollback", "stop", "set"]
+Setting = tuple[str, Any]  # a "set" request's (key, checked value); see babyllm.live
 AGREED: tuple[Request, ...] = ("pause", "resume", "stop")  # on several ranks: acted on once every rank has heard
 PAUSABLE: tuple[State, ...] = ("running",)
 WAITING: tuple[State, ...] = ("paused", "alarm")  # the loop waits for requests instead of stepping; resume leaves
@@ -24,18 +25,19 @@ def refusal(what: Request, world_size: int) -> str | None:
 
 
 class Requests:
-    """Control requests (what, and who asked), queued without blocking the caller; a wake-up for a paused loop."""
+    """Control requests (what, who asked, and a "set" request's setting), queued without blocking the caller;
+    a wake-up for a paused loop. One queue keeps their order: a set then a save saves the new setting."""
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[Request, str]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Request, str, Setting | None]] = queue.SimpleQueue()
         self._wake = threading.Event()
 
-    def put(self, what: Request, by: str = DEFAULT_BY) -> None:
-        self._queue.put((what, by))
+    def put(self, what: Request, by: str = DEFAULT_BY, setting: Setting | None = None) -> None:
+        self._queue.put((what, by, setting))
         self._wake.set()
 
-    def take(self) -> list[tuple[Request, str]]:
-        """Every request queued so far, oldest first, each with who asked."""
+    def take(self) -> list[tuple[Request, str, Setting | None]]:
+        """Every request queued so far, oldest first, each with who asked (and the setting, for "set")."""
         out = []
         while True:
             try:
@@ -57,3 +59,5 @@ class Votes:
     pause: bool = False
     resume: bool = False
     pause_agreed: bool = False  # every rank pauses after this step
+    settings: list[tuple[Setting, str]] = field(default_factory=list)  # rank 0's pending changes, with who asked
+    settings_agreed: bool = False  # rank 0 sends its changes after this step; every rank applies them

@@ -32,7 +32,7 @@ from babyllm.errors import BabyError
 from babyllm.snapshot import History, Snapshot
 
 CLIENT = "ctl"  # the name the run's events give this client
-ACTIONS = ("status", *wire.CONTROL_OPS)
+ACTIONS = ("status", *wire.CONTROL_OPS, wire.SET_OP)
 WAITABLE = ("pause", "stop")  # the actions --wait can see through to their end
 WAIT_S = 60.0  # --wait's default patience (a stop's final save can take a while)
 WAIT_POLL_S = 0.1
@@ -50,6 +50,8 @@ SILENT = "not answering"  # the state of a run whose socket takes connections bu
 def add_ctl_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="run directory, or a run name under runs/")
     p.add_argument("action", choices=ACTIONS, help="what to ask of the live run")
+    p.add_argument("settings", nargs="*", metavar="KEY=VALUE",
+                   help=f"with {wire.SET_OP}: settings to change mid-run, e.g. train.lr=0.0015 (as --set)")
     p.add_argument("--json", action="store_true", help="one JSON object (status: the snapshot plus pid and world_size)")
     p.add_argument("--wait", action="store_true",
                    help="pause: return once paused; stop: once the run's process has let go of it")
@@ -84,8 +86,11 @@ def ctl_main(args: argparse.Namespace) -> int:
     try:
         if args.timeout is not None and not args.wait:
             raise BabyError("--timeout goes with --wait")
+        if bool(args.settings) != (args.action == wire.SET_OP):
+            raise BabyError(f"{wire.SET_OP} takes KEY=VALUE settings (e.g. train.lr=0.0015); the other actions none")
         line = ctl(resolve_run(args.run), args.action, as_json=args.json,
-                   wait=(WAIT_S if args.timeout is None else args.timeout) if args.wait else None)
+                   wait=(WAIT_S if args.timeout is None else args.timeout) if args.wait else None,
+                   settings=args.settings)
     except BabyError as e:
         if not args.json:
             raise  # cli.run_command prints it as one line
@@ -95,8 +100,10 @@ def ctl_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def ctl(run_dir: Path, action: str, *, as_json: bool = False, wait: float | None = None) -> str:
-    """Ask the live run in `run_dir` for `action`; the line to print. wait: seconds --wait may take."""
+def ctl(run_dir: Path, action: str, *, as_json: bool = False, wait: float | None = None,
+        settings: Sequence[str] = ()) -> str:
+    """Ask the live run in `run_dir` for `action`; the line to print. wait: seconds --wait may take;
+    settings: set's KEY=VALUE items (each sent on its own; the first refused one raises RunRefused)."""
     if wait is not None and action not in WAITABLE:
         raise BabyError(f"--wait goes with {' or '.join(WAITABLE)}, not {action}")
     with ControlClient(run_dir, name=CLIENT) as client:
@@ -105,7 +112,13 @@ def ctl(run_dir: Path, action: str, *, as_json: bool = False, wait: float | None
             snap = client.call("status")["snapshot"]
             return json.dumps({**snap, "pid": pid, "world_size": ranks}) if as_json else status_line(
                 wire.snapshot_from_json(snap), pid, ranks, run_dir)
-        client.call(action)
+        for item in settings:
+            key, sep, text = item.partition("=")
+            if not sep:
+                raise BabyError(f"{wire.SET_OP} {item}: expected KEY=VALUE, e.g. train.lr=0.0015")
+            client.call(wire.SET_OP, key=key.strip(), value=text.strip())
+        if not settings:
+            client.call(action)
         done: dict[str, Any] = {"ok": True, "action": action, "run_dir": str(run_dir), "pid": pid}
         if wait is not None and action == "pause":
             snap_now = wait_paused(client, wait)
@@ -165,6 +178,8 @@ def status_line(snap: Snapshot, pid: int, ranks: int, run_dir: Path) -> str:
              f"best val {best_text(snap.best_val, snap.best_val_step)}",
              f"last save {live_save_text(snap, run_dir)}", f"pid {pid}" + (f" ({ranks} ranks)" if ranks > 1 else ""),
              f"config {snap.config_name or NONE} on {snap.device or NONE}" + (f" ({snap.dtype})" if snap.dtype else "")]
+    if snap.overrides:  # live changes: the values that differ from the run's config
+        parts.append("set " + " ".join(f"{k}={v}" for k, v in snap.overrides.items()))
     if snap.last_save_error:
         parts.append(f"save failed: {snap.last_save_error}")
     if snap.error:

@@ -36,11 +36,11 @@ from pathlib import Path
 from queue import Empty, SimpleQueue
 from typing import Any
 
-from babyllm import wire
+from babyllm import live, wire
 from babyllm.client import socket_path, unix_address
 from babyllm.control import refusal
-from babyllm.errors import BabyError
-from babyllm.snapshot import ChatSession, Snapshot, TutorControl
+from babyllm.errors import BabyError, ConfigError
+from babyllm.snapshot import ChatSession, LiveSettings, Snapshot, TutorControl
 
 # The TutorControl method each control op calls (each takes who asked as `by`).
 CONTROL_METHODS: dict[str, str] = {"pause": "pause", "resume": "resume", "save": "request_save",
@@ -106,7 +106,7 @@ class Endpoint:
         self._handlers: dict[str, Callable[[_Conn, dict[str, Any]], dict[str, Any] | None]] = {
             "hello": self._hello, "status": self._status, "subscribe": self._subscribe, "chat": self._chat,
             "chat_command": self._chat_command, "chat_cancel": self._chat_cancel,
-            **{op: self._control_op for op in wire.CONTROL_OPS}}
+            wire.SET_OP: self._set, **{op: self._control_op for op in wire.CONTROL_OPS}}
 
     # --- the trainer's side -----------------------------------------------------------------------
 
@@ -394,6 +394,18 @@ class Endpoint:
         if refused is not None:
             return {"ok": False, "error": refused}
         getattr(self.control, CONTROL_METHODS[op])(by=conn.name)
+        return {"ok": True}
+
+    def _set(self, conn: _Conn, obj: dict[str, Any]) -> dict[str, Any]:
+        key, value = obj.get("key"), obj.get("value")
+        if not isinstance(key, str) or not isinstance(value, str | int | float | bool):
+            return {"ok": False, "error": 'set needs {"key": "section.key", "value": ...}, e.g. train.lr and 0.001'}
+        if not isinstance(self.control, LiveSettings):
+            return {"ok": False, "error": "this run cannot change its settings mid-run"}
+        try:
+            self.control.set_setting(key, live.value_text(value), by=conn.name)
+        except ConfigError as e:
+            return {"ok": False, "error": str(e)}
         return {"ok": True}
 
     def _subscribe(self, conn: _Conn, obj: dict[str, Any]) -> dict[str, Any] | None:

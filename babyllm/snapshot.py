@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from babyllm.events import EventKind
 
@@ -79,6 +79,8 @@ class Snapshot:
     last_save_path: str | None = None
     last_save_error: str | None = None  # why the latest save failed (None once one succeeds)
     system: dict[str, float] = field(default_factory=dict)  # the training process's resources (babyllm.system)
+    overrides: dict[str, object] = field(default_factory=dict)  # live changes (babyllm.live): key -> value now
+    settings: dict[str, object] = field(default_factory=dict)  # every live setting's value now (key -> value)
 
 
 class History:
@@ -189,3 +191,11 @@ class TutorControl(Protocol):
     def stop(self, by: str = ...) -> None: ...
 
     def debug_log(self, text: str) -> None: ...  # a line for the run's debug.log (the UI's own faults)
+
+
+@runtime_checkable
+class LiveSettings(Protocol):
+    """A control that can change settings mid-run (the Tutor; babyllm.live lists which)."""
+
+    # Queues `key` = `value` (the text after --set KEY=); raises ConfigError at once when it cannot be.
+    def set_setting(self, key: str, value: str, by: str = ...) -> None: ...

@@ -2,7 +2,9 @@
 
 `Tutor.run()` trains until stopped, `train.steps` is reached, or an alarm. Other threads steer it only
 through the TutorControl methods (pause, resume, request_save, request_checkpoint, rollback, stop):
-each queues a request and returns at once; the loop acts on requests between steps. The Tutor never
+each queues a request and returns at once; the loop acts on requests between steps. set_setting
+changes a setting mid-run (babyllm.live.LIVE_KEYS; checked at once, applied between steps); the save's
+meta keeps the effective config and the changes, so a resume goes on with them. The Tutor never
 waits on a reader and never calls UI code: it publishes immutable Snapshots (at most every
 `publish_every` seconds, and at once on a state change or event) and appends every step's stats to the
 bounded `history`. Only rank 0 writes files (header.json, metrics.jsonl, events.jsonl, debug.log, saves;
@@ -29,6 +31,7 @@ entropy, activation stats and weight norms are computed every SLOW_STATS_EVERY s
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import shutil
@@ -47,10 +50,10 @@ from tokenizers import Tokenizer
 from torch.nn.parallel import DistributedDataParallel
 from torch.nn.utils import clip_grad_norm_
 
-from babyllm import distributed, gemm, quality, runfiles, soul
+from babyllm import distributed, gemm, live, quality, runfiles, soul
 from babyllm.board import Board
-from babyllm.config import Config
-from babyllm.control import AGREED, DEFAULT_BY, PAUSABLE, WAITING, Request, Requests, Votes, refusal
+from babyllm.config import Config, validate
+from babyllm.control import AGREED, DEFAULT_BY, PAUSABLE, WAITING, Request, Requests, Setting, Votes, refusal
 from babyllm.counsellor import Counsellor, cuda_sync
 from babyllm.endpoint import Endpoint
 from babyllm.errors import BabyError, CheckpointError, ConfigError
@@ -96,6 +99,15 @@ def _number(value: Any, default: float) -> float:
     """A finite number from a save's meta.json, or `default` (absent, null, or not a number)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     return float(value) if ok else default
+
+
+def _saved_overrides(saved: Any, cfg: Config) -> dict[str, tuple[Any, Any]]:
+    """A save's live changes (meta "live") that the resumed config still has (a --set on resume replaces one)."""
+    out: dict[str, tuple[Any, Any]] = {}
+    for key, change in (saved if isinstance(saved, dict) else {}).items():
+        if key in live.LIVE_KEYS and isinstance(change, dict) and live.get(cfg, key) == change.get("now"):
+            out[key] = (change.get("was"), change["now"])
+    return out
 
 
 def _exp(x: float) -> float:
@@ -149,6 +161,7 @@ class Tutor:
         self._requests = Requests()
         self._endpoint: Endpoint | None = None  # the control socket, served by rank 0 while run() trains
         self._votes = Votes()  # several ranks: requests are acted on once every rank has heard them
+        self._overrides: dict[str, tuple[Any, Any]] = {}  # live changes: key -> (the run's config value, now)
         self._writer = runfiles.RunWriter(self.run_dir, self._log_failed, METRICS_FLUSH_S)
         self._state: State = "starting"
         self._error: str | None = None
@@ -245,10 +258,8 @@ class Tutor:
         self.model = BabyLLM(cfg.model).to(self.device)
         self._params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = self._make_optimizer()
-        total = t.steps if t.steps > 0 else t.decay_steps
         self.train_seconds = 0.0  # the training clock: time spent in steps (not validation, saves or pauses)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_multiplier(s, t.warmup, total, t.lr, t.min_lr, self.budget_used()))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: self._lr_multiplier(s))
 
         self.val_loss = math.nan
         self.val_bpb = math.nan
@@ -272,6 +283,7 @@ class Tutor:
             distributed.agree_setup(lambda: None)
         self.last_saved_step = loaded.step
         self.last_save_path = loaded.path
+        self._overrides = _saved_overrides(loaded.meta.get("live"), self.cfg)
         if self.is_main:
             self._discarded_steps, events = runfiles.replay_history(self.run_dir, self.history, loaded.step)
             self._board.restore(events)
@@ -287,6 +299,27 @@ class Tutor:
                 _Runner(self.model), device_ids=[self.device.index] if cuda else None,
                 output_device=self.device.index if cuda else None)  # (no buffers to broadcast)
         self._forward_fn = torch.compile(self._forward) if self.cfg.train.compile else self._forward
+
+    def _lr_multiplier(self, step: int) -> float:
+        """The schedule at `step`, read from the live config (a changed train.lr or warmup counts at once)."""
+        t = self.cfg.train
+        total = t.steps if t.steps > 0 else t.decay_steps
+        return lr_multiplier(step, t.warmup, total, t.lr, t.min_lr, self.budget_used())
+
+    def _sync_optimizer(self, reschedule: bool) -> None:
+        """Make the optimizer follow the config: weight decay on the decay group, the schedule's base rate;
+        with `reschedule`, the rate for the next step recomputed (a schedule setting changed)."""
+        t, groups = self.cfg.train, self.optimizer.param_groups
+        groups[0]["weight_decay"] = t.weight_decay  # (group 0 decays; see _make_optimizer)
+        if self.scheduler.base_lrs != [t.lr] * len(groups):
+            reschedule = True  # e.g. resumed with --set train.lr=...
+        if not reschedule:
+            return
+        self.scheduler.base_lrs = [t.lr] * len(groups)
+        multiplier = self._lr_multiplier(self.scheduler.last_epoch)
+        for g in groups:
+            g["initial_lr"] = t.lr
+            g["lr"] = t.lr * multiplier
 
     def budget_used(self) -> float | None:
         """The fraction of `train.minutes` the training clock has used; None without a time budget."""
@@ -373,13 +406,15 @@ class Tutor:
             values = torch.stack([loss.detach().float(), norm.detach().float(), correct.float()])
             if self.world_size > 1:
                 votes = self._votes
-                flags = torch.tensor([float(votes.stop), float(votes.pause)], device=values.device)
+                flags = torch.tensor([float(votes.stop), float(votes.pause), float(bool(votes.settings))],
+                                     device=values.device)
                 votes.pause = False
                 summed = distributed.reduce_sum(torch.cat([values, flags])).tolist()
                 loss_v, norm_v = summed[0] / self.world_size, summed[1] / self.world_size
                 correct_v, stop_any, pause_any = summed[2], summed[3] > 0, summed[4] > 0
                 self._stopping = self._stopping or stop_any
                 votes.pause_agreed = pause_any
+                votes.settings_agreed = summed[5] > 0
             else:
                 loss_v, norm_v, correct_v = values.tolist()
             ok = _finite(loss_v) and _finite(norm_v)
@@ -526,6 +561,7 @@ class Tutor:
             "best_val_step": self.best_val_step,
             "python_rng": [py_state[0], list(py_state[1]), py_state[2]],
             "world_size": self.world_size,
+            "live": {k: {"was": was, "now": now} for k, (was, now) in self._overrides.items()},
         }
 
     def _train_state(self) -> dict[str, Any]:
@@ -605,6 +641,7 @@ class Tutor:
         self.best_val = meta["best_val_loss"] if meta.get("best_val_loss") is not None else math.inf
         self.best_val_step = int(meta.get("best_val_step") or 0)
         self._losses = deque(st["losses"].tolist(), maxlen=1000)
+        self._sync_optimizer(reschedule=False)  # the saved groups carry the save's settings; the config wins
         self._slow = None
         self._alarm = None
 
@@ -702,6 +739,8 @@ class Tutor:
 
     def _after_step(self, stats: dict[str, float]) -> None:
         """Validate, record, sample and save as the step count says; a bad step raises the alarm instead."""
+        if self._votes.settings_agreed:  # (every rank saw the flag in this step's all-reduce)
+            self._agree_settings()
         t, n = self.cfg.train, self.step_count
         if self._alarm is None and self.is_main and n % t.eval_every == 0:
             self._validate()  # before recording, so this step's stats carry the new val loss
@@ -756,6 +795,12 @@ class Tutor:
     def stop(self, by: str = DEFAULT_BY) -> None:
         self._requests.put("stop", by)
 
+    def set_setting(self, key: str, value: str, by: str = DEFAULT_BY) -> None:
+        """Queue a live change of `key` (babyllm.live.LIVE_KEYS) to `value` (text as after --set KEY=),
+        applied at the next step boundary; raises ConfigError at once (the same one-line error as --set)
+        for a bad value or a key that cannot change mid-run."""
+        self._requests.put("set", by, (key, live.check(self.cfg, key, value)))
+
     def debug_log(self, text: str) -> None:
         """Append a line to the run's debug.log (the Counsellor owns that file)."""
         if hasattr(self, "counsellor"):
@@ -775,7 +820,10 @@ class Tutor:
         return self._state
 
     def _service(self) -> None:
-        for what, by in self._requests.take():
+        for what, by, setting in self._requests.take():
+            if what == "set" and setting is not None:
+                self._setting(setting, by)
+                continue
             refused = refusal(what, self.world_size)
             self._event("error" if refused else "info",
                         f"{what} requested by {by}" + (f": refused ({refused})" if refused else ""))
@@ -807,6 +855,40 @@ class Tutor:
         elif what == "resume" and self._state in WAITING:
             votes.resume = True
 
+    def _setting(self, setting: Setting, by: str) -> None:
+        """A live change: applied now on one rank; on several, sent by rank 0 after the next step (_agree_settings)."""
+        if self.world_size > 1:
+            self._votes.settings.append((setting, by))
+        else:
+            self._apply_setting(setting, by)
+
+    def _agree_settings(self) -> None:
+        """Several ranks, at a step boundary every rank reaches: rank 0 sends its queued changes; all apply them."""
+        votes = self._votes
+        votes.settings_agreed = False
+        pending = distributed.share(lambda: [(list(s), by) for s, by in votes.settings])
+        votes.settings.clear()
+        for (key, value), by in pending:
+            self._apply_setting((key, value), by)
+
+    def _apply_setting(self, setting: Setting, by: str) -> None:
+        key, value = setting
+        trial = copy.deepcopy(self.cfg)  # checked again: an earlier change may have moved a bound (min_lr <= lr)
+        live.put(trial, key, value)
+        try:
+            validate(trial, where=f"set {key}")
+        except ConfigError as e:
+            self._event("error", f"{e} (requested by {by}; not applied)")
+            return
+        old = live.get(self.cfg, key)
+        live.put(self.cfg, key, value)
+        was = self._overrides.pop(key, (old, None))[0]
+        if value != was:
+            self._overrides[key] = (was, value)
+        if key.startswith("train."):
+            self._sync_optimizer(reschedule=key in live.SCHEDULE)
+        self._event("info", f"set {key} {live.shown(old)} -> {live.shown(value)} by {by}")
+
     def _resume(self) -> None:
         if self._state == "alarm":
             self._event("info", "resumed after the alarm (the bad step was not applied)")
@@ -816,8 +898,11 @@ class Tutor:
 
     def _heartbeat(self) -> None:
         """While paused on several ranks: agree on stop and resume requests (one tiny all-reduce)."""
-        stop, resume = distributed.any_rank([self._votes.stop, self._votes.resume], self.device)
-        self._votes.resume = False
+        votes = self._votes
+        stop, resume, settings = distributed.any_rank([votes.stop, votes.resume, bool(votes.settings)], self.device)
+        votes.resume = False
+        if settings:
+            self._agree_settings()
         if stop:
             self._stopping = True
         elif resume:
@@ -869,7 +954,9 @@ class Tutor:
             corpus=self._corpus, best_val=self.best_val, best_val_step=self.best_val_step,
             last_save_step=self.last_saved_step, last_save_path=str(path) if path is not None else None,
             last_save_error=self.last_save_error,
-            system=self._system.read() if self._system is not None else {})
+            system=self._system.read() if self._system is not None else {},
+            overrides={k: now for k, (_, now) in self._overrides.items()},
+            settings={k: live.get(self.cfg, k) for k in live.LIVE_KEYS})
 
     def _maybe_publish(self, force: bool = False) -> None:
         if self._board.current is None:  # (not while building: the first snapshot comes at its end)

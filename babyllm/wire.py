@@ -8,6 +8,13 @@ carrying the same ``id``. ``ok`` is true or false (with ``error``: one line sayi
     pause | resume | save | checkpoint | rollback | stop
                           -> {ok} once queued (the Tutor acts between steps; its event names the client),
                              or {ok: false, error} when the run cannot (e.g. rollback on several ranks)
+    set {key, value}      -> {ok} once queued (applied at the next step boundary, on every rank at the same
+                             step; its event names the client), or {ok: false, error}: a bad value (the
+                             same line as --set gives) or a key that cannot change mid-run, with the reason.
+                             key is "section.key" (babyllm.live.LIVE_KEYS); value the text after --set KEY=
+                             (a JSON number or bool is taken as its TOML text). The snapshot's ``overrides``
+                             (key -> value) are the changes that differ from the run's config, its
+                             ``settings`` every live setting's value now.
     subscribe             -> {ok, history: {stat: [[step, value], ...]}} then, unasked, a stream of
                              {type: "snapshot", snapshot} (a slow client misses some: only the newest waits);
                              the history is thinned (neighbours averaged) so that its line fits in MAX_LINE
@@ -41,7 +48,8 @@ PROTOCOL = 1
 MAX_LINE = 1 << 20  # bytes in one line, either way
 OUTBOX_LIMIT = 4 << 20  # bytes queued for one client before it is dropped (it stopped reading)
 CONTROL_OPS = ("pause", "resume", "save", "checkpoint", "rollback", "stop")
-OPS = ("hello", "status", *CONTROL_OPS, "subscribe", "chat", "chat_command", "chat_cancel")
+SET_OP = "set"
+OPS = ("hello", "status", *CONTROL_OPS, SET_OP, "subscribe", "chat", "chat_command", "chat_cancel")
 
 
 class WireError(ValueError):
@@ -122,4 +130,6 @@ def snapshot_from_json(obj: dict[str, Any]) -> Snapshot:
         best_val=_number(best, math.inf), best_val_step=int(obj.get("best_val_step") or 0),
         last_save_step=obj.get("last_save_step"), last_save_path=obj.get("last_save_path"),
         last_save_error=obj.get("last_save_error"),
-        system={str(k): _number(v) for k, v in (obj.get("system") or {}).items()})
+        system={str(k): _number(v) for k, v in (obj.get("system") or {}).items()},
+        overrides=dict(obj["overrides"]) if isinstance(obj.get("overrides"), dict) else {},
+        settings=dict(obj["settings"]) if isinstance(obj.get("settings"), dict) else {})

@@ -92,7 +92,7 @@ def hello_then(reply: dict, protocol: int = wire.PROTOCOL):
 
 
 def test_actions_come_from_the_wire_protocol():
-    assert ("status", *wire.CONTROL_OPS) == ACTIONS
+    assert ("status", *wire.CONTROL_OPS, wire.SET_OP) == ACTIONS
 
 
 def test_a_bad_run_dir_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):

@@ -50,7 +50,8 @@ class Action:
 
 
 KEY_NAMES = {"question_mark": "?", "plus": "+", "minus": "-", "equals_sign": "=",
-             "left_square_bracket": "[", "right_square_bracket": "]"}
+             "left_square_bracket": "[", "right_square_bracket": "]", "less_than_sign": "<",
+             "greater_than_sign": ">"}
 
 SHOW_ALL = "show_pane('')"  # the 0 key; the help lists the pane keys just above it
 
@@ -77,6 +78,10 @@ ACTIONS: tuple[Action, ...] = (
     Action("r", "rollback", "roll back", where=Where.LIVE,
            help="roll back to the last save (asks: ctrl+y confirms; at once after a NaN alarm)",
            palette="Roll back to the last save"),
+    Action("less_than_sign", "scale_lr(0.5)", "lr/2", where=Where.LIVE, help_keys="<  >",
+           help="halve / double the learning rate (train.lr, from the next step; the save keeps it)",
+           palette="Learning rate: halve"),
+    Action("greater_than_sign", "scale_lr(2.0)", "lr*2", where=Where.LIVE, palette="Learning rate: double"),
     Action("r", "reload", "reload", footer=True, where=Where.VIEWER,
            help="chat: load the newest save at the next message (/reload)",
            palette="Chat: load the newest save at the next message"),

@@ -27,9 +27,11 @@ from textual.widgets import Footer, Header, Input, Tab, Tabs
 
 from babyllm.calligraphist import Calligraphist
 from babyllm.config import TuiConfig
+from babyllm.errors import ConfigError
 from babyllm.events import EventKind
+from babyllm.live import LR
 from babyllm.runfiles import SCREENSHOTS
-from babyllm.snapshot import Event, History, Snapshot, TutorControl
+from babyllm.snapshot import Event, History, LiveSettings, Snapshot, TutorControl
 from babyllm.stats import REGISTRY, Registry
 from tui import actions as table
 from tui.actions import ACTIONS, VIEWER_INTRO, Action
@@ -480,6 +482,29 @@ class CockpitApp(App[int]):
             return
         self._ui_event(f"screenshot saved: {saved}")
         self.status.flash(f"screenshot → {saved}", 10)
+
+    def action_scale_lr(self, factor: float) -> None:
+        """Ask the run for train.lr times `factor` (a live setting: babyllm.live)."""
+        what = "change the learning rate"
+        if self.viewer:
+            self.notify(f"{VIEWER_REFUSAL}: cannot {what} from here.", severity="warning")
+            return
+        tutor, snap = self.tutor, self.snapshot
+        if tutor is None or snap is None:
+            self.notify(f"Still starting: cannot {what} yet.", severity="warning")
+            return
+        old = snap.settings.get(LR)
+        if not isinstance(tutor, LiveSettings) or not isinstance(old, int | float):
+            self.notify(f"This run cannot {what} from here (babyllm ctl RUN set {LR}=...).", severity="warning")
+            return
+        new = float(old) * factor
+        try:
+            tutor.set_setting(LR, repr(new))
+        except ConfigError as e:
+            self.notify(str(e), severity="error")
+            return
+        self._ui_event(f"{LR} {old:g} -> {new:g} requested")
+        self.status.flash(f"{LR} {new:g}…")
 
     def action_rollback(self) -> None:
         if self._control("roll back", "rollback") is None:

@@ -9,7 +9,8 @@ import math
 import threading
 from collections.abc import Callable, Iterator
 
-from babyllm.config import ModelConfig
+from babyllm import live
+from babyllm.config import Config, ModelConfig
 from babyllm.control import DEFAULT_BY
 from babyllm.snapshot import Event, History, Sample, Snapshot, State
 from babyllm.stats import MEMORIES, REGISTRY, WINDOW_SIZE, WINDOW_WEIGHT
@@ -108,6 +109,8 @@ class FakeTutor:
             Event(300, "checkpoint", "saved step 300 to runs/demo/checkpoint-00000300", 0.0),
         )
         self.last_saved_step: int | None = 250
+        self._cfg = Config()  # the settings set_setting changes (babyllm.live)
+        self.overrides: dict[str, object] = {}
         self._stopped = threading.Event()
         self._lock = threading.Lock()
 
@@ -116,7 +119,9 @@ class FakeTutor:
             return Snapshot(step=self.step, tokens=self.step * 1024, state=self.state, stats=fake_stats(self.step),
                             max_steps=self.max_steps, sample=SAMPLE, events=self.events, event_count=len(self.events),
                             error=self.error, device="cpu", config_name="cpu", run_dir=self.run_dir,
-                            last_save_step=self.last_saved_step, system=dict(self.system))
+                            last_save_step=self.last_saved_step, system=dict(self.system),
+                            overrides=dict(self.overrides),
+                            settings={k: live.get(self._cfg, k) for k in live.LIVE_KEYS})
 
     def chat_session(self) -> FakeChat:
         self._record("chat_session")
@@ -152,6 +157,14 @@ class FakeTutor:
 
     def debug_log(self, text: str) -> None:
         self.debug_lines.append(text)
+
+    def set_setting(self, key: str, value: str, by: str = DEFAULT_BY) -> None:
+        """Checked as the Tutor checks it (ConfigError at once), applied at once to the defaults' copy."""
+        checked = live.check(self._cfg, key, value)
+        live.put(self._cfg, key, checked)
+        self._record("set_setting", by)
+        with self._lock:
+            self.overrides[key] = checked
 
     def raise_alarm(self, message: str = "loss is nan at step 300: step skipped") -> Snapshot:
         """Switch to the NaN-alarm state (as the real Tutor does) and return the snapshot."""

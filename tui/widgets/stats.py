@@ -9,6 +9,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from babyllm.calligraphist import BANDS, Calligraphist, format_value
+from babyllm.snapshot import Snapshot
 from babyllm.stats import HIGHER, LOWER, NEUTRAL
 from tui.widgets.base import GuardedStatic, Pane, update_static
 
@@ -80,7 +81,7 @@ class StatsPane(Pane):
             why = ("  (neutral: no bands)" if calli.direction(name) == NEUTRAL
                    else f"  (banded after {calli.min_history} varying values)")
             head.append(why, style="dim")
-            return Group(head, calli.legend())
+            return Group(head, calli.legend(), *overrides_lines(snap))
         arrow = ARROWS.get(calli.direction(name), "")
         body = Text()
         for i, band in enumerate(BANDS):
@@ -91,4 +92,14 @@ class StatsPane(Pane):
             body.append(band, style=calli.style(band))
             threshold = format_value(name, thresholds[band], steady=True, registry=calli.registry)
             body.append(f" {arrow}{threshold}", style="dim")
-        return Group(head, body)
+        return Group(head, body, *overrides_lines(snap))
+
+
+def overrides_lines(snap: Snapshot | None) -> list[Text]:
+    """The settings changed mid-run (babyllm.live), which now differ from the run's config file."""
+    if snap is None or not snap.overrides:
+        return []
+    line = Text("set mid-run: ", style="bold yellow")
+    line.append("  ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in snap.overrides.items()),
+                style="yellow")
+    return [line]
