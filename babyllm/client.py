@@ -155,4 +155,19 @@ class ControlClient:
         try:
             self._sock.sendall(data)
         except OSError as e:
+            # A run that refuses the connection (another uid) writes one line and closes, which can
+            # beat our first write: that line is still ours to read, and it is the real answer.
+            refusal = self._refusal_left_behind()
+            if refusal is not None:
+                raise RunRefused(refusal) from None
             raise NoLiveRun(f"{self.run_dir}: the connection was lost ({e.strerror or e})") from None
+
+    def _refusal_left_behind(self) -> str | None:
+        """The error of a no-id refusal line the run sent before closing, if one is waiting unread."""
+        try:
+            msg = self.read()
+        except NoLiveRun:
+            return None
+        if "id" not in msg and msg.get("ok") is False:
+            return str(msg.get("error") or "the run refused this connection")
+        return None

@@ -259,6 +259,25 @@ def test_a_peer_of_a_uid_not_allowed_gets_one_error_line_and_is_closed(tmp_path)
         ep.close()
 
 
+def test_a_refused_client_whose_first_write_meets_the_closed_socket_still_hears_why(tmp_path):
+    # The race CI once lost: the run refuses and closes before the client has written anything.
+    run = tmp_path / "run"
+    run.mkdir()
+    ep = Endpoint(run, FakeTutor(), allowed_uids={os.geteuid() + 1})
+    ep.start()
+    try:
+        with ControlClient(run) as c:
+            probe = raw(run)  # a second stranger: once its refusal and EOF arrive, the first is closed too
+            buf = bytearray()
+            read_line(probe, buf)
+            assert probe.recv(100) == b""
+            probe.close()
+            with pytest.raises(RunRefused, match="may not control this run"):
+                c.call("status")
+    finally:
+        ep.close()
+
+
 NOBODY = 65534
 PEER = textwrap.dedent("""
     import json, socket, sys
