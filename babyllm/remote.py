@@ -21,7 +21,7 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from queue import SimpleQueue
 from typing import Any
@@ -90,7 +90,7 @@ class RemoteTutor:
             raise
         self._stream.wait_forever()
         self._last_step = self._latest.step
-        self._ops: SimpleQueue[str | None] = SimpleQueue()
+        self._ops: SimpleQueue[tuple[str, dict[str, Any]] | None] = SimpleQueue()
         self._sender = threading.Thread(target=self._send_ops, name="remote-control", daemon=True)
         self._sender.start()
 
@@ -195,16 +195,21 @@ class RemoteTutor:
         """Ask the run to save and stop (run() returns once it has; close() leaves it training instead)."""
         self._queue("stop")
 
-    def _queue(self, op: str) -> None:
+    def set_settings(self, items: Sequence[tuple[str, str]], by: str = DEFAULT_BY) -> None:
+        """Ask the run to change live settings (babyllm.live); it checks them, and a refusal is said."""
+        self._queue(wire.SET_OP, {"settings": dict(items)})
+
+    def _queue(self, op: str, fields: dict[str, Any] | None = None) -> None:
         if self.read_only:
             self.refused.append(op)  # a viewer never steers the run
         elif not self._closed.is_set():
-            self._ops.put(op)
+            self._ops.put((op, fields or {}))
 
     def _send_ops(self) -> None:
-        while (op := self._ops.get()) is not None:
+        while (item := self._ops.get()) is not None:
+            op, fields = item
             try:
-                self._control.call(op)
+                self._control.call(op, **fields)
             except RunRefused as e:
                 self._say(f"{op} refused by the run: {e}")
             except NoLiveRun as e:

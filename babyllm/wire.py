@@ -8,11 +8,12 @@ carrying the same ``id``. ``ok`` is true or false (with ``error``: one line sayi
     pause | resume | save | checkpoint | rollback | stop
                           -> {ok} once queued (the Tutor acts between steps; its event names the client),
                              or {ok: false, error} when the run cannot (e.g. rollback on several ranks)
-    set {key, value}      -> {ok} once queued (applied at the next step boundary, on every rank at the same
-                             step; its event names the client), or {ok: false, error}: a bad value (the
-                             same line as --set gives) or a key that cannot change mid-run, with the reason.
-                             key is "section.key" (babyllm.live.LIVE_KEYS); value the text after --set KEY=
-                             (a JSON number or bool is taken as its TOML text). The snapshot's ``overrides``
+    set {settings}        -> {ok} once queued (applied together at the next step boundary, on every rank at
+                             the same step; an event per key names the client), or {ok: false, error} and
+                             none of them queued: a bad value (the same line as --set gives) or a key that
+                             cannot change mid-run, with the reason. settings is {"section.key": value, ...}
+                             (babyllm.live.LIVE_KEYS); a value is the text after --set KEY= (a JSON number
+                             or bool is taken as its TOML text). The snapshot's ``overrides``
                              (key -> value) are the changes that differ from the run's config, its
                              ``settings`` every live setting's value now.
     subscribe             -> {ok, history: {stat: [[step, value], ...]}} then, unasked, a stream of
