@@ -24,6 +24,32 @@ def refusal(what: Request, world_size: int) -> str | None:
     return None
 
 
+class Controls:
+    """TutorControl's six control methods, each handing its Request to ``_request`` (one place for the
+    Tutor's queue, a remote cockpit's sends and a viewer's refusals); each returns at once."""
+
+    def _request(self, what: Request, by: str) -> None:
+        raise NotImplementedError
+
+    def pause(self, by: str = DEFAULT_BY) -> None:
+        self._request("pause", by)
+
+    def resume(self, by: str = DEFAULT_BY) -> None:
+        self._request("resume", by)
+
+    def request_save(self, by: str = DEFAULT_BY) -> None:
+        self._request("save", by)
+
+    def request_checkpoint(self, by: str = DEFAULT_BY) -> None:
+        self._request("checkpoint", by)
+
+    def rollback(self, by: str = DEFAULT_BY) -> None:
+        self._request("rollback", by)
+
+    def stop(self, by: str = DEFAULT_BY) -> None:
+        self._request("stop", by)
+
+
 class Requests:
     """Control requests (what, who asked, and a "set" request's change), queued without blocking the caller;
     a wake-up for a paused loop. One queue keeps their order: a set then a save saves the new setting."""

@@ -28,7 +28,7 @@ from typing import Any
 
 from babyllm import wire
 from babyllm.client import ControlClient, NoLiveRun, RunRefused, socket_path
-from babyllm.control import DEFAULT_BY
+from babyllm.control import DEFAULT_BY, Controls, Request
 from babyllm.errors import BabyError
 from babyllm.follower import SavedChat
 from babyllm.snapshot import ChatSession, History, Snapshot, State
@@ -56,7 +56,7 @@ class _Connection(ControlClient):
         self.close()
 
 
-class RemoteTutor:
+class RemoteTutor(Controls):
     """TutorControl for a run trained by another process, over its control socket.
 
     Raises NoLiveRun (a BabyError) when nothing answers at ``run_dir``. ``read_only``: a viewer's (the
@@ -176,24 +176,8 @@ class RemoteTutor:
 
     # --- controls (each returns at once; the sender thread talks to the run) ------------------------
 
-    def pause(self, by: str = DEFAULT_BY) -> None:  # (`by`: the connection's name says who asked)
-        self._queue("pause")
-
-    def resume(self, by: str = DEFAULT_BY) -> None:
-        self._queue("resume")
-
-    def request_save(self, by: str = DEFAULT_BY) -> None:
-        self._queue("save")
-
-    def request_checkpoint(self, by: str = DEFAULT_BY) -> None:
-        self._queue("checkpoint")
-
-    def rollback(self, by: str = DEFAULT_BY) -> None:
-        self._queue("rollback")
-
-    def stop(self, by: str = DEFAULT_BY) -> None:
-        """Ask the run to save and stop (run() returns once it has; close() leaves it training instead)."""
-        self._queue("stop")
+    def _request(self, what: Request, by: str) -> None:  # (pause, resume, ... from Controls; stop: the run
+        self._queue(what)  # saves and stops, and run() returns; close() leaves it training instead)
 
     def set_settings(self, items: Sequence[tuple[str, str]], by: str = DEFAULT_BY) -> None:
         """Ask the run to change live settings (babyllm.live); it checks them, and a refusal is said."""

@@ -53,7 +53,7 @@ from torch.nn.utils import clip_grad_norm_
 from babyllm import distributed, gemm, live, quality, runfiles, soul
 from babyllm.board import Board
 from babyllm.config import Config, validate
-from babyllm.control import AGREED, DEFAULT_BY, PAUSABLE, WAITING, Change, Request, Requests, Votes, refusal
+from babyllm.control import AGREED, DEFAULT_BY, PAUSABLE, WAITING, Change, Controls, Request, Requests, Votes, refusal
 from babyllm.counsellor import Counsellor, cuda_sync
 from babyllm.endpoint import Endpoint
 from babyllm.errors import BabyError, CheckpointError, ConfigError
@@ -129,7 +129,7 @@ class _Runner(torch.nn.Module):
         return p.logits, p.acts
 
 
-class Tutor:
+class Tutor(Controls):
     """The training loop for one run (implements babyllm.snapshot.TutorControl)."""
 
     def __init__(self, cfg: Config, run_dir: Path, *, resume: bool = False,
@@ -777,23 +777,8 @@ class Tutor:
 
     # --- control: requests from any thread (each returns at once), acted on between steps --------
 
-    def pause(self, by: str = DEFAULT_BY) -> None:
-        self._requests.put("pause", by)
-
-    def resume(self, by: str = DEFAULT_BY) -> None:
-        self._requests.put("resume", by)
-
-    def request_save(self, by: str = DEFAULT_BY) -> None:
-        self._requests.put("save", by)
-
-    def request_checkpoint(self, by: str = DEFAULT_BY) -> None:
-        self._requests.put("checkpoint", by)
-
-    def rollback(self, by: str = DEFAULT_BY) -> None:
-        self._requests.put("rollback", by)
-
-    def stop(self, by: str = DEFAULT_BY) -> None:
-        self._requests.put("stop", by)
+    def _request(self, what: Request, by: str) -> None:  # (pause, resume, ... from Controls)
+        self._requests.put(what, by)
 
     def set_settings(self, items: Sequence[tuple[str, str]], by: str = DEFAULT_BY) -> None:
         """Queue live changes, (key, text as after --set KEY=) each (babyllm.live.LIVE_KEYS), applied together

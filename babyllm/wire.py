@@ -41,15 +41,16 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict
-from typing import Any
+from typing import Any, get_args
 
+from babyllm.control import Request
 from babyllm.snapshot import Corpus, Event, Sample, Snapshot
 
 PROTOCOL = 1
 MAX_LINE = 1 << 20  # bytes in one line, either way
 OUTBOX_LIMIT = 4 << 20  # bytes queued for one client before it is dropped (it stopped reading)
-CONTROL_OPS = ("pause", "resume", "save", "checkpoint", "rollback", "stop")
 SET_OP = "set"
+CONTROL_OPS: tuple[str, ...] = tuple(r for r in get_args(Request) if r != SET_OP)  # (babyllm.control)
 OPS = ("hello", "status", *CONTROL_OPS, SET_OP, "subscribe", "chat", "chat_command", "chat_cancel")
 
 
