@@ -153,7 +153,7 @@ RULES: tuple[Rule, ...] = (
          "overfitting: validation minus training loss is {gap:.3f} (> alerts.overfit_gap = {overfit_gap:g}) "
          "and grew at each of the last {overfit_evals} evaluations (from {was:.3f})"),
     Rule("stall", "clock", ("stall_seconds",), Stall,
-         "stall: no training step for {seconds:.0f} s (alerts.stall_seconds = {stall_seconds:g})"),
+         "stall: no training step for {seconds:.1f} s (alerts.stall_seconds = {stall_seconds:g})"),
     Rule("throughput", "step", ("throughput_drop", "throughput_steps"), Throughput,
          "throughput drop: {rate:,.0f} tokens/s over the last {throughput_steps} steps is {pct:.0f}% of its "
          "median {median:,.0f} (alerts.throughput_drop = {throughput_drop:g})"),
