@@ -119,6 +119,8 @@ class Throughput:
         self.drop, self.n = a.throughput_drop, a.throughput_steps
         self.recent: deque[float] = deque(maxlen=self.n)
         self.past: deque[float] = deque(maxlen=self.n * 50)  # the running median's steps (before the recent)
+        self.usual = math.nan  # their median, recomputed every n steps (a sort per step would cost)
+        self.seen = 0
 
     def update(self, stats: dict[str, float]) -> dict[str, float] | None:
         rate = stats.get("tokens_per_s", math.nan)
@@ -127,9 +129,12 @@ class Throughput:
         if len(self.recent) == self.n:
             self.past.append(self.recent[0])
         self.recent.append(rate)
+        self.seen += 1
         if len(self.past) < self.n * (WARMUP_WINDOWS - 1):
             return None
-        now, usual = statistics.median(self.recent), statistics.median(self.past)
+        if self.seen % self.n == 0 or not math.isfinite(self.usual):
+            self.usual = statistics.median(self.past)
+        now, usual = statistics.median(self.recent), self.usual
         return {"rate": now, "median": usual, "pct": 100.0 * now / usual} if now < self.drop * usual else None
 
 
