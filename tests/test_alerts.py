@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 import threading
 import time
@@ -312,3 +313,27 @@ async def test_viewer_shows_an_alert_from_the_run_files_with_a_banner_and_a_bell
         assert any(text in t for t in app.pane("events").lines)  # type: ignore[attr-defined]
         await pilot.press("x")
         await wait_for(pilot, lambda: "divergence" not in status_text(app))
+
+
+def test_headless_prints_the_alert_line(make_cfg, corpus, cache, tmp_path, capsys):
+    from babyllm.cli import main as cli_main
+
+    run = tmp_path / "run"
+    sets = quiet("alerts.plateau_evals=1", "train.eval_every=1", "train.lr=1e-12", "train.min_lr=0",
+                 f"data.cache_dir={cache}")
+    assert cli_main(["train", "--config", "tiny", "--corpus", str(corpus), "--steps", "2", "--run-dir", str(run),
+                     *[x for s in sets for x in ("--set", s)]]) == 0
+    out = capsys.readouterr().out
+    assert "[alert] step 1: plateau: no new best validation loss in 1 evaluations (best " in out
+    assert "finished at step 2" in out
+
+
+def test_the_readme_table_lists_every_alerts_key_with_its_default():
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("| key (default) | rule |", 1)[1].split("\n\n", 1)[0]
+    shown = dict(re.findall(r"`(\w+)` \(([^):]+)", table))
+
+    def text(v: object) -> str:
+        return json.dumps(v) if isinstance(v, (bool, str)) else str(v)
+
+    assert shown == {k: text(v) for k, v in vars(AlertsConfig()).items()}
