@@ -9,6 +9,9 @@ waits on a reader and never calls UI code: it publishes immutable Snapshots (at 
 `publish_every` seconds, and at once on a state change or event) and appends every step's stats to the
 bounded `history`. Only rank 0 writes files (header.json, metrics.jsonl, events.jsonl, debug.log, saves;
 see babyllm.runfiles). The control queue is babyllm.control, the snapshot board babyllm.board.
+Rank 0 judges the alerts (babyllm.alerts, the [alerts] config) after each step and validation, and a
+watchdog thread raises a stall from outside a stuck step; events, state changes and publishing take a
+lock because of it.
 
 Several ranks (torchrun; see babyllm.distributed, which must be initialised first): the model trains
 through DistributedDataParallel (self.model stays the eager module sharing its parameters); each rank
