@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +102,23 @@ class TuiConfig:
 
 
 @dataclass
+class AlertsConfig:
+    """When babyllm.alerts raises an alert (a threshold of 0 turns its rule off) and what an alert does."""
+
+    divergence_pct: float = 50.0  # the mean loss of the last divergence_steps steps this % above its lowest
+    divergence_steps: int = 100
+    plateau_evals: int = 10  # no new best validation loss for this many evaluations
+    overfit_gap: float = 0.0  # validation minus training loss above this (nats) and growing ...
+    overfit_evals: int = 3  # ... over this many evaluations in a row
+    stall_seconds: float = 300.0  # no training step for this long while running
+    throughput_drop: float = 0.5  # tokens/s (median of the last throughput_steps) below this fraction of ...
+    throughput_steps: int = 20  # ... its running median (after 5 x throughput_steps steps of warm-up)
+    pause: bool = False  # an alert also pauses the run
+    command: str = ""  # run with the alert text as its last argument and in $BABYLLM_ALERT ("" = none)
+    command_timeout: float = 30.0  # seconds before the command is killed
+
+
+@dataclass
 class Config:
     """Everything a run needs; `name` is the config's file stem."""
 
@@ -110,6 +128,7 @@ class Config:
     stats: StatsConfig = field(default_factory=StatsConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
     tui: TuiConfig = field(default_factory=TuiConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     name: str = "default"
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,7 +136,7 @@ class Config:
         return {s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS}
 
 
-SECTIONS = ("model", "data", "train", "stats", "chat", "tui")
+SECTIONS = ("model", "data", "train", "stats", "chat", "tui", "alerts")
 DEVICES = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -262,12 +281,35 @@ def validate(cfg: Config, where: str = "config") -> None:
          f"tui.on_hangup = {u.on_hangup!r}: use \"detach\" (a lost terminal leaves the run training) "
          "or \"stop\" (it saves and stops)"),
     ]
+    checks += _alerts_checks(cfg.alerts)
     for w in m.windows:
         checks.append((1 <= w <= m.context,
                        f"model.windows has {w:g}: each window must be 1..model.context ({m.context})"))
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"{where}: {message}")
+
+
+def _alerts_checks(a: AlertsConfig) -> list[tuple[bool, str]]:
+    try:
+        words = shlex.split(a.command)
+        split = ""
+    except ValueError as e:
+        words, split = [], f"alerts.command = {a.command!r}: {e}; fix its quoting"
+    return [
+        (a.divergence_pct >= 0, f"alerts.divergence_pct = {a.divergence_pct}: must be >= 0 (0 = off)"),
+        (a.divergence_steps >= 2, f"alerts.divergence_steps = {a.divergence_steps}: must be at least 2"),
+        (a.plateau_evals >= 0, f"alerts.plateau_evals = {a.plateau_evals}: must be >= 0 (0 = off)"),
+        (a.overfit_gap >= 0, f"alerts.overfit_gap = {a.overfit_gap}: must be >= 0 (0 = off)"),
+        (a.overfit_evals >= 1, f"alerts.overfit_evals = {a.overfit_evals}: must be at least 1"),
+        (0 <= a.stall_seconds < 1e7, f"alerts.stall_seconds = {a.stall_seconds}: must be >= 0 (0 = off)"),
+        (0 <= a.throughput_drop < 1,
+         f"alerts.throughput_drop = {a.throughput_drop}: must be in [0, 1) (a fraction of the median; 0 = off)"),
+        (a.throughput_steps >= 1, f"alerts.throughput_steps = {a.throughput_steps}: must be at least 1"),
+        (not split, split),
+        (bool(words) or not a.command.strip(), f"alerts.command = {a.command!r}: name a program (\"\" = none)"),
+        (0 < a.command_timeout < 1e6, f"alerts.command_timeout = {a.command_timeout}: must be > 0 seconds"),
+    ]
 
 
 def default_config_name() -> str:

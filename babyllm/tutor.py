@@ -9,6 +9,9 @@ waits on a reader and never calls UI code: it publishes immutable Snapshots (at 
 `publish_every` seconds, and at once on a state change or event) and appends every step's stats to the
 bounded `history`. Only rank 0 writes files (header.json, metrics.jsonl, events.jsonl, debug.log, saves;
 see babyllm.runfiles). The control queue is babyllm.control, the snapshot board babyllm.board.
+Rank 0 judges the alerts (babyllm.alerts, the [alerts] config) after each step and validation, and a
+watchdog thread raises a stall from outside a stuck step; events, state changes and publishing take a
+lock because of it.
 
 Several ranks (torchrun; see babyllm.distributed, which must be initialised first): the model trains
 through DistributedDataParallel (self.model stays the eager module sharing its parameters); each rank
@@ -51,6 +54,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.nn.utils import clip_grad_norm_
 
 from babyllm import distributed, gemm, live, quality, runfiles, soul
+from babyllm.alerts import Alert, Alerts, run_command
 from babyllm.board import Board
 from babyllm.config import Config, validate
 from babyllm.control import AGREED, DEFAULT_BY, PAUSABLE, WAITING, Change, Controls, Request, Requests, Votes, refusal
@@ -164,6 +168,12 @@ class Tutor(Controls):
         self._overrides: dict[str, tuple[Any, Any]] = {}  # live changes: key -> (the run's config value, now)
         self._writer = runfiles.RunWriter(self.run_dir, self._log_failed, METRICS_FLUSH_S)
         self._state: State = "starting"
+        # Alerts (rank 0 judges them; a pause goes through the vote). The watchdog thread raises a stall
+        # from outside a stuck step, so events, state and publishing take _io_lock.
+        self._alerts = Alerts(cfg.alerts) if self.is_main else None
+        self._beat: float | None = None  # when the loop last finished a step (None: none yet this run)
+        self._watchdog_stop = threading.Event()
+        self._io_lock = threading.RLock()
         self._error: str | None = None
         self._alarm: str | None = None
         self._stopping = False
@@ -500,7 +510,8 @@ class Tutor(Controls):
             losses.append(next_token_loss(logits, b[:, 1:]))
         return torch.stack(losses).mean().item()
 
-    def _validate(self) -> None:
+    def _validate(self, train_loss: float = math.nan) -> None:
+        """Validate now; `train_loss` (the recent training loss) is for the overfitting alert."""
         val = self.validate()
         self.val_loss = val
         self.val_bpb = val / max(self._val_bytes_per_token, 1e-9) / quality.LN2
@@ -514,6 +525,8 @@ class Tutor(Controls):
                 self.counsellor.log(f"best/ kept: its val {on_disk:.4f} beats this branch's {val:.4f}")
         else:
             self._event("val", f"val loss {val:.4f} (best {self.best_val:.4f} @{self.best_val_step})")
+        for alert in self._alerts.validation(self.step_count, val, train_loss) if self._alerts is not None else ():
+            self._raise_alert(alert)
 
     @torch.no_grad()
     def make_sample(self) -> Sample:
@@ -654,7 +667,8 @@ class Tutor(Controls):
             return
         self._error = None
         self.history.rewind(loaded.step + 1)  # the plots keep only the live branch
-        self._writer.rollback(loaded.step)
+        with self._io_lock:
+            self._writer.rollback(loaded.step)
         self._event("info", f"rolled back to {loaded.path.name} (step {loaded.step}); paused")
         self._set_state("paused")
 
@@ -667,10 +681,14 @@ class Tutor(Controls):
         "error" (an unexpected exception; snapshot().error has it). Saves on the way out (rank 0).
         """
         self._serve()
+        watchdog = self._start_watchdog()
         try:
             final = self._train()
             self._set_state(final)  # (subscribers get this last snapshot before the socket closes)
         finally:
+            self._watchdog_stop.set()
+            if watchdog is not None:
+                watchdog.join()
             self._unserve()
         self.close()
         return final
@@ -723,6 +741,8 @@ class Tutor(Controls):
             if self._stopping:
                 return "alarm" if self._state == "alarm" else "stopped"
             if self._state in WAITING:
+                if self._beat is not None:  # (no stall while waiting; the clock starts again on resume)
+                    self._beat = time.monotonic()
                 self._maybe_publish()
                 self._requests.wait(0.1)
                 if self.world_size > 1:
@@ -731,6 +751,7 @@ class Tutor(Controls):
             if self._done():
                 return "finished"
             self._after_step(self.step())
+            self._beat = time.monotonic()
             self._maybe_publish()
 
     def _done(self) -> bool:
@@ -743,7 +764,7 @@ class Tutor(Controls):
             self._agree_settings()
         t, n = self.cfg.train, self.step_count
         if self._alarm is None and self.is_main and n % t.eval_every == 0:
-            self._validate()  # before recording, so this step's stats carry the new val loss
+            self._validate(stats["loss_100"])  # before recording, so this step's stats carry the new val loss
             stats["val_loss"], stats["perplexity"] = self.val_loss, _exp(self.val_loss)
             stats["val_bpb"] = self.val_bpb
         self._record(stats)
@@ -752,6 +773,8 @@ class Tutor(Controls):
             self._event("alarm", f"{self._alarm}; the step was not applied, training paused")
             self._set_state("alarm")
             return
+        for alert in self._alerts.step(n, stats) if self._alerts is not None else ():
+            self._raise_alert(alert)
         if self.is_main and n % t.sample_every == 0:
             self._sample = self.make_sample()
         if t.save_every and n % t.save_every == 0:
@@ -759,6 +782,35 @@ class Tutor(Controls):
         if self._votes.pause_agreed:
             self._votes.pause_agreed = False
             self._set_state("paused")
+
+    def _raise_alert(self, alert: Alert) -> None:
+        """An alert's event; the configured command (in the background) and pause (through the request queue,
+        so on several ranks the vote: every rank pauses at the same step)."""
+        a = self.cfg.alerts
+        self._event("alert", alert.message)
+        if a.command.strip():
+            run_command(a.command, alert.message, a.command_timeout, lambda why: self._event("error", why))
+        if a.pause:
+            self.pause(by=f"alert ({alert.rule})")
+
+    def _start_watchdog(self) -> threading.Thread | None:
+        """Rank 0's stall watchdog: a stuck step cannot notice itself, so this thread reads the loop's beat."""
+        if self._alerts is None or "stall" not in self._alerts.rules:
+            return None
+        self._watchdog_stop.clear()
+        thread = threading.Thread(target=self._watch_stalls, name="stall-watchdog", daemon=True)
+        thread.start()
+        return thread
+
+    def _watch_stalls(self) -> None:
+        assert self._alerts is not None
+        every = min(1.0, self.cfg.alerts.stall_seconds / 4)
+        while not self._watchdog_stop.wait(every):
+            beat = self._beat  # (watched only while running: not paused, waiting, stopping or before a step)
+            watched = beat is not None and self._state == "running" and not self._stopping
+            seconds = time.monotonic() - beat if beat is not None and watched else None
+            for alert in self._alerts.clock(self.step_count, seconds):
+                self._raise_alert(alert)
 
     def _say_how_it_runs(self) -> None:
         if self.cfg.train.compile:
@@ -901,21 +953,25 @@ class Tutor(Controls):
     def _record(self, stats: dict[str, float]) -> None:
         self._last_stats = stats
         self.history.add(int(stats["step"]), stats)
-        self._writer.metrics(stats)
+        with self._io_lock:
+            self._writer.metrics(stats)
 
     def _event(self, kind: EventKind, message: str) -> None:
-        ev = Event(self.step_count, kind, message)
-        self._board.add(ev)
-        if hasattr(self, "counsellor"):
-            self.counsellor.log(f"event {kind} step {ev.step}: {message}")
-        self._writer.event(ev)
-        self._maybe_publish(force=True)
+        """Log and publish an event (from the training thread, the stall watchdog or an alert command's thread)."""
+        with self._io_lock:
+            ev = Event(self.step_count, kind, message)
+            self._board.add(ev)
+            if hasattr(self, "counsellor"):
+                self.counsellor.log(f"event {kind} step {ev.step}: {message}")
+            self._writer.event(ev)
+            self._maybe_publish(force=True)
 
     def _set_state(self, state: State) -> None:
-        if state != self._state:
-            self._state = state
-            self._writer.flush()
-            self._maybe_publish(force=True)
+        with self._io_lock:
+            if state != self._state:
+                self._state = state
+                self._writer.flush()
+                self._maybe_publish(force=True)
 
     def _log_failed(self, name: str, e: OSError) -> None:
         """A log's write failed (a full disk): the writer dropped it; raise the alarm, naming what is safe."""
@@ -949,15 +1005,17 @@ class Tutor(Controls):
     def _maybe_publish(self, force: bool = False) -> None:
         if self._board.current is None:  # (not while building: the first snapshot comes at its end)
             return
-        if self._board.offer(self._fields, force) and self._endpoint is not None:
-            self._endpoint.publish(self._board.current)  # hands it over; never waits on a client
+        with self._io_lock:
+            if self._board.offer(self._fields, force) and self._endpoint is not None:
+                self._endpoint.publish(self._board.current)  # hands it over; never waits on a client
 
     def _publish_failed(self, e: Exception) -> None:
         self.counsellor.log(f"publish callback failed: {type(e).__name__}: {e}")
 
     def close(self) -> None:
         """Flush and close the run's files (run() does this on the way out)."""
-        self._writer.close()
+        with self._io_lock:  # (an alert command's thread may still report)
+            self._writer.close()
         if hasattr(self, "counsellor"):
             self.counsellor.close()
         lock = getattr(self, "_lock", None)

@@ -94,6 +94,8 @@ ACTIONS: tuple[Action, ...] = (
            help="chat with the run's newest save (loaded on the CPU here)", palette="Chat with the model"),
     Action("escape", "leave", "leave", footer=True,
            help="leave the chat input / close a dialog / un-maximise"),
+    Action("x", "dismiss_alert", "dismiss", help="dismiss the alert banner (the event log keeps the alert)",
+           palette="Dismiss the alert banner"),
     Action("0", SHOW_ALL, "all panes", help="back to all panes", palette="Show all panes"),
     Action("", "", help_keys="tab  shift+tab", help="move focus between panes (not out of the chat input: esc)"),
     Action("l", "toggle_log", "log", help="loss plot: log scale on/off", palette="Loss plot: toggle log scale"),

@@ -385,16 +385,31 @@ class CockpitApp(App[int]):
             log.add(e)
             if not announce:
                 continue
-            if e.kind in ("save", "checkpoint"):
+            if e.kind == "alert":
+                self._alert(e.message)
+            elif e.kind in ("save", "checkpoint"):
                 self.status.flash(f"saved → {_folder(e.message)}", 6)
             elif e.kind == "error" and ("save failed" in e.message or "not written" in e.message):
                 self.status.flash(f"save failed: see the event log ({log.key})", 10)
         self._events_seen = snap.event_count
 
+    def _alert(self, text: str) -> None:
+        """An alert (babyllm.alerts): a bell, a toast, and the status bar's banner until x or a resume."""
+        self.bell()
+        self.notify(text, title="alert", severity="warning", timeout=10)
+        self.status.alert = text
+        self.status.refresh_line()
+
+    def action_dismiss_alert(self) -> None:
+        self.status.alert = ""
+        self.status.refresh_line()
+
     def _state_changed(self, snap: Snapshot) -> None:
         old, self._last_state = self._last_state, snap.state
         was_paused = self.paused
         self.paused = snap.state in ("paused", "alarm")
+        if was_paused and snap.state == "running":
+            self.status.alert = ""  # resumed: the alert that paused it has been seen
         if was_paused != self.paused:
             self.token_rate.reset()
             self.refresh_bindings()  # the footer says "p resume" while paused

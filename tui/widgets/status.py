@@ -1,4 +1,5 @@
-"""One-line status bar under the header: state, step, loss, speed; turns into a red banner on an alarm."""
+"""One-line status bar under the header: state, step, loss, speed; turns into a red banner on an alarm and
+carries an alert's banner (babyllm.alerts) until it is dismissed."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from textual.widgets import Static
 
 from babyllm.calligraphist import Calligraphist, format_value
 from babyllm.durations import duration
+from babyllm.events import EVENT_STYLES
 from babyllm.snapshot import Snapshot
 from tui.pace import PANES_EVERY, Pace
 from tui.widgets.timing import eta_seconds
@@ -20,7 +22,7 @@ STATE_STYLES = {
     "starting": "bold yellow", "running": "bold green", "paused": "bold yellow", "alarm": "bold white on red",
     "stopping": "bold yellow", "stopped": "bold", "finished": "bold cyan", "error": "bold white on red",
 }
-
+ALERT_STYLE = EVENT_STYLES["alert"]
 
 RATE_SECONDS = 10.0  # the header's tok/s is the mean over this many seconds of wall time
 
@@ -69,6 +71,7 @@ class StatusBar(Static):
         self.calligraphist, self.token_rate, self.pace = calligraphist, token_rate, pace
         self.snapshot: Snapshot | None = None
         self.note = ""  # lasting (stopping; what a viewer makes of the run): it wins over a flash
+        self.alert = ""  # the latest alert's text, shown until dismissed (x) or a resume
         self._flash, self._flash_until = "", 0.0
         self._dirty = False
         self._shown = 0.0
@@ -125,6 +128,10 @@ class StatusBar(Static):
         out.append(f" step {snap.step:,}")
         if snap.max_steps:
             out.append(f"/{snap.max_steps:,}")
+        if self.alert:  # early, as the note; x dismisses it
+            out.append("  ")
+            out.append("x", style="bold reverse")
+            out.append(f" ⚠ {self.alert}", style=ALERT_STYLE)
         if note:  # early, so 80 columns never cut it off ("saved → save-00000904")
             out.append(f"  {note}", style="italic")
         s = snap.stats
