@@ -79,7 +79,7 @@ class ReferenceRun:
 
     def _missing(self, error: OSError) -> str:
         if isinstance(error, FileNotFoundError):
-            return f"{self.name}: no {runfiles.METRICS_FILE} (not trained yet?)"
+            return f"{self.name}: no {runfiles.METRICS_FILE}: not trained yet?"
         return f"{self.name}: cannot read {runfiles.METRICS_FILE} ({error.strerror or error})"
 
 

@@ -53,7 +53,8 @@ def test_choices_are_the_siblings_but_the_current_run(tmp_path):
     current = write_run(root, "current", 5)
     rows = {r.name: r for r in choices(root, str(current))}
     assert set(rows) == {"alpha", "empty"}
-    assert rows["alpha"].step == 30 and rows["alpha"].best_val == pytest.approx(2.7) and rows["alpha"].best_val_step == 30
+    alpha = rows["alpha"]
+    assert alpha.step == 30 and alpha.best_val == pytest.approx(2.7) and alpha.best_val_step == 30
     assert rows["empty"].step is None  # listed, but nothing to draw (the picker greys it)
     assert runs_root(str(current)) == root
     assert runs_root("") == runfiles.RUNS and runs_root(str(tmp_path / "gone" / "x")) == runfiles.RUNS
@@ -159,6 +160,7 @@ async def test_cockpit_overlays_a_picked_run_and_toggles_the_x_axis(tmp_path, mo
     cfg = load_config("tiny", [f'data.corpus="{write_corpus(tmp_path)}"', f'data.cache_dir="{tmp_path / "cache"}"',
                                "train.save_every=0"])
     app = CockpitApp(lambda publish, say: Tutor(cfg, root / "current", publish=publish, say=say), handle_signals=False)
+    app.pace.MAX_STRETCH = 1.0  # full pace: plots redraw every second even on a busy test machine
     async with app.run_test(size=(160, 50)) as pilot:
         pane = app.pane("loss")
         await wait_for(pilot, lambda: app.snapshot is not None and app.snapshot.step > 5)
@@ -173,7 +175,7 @@ async def test_cockpit_overlays_a_picked_run_and_toggles_the_x_axis(tmp_path, mo
         await wait_for(pilot, lambda: not isinstance(app.screen, RunPicker) and drawn(pane, "alpha") is not None)
         legend = str(pane.query_one("#loss-info").render())
         # (the current run validates in bits per byte: so is alpha's validation drawn and named)
-        assert f"■ alpha best {format_value('val_bpb', 1.2, steady=True)} @60" in legend and "beta" not in legend
+        assert f"■ alpha best {format_value('val_bpb', 1.2, steady=True)} bpb @60" in legend and "beta" not in legend
         assert drawn(pane, "alpha").x == [float(s) for s in range(1, 61)]
         assert drawn(pane, "alpha", "val").x == [10.0, 20.0, 30.0, 40.0, 50.0, 60.0]
         await wait_for(pilot, lambda: drawn(pane, "").x[-1] == app.snapshot.step)
@@ -217,3 +219,25 @@ async def test_cockpit_overlays_a_picked_run_and_toggles_the_x_axis(tmp_path, mo
         await wait_for(pilot, lambda: not app.is_running)
     assert app.join_tutor(timeout=10)
 
+
+
+async def test_a_picked_run_without_a_log_is_a_note_in_the_legend(tmp_path):
+    from tui.fake import FakeTutor
+
+    (tmp_path / "old").mkdir()
+    good = write_run(tmp_path, "good", 20)
+    app = CockpitApp(lambda publish, say: FakeTutor(publish=publish), handle_signals=False)
+    async with app.run_test(size=(160, 50)) as pilot:
+        assert ("Loss plot: compare runs (overlay others)", "pick_runs", "o") in app.palette_entries()
+        assert ("Loss plot: x axis by step or tokens", "toggle_x_axis", "x") in app.palette_entries()
+        pane = app.pane("loss")
+        await wait_for(pilot, lambda: app.snapshot is not None)
+        pane.pick([tmp_path / "old", good])
+        info = pane.query_one("#loss-info")
+        await wait_for(pilot, lambda: drawn(pane, "good") is not None and "not trained" in str(info.render()))
+        legend = str(info.render())
+        assert "■ old (no metrics.jsonl: not trained yet?)" in legend and "■ good best" in legend
+        assert not pane.failures  # a note, not a failed redraw
+        assert drawn(pane, "old") is None and drawn(pane, "") is not None
+        app.exit()
+    assert app.join_tutor(timeout=10)

@@ -167,13 +167,6 @@ class RunPicker(Dialog[list[Path] | None]):
 
     BINDINGS = [Binding("escape", "cancel", "cancel")]
 
-    DEFAULT_CSS = """
-    RunPicker { align: center middle; background: $background 60%; }
-    #picker-box { width: 96; }
-    #picker-list { height: auto; max-height: 20; }
-    #picker-buttons { height: auto; margin-top: 1; }
-    """
-
     def __init__(self, root: Path, current: str, picked: Sequence[Path]) -> None:
         super().__init__()
         self.root, self.current, self.picked = root, current, {Path(p) for p in picked}
@@ -210,8 +203,9 @@ class RunPicker(Dialog[list[Path] | None]):
         pick_list.add_options(options)
         pick_list.highlighted = next((i for i, o in enumerate(options) if not o.disabled), None)
         if not note:
-            note = f"no other runs in {self.root}/" if not rows else (
-                f"{len(rows)} run{'s' if len(rows) != 1 else ''} in {self.root}/ (greyed: nothing to draw yet)")
+            greyed = " (greyed: nothing to draw yet)" if any(r.step is None for r in rows) else ""
+            note = f"{len(rows)} other run{'s' if len(rows) != 1 else ''} in {self.root}/{greyed}" if rows else (
+                f"no other runs in {self.root}/")
         self.query_one("#picker-note", Static).update(Text(note, style="dim"))
 
     @staticmethod

@@ -238,7 +238,7 @@ class LossPane(PlotPane):
             best = min(((v, s) for s, v in zip(c.val_steps, vals, strict=True) if math.isfinite(v)), default=None)
             if best is not None:
                 name = "val_bpb" if bpb else "val_loss"
-                legend.append(f" best {format_value(name, best[0], steady=True)} @{best[1]:,}")
+                legend.append(f" best {format_value(name, best[0], steady=True)}{' bpb' if bpb else ''} @{best[1]:,}")
         return legend
 
     @staticmethod
