@@ -12,11 +12,12 @@ import threading
 from pathlib import Path
 
 from babyllm import ctl, runfiles
-from babyllm.plot import Curves, curves_from_history
+from babyllm.plot import CURVE_STATS, Curves, curves_from_history
 from babyllm.snapshot import History
 
 CURVE_POINTS = 1000  # per curve, as read (the pane thins them further to its width)
 MAX_STEPS = 10_000_000  # steps a reference run's History keeps (the whole of any run this project trains)
+KEPT = frozenset({"step", "rollback_to", *CURVE_STATS})  # the fields of a metrics record a reference keeps
 
 
 def runs_root(run_dir: str) -> Path:
@@ -75,7 +76,8 @@ class ReferenceRun:
             self._history.clear()
             self._offset = 0
         records, self._offset = runfiles.read_jsonl_since(self.path, self._offset)
-        runfiles.apply_metrics(self._history, records)
+        # only what the curves need is kept (a long run's other stats would cost memory for nothing)
+        runfiles.apply_metrics(self._history, [{k: v for k, v in rec.items() if k in KEPT} for rec in records])
 
     def _missing(self, error: OSError) -> str:
         if isinstance(error, FileNotFoundError):

@@ -63,12 +63,13 @@ def read_curves(run_dir: Path) -> Curves:
     return curves
 
 
+CURVE_STATS = ("loss", "tokens", "val_loss", "val_bpb")  # the stats the curves are drawn from
+
+
 def curves_from_history(name: str, history: History, max_points: int) -> Curves:
     """A run's curves from its History, each thinned to at most `max_points` (steps: none logged yet)."""
-    steps, train = history.series("loss", max_points)
-    tok_steps, tokens = history.series("tokens", max_points)
-    val_steps, val = history.series("val_loss", max_points)
-    bpb_steps, bpb = history.series("val_bpb", max_points)
+    (steps, train), (tok_steps, tokens), (val_steps, val), (bpb_steps, bpb) = (
+        history.series(stat, max_points) for stat in CURVE_STATS)
     tokens_at = dict(zip(tok_steps, tokens, strict=True))
     bpb_at = dict(zip(bpb_steps, bpb, strict=True))
     keep = [i for i, v in enumerate(val) if v == v]  # nan: not validated yet
