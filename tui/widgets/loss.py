@@ -67,7 +67,7 @@ class LossPane(PlotPane):
     def __init__(self, key: str, calligraphist: Calligraphist) -> None:
         super().__init__(key, calligraphist)
         self.overlay = Overlay()
-        self.drawn: list[Drawn] = []  # what the last redraw drew (tests and the README's capture read it)
+        self.drawn: list[Drawn] = []  # what the last redraw drew (the tests check it)
         self._reading = False  # a worker is reading overlaid runs' logs
 
     def _settings_changed(self) -> None:
