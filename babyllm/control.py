@@ -10,7 +10,7 @@ from typing import Any, Literal
 from babyllm.snapshot import State
 
 Request = Literal["pause", "resume", "save", "checkpoint", "rollback", "stop", "set"]
-Setting = tuple[str, Any]  # a "set" request's (key, checked value); see babyllm.live
+Change = tuple[tuple[str, Any], ...]  # a "set" request's checked (key, value) pairs, applied together (babyllm.live)
 AGREED: tuple[Request, ...] = ("pause", "resume", "stop")  # on several ranks: acted on once every rank has heard
 PAUSABLE: tuple[State, ...] = ("running",)
 WAITING: tuple[State, ...] = ("paused", "alarm")  # the loop waits for requests instead of stepping; resume leaves
@@ -24,20 +24,46 @@ def refusal(what: Request, world_size: int) -> str | None:
     return None
 
 
+class Controls:
+    """TutorControl's six control methods, each handing its Request to ``_request`` (one place for the
+    Tutor's queue, a remote cockpit's sends and a viewer's refusals); each returns at once."""
+
+    def _request(self, what: Request, by: str) -> None:
+        raise NotImplementedError
+
+    def pause(self, by: str = DEFAULT_BY) -> None:
+        self._request("pause", by)
+
+    def resume(self, by: str = DEFAULT_BY) -> None:
+        self._request("resume", by)
+
+    def request_save(self, by: str = DEFAULT_BY) -> None:
+        self._request("save", by)
+
+    def request_checkpoint(self, by: str = DEFAULT_BY) -> None:
+        self._request("checkpoint", by)
+
+    def rollback(self, by: str = DEFAULT_BY) -> None:
+        self._request("rollback", by)
+
+    def stop(self, by: str = DEFAULT_BY) -> None:
+        self._request("stop", by)
+
+
 class Requests:
-    """Control requests (what, who asked, and a "set" request's setting), queued without blocking the caller;
+    """Control requests (what, who asked, and a "set" request's change), queued without blocking the caller;
     a wake-up for a paused loop. One queue keeps their order: a set then a save saves the new setting."""
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[Request, str, Setting | None]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Request, str, Change | None]] = queue.SimpleQueue()
         self._wake = threading.Event()
 
-    def put(self, what: Request, by: str = DEFAULT_BY, setting: Setting | None = None) -> None:
-        self._queue.put((what, by, setting))
+    def put(self, what: Request, by: str = DEFAULT_BY, change: Change | None = None) -> None:
+        self._queue.put((what, by, change))
         self._wake.set()
 
-    def take(self) -> list[tuple[Request, str, Setting | None]]:
-        """Every request queued so far, oldest first, each with who asked (and the setting, for "set")."""
+    def take(self) -> list[tuple[Request, str, Change | None]]:
+        """Every request queued so far, oldest first, each with who asked (and the change, for "set")."""
         out = []
         while True:
             try:
@@ -59,5 +85,5 @@ class Votes:
     pause: bool = False
     resume: bool = False
     pause_agreed: bool = False  # every rank pauses after this step
-    settings: list[tuple[Setting, str]] = field(default_factory=list)  # rank 0's pending changes, with who asked
+    settings: list[tuple[Change, str]] = field(default_factory=list)  # rank 0's pending changes, with who asked
     settings_agreed: bool = False  # rank 0 sends its changes after this step; every rank applies them

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from babyllm import runfiles, wire
+from babyllm import live, runfiles, wire
 from babyllm.cli import exit_code
 from babyllm.client import ControlClient, NoLiveRun, RunRefused, is_live, socket_path
 from babyllm.control import WAITING
@@ -103,21 +103,19 @@ def ctl_main(args: argparse.Namespace) -> int:
 def ctl(run_dir: Path, action: str, *, as_json: bool = False, wait: float | None = None,
         settings: Sequence[str] = ()) -> str:
     """Ask the live run in `run_dir` for `action`; the line to print. wait: seconds --wait may take;
-    settings: set's KEY=VALUE items (each sent on its own; the first refused one raises RunRefused)."""
+    settings: set's KEY=VALUE items (sent as one request: all are applied, or RunRefused says why none is)."""
     if wait is not None and action not in WAITABLE:
         raise BabyError(f"--wait goes with {' or '.join(WAITABLE)}, not {action}")
+    changes = dict(live.parse_items(settings)) if settings else {}
     with ControlClient(run_dir, name=CLIENT) as client:
         pid, ranks = hello(client)
         if action == "status":
             snap = client.call("status")["snapshot"]
             return json.dumps({**snap, "pid": pid, "world_size": ranks}) if as_json else status_line(
                 wire.snapshot_from_json(snap), pid, ranks, run_dir)
-        for item in settings:
-            key, sep, text = item.partition("=")
-            if not sep:
-                raise BabyError(f"{wire.SET_OP} {item}: expected KEY=VALUE, e.g. train.lr=0.0015")
-            client.call(wire.SET_OP, key=key.strip(), value=text.strip())
-        if not settings:
+        if changes:
+            client.call(wire.SET_OP, settings=changes)
+        else:
             client.call(action)
         done: dict[str, Any] = {"ok": True, "action": action, "run_dir": str(run_dir), "pid": pid}
         if wait is not None and action == "pause":

@@ -397,13 +397,15 @@ class Endpoint:
         return {"ok": True}
 
     def _set(self, conn: _Conn, obj: dict[str, Any]) -> dict[str, Any]:
-        key, value = obj.get("key"), obj.get("value")
-        if not isinstance(key, str) or not isinstance(value, str | int | float | bool):
-            return {"ok": False, "error": 'set needs {"key": "section.key", "value": ...}, e.g. train.lr and 0.001'}
+        settings = obj.get("settings")
+        if (not isinstance(settings, dict) or not settings
+                or not all(isinstance(v, str | int | float | bool) for v in settings.values())):
+            return {"ok": False,
+                    "error": 'set needs {"settings": {"section.key": value, ...}}, e.g. {"train.lr": 0.001}'}
         if not isinstance(self.control, LiveSettings):
             return {"ok": False, "error": "this run cannot change its settings mid-run"}
         try:
-            self.control.set_setting(key, live.value_text(value), by=conn.name)
+            self.control.set_settings([(k, live.value_text(v)) for k, v in settings.items()], by=conn.name)
         except ConfigError as e:
             return {"ok": False, "error": str(e)}
         return {"ok": True}

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 
 from babyllm import runfiles
 from babyllm.board import Board
-from babyllm.control import DEFAULT_BY, Request
+from babyllm.control import DEFAULT_BY, Controls, Request
 from babyllm.durations import duration
 from babyllm.errors import BabyError, CheckpointError
 from babyllm.events import EventKind
@@ -165,7 +165,7 @@ class JsonlTail(LineTail):
 # --- the Watcher --------------------------------------------------------------------------------
 
 
-class Watcher:
+class Watcher(Controls):
     """Follows a run directory read-only and implements TutorControl for the cockpit (see the module doc).
 
     ``run()`` polls until ``stop()`` (the app runs it in its worker thread); ``start()`` runs it in a
@@ -215,23 +215,8 @@ class Watcher:
         """A chat with the run's newest save, loaded on the CPU here at its first message."""
         return SavedChat(self.run_dir)
 
-    def _refuse(self, what: Request) -> None:
+    def _request(self, what: Request, by: str) -> None:  # (pause, resume, ... from Controls)
         self.refused.append(what)  # nothing else: the training process is not ours to steer
-
-    def pause(self, by: str = DEFAULT_BY) -> None:
-        self._refuse("pause")
-
-    def resume(self, by: str = DEFAULT_BY) -> None:
-        self._refuse("resume")
-
-    def request_save(self, by: str = DEFAULT_BY) -> None:
-        self._refuse("save")
-
-    def request_checkpoint(self, by: str = DEFAULT_BY) -> None:
-        self._refuse("checkpoint")
-
-    def rollback(self, by: str = DEFAULT_BY) -> None:
-        self._refuse("rollback")
 
     def stop(self, by: str = DEFAULT_BY) -> None:
         """End the watching (run() returns within one poll); the training process is not told anything."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from babyllm.config import ChatConfig, Config, apply_override, validate
@@ -46,6 +47,31 @@ _WHY_NOT = {
 }
 
 
+def resolve(name: str) -> str:
+    """A live setting's key from what someone typed: "train.lr" as it is, a bare "lr" or "top_k" when exactly
+    one live key ends in it; ConfigError otherwise (a full key is checked later, as --set checks it)."""
+    if "." in name:
+        return name
+    found = [k for k in LIVE_KEYS if k.partition(".")[2] == name]
+    if len(found) != 1:
+        raise ConfigError(f"{name!r} is not a live setting; they are: {', '.join(LIVE_KEYS)}")
+    return found[0]
+
+
+def parse_items(words: Sequence[str]) -> list[tuple[str, str]]:
+    """(key, text) pairs from KEY=VALUE words, or from one KEY VALUE pair ("lr 5e-4"); ConfigError names a
+    word that is neither."""
+    if len(words) == 2 and "=" not in words[0] and "=" not in words[1]:
+        return [(resolve(words[0]), words[1])]
+    pairs = []
+    for word in words:
+        key, sep, text = word.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"set {word}: expected KEY=VALUE, e.g. train.lr=0.0015")
+        pairs.append((resolve(key.strip()), text.strip()))
+    return pairs
+
+
 def value_text(value: Any) -> str:
     """A wire value (a JSON number, bool or string) as the text after `--set KEY=`."""
     if isinstance(value, bool):
@@ -53,17 +79,19 @@ def value_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def check(cfg: Config, key: str, text: str) -> Any:
-    """The checked value `key=text` would give `cfg` (cfg is untouched); ConfigError says why it cannot."""
-    item = f"{key}={text}"
+def check(cfg: Config, items: Sequence[tuple[str, str]]) -> tuple[tuple[str, Any], ...]:
+    """The checked (key, value) pairs that `key=text` items would give `cfg`, all of them or none: ConfigError
+    says why one cannot (cfg is untouched). Checked together, so lowering train.lr and train.min_lr at once
+    passes whichever comes first."""
     trial = copy.deepcopy(cfg)
-    apply_override(trial, item)  # an unknown key or a bad value: the same one-line error as --set
-    if key not in LIVE_KEYS:
-        section = key.partition(".")[0]
-        why = _WHY_NOT.get(key) or _WHY_NOT.get(section) or "it is read only when the run starts"
-        raise ConfigError(f"{key} cannot change mid-run: {why}; restart with --set {key}=...")
-    validate(trial, where=f"--set {item}")
-    return get(trial, key)
+    for key, text in items:
+        apply_override(trial, f"{key}={text}")  # an unknown key or a bad value: the same one-line error as --set
+        if key not in LIVE_KEYS:
+            section = key.partition(".")[0]
+            why = _WHY_NOT.get(key) or _WHY_NOT.get(section) or "it is read only when the run starts"
+            raise ConfigError(f"{key} cannot change mid-run: {why}; restart with --set {key}=...")
+    validate(trial, where="--set " + " ".join(f"{k}={t}" for k, t in items))
+    return tuple((key, get(trial, key)) for key in dict(items))  # (a key given twice: its last value, once)
 
 
 def get(cfg: Config, key: str) -> Any:

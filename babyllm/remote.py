@@ -21,14 +21,14 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from queue import SimpleQueue
 from typing import Any
 
 from babyllm import wire
 from babyllm.client import ControlClient, NoLiveRun, RunRefused, socket_path
-from babyllm.control import DEFAULT_BY
+from babyllm.control import DEFAULT_BY, Controls, Request
 from babyllm.errors import BabyError
 from babyllm.follower import SavedChat
 from babyllm.snapshot import ChatSession, History, Snapshot, State
@@ -56,7 +56,7 @@ class _Connection(ControlClient):
         self.close()
 
 
-class RemoteTutor:
+class RemoteTutor(Controls):
     """TutorControl for a run trained by another process, over its control socket.
 
     Raises NoLiveRun (a BabyError) when nothing answers at ``run_dir``. ``read_only``: a viewer's (the
@@ -90,7 +90,7 @@ class RemoteTutor:
             raise
         self._stream.wait_forever()
         self._last_step = self._latest.step
-        self._ops: SimpleQueue[str | None] = SimpleQueue()
+        self._ops: SimpleQueue[tuple[str, dict[str, Any]] | None] = SimpleQueue()
         self._sender = threading.Thread(target=self._send_ops, name="remote-control", daemon=True)
         self._sender.start()
 
@@ -176,35 +176,24 @@ class RemoteTutor:
 
     # --- controls (each returns at once; the sender thread talks to the run) ------------------------
 
-    def pause(self, by: str = DEFAULT_BY) -> None:  # (`by`: the connection's name says who asked)
-        self._queue("pause")
+    def _request(self, what: Request, by: str) -> None:  # (pause, resume, ... from Controls; stop: the run
+        self._queue(what)  # saves and stops, and run() returns; close() leaves it training instead)
 
-    def resume(self, by: str = DEFAULT_BY) -> None:
-        self._queue("resume")
+    def set_settings(self, items: Sequence[tuple[str, str]], by: str = DEFAULT_BY) -> None:
+        """Ask the run to change live settings (babyllm.live); it checks them, and a refusal is said."""
+        self._queue(wire.SET_OP, {"settings": dict(items)})
 
-    def request_save(self, by: str = DEFAULT_BY) -> None:
-        self._queue("save")
-
-    def request_checkpoint(self, by: str = DEFAULT_BY) -> None:
-        self._queue("checkpoint")
-
-    def rollback(self, by: str = DEFAULT_BY) -> None:
-        self._queue("rollback")
-
-    def stop(self, by: str = DEFAULT_BY) -> None:
-        """Ask the run to save and stop (run() returns once it has; close() leaves it training instead)."""
-        self._queue("stop")
-
-    def _queue(self, op: str) -> None:
+    def _queue(self, op: str, fields: dict[str, Any] | None = None) -> None:
         if self.read_only:
             self.refused.append(op)  # a viewer never steers the run
         elif not self._closed.is_set():
-            self._ops.put(op)
+            self._ops.put((op, fields or {}))
 
     def _send_ops(self) -> None:
-        while (op := self._ops.get()) is not None:
+        while (item := self._ops.get()) is not None:
+            op, fields = item
             try:
-                self._control.call(op)
+                self._control.call(op, **fields)
             except RunRefused as e:
                 self._say(f"{op} refused by the run: {e}")
             except NoLiveRun as e:

@@ -208,5 +208,6 @@ class TutorControl(Protocol):
 class LiveSettings(Protocol):
     """A control that can change settings mid-run (the Tutor; babyllm.live lists which)."""
 
-    # Queues `key` = `value` (the text after --set KEY=); raises ConfigError at once when it cannot be.
-    def set_setting(self, key: str, value: str, by: str = ...) -> None: ...
+    # Queues (key, the text after --set KEY=) pairs, applied together; raises ConfigError at once, queueing
+    # none, when one cannot be.
+    def set_settings(self, items: Sequence[tuple[str, str]], by: str = ...) -> None: ...

@@ -40,7 +40,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ from torch.nn.utils import clip_grad_norm_
 from babyllm import distributed, gemm, live, quality, runfiles, soul
 from babyllm.board import Board
 from babyllm.config import Config, validate
-from babyllm.control import AGREED, DEFAULT_BY, PAUSABLE, WAITING, Request, Requests, Setting, Votes, refusal
+from babyllm.control import AGREED, DEFAULT_BY, PAUSABLE, WAITING, Change, Controls, Request, Requests, Votes, refusal
 from babyllm.counsellor import Counsellor, cuda_sync
 from babyllm.endpoint import Endpoint
 from babyllm.errors import BabyError, CheckpointError, ConfigError
@@ -129,7 +129,7 @@ class _Runner(torch.nn.Module):
         return p.logits, p.acts
 
 
-class Tutor:
+class Tutor(Controls):
     """The training loop for one run (implements babyllm.snapshot.TutorControl)."""
 
     def __init__(self, cfg: Config, run_dir: Path, *, resume: bool = False,
@@ -777,29 +777,14 @@ class Tutor:
 
     # --- control: requests from any thread (each returns at once), acted on between steps --------
 
-    def pause(self, by: str = DEFAULT_BY) -> None:
-        self._requests.put("pause", by)
+    def _request(self, what: Request, by: str) -> None:  # (pause, resume, ... from Controls)
+        self._requests.put(what, by)
 
-    def resume(self, by: str = DEFAULT_BY) -> None:
-        self._requests.put("resume", by)
-
-    def request_save(self, by: str = DEFAULT_BY) -> None:
-        self._requests.put("save", by)
-
-    def request_checkpoint(self, by: str = DEFAULT_BY) -> None:
-        self._requests.put("checkpoint", by)
-
-    def rollback(self, by: str = DEFAULT_BY) -> None:
-        self._requests.put("rollback", by)
-
-    def stop(self, by: str = DEFAULT_BY) -> None:
-        self._requests.put("stop", by)
-
-    def set_setting(self, key: str, value: str, by: str = DEFAULT_BY) -> None:
-        """Queue a live change of `key` (babyllm.live.LIVE_KEYS) to `value` (text as after --set KEY=),
-        applied at the next step boundary; raises ConfigError at once (the same one-line error as --set)
-        for a bad value or a key that cannot change mid-run."""
-        self._requests.put("set", by, (key, live.check(self.cfg, key, value)))
+    def set_settings(self, items: Sequence[tuple[str, str]], by: str = DEFAULT_BY) -> None:
+        """Queue live changes, (key, text as after --set KEY=) each (babyllm.live.LIVE_KEYS), applied together
+        at the next step boundary; raises ConfigError at once, queueing none of them, for a bad value or a
+        key that cannot change mid-run (the same one-line error as --set)."""
+        self._requests.put("set", by, live.check(self.cfg, items))
 
     def debug_log(self, text: str) -> None:
         """Append a line to the run's debug.log (the Counsellor owns that file)."""
@@ -822,7 +807,7 @@ class Tutor:
     def _service(self) -> None:
         for what, by, setting in self._requests.take():
             if what == "set" and setting is not None:
-                self._setting(setting, by)
+                self._change(setting, by)
                 continue
             refused = refusal(what, self.world_size)
             self._event("error" if refused else "info",
@@ -855,39 +840,42 @@ class Tutor:
         elif what == "resume" and self._state in WAITING:
             votes.resume = True
 
-    def _setting(self, setting: Setting, by: str) -> None:
+    def _change(self, change: Change, by: str) -> None:
         """A live change: applied now on one rank; on several, sent by rank 0 after the next step (_agree_settings)."""
         if self.world_size > 1:
-            self._votes.settings.append((setting, by))
+            self._votes.settings.append((change, by))
         else:
-            self._apply_setting(setting, by)
+            self._apply_change(change, by)
 
     def _agree_settings(self) -> None:
         """Several ranks, at a step boundary every rank reaches: rank 0 sends its queued changes; all apply them."""
         votes = self._votes
         votes.settings_agreed = False
-        pending = distributed.share(lambda: [(list(s), by) for s, by in votes.settings])
+        pending = distributed.share(lambda: [([list(kv) for kv in c], by) for c, by in votes.settings])
         votes.settings.clear()
-        for (key, value), by in pending:
-            self._apply_setting((key, value), by)
+        for change, by in pending:
+            self._apply_change(tuple((key, value) for key, value in change), by)
 
-    def _apply_setting(self, setting: Setting, by: str) -> None:
-        key, value = setting
+    def _apply_change(self, change: Change, by: str) -> None:
+        """Apply a change's settings together, or none of them (each is one event)."""
         trial = copy.deepcopy(self.cfg)  # checked again: an earlier change may have moved a bound (min_lr <= lr)
-        live.put(trial, key, value)
+        for key, value in change:
+            live.put(trial, key, value)
         try:
-            validate(trial, where=f"set {key}")
+            validate(trial, where="set " + " ".join(key for key, _ in change))
         except ConfigError as e:
             self._event("error", f"{e} (requested by {by}; not applied)")
             return
-        old = live.get(self.cfg, key)
-        live.put(self.cfg, key, value)
-        was = self._overrides.pop(key, (old, None))[0]
-        if value != was:
-            self._overrides[key] = (was, value)
-        if key.startswith("train."):
-            self._sync_optimizer(reschedule=key in live.SCHEDULE)
-        self._event("info", f"set {key} {live.shown(old)} -> {live.shown(value)} by {by}")
+        for key, value in change:
+            old = live.get(self.cfg, key)
+            live.put(self.cfg, key, value)
+            was = self._overrides.pop(key, (old, None))[0]
+            if value != was:
+                self._overrides[key] = (was, value)
+            self._event("info", f"set {key} {live.shown(old)} -> {live.shown(value)} by {by}")
+        train = [key for key, _ in change if key.startswith("train.")]
+        if train:
+            self._sync_optimizer(reschedule=any(key in live.SCHEDULE for key in train))
 
     def _resume(self) -> None:
         if self._state == "alarm":

@@ -8,11 +8,12 @@ carrying the same ``id``. ``ok`` is true or false (with ``error``: one line sayi
     pause | resume | save | checkpoint | rollback | stop
                           -> {ok} once queued (the Tutor acts between steps; its event names the client),
                              or {ok: false, error} when the run cannot (e.g. rollback on several ranks)
-    set {key, value}      -> {ok} once queued (applied at the next step boundary, on every rank at the same
-                             step; its event names the client), or {ok: false, error}: a bad value (the
-                             same line as --set gives) or a key that cannot change mid-run, with the reason.
-                             key is "section.key" (babyllm.live.LIVE_KEYS); value the text after --set KEY=
-                             (a JSON number or bool is taken as its TOML text). The snapshot's ``overrides``
+    set {settings}        -> {ok} once queued (applied together at the next step boundary, on every rank at
+                             the same step; an event per key names the client), or {ok: false, error} and
+                             none of them queued: a bad value (the same line as --set gives) or a key that
+                             cannot change mid-run, with the reason. settings is {"section.key": value, ...}
+                             (babyllm.live.LIVE_KEYS); a value is the text after --set KEY= (a JSON number
+                             or bool is taken as its TOML text). The snapshot's ``overrides``
                              (key -> value) are the changes that differ from the run's config, its
                              ``settings`` every live setting's value now.
     subscribe             -> {ok, history: {stat: [[step, value], ...]}} then, unasked, a stream of
@@ -40,15 +41,16 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict
-from typing import Any
+from typing import Any, get_args
 
+from babyllm.control import Request
 from babyllm.snapshot import Corpus, Event, Sample, Snapshot
 
 PROTOCOL = 1
 MAX_LINE = 1 << 20  # bytes in one line, either way
 OUTBOX_LIMIT = 4 << 20  # bytes queued for one client before it is dropped (it stopped reading)
-CONTROL_OPS = ("pause", "resume", "save", "checkpoint", "rollback", "stop")
 SET_OP = "set"
+CONTROL_OPS: tuple[str, ...] = tuple(r for r in get_args(Request) if r != SET_OP)  # (babyllm.control)
 OPS = ("hello", "status", *CONTROL_OPS, SET_OP, "subscribe", "chat", "chat_command", "chat_cancel")
 
 

@@ -41,7 +41,7 @@ def test_live_keys_are_real_config_keys():
 def test_a_key_that_shapes_the_run_is_refused_with_the_reason(key, why):
     cfg = load_config("tiny")
     with pytest.raises(ConfigError) as e:
-        live.check(cfg, key, "8" if key != "data.corpus" else "x.txt")
+        live.check(cfg, [(key, "8" if key != "data.corpus" else "x.txt")])
     message = str(e.value)
     assert message.startswith(f"{key} cannot change mid-run: {why}") and f"restart with --set {key}=" in message
 
@@ -51,14 +51,24 @@ def test_a_bad_value_is_the_same_error_as_set():
     with pytest.raises(ConfigError) as from_set:
         apply_override(load_config("tiny"), "train.lr=fast")
     with pytest.raises(ConfigError) as from_live:
-        live.check(cfg, "train.lr", "fast")
+        live.check(cfg, [("train.lr", "fast")])
     assert str(from_live.value) == str(from_set.value)
     with pytest.raises(ConfigError, match="unknown key 'train.lrr'.*did you mean 'lr'"):
-        live.check(cfg, "train.lrr", "0.1")
+        live.check(cfg, [("train.lrr", "0.1")])
     with pytest.raises(ConfigError, match="train.min_lr = 1.0: must be between 0 and train.lr"):
-        live.check(cfg, "train.min_lr", "1.0")
-    assert live.check(cfg, "train.lr", "2e-3") == 0.002 and cfg.train.lr == 0.003  # cfg untouched
-    assert live.check(cfg, "chat.top_k", "5") == 5
+        live.check(cfg, [("train.min_lr", "1.0")])
+    assert live.check(cfg, [("train.lr", "2e-3")]) == (("train.lr", 0.002),) and cfg.train.lr == 0.003  # untouched
+    assert live.check(cfg, [("chat.top_k", "5")]) == (("chat.top_k", 5),)
+
+
+def test_several_settings_are_checked_together_all_or_none():
+    cfg = load_config("tiny")  # lr 0.003, min_lr 0.0003
+    # lowering both: train.lr first would put it under the old min_lr, were they checked one by one
+    assert live.check(cfg, [("train.lr", "1e-4"), ("train.min_lr", "1e-5")]) == (
+        ("train.lr", 0.0001), ("train.min_lr", 1e-05))
+    with pytest.raises(ConfigError, match="train.batch cannot change mid-run"):
+        live.check(cfg, [("train.lr", "1e-4"), ("train.batch", "4")])
+    assert cfg.train.lr == 0.003
 
 
 def change_at(step, changes, then=()):
@@ -69,8 +79,8 @@ def change_at(step, changes, then=()):
         if snap.step >= step and not holder["done"]:
             holder["done"] = True
             t = holder["tutor"]
-            for key, text in changes:
-                t.set_setting(key, text, by="test")
+            for key, text in changes:  # (one request each: a group is test_a_group_is_applied_together)
+                t.set_settings([(key, text)], by="test")
             for name in then:
                 getattr(t, name)()
     return holder, publish
@@ -117,6 +127,22 @@ def test_changes_queued_together_are_checked_again_when_applied(make_cfg, tmp_pa
     errors = [e.message for e in t.snapshot().events if e.kind == "error"]
     assert errors == ["set train.lr: train.min_lr = 0.002: must be between 0 and train.lr (0.001) "
                       "(requested by test; not applied)"]
+
+
+def test_a_group_is_applied_together_at_one_step(make_cfg, tmp_path):
+    holder = {}
+
+    def publish(snap):
+        if snap.step >= 2 and "asked" not in holder:
+            holder["asked"] = True  # lowering both: lr alone would be under the old min_lr (0.0003)
+            holder["tutor"].set_settings([("train.lr", "1e-4"), ("train.min_lr", "1e-5")], by="test")
+    t = holder["tutor"] = Tutor(make_cfg("train.steps=5"), tmp_path / "r", publish=publish, publish_every=0.0,
+                                say=quiet)
+    assert t.run() == "finished"
+    assert (t.cfg.train.lr, t.cfg.train.min_lr) == (1e-4, 1e-5)
+    said = {e.message: e.step for e in t.snapshot().events if e.message.startswith("set ")}
+    assert list(said) == ["set train.lr 0.003 -> 0.0001 by test", "set train.min_lr 0.0003 -> 1e-05 by test"]
+    assert len(set(said.values())) == 1  # the same step
 
 
 def test_changes_survive_a_save_and_resume_bit_identically(make_cfg, tmp_path):
@@ -195,13 +221,13 @@ def test_two_ranks_apply_a_change_at_the_same_step_running_and_paused(corpus, ca
         _wait(lambda: is_live(run, timeout=0.5) or any(p.poll() is not None for p in procs), 60)
         with ControlClient(run, name="ranks") as c:
             _wait(lambda: c.status().step >= 3)
-            c.call("set", key="train.lr", value=0.02)
+            c.call("set", settings={"train.lr": 0.02})
             _wait(lambda: c.status().overrides.get("train.lr") == 0.02)
             at = c.status().step
             _wait(lambda: c.status().step >= at + 3)
             c.call("pause")
             _wait(lambda: c.status().state == "paused")
-            c.call("set", key="train.weight_decay", value="0.5")  # (applied while paused: the heartbeat)
+            c.call("set", settings={"train.weight_decay": "0.5"})  # (applied while paused: the heartbeat)
             _wait(lambda: c.status().overrides.get("train.weight_decay") == 0.5)
             c.call("resume")
             paused_at = c.status().step
@@ -234,7 +260,7 @@ def test_two_ranks_apply_a_change_at_the_same_step_running_and_paused(corpus, ca
         if snap.step in plan and snap.step not in done:
             done.add(snap.step)
             what = plan[snap.step]
-            t.set_setting(what[1], what[2], by="test") if what[0] == "set" else t.stop()
+            t.set_settings([what[1:]], by="test") if what[0] == "set" else t.stop()
     t = Tutor(cfg, tmp_path / "one", publish=publish, publish_every=0.0, say=quiet)
     assert t.run() == "stopped"
     assert_same_curve(got, losses(tmp_path / "one"))
@@ -252,18 +278,20 @@ def test_the_set_op_replies_ok_or_the_reason(tmp_path):
     ep.start()
     try:
         with ControlClient(run, name="probe") as c:
-            assert c.request("set", key="train.lr", value=0.002) == {"ok": True, "id": 1}
-            assert c.request("set", key="chat.top_k", value="7")["ok"] is True
+            assert c.request("set", settings={"train.lr": 0.002}) == {"ok": True, "id": 1}
+            assert c.request("set", settings={"chat.top_k": "7"})["ok"] is True
             assert c.status().overrides == {"train.lr": 0.002, "chat.top_k": 7}
             assert fake.asked_by[-2:] == [f"probe (pid {os.getpid()})"] * 2
-            refused = c.request("set", key="model.embed", value=64)
+            refused = c.request("set", settings={"train.lr": 0.001, "model.embed": 64})
             assert refused["ok"] is False and refused["error"].startswith(
                 "model.embed cannot change mid-run: it shapes the model")
-            bad = c.request("set", key="train.warmup", value=1.5)
+            assert c.status().overrides["train.lr"] == 0.002  # (none of a refused request is applied)
+            bad = c.request("set", settings={"train.warmup": 1.5})
             assert bad["ok"] is False and "train.warmup = 1.5: expected int, got float" in bad["error"]
-            for malformed in ({}, {"key": "train.lr"}, {"key": 3, "value": 1}, {"key": "train.lr", "value": None}):
+            for malformed in ({}, {"settings": {}}, {"settings": [["train.lr", 1]]}, {"settings": {"train.lr": None}},
+                              {"key": "train.lr", "value": 0.1}):
                 reply = c.request("set", **malformed)
-                assert reply["ok"] is False and 'set needs {"key": "section.key", "value": ...}' in reply["error"]
+                assert reply["ok"] is False and 'set needs {"settings": {"section.key": value, ...}}' in reply["error"]
     finally:
         ep.close()
 
@@ -282,7 +310,7 @@ async def test_the_cockpit_halves_and_doubles_the_learning_rate():
         fake: FakeTutor = made["tutor"]
         base = fake.snapshot().settings[live.LR]
         await pilot.press("greater_than_sign")
-        assert fake.overrides == {live.LR: base * 2} and fake.calls[-1] == "set_setting"
+        assert fake.overrides == {live.LR: base * 2} and fake.calls[-1] == "set_settings"
         fake.step += 1  # the run's next step's snapshot shows the new rate
         app.post_message(SnapshotReady(fake.snapshot()))
         await wait_for(pilot, lambda: app.snapshot.settings[live.LR] == base * 2)
@@ -290,7 +318,41 @@ async def test_the_cockpit_halves_and_doubles_the_learning_rate():
         await wait_for(pilot, lambda: f"set mid-run: {live.LR}={base * 2:g}" in plain(bands))  # (the stats pane)
         await pilot.press("less_than_sign")
         assert fake.overrides == {live.LR: base}
-        assert f"{live.LR} {base * 2:g} -> {base:g} requested" in "\n".join(app.pane("events").lines)
+        assert f"set {live.LR}={float(base)!r} requested" in "\n".join(app.pane("events").lines)
+
+
+async def test_the_palette_sets_any_live_setting_by_typing_or_through_the_form():
+    from test_tui import SMALL, make_app, started, wait_for
+
+    from tui.screens import SettingScreen
+
+    app, made = make_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app)
+        fake: FakeTutor = made["tutor"]
+        await pilot.press("ctrl+p", *"set lr 5e-4")  # a bare name that one live key ends in
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: fake.overrides == {live.LR: 5e-4})
+        await pilot.press("ctrl+p", *"set top_k=7 min_lr=1e-5")  # several, applied together
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: fake.overrides == {live.LR: 5e-4, "chat.top_k": 7, "train.min_lr": 1e-5})
+        await pilot.press("ctrl+p", *"set batch 4")  # refused with the reason, nothing applied
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert "train.batch" not in fake.overrides
+        await pilot.press("ctrl+p", *"set warmup")  # a key without a value: the form, on that key
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, SettingScreen))
+        value = app.screen.query_one("#setting-value")
+        assert value.value == str(fake.snapshot().settings["train.warmup"])  # (what it is now, to edit)
+        value.value = ""
+        await pilot.press(*"17", "enter")
+        await wait_for(pilot, lambda: fake.overrides.get("train.warmup") == 17)
+        assert not isinstance(app.screen, SettingScreen)
 
 
 async def test_a_viewer_refuses_the_learning_rate_keys():

@@ -196,12 +196,28 @@ def test_two_remote_tutors_at_once(running):
     assert a.ended() == b.ended() == "stopped"
 
 
+def test_live_settings_go_to_the_run_together_and_a_refusal_is_said(running):
+    f = Following(running.run_dir, "steerer")
+    try:
+        f.remote.set_settings([("train.lr", "1e-4"), ("train.min_lr", "1e-5")])
+        wait_for(lambda: f.remote.snapshot().overrides == {"train.lr": 1e-4, "train.min_lr": 1e-5},
+                 what="the settings applied")
+        f.remote.set_settings([("train.warmup", "5"), ("model.embed", "64")])
+        wait_for(lambda: f.said, what="the refusal")
+        assert f.said[0].startswith("set refused by the run: model.embed cannot change mid-run: it shapes the model")
+        assert running.tutor.cfg.train.warmup != 5  # none of a refused request is applied
+    finally:
+        f.remote.close()
+    assert any(m.startswith("set train.lr 0.003 -> 0.0001 by steerer (pid ") for m in events(running.run_dir))
+
+
 def test_a_read_only_remote_never_steers_the_run(running):
     f = Following(running.run_dir, "viewer", read_only=True)
     try:
         f.remote.pause()
         f.remote.stop()
-        assert f.remote.refused == ["pause", "stop"]
+        f.remote.set_settings([("train.lr", "0.1")])
+        assert f.remote.refused == ["pause", "stop", "set"]
         assert running.advances(10) and f.state() == "running"
         assert isinstance(f.remote.chat_session(), SavedChat)  # a viewer's chat is the newest save, here
     finally:
@@ -234,6 +250,10 @@ async def test_the_attached_cockpits_keys_reach_the_run_and_q_detaches(running):
         await wait_until(pilot, lambda: app.snapshot.state == "paused")
         await pilot.press("s")
         await wait_until(pilot, lambda: latest_step(running.run_dir) is not None)
+        lr = running.tutor.cfg.train.lr
+        await pilot.press("greater_than_sign")  # a live setting over the socket (applied while paused)
+        await wait_until(pilot, lambda: running.tutor.cfg.train.lr == lr * 2)
+        await wait_until(pilot, lambda: app.snapshot.overrides.get("train.lr") == lr * 2)
         await pilot.press("space")
         await wait_until(pilot, lambda: running.tutor.snapshot().state == "running")
         await pilot.press("q")

@@ -25,6 +25,7 @@ from textual.app import App, ComposeResult
 from textual.containers import Container
 from textual.widgets import Footer, Header, Input, Tab, Tabs
 
+from babyllm import live
 from babyllm.calligraphist import Calligraphist
 from babyllm.config import TuiConfig
 from babyllm.errors import ConfigError
@@ -41,7 +42,7 @@ from tui.messages import SnapshotReady, TutorFailed, TutorFinished, TutorProgres
 from tui.pace import TICK, UI_BUDGET_CPU, Pace, budget_for
 from tui.panes import PANES, PaneSlot, grid_css
 from tui.refresh import Refresher
-from tui.screens import VIEWER_CHAT_HELP, AttachedQuitScreen, ConfirmScreen, ErrorScreen, HelpScreen
+from tui.screens import VIEWER_CHAT_HELP, AttachedQuitScreen, ConfirmScreen, ErrorScreen, HelpScreen, SettingScreen
 from tui.tutor_thread import TutorFactory, TutorThread, end_process_later, install_signal_handlers, tty
 from tui.widgets.base import Pane
 from tui.widgets.chat import ChatPane
@@ -485,26 +486,49 @@ class CockpitApp(App[int]):
 
     def action_scale_lr(self, factor: float) -> None:
         """Ask the run for train.lr times `factor` (a live setting: babyllm.live)."""
-        what = "change the learning rate"
-        if self.viewer:
-            self.notify(f"{VIEWER_REFUSAL}: cannot {what} from here.", severity="warning")
+        old = self.snapshot.settings.get(LR) if self.snapshot is not None else None
+        if self._live_settings("change the learning rate") is None:
             return
-        tutor, snap = self.tutor, self.snapshot
-        if tutor is None or snap is None:
-            self.notify(f"Still starting: cannot {what} yet.", severity="warning")
+        if not isinstance(old, int | float):
+            self.notify(f"This run does not say its {LR}: use babyllm ctl RUN set {LR}=...", severity="warning")
             return
-        old = snap.settings.get(LR)
-        if not isinstance(tutor, LiveSettings) or not isinstance(old, int | float):
-            self.notify(f"This run cannot {what} from here (babyllm ctl RUN set {LR}=...).", severity="warning")
+        self.set_live([(LR, repr(float(old) * factor))])
+
+    def action_setting_form(self, key: str = "") -> None:
+        """The small form: a live setting's key and new value (also reached by typing "set lr 5e-4" in the palette)."""
+        if self._live_settings("change settings") is not None:
+            settings = dict(self.snapshot.settings) if self.snapshot is not None else {}
+            self.push_screen(SettingScreen(settings, key),
+                             lambda answer: self.set_live([answer]) if answer is not None else None)
+
+    def set_live(self, items: Sequence[tuple[str, str]]) -> None:
+        """Ask the run for live settings ((key, text after --set KEY=) pairs, applied together): an event,
+        or the one-line reason none is applied."""
+        tutor = self._live_settings("change settings")
+        if tutor is None:
             return
-        new = float(old) * factor
         try:
-            tutor.set_setting(LR, repr(new))
+            resolved = [(live.resolve(key), text) for key, text in items]
+            tutor.set_settings(resolved)
         except ConfigError as e:
             self.notify(str(e), severity="error")
             return
-        self._ui_event(f"{LR} {old:g} -> {new:g} requested")
-        self.status.flash(f"{LR} {new:g}…")
+        asked = " ".join(f"{key}={text}" for key, text in resolved)
+        self._ui_event(f"set {asked} requested")
+        self.status.flash(f"set {asked}…")
+
+    def _live_settings(self, what: str) -> LiveSettings | None:
+        """The run's live-settings control, or None after saying why this cockpit cannot `what`."""
+        tutor = self.tutor
+        if self.viewer:
+            self.notify(f"{VIEWER_REFUSAL}: cannot {what} from here.", severity="warning")
+        elif tutor is None or self.snapshot is None:
+            self.notify(f"Still starting: cannot {what} yet.", severity="warning")
+        elif not isinstance(tutor, LiveSettings):
+            self.notify(f"This run cannot {what} from here (babyllm ctl RUN set KEY=VALUE).", severity="warning")
+        else:
+            return tutor
+        return None
 
     def action_rollback(self) -> None:
         if self._control("roll back", "rollback") is None:

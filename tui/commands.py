@@ -1,4 +1,5 @@
-"""Command palette (ctrl+p): every cockpit action by name (from tui.actions), and each stat's thresholds."""
+"""Command palette (ctrl+p): every cockpit action by name (from tui.actions), each stat's thresholds, and
+"set KEY VALUE" for the live settings (babyllm.live)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+from babyllm import live
+from babyllm.errors import ConfigError
 
 if TYPE_CHECKING:
     from tui.app import CockpitApp
@@ -35,3 +39,26 @@ class CockpitCommands(Provider):
             score = matcher.match(name)
             if score > 0:
                 yield Hit(score, matcher.highlight(name), partial(self.app.run_action, action), help=help_text)
+        for hit in self.setting_hits(query):
+            yield hit
+
+    def setting_hits(self, query: str) -> list[Hit]:
+        """ "set lr 5e-4" (or "set train.lr=5e-4 train.min_lr=5e-5"): one hit that asks the run for it;
+        "set" or "set lr": the live settings that match, each opening the form on its key."""
+        app: CockpitApp = self.app  # type: ignore[assignment]
+        words = query.split()
+        if app.viewer or not words or words[0].lower() != "set":
+            return []
+        now = app.snapshot.settings if app.snapshot is not None else {}
+        rest = words[1:]
+        if len(rest) >= 2 or (rest and "=" in rest[0]):
+            try:
+                items = live.parse_items(rest)
+            except ConfigError as e:
+                return [Hit(1.0, f"set: {e}", partial(app.notify, str(e), severity="error"))]
+            shown = " ".join(f"{k}={v} (now {live.shown(now.get(k, '?'))})" for k, v in items)
+            return [Hit(1.0, f"Set {shown}", partial(app.set_live, items), help="applied at the next step")]
+        typed = rest[0] if rest else ""
+        return [Hit(0.9 if typed else 0.5, f"Set {key}… (now {live.shown(now.get(key, '?'))})",
+                    partial(app.action_setting_form, key), help="opens the form on this key")
+                for key in live.LIVE_KEYS if typed in key]

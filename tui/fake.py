@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from babyllm import live
 from babyllm.config import Config, ModelConfig
@@ -109,7 +109,7 @@ class FakeTutor:
             Event(300, "checkpoint", "saved step 300 to runs/demo/checkpoint-00000300", 0.0),
         )
         self.last_saved_step: int | None = 250
-        self._cfg = Config()  # the settings set_setting changes (babyllm.live)
+        self._cfg = Config()  # the settings set_settings changes (babyllm.live)
         self.overrides: dict[str, object] = {}
         self._stopped = threading.Event()
         self._lock = threading.Lock()
@@ -158,13 +158,14 @@ class FakeTutor:
     def debug_log(self, text: str) -> None:
         self.debug_lines.append(text)
 
-    def set_setting(self, key: str, value: str, by: str = DEFAULT_BY) -> None:
-        """Checked as the Tutor checks it (ConfigError at once), applied at once to the defaults' copy."""
-        checked = live.check(self._cfg, key, value)
-        live.put(self._cfg, key, checked)
-        self._record("set_setting", by)
+    def set_settings(self, items: Sequence[tuple[str, str]], by: str = DEFAULT_BY) -> None:
+        """Checked as the Tutor checks them (ConfigError at once), applied at once to the defaults' copy."""
+        checked = live.check(self._cfg, items)
+        for key, value in checked:
+            live.put(self._cfg, key, value)
+        self._record("set_settings", by)
         with self._lock:
-            self.overrides[key] = checked
+            self.overrides.update(checked)
 
     def raise_alarm(self, message: str = "loss is nan at step 300: step skipped") -> Snapshot:
         """Switch to the NaN-alarm state (as the real Tutor does) and return the snapshot."""

@@ -1,4 +1,5 @@
-"""Modal screens: help, a yes/no confirmation (quit, roll back), the Tutor's error and the runs to compare."""
+"""Modal screens: help, a yes/no confirmation (quit, roll back), the Tutor's error, the live-setting form
+and the runs to compare."""
 
 from __future__ import annotations
 
@@ -9,17 +10,19 @@ from typing import TypeVar
 
 from rich.table import Table
 from rich.text import Text
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, SelectionList, Static
+from textual.suggester import SuggestFromList
+from textual.widgets import Button, Input, SelectionList, Static
 from textual.widgets.selection_list import Selection
 
 from babyllm.ctl import RunRow, best_text
 from babyllm.errors import BabyError
 from babyllm.infer2.commands import RELOAD, help_examples
+from babyllm.live import LIVE_KEYS
 from babyllm.overlay import choices
 
 CHAT_HELP = "chat commands: " + help_examples()
@@ -226,6 +229,47 @@ class RunPicker(Dialog[list[Path] | None]):
 
     def action_apply(self) -> None:
         self.answer_once([Path(v) for v in self.query_one(PickList).selected])
+
+    def action_cancel(self) -> None:
+        self.answer_once(None)
+
+
+class SettingScreen(Dialog[tuple[str, str] | None]):
+    """A live setting to change: its key (completed from babyllm.live.LIVE_KEYS) and its new value; enter in
+    the value asks the run for it ((key, text) is the answer), escape cancels (None)."""
+
+    BINDINGS = [Binding("escape", "cancel", "cancel")]
+
+    def __init__(self, settings: dict[str, object], key: str = "") -> None:
+        super().__init__()
+        self.settings, self.key = settings, key
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="setting-box", classes="dialog"):
+            yield Static("Change a live setting (applied at the next step; an event says so). Enter sets, "
+                         "escape cancels.")
+            yield Input(self.key, placeholder="key, e.g. train.lr", id="setting-key",
+                        suggester=SuggestFromList(LIVE_KEYS, case_sensitive=False))
+            yield Input(self._now(self.key), placeholder="value", id="setting-value")
+
+    def on_mount(self) -> None:
+        self.query_one("#setting-value" if self.key else "#setting-key", Input).focus()
+
+    def _now(self, key: str) -> str:
+        value = self.settings.get(key)
+        return "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+    @on(Input.Submitted, "#setting-key")
+    def _key_given(self, event: Input.Submitted) -> None:
+        value = self.query_one("#setting-value", Input)
+        value.value = value.value or self._now(event.value.strip())
+        value.focus()
+
+    @on(Input.Submitted, "#setting-value")
+    def _value_given(self, event: Input.Submitted) -> None:
+        key = self.query_one("#setting-key", Input).value.strip()
+        if key and event.value.strip():
+            self.answer_once((key, event.value.strip()))
 
     def action_cancel(self) -> None:
         self.answer_once(None)
