@@ -262,15 +262,22 @@ def runs_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def list_runs(root: Path) -> list[RunRow]:
-    """Every directory under root as a row, newest first; [] when root is missing or empty."""
+def list_runs(root: Path, skip: Path | None = None) -> list[RunRow]:
+    """Every directory under root (but `skip`) as a row, newest first; [] when root is missing or empty."""
     try:
-        dirs = [p for p in Path(root).iterdir() if p.is_dir()]
+        dirs = [p for p in Path(root).iterdir() if p.is_dir() and not (skip and _same_dir(p, skip))]
     except FileNotFoundError:
         return []
     except OSError as e:
         raise BabyError(f"{root}: cannot list the runs ({e.strerror or e})") from None
     return sorted((run_row(d) for d in dirs), key=lambda r: (r.started, r.name), reverse=True)
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
 
 
 def run_row(d: Path) -> RunRow:

@@ -7,9 +7,12 @@ draws with matplotlib, an optional extra (`pip install -e ".[plot]"`), imported 
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from babyllm import runfiles
 from babyllm.errors import BabyError
@@ -34,11 +37,19 @@ class Curves:
     val_bpb: list[float]
 
     def x(self, axis: str, steps: list[int]) -> list[float]:
-        """`steps` on the chosen x axis (tokens: looked up from the training steps, which log them)."""
-        if axis == "step" or not self.steps:
-            return [float(s) for s in steps]
-        at = dict(zip(self.steps, self.tokens, strict=True))
-        return [at.get(s, float("nan")) for s in steps]
+        """`steps` on the chosen x axis (tokens: interpolated along the training steps, which log them; a
+        validation step that thinning left out of those still gets its place)."""
+        return [float(s) for s in steps] if axis == "step" else tokens_at(steps, self.steps, self.tokens)
+
+
+def tokens_at(steps: list[int], known_steps: list[int], known_tokens: list[float]) -> list[float]:
+    """Tokens seen at each of `steps`, interpolated between the steps that logged them (steps themselves
+    when none did: a log from before tokens were logged)."""
+    known = [(s, t) for s, t in zip(known_steps, known_tokens, strict=True) if math.isfinite(t)]
+    if not known:
+        return [float(s) for s in steps]
+    at, tokens = zip(*known, strict=True)
+    return [float(t) for t in np.interp(steps, at, tokens)]
 
 
 def read_curves(run_dir: Path) -> Curves:
@@ -46,16 +57,23 @@ def read_curves(run_dir: Path) -> Curves:
     run_dir = runfiles.check_run_dir(run_dir, "read", flag="babyllm plot")
     history = History(maxlen=10_000_000)
     runfiles.replay_history(run_dir, history, ALL_STEPS)
-    steps, train = history.series("loss", MAX_POINTS)
-    if not steps:
+    curves = curves_from_history(run_dir.name, history, MAX_POINTS)
+    if not curves.steps:
         raise BabyError(f"{run_dir}: no training steps in {runfiles.METRICS_FILE} yet (nothing to plot)")
-    tok_steps, tokens = history.series("tokens", MAX_POINTS)
-    val_steps, val = history.series("val_loss", MAX_POINTS)
-    bpb_steps, bpb = history.series("val_bpb", MAX_POINTS)
+    return curves
+
+
+CURVE_STATS = ("loss", "tokens", "val_loss", "val_bpb")  # the stats the curves are drawn from
+
+
+def curves_from_history(name: str, history: History, max_points: int) -> Curves:
+    """A run's curves from its History, each thinned to at most `max_points` (steps: none logged yet)."""
+    (steps, train), (tok_steps, tokens), (val_steps, val), (bpb_steps, bpb) = (
+        history.series(stat, max_points) for stat in CURVE_STATS)
     tokens_at = dict(zip(tok_steps, tokens, strict=True))
     bpb_at = dict(zip(bpb_steps, bpb, strict=True))
     keep = [i for i, v in enumerate(val) if v == v]  # nan: not validated yet
-    return Curves(run_dir.name, steps, train, [tokens_at.get(s, float("nan")) for s in steps],
+    return Curves(name, steps, train, [tokens_at.get(s, float("nan")) for s in steps],
                   [val_steps[i] for i in keep], [val[i] for i in keep],
                   [bpb_at.get(val_steps[i], float("nan")) for i in keep])
 

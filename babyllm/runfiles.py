@@ -273,6 +273,27 @@ def read_jsonl(path: Path, tail_bytes: int = HISTORY_TAIL_BYTES) -> list[dict[st
     lines = data.split(b"\n")
     if size > tail_bytes:
         lines = lines[1:]  # the tail of a line that began before where reading began
+    return _parse_lines(lines)
+
+
+def read_jsonl_since(path: Path, offset: int = 0,
+                     tail_bytes: int = HISTORY_TAIL_BYTES) -> tuple[list[dict[str, Any]], int]:
+    """The JSON objects in the whole lines after byte `offset` (at most the last `tail_bytes` of them) and
+    the offset after the last whole line: a follower reads only what was appended since. A torn last line
+    (still being written) is left for the next read. OSError if the file cannot be read."""
+    with open(path, "rb") as fh:
+        size = fh.seek(0, 2)
+        start = max(offset, size - tail_bytes)
+        fh.seek(start)
+        data = fh.read()
+    end = data.rfind(b"\n") + 1
+    lines = data[:end].split(b"\n")
+    if start > offset:
+        lines = lines[1:]  # the tail of a line that began before where reading began
+    return _parse_lines(lines), start + end
+
+
+def _parse_lines(lines: list[bytes]) -> list[dict[str, Any]]:
     out = []
     for line in lines:
         try:
@@ -289,8 +310,17 @@ def replay_history(run_dir: Path, history: History, step: int) -> tuple[bool, li
 
     Returns (whether the log holds steps after `step`, a branch now discarded; the last RECENT_EVENTS events).
     """
-    beyond = False
-    for rec in read_jsonl(Path(run_dir) / METRICS_FILE):
+    beyond = apply_metrics(history, read_jsonl(Path(run_dir) / METRICS_FILE), step)
+    events = [ev for ev in (parse_event(rec, 0.0) for rec in read_jsonl(Path(run_dir) / EVENTS_FILE)
+                            if "step" in rec and "kind" in rec and "message" in rec) if ev is not None]
+    return beyond, events[-RECENT_EVENTS:]
+
+
+def apply_metrics(history: History, records: list[dict[str, Any]], step: int = 1 << 62, beyond: bool = False) -> bool:
+    """Add metrics.jsonl records (up to `step`) to `history` as the log means them: a rollback marker drops
+    the steps after it, a step logged twice (a resume) replaces the first. Returns whether the records
+    leave steps after `step` (`beyond`: whether the records before these did)."""
+    for rec in records:
         back = rollback_step(rec)
         if back is not None:
             history.rewind(back + 1)
@@ -304,9 +334,7 @@ def replay_history(run_dir: Path, history: History, step: int) -> tuple[bool, li
             continue
         history.rewind(int(at))  # a step logged twice (an older resume): the later line wins
         history.add(int(at), {k: v for k, v in metrics_values(rec).items() if k != "time"})
-    events = [ev for ev in (parse_event(rec, 0.0) for rec in read_jsonl(Path(run_dir) / EVENTS_FILE)
-                            if "step" in rec and "kind" in rec and "message" in rec) if ev is not None]
-    return beyond, events[-RECENT_EVENTS:]
+    return beyond
 
 
 def _is_real(v: Any) -> bool:

@@ -89,6 +89,9 @@ class History:
     # Stats that change only at a validation and are repeated on every step in between: kept only where
     # they change, so the series is the validations themselves and "best @step" is a validation step.
     STEPWISE = ("val_loss", "perplexity")
+    # Counters that only grow: thinned to each bucket's last value (a mean would sit half a bucket
+    # behind the step it is drawn at).
+    CUMULATIVE = ("tokens",)
 
     def __init__(self, maxlen: int = 20_000) -> None:
         self._maxlen = maxlen
@@ -141,13 +144,21 @@ class History:
         """(steps, values) for a stat, thinned to at most max_points by averaging neighbouring points."""
         with self._lock:
             points = list(self._series.get(name, ()))
-        if not points:
-            return [], []
-        stride = -(-len(points) // max_points)  # ceil: buckets of `stride` points each
-        steps = [points[min(i + stride, len(points)) - 1][0] for i in range(0, len(points), stride)]
-        buckets = [points[i : i + stride] for i in range(0, len(points), stride)]
-        values = [sum(v for _, v in b) / len(b) for b in buckets]
-        return steps, values
+        return thin(points, max_points, last=name in self.CUMULATIVE)
+
+
+def thin(points: Sequence[tuple[int, float]], max_points: int, last: bool = False) -> tuple[list[int], list[float]]:
+    """(steps, values) of at most max_points: each the mean of neighbouring points (with `last`: the last
+    one's value), at the last one's step."""
+    if not points:
+        return [], []
+    stride = -(-len(points) // max(1, max_points))  # ceil: buckets of `stride` points each
+    ends = [min(i + stride, len(points)) - 1 for i in range(0, len(points), stride)]
+    steps = [points[e][0] for e in ends]
+    if last:
+        return steps, [points[e][1] for e in ends]
+    buckets = [points[i : i + stride] for i in range(0, len(points), stride)]
+    return steps, [sum(v for _, v in b) / len(b) for b in buckets]
 
 
 def _same(a: float, b: float) -> bool:

@@ -615,6 +615,15 @@ class CockpitApp(App[int]):
         self._loss.log_scale = not self._loss.log_scale
         self.status.flash(f"loss plot: {self._loss.settings_text()}", 2)
 
+    def action_pick_runs(self) -> None:
+        if self.compact:
+            self._select("loss")
+        self._loss.open_picker()
+
+    def action_toggle_x_axis(self) -> None:
+        self._loss.x_tokens = not self._loss.x_tokens
+        self.status.flash(f"loss plot: {self._loss.settings_text()}", 2)
+
     def action_toggle_window_plot(self) -> None:
         pane = self.pane("windows")
         pane.show_sizes = not pane.show_sizes  # type: ignore[attr-defined]

@@ -1,22 +1,29 @@
-"""Modal screens: help, a yes/no confirmation (quit, roll back), the Tutor's error and the live-setting form."""
+"""Modal screens: help, a yes/no confirmation (quit, roll back), the Tutor's error, the live-setting form
+and the runs to compare."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TypeVar
 
 from rich.table import Table
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.suggester import SuggestFromList
-from textual.widgets import Button, Input, Static
+from textual.widgets import Button, Input, SelectionList, Static
+from textual.widgets.selection_list import Selection
 
+from babyllm.ctl import RunRow, best_text
+from babyllm.errors import BabyError
 from babyllm.infer2.commands import RELOAD, help_examples
 from babyllm.live import LIVE_KEYS
+from babyllm.overlay import choices
 
 CHAT_HELP = "chat commands: " + help_examples()
 VIEWER_CHAT_HELP = "chat: " + help_examples(extra=(RELOAD,))
@@ -148,6 +155,83 @@ class AttachedQuitScreen(Dialog[str]):
 
     def action_answer(self, choice: str) -> None:
         self.answer_once(choice)
+
+
+class PickList(SelectionList[str]):
+    """The picker's list: space (or a click) ticks a run, enter shows the ticked ones."""
+
+    BINDINGS = [Binding("enter", "screen.apply", "show the ticked runs", show=False)]
+
+
+class RunPicker(Dialog[list[Path] | None]):
+    """The runs to overlay on the loss plot: the current run's siblings (read in a worker thread, as
+    `babyllm runs` lists them), those picked before ticked. Answers the ticked runs' directories, or
+    None when cancelled."""
+
+    BINDINGS = [Binding("escape", "cancel", "cancel")]
+
+    def __init__(self, root: Path, current: str, picked: Sequence[Path]) -> None:
+        super().__init__()
+        self.root, self.current, self.picked = root, current, {Path(p) for p in picked}
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="picker-box", classes="dialog"):
+            yield Static(Text(f"Compare runs: overlay runs from {self.root}/ on the loss plot", style="bold"))
+            yield Static(Text("the current run is always drawn (bright); space ticks a run, enter shows the "
+                              "ticked ones, escape cancels", style="dim"))
+            yield PickList(id="picker-list")
+            yield Static(Text(f"reading {self.root}/…", style="dim italic"), id="picker-note")
+            with Horizontal(id="picker-buttons"):
+                yield Button("Show ticked runs (enter)", variant="primary", id="show")
+                yield Button("Cancel (esc)", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one(PickList).focus()
+        self._list_runs()
+
+    @work(thread=True, exit_on_error=False)
+    def _list_runs(self) -> None:
+        try:
+            rows, note = choices(self.root, self.current), ""
+        except BabyError as e:
+            rows, note = [], str(e)
+        with contextlib.suppress(RuntimeError):  # the app closed while this listed
+            self.app.call_from_thread(self._fill, rows, note)
+
+    def _fill(self, rows: list[RunRow], note: str) -> None:
+        width = max((len(r.name) for r in rows), default=0)
+        options = [Selection(self._row_text(r, width), str(r.run_dir), r.run_dir in self.picked,
+                             disabled=r.step is None) for r in rows]
+        pick_list = self.query_one(PickList)
+        pick_list.add_options(options)
+        pick_list.highlighted = next((i for i, o in enumerate(options) if not o.disabled), None)
+        if not note:
+            greyed = " (greyed: nothing to draw yet)" if any(r.step is None for r in rows) else ""
+            note = f"{len(rows)} other run{'s' if len(rows) != 1 else ''} in {self.root}/{greyed}" if rows else (
+                f"no other runs in {self.root}/")
+        self.query_one("#picker-note", Static).update(Text(note, style="dim"))
+
+    @staticmethod
+    def _row_text(r: RunRow, width: int) -> Text:
+        steps = f"{r.step:,} steps" if r.step is not None else "no steps"
+        best = f"best val {best_text(r.best_val, r.best_val_step)}"
+        text = Text(f"{r.name:<{width}}  {steps:>14}  {best:<28}  ")
+        text.append(f"{r.state}{f' pid {r.pid}' if r.live else ''}", style="dim")
+        if r.note:
+            text.append(f"  {r.note}"[:60], style="dim italic")
+        return text
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "show":
+            self.action_apply()
+        else:
+            self.action_cancel()
+
+    def action_apply(self) -> None:
+        self.answer_once([Path(v) for v in self.query_one(PickList).selected])
+
+    def action_cancel(self) -> None:
+        self.answer_once(None)
 
 
 class SettingScreen(Dialog[tuple[str, str] | None]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from rich.text import Text
@@ -36,19 +37,21 @@ MIN_WIDTH = 30
 MIN_HEIGHT = 6
 
 
-def integer_ticks(plt: Any, steps: list[int], count: int = 5) -> None:
-    """Step axis ticks on whole steps with thousands separators (plotext would print 1047.5)."""
+def integer_ticks(plt: Any, steps: Sequence[float], count: int = 5,
+                  label: Callable[[int], str] = "{:,}".format) -> None:
+    """x axis ticks on round whole numbers (plotext would print 1047.5), each written by `label`
+    (thousands separators for steps)."""
     if not steps:
         return
-    lo, hi = min(steps), max(steps)
+    lo, hi = math.floor(min(steps)), math.ceil(max(steps))
     if hi <= lo:
-        plt.xticks([lo], [f"{lo:,}"])
+        plt.xticks([lo], [label(lo)])
         return
     span = (hi - lo) / max(1, count - 1)
     magnitude = 10 ** max(0, len(str(int(span))) - 1)
     stride = max(1, math.ceil(span / magnitude) * magnitude)
     ticks = list(range(math.ceil(lo / stride) * stride, hi + 1, stride))
-    plt.xticks(ticks, [f"{t:,}" for t in ticks])
+    plt.xticks(ticks, [label(t) for t in ticks])
 
 
 class Plot(Guarded, PlotextPlot):
