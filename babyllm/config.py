@@ -101,6 +101,13 @@ class TuiConfig:
 
 
 @dataclass
+class LogConfig:
+    """What the run writes besides metrics.jsonl and events.jsonl."""
+
+    tensorboard: bool = False  # TensorBoard event files in runs/NAME/tensorboard/ (babyllm.tboard)
+
+
+@dataclass
 class Config:
     """Everything a run needs; `name` is the config's file stem."""
 
@@ -110,6 +117,7 @@ class Config:
     stats: StatsConfig = field(default_factory=StatsConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
     tui: TuiConfig = field(default_factory=TuiConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     name: str = "default"
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,7 +125,7 @@ class Config:
         return {s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS}
 
 
-SECTIONS = ("model", "data", "train", "stats", "chat", "tui")
+SECTIONS = ("model", "data", "train", "stats", "chat", "tui", "log")
 DEVICES = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 

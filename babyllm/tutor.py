@@ -50,7 +50,7 @@ from tokenizers import Tokenizer
 from torch.nn.parallel import DistributedDataParallel
 from torch.nn.utils import clip_grad_norm_
 
-from babyllm import distributed, gemm, live, quality, runfiles, soul
+from babyllm import distributed, gemm, live, quality, runfiles, soul, tboard
 from babyllm.board import Board
 from babyllm.config import Config, validate
 from babyllm.control import AGREED, DEFAULT_BY, PAUSABLE, WAITING, Request, Requests, Setting, Votes, refusal
@@ -201,6 +201,8 @@ class Tutor:
             self._writer.open(mode, only=("metrics",))
             if resume and self._discarded_steps:  # steps logged after the save resumed from are discarded: say so
                 self._writer.rollback(self.step_count)
+            if self.cfg.log.tensorboard:  # (a resumed run's file starts where the save left off)
+                self._writer.mirror = tboard.EventWriter(self.run_dir, self.step_count, self._tboard_failed)
         lib = self.librarian
         self._corpus = Corpus(str(lib.root), len(lib.train_tokens), len(lib.val_tokens))
         self._param_count = sum(p.numel() for p in self.model.parameters())
@@ -938,6 +940,10 @@ class Tutor:
         self._event("alarm", msg)
         if self._state in ("running", "paused", "starting"):
             self._set_state("alarm")
+
+    def _tboard_failed(self, message: str) -> None:
+        """The TensorBoard file could not be written: it is dropped (one event), training goes on."""
+        self._event("error", message)
 
     def _reopen_logs(self) -> None:
         """After an alarm: reopen a log that failed (once the user has freed space), cutting a torn line."""
