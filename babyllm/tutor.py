@@ -64,7 +64,7 @@ from babyllm.model import BabyLLM, next_token_loss
 from babyllm.runlock import RunLock
 from babyllm.runtime import autocast, pick_device, resolve_dtype
 from babyllm.snapshot import Corpus, Event, History, Sample, Snapshot, State
-from babyllm.stats import NORM, PARTS, REGISTRY
+from babyllm.stats import GATE_BINS, NORM, PARTS, REGISTRY
 from babyllm.system import SystemSampler
 
 SLOW_STATS_EVERY = 10  # steps between the costlier stats (readings, entropy, activations, norms)
@@ -172,6 +172,7 @@ class Tutor:
         self.last_save_error: str | None = None
         self.step_count = 0
         self.tokens = 0
+        self._gate_hist: dict[str, tuple[int, ...]] = {}  # refreshed with the slow stats
 
         created = not self.run_dir.exists()
         self._lock: RunLock | None = None
@@ -436,6 +437,7 @@ class Tutor:
                 self._alarm = f"step {number}: {bad} is {value}"
             if self._slow is None or (ok and number % SLOW_STATS_EVERY == 0):
                 self._slow = self._slow_stats(logits, acts)
+                self._gate_hist = self.model.gate_histograms(GATE_BINS)
             del logits, acts
             stats = self._stats(number, loss_v, norm_v, correct_v / n_tokens, lr)
         step_ms = (time.perf_counter() - t0) * 1000.0
@@ -962,7 +964,7 @@ class Tutor:
             last_save_error=self.last_save_error,
             system=self._system.read() if self._system is not None else {},
             overrides={k: now for k, (_, now) in self._overrides.items()},
-            settings={k: live.get(self.cfg, k) for k in live.LIVE_KEYS})
+            settings={k: live.get(self.cfg, k) for k in live.LIVE_KEYS}, gate_hist=self._gate_hist)
 
     def _maybe_publish(self, force: bool = False) -> None:
         if self._board.current is None:  # (not while building: the first snapshot comes at its end)

@@ -99,8 +99,8 @@ ACTIONS: tuple[Action, ...] = (
     Action("plus,equals_sign", "smoothing(1)", "smoother", help_keys="+  -",
            help="loss plot: stronger / weaker smoothing", palette="Loss plot: stronger smoothing"),
     Action("minus", "smoothing(-1)", "rougher", palette="Loss plot: weaker smoothing"),
-    Action("w", "toggle_window_plot", "sizes", help="windows plot: weightings / sizes over steps",
-           palette="Windows plot: weightings or sizes"),
+    Action("w", "toggle_window_plot", "view", help="windows pane: weightings / sizes over steps / memory gate "
+           "histograms", palette="Windows pane: weightings, sizes or gate histograms"),
     Action("left_square_bracket", "cycle_stat(-1)", "prev stat", help_keys="[  ]",
            help="stats: previous / next stat whose band thresholds are shown"),
     Action("right_square_bracket", "cycle_stat(1)", "next stat"),

@@ -48,6 +48,7 @@ from tui.widgets.chat import ChatPane
 from tui.widgets.loss import LossPane
 from tui.widgets.stats import StatsPane
 from tui.widgets.status import StatusBar, TokenRate
+from tui.widgets.windows import WindowsPane
 
 __all__ = ["ChatFactory", "CockpitApp", "Pace", "TutorFactory"]
 
@@ -577,9 +578,8 @@ class CockpitApp(App[int]):
         self.status.flash(f"loss plot: {self._loss.settings_text()}", 2)
 
     def action_toggle_window_plot(self) -> None:
-        pane = self.pane("windows")
-        pane.show_sizes = not pane.show_sizes  # type: ignore[attr-defined]
-        self.status.flash(f"windows plot: {'sizes' if pane.show_sizes else 'weightings'} over steps", 2)  # type: ignore[attr-defined]
+        pane: WindowsPane = self.pane("windows")  # type: ignore[assignment]
+        self.status.flash(f"windows: {pane.next_view()}", 2)
 
     def action_toggle_smoothing(self) -> None:
         self._loss.smoothing_on = not self._loss.smoothing_on
