@@ -9,6 +9,8 @@ import time
 
 import pytest
 import torch
+from test_tui import make_app, started
+from test_tui import wait_for as fake_wait
 
 from babyllm import wire
 from babyllm.config import load_config
@@ -18,7 +20,7 @@ from babyllm.stats import GATE_BINS, MEMORIES, MEMORY_GATE
 from babyllm.tutor import SLOW_STATS_EVERY, Tutor
 from tui.app import CockpitApp
 from tui.widgets.plotting import Plot
-from tui.widgets.windows import GATE_SOURCES, SPARKS, GateHistograms, gate_columns, spark_levels
+from tui.widgets.windows import GATE_SOURCES, SPARKS, GateHistograms, WindowBars, gate_layout, spark_levels
 
 NAMES = [MEMORY_GATE.format(memory=m, source=s) for m in MEMORIES for s in Memory.SOURCES]
 
@@ -122,13 +124,13 @@ async def test_the_windows_pane_shows_a_real_runs_histograms(make_cfg, tmp_path,
         assert hist.region.bottom <= pane.region.bottom and hist.size.width > 20  # on screen, in the pane
         text = hist.render().plain
         assert text.startswith("gates per neuron, 10 bins")
-        assert len(text.splitlines()) == 1 + 8 // gate_columns(hist.size.width)  # the memories side by side or not
+        assert len(text.splitlines()) == 1 + 8 // gate_layout(hist.size.width)[0]  # the memories side by side or not
         neurons = cfg.model.neurons
         for m in MEMORIES:
             for source, _ in GATE_SOURCES:
                 counts = hist.snapshot.gate_hist[MEMORY_GATE.format(memory=m, source=source)]
                 assert sum(counts) == neurons
-                (bars,) = re.findall(rf"m{m[3:]} {source:<5} (\S+) ", text)  # "m1 long  ··█······· 0.250"
+                (bars,) = re.findall(rf"m{m[3:]} {source:<5} (\S+)", text)  # "m1 long  ··█······· 0.250"
                 assert len(bars) % GATE_BINS == 0, bars
                 cells = bars[:: len(bars) // GATE_BINS]  # one character per bin
                 assert [c == "·" for c in cells] == [n == 0 for n in counts], bars
@@ -138,3 +140,25 @@ async def test_the_windows_pane_shows_a_real_runs_histograms(make_cfg, tmp_path,
         await pilot.press("q", "y")
         await wait_for(pilot, lambda: not app.is_running)
     assert app.join_tutor(timeout=10)
+
+
+def test_gate_layout_fits_the_width():
+    assert gate_layout(76) == (2, True)  # 80x24: both memories, with their means
+    assert gate_layout(47) == (2, False)  # the wide grid at its least width: side by side, no means
+    assert gate_layout(30) == (1, True)
+
+
+async def test_a_short_pane_shows_the_histograms_alone_and_w_brings_the_bars_back():
+    app, _ = make_app()  # (the fake Tutor: means, no histograms)
+    async with app.run_test(size=(120, 34)) as pilot:  # the wide grid's least size: 7 lines in the pane
+        await started(pilot, app)
+        pane = app.pane("windows")
+        bars, hist = pane.query_one(WindowBars), pane.query_one(GateHistograms)
+        await pilot.press("w", "w")
+        await fake_wait(pilot, lambda: pane.view == "gates" and not bars.display)
+        await pilot.pause(0.1)
+        text = hist.render().plain
+        assert text.startswith("gate means") and "m2 proj" in text
+        assert hist.region.bottom <= pane.region.bottom - 1  # every row inside the border
+        await pilot.press("w")
+        await fake_wait(pilot, lambda: pane.view == "weightings" and bars.display and not hist.display)

@@ -87,9 +87,18 @@ def spark_levels(counts: tuple[int, ...]) -> list[int]:
     return [0 if c <= 0 or top <= 0 else max(1, round(8 * c / top)) for c in counts]
 
 
-def gate_columns(width: int) -> int:
-    """The memories side by side where both fit, else one under the other."""
-    return len(MEMORIES) if width >= 2 * (GATE_BINS + 18) else 1
+LABEL_CELLS, MEAN_CELLS, GAP_CELLS = len("m1 short "), len(" 0.250"), len("  ")
+
+
+def gate_layout(width: int) -> tuple[int, bool]:
+    """(columns, whether the means fit): the two memories side by side with their means where that fits,
+    else side by side without them (the stats pane has them), else one under the other."""
+    two = len(MEMORIES)
+    if width >= two * (LABEL_CELLS + GATE_BINS + MEAN_CELLS) + GAP_CELLS:
+        return two, True
+    if width >= two * (LABEL_CELLS + GATE_BINS) + GAP_CELLS:
+        return two, False
+    return 1, True
 
 
 class GateHistograms(Guarded):
@@ -102,15 +111,16 @@ class GateHistograms(Guarded):
         self.snapshot: Snapshot | None = None
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        return 1 + len(MEMORIES) * len(GATE_SOURCES) // gate_columns(width)
+        return 1 + len(MEMORIES) * len(GATE_SOURCES) // gate_layout(width)[0]
 
     def render(self) -> Text:
         snap = self.snapshot
         hist = snap.gate_hist if snap is not None else {}
         stats = snap.stats if snap is not None else {}
-        columns = gate_columns(self.size.width)
-        cells = max(1, (self.size.width // columns - 18) // GATE_BINS)  # "m1 short " + bins + " 0.250"
-        head = (f"gates per neuron, {GATE_BINS} bins over 0…1, mean (w: weightings)" if hist
+        columns, means = gate_layout(self.size.width)
+        room = self.size.width // columns - LABEL_CELLS - (MEAN_CELLS if means else 0) - GAP_CELLS
+        cells = max(1, room // GATE_BINS)  # each bin this many cells wide
+        head = (f"gates per neuron, {GATE_BINS} bins over 0…1{', mean' if means else ''} (w: weightings)" if hist
                 else "gate means (their histograms come from a live or attached run)")
         lines = [Text(head, style="dim")]
         rows = [(m, src, colour) for m in MEMORIES for src, colour in GATE_SOURCES]
@@ -124,7 +134,8 @@ class GateHistograms(Guarded):
                 for level in spark_levels(hist.get(key, ())):
                     line.append((SPARKS[level - 1] if level else "·") * cells, style=colour if level else "dim")
                 mean = stats.get(key, math.nan)
-                line.append(f" {mean:.3f}" if math.isfinite(mean) else " —", style="dim")
+                if means:
+                    line.append(f" {mean:.3f}" if math.isfinite(mean) else " —", style="dim")
             lines.append(line)
         for line in lines:  # (one line each: a long one is cut, never wrapped into the next)
             line.truncate(max(1, self.size.width), overflow="ellipsis")
@@ -158,7 +169,20 @@ class WindowsPane(PlotPane):
         if gates:
             hist.snapshot = self.snapshot
             hist.refresh(layout=True)
+        self._fit()
         self.cockpit.request_redraw(self.NAME)  # on the next tick, as the loss pane's settings
+
+    def on_resize(self) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        """The gates view in a pane too short for the bars and the histograms (the wide grid's least
+        height) shows the histograms alone: they are what the user asked to see."""
+        bars = self.query_one(WindowBars)
+        size = self.content_size
+        need = (max(1, windows_in(bars.stats)) + 1  # (its margin)
+                + self.query_one(GateHistograms).get_content_height(size, size, size.width))
+        bars.display = self.view != "gates" or size.height >= need
 
     def compose(self) -> ComposeResult:
         yield WindowBars()
@@ -175,6 +199,8 @@ class WindowsPane(PlotPane):
         grew = windows_in(snap.stats) != windows_in(bars.stats)
         bars.stats = snap.stats
         bars.refresh(layout=grew)
+        if grew:
+            self._fit()
         if self.view == "gates":
             hist = self.query_one(GateHistograms)
             hist.snapshot = snap
