@@ -180,5 +180,6 @@ class EventWriter:
         if f is not None:
             with contextlib.suppress(OSError):
                 f.close()
-        self._failed(f"{self.path}: cannot write ({e.strerror or e}); TensorBoard logging is off for this "
+        where = e.filename or self.path  # (the folder, when it is what could not be made)
+        self._failed(f"{where}: cannot write ({e.strerror or e}); TensorBoard logging is off for this "
                      "run (metrics.jsonl has every step)")
