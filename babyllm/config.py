@@ -119,6 +119,13 @@ class AlertsConfig:
 
 
 @dataclass
+class LogConfig:
+    """What the run writes besides metrics.jsonl and events.jsonl."""
+
+    tensorboard: bool = False  # TensorBoard event files in runs/NAME/tensorboard/ (babyllm.tboard)
+
+
+@dataclass
 class Config:
     """Everything a run needs; `name` is the config's file stem."""
 
@@ -129,6 +136,7 @@ class Config:
     chat: ChatConfig = field(default_factory=ChatConfig)
     tui: TuiConfig = field(default_factory=TuiConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     name: str = "default"
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,7 +144,7 @@ class Config:
         return {s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS}
 
 
-SECTIONS = ("model", "data", "train", "stats", "chat", "tui", "alerts")
+SECTIONS = ("model", "data", "train", "stats", "chat", "tui", "alerts", "log")
 DEVICES = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from babyllm import gemm
 from babyllm.config import ModelConfig
-from babyllm.stats import MEMORIES, WINDOW_SIZE, WINDOW_WEIGHT
+from babyllm.stats import MEMORIES, MEMORY_GATE, WINDOW_SIZE, WINDOW_WEIGHT
 
 
 @dataclass
@@ -272,8 +272,16 @@ class Memory(nn.Module):
         short, long = self.decays().tolist()
         out = {f"{prefix}_decay_short": short, f"{prefix}_decay_long": long}
         for src, g in zip(self.SOURCES, self.gates().mean(0).tolist(), strict=True):
-            out[f"{prefix}_gate_{src}"] = g
+            out[MEMORY_GATE.format(memory=prefix, source=src)] = g
         return out
+
+    def gate_histogram(self, bins: int) -> Tensor:
+        """[4, bins]: how many neurons' gate for each source falls in each of `bins` equal bins over [0, 1]."""
+        g = self.gates().detach().t()  # [4, N]
+        sources = len(self.SOURCES)
+        at = (g * bins).long().clamp_(0, bins - 1)  # a gate of exactly 1 goes in the last bin
+        at = at + torch.arange(sources, device=g.device).unsqueeze(1) * bins  # one run of bins per source
+        return torch.bincount(at.flatten(), minlength=sources * bins).view(sources, bins)
 
     def forward(self, u: Tensor, carried: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Gated memory output [B, T, N] and the buffers after the last position [B, 2, N]."""
@@ -426,6 +434,14 @@ class BabyLLM(nn.Module):
         """The learned mixing scalars the cockpit shows, as each part declares them (see babyllm.stats)."""
         memory1, memory2 = MEMORIES
         return {**self.windows.readings(), **self.memory1.readings(memory1), **self.memory2.readings(memory2)}
+
+    @torch.no_grad()
+    def gate_histograms(self, bins: int) -> dict[str, tuple[int, ...]]:
+        """Each memory's per-neuron gates as histograms (keyed as their mean's stat, e.g. mem1_gate_short)."""
+        counts = torch.stack([self.memory1.gate_histogram(bins), self.memory2.gate_histogram(bins)]).tolist()
+        return {MEMORY_GATE.format(memory=m, source=src): tuple(row)
+                for m, rows in zip(MEMORIES, counts, strict=True)
+                for src, row in zip(Memory.SOURCES, rows, strict=True)}
 
     def param_counts(self) -> dict[str, int]:
         """Parameters per part, in model order."""

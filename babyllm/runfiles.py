@@ -12,6 +12,7 @@ A run directory (``runs/NAME/``) holds::
     train.lock                held by the one process that trains the run (babyllm.runlock)
     control.sock              the live run's control socket (babyllm.wire), owner-only; gone once it stops
     screenshots/              the cockpit's SVG screenshots (the S key)
+    tensorboard/              TensorBoard event files ([log] tensorboard = true; babyllm.tboard), one per start
     save-00000500/            rolling resume points (the last train.keep are kept)
     checkpoint-00001000/      step-numbered snapshots, never pruned
     best/                     the weights with the lowest validation loss (model only, not resumable)
@@ -32,7 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import IO, Any, Literal, TypeGuard
+from typing import IO, Any, Literal, Protocol, TypeGuard
 
 from babyllm.errors import BabyError, CheckpointError
 from babyllm.snapshot import Event, History
@@ -46,6 +47,7 @@ CHAT_LOG = "chat.log"
 LOCK_FILE = "train.lock"
 CONTROL_SOCKET = "control.sock"
 SCREENSHOTS = "screenshots"
+TENSORBOARD = "tensorboard"
 BEST = "best"
 RESUMABLE_KINDS = ("save", "checkpoint")
 # Inside a save folder:
@@ -367,6 +369,18 @@ LogName = Literal["metrics", "events"]
 _FILES: Mapping[LogName, str] = MappingProxyType({"metrics": METRICS_FILE, "events": EVENTS_FILE})
 
 
+class MetricsMirror(Protocol):
+    """Another home for the metrics (babyllm.tboard.EventWriter): fed each step, flushed with metrics.jsonl."""
+
+    def add(self, stats: dict[str, float]) -> None: ...
+
+    def restart(self, step: int) -> None: ...  # every step after `step` was discarded
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class RunWriter:
     """Appends the Tutor's records to metrics.jsonl and events.jsonl (a failed write drops that log: see _write)."""
@@ -374,6 +388,7 @@ class RunWriter:
     run_dir: Path
     failed: Callable[[str, OSError], None]
     flush_every: float = 1.0  # seconds between flushes of metrics.jsonl (events are flushed at once)
+    mirror: MetricsMirror | None = None  # (it handles its own failures)
     _files: dict[LogName, IO[str] | None] = field(default_factory=dict)
     _last_flush: float = field(default_factory=time.monotonic)
 
@@ -383,9 +398,13 @@ class RunWriter:
 
     def metrics(self, stats: dict[str, float]) -> None:
         flush = time.monotonic() - self._last_flush >= self.flush_every
+        if self.mirror is not None:
+            self.mirror.add(stats)
         self._write("metrics", json.dumps(metrics_record(stats)) + "\n", flush)
 
     def rollback(self, step: int) -> None:
+        if self.mirror is not None:
+            self.mirror.restart(step)
         self._write("metrics", json.dumps(rollback_record(step)) + "\n", flush=True)
 
     def event(self, ev: Event) -> None:
@@ -408,6 +427,8 @@ class RunWriter:
         return errors
 
     def close(self) -> None:
+        if self.mirror is not None:
+            self.mirror.close()
         for f in self._files.values():
             if f is not None and not f.closed:
                 with contextlib.suppress(OSError):  # a full disk at the very end: the saves are intact
@@ -426,6 +447,8 @@ class RunWriter:
                 f.flush()
                 if name == "metrics":
                     self._last_flush = time.monotonic()
+                    if self.mirror is not None:
+                        self.mirror.flush()
         except OSError as e:
             self._files[name] = None
             with contextlib.suppress(OSError):

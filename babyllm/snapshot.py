@@ -81,6 +81,9 @@ class Snapshot:
     system: dict[str, float] = field(default_factory=dict)  # the training process's resources (babyllm.system)
     overrides: dict[str, object] = field(default_factory=dict)  # live changes (babyllm.live): key -> value now
     settings: dict[str, object] = field(default_factory=dict)  # every live setting's value now (key -> value)
+    # each memory gate's histogram: neurons per bin over [0, 1] (stats.GATE_BINS), keyed as its mean's stat
+    # (mem1_gate_short, ...); refreshed with the slow stats; empty where unknown (a follower)
+    gate_hist: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 class History:

@@ -44,6 +44,10 @@ MEMORY_READINGS: tuple[tuple[str, str], ...] = (
     ("gate_input", "gate in"), ("gate_proj", "gate proj"),
 )
 TIMING_PREFIX = "t_"  # the Counsellor's sections are published as t_<section>
+# A memory's mean gate for one source (model.Memory.SOURCES), e.g. mem1_gate_short: a stat, and the key
+# of that gate's histogram in a Snapshot's gate_hist (GATE_BINS neuron counts over [0, 1]).
+MEMORY_GATE = "{memory}_gate_{source}"
+GATE_BINS = 10
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 

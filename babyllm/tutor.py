@@ -53,7 +53,7 @@ from tokenizers import Tokenizer
 from torch.nn.parallel import DistributedDataParallel
 from torch.nn.utils import clip_grad_norm_
 
-from babyllm import distributed, gemm, live, quality, runfiles, soul
+from babyllm import distributed, gemm, live, quality, runfiles, soul, tboard
 from babyllm.alerts import Alert, Alerts, run_command
 from babyllm.board import Board
 from babyllm.config import Config, validate
@@ -68,7 +68,7 @@ from babyllm.model import BabyLLM, next_token_loss
 from babyllm.runlock import RunLock
 from babyllm.runtime import autocast, pick_device, resolve_dtype
 from babyllm.snapshot import Corpus, Event, History, Sample, Snapshot, State
-from babyllm.stats import NORM, PARTS, REGISTRY
+from babyllm.stats import GATE_BINS, NORM, PARTS, REGISTRY
 from babyllm.system import SystemSampler
 
 SLOW_STATS_EVERY = 10  # steps between the costlier stats (readings, entropy, activations, norms)
@@ -182,6 +182,7 @@ class Tutor(Controls):
         self.last_save_error: str | None = None
         self.step_count = 0
         self.tokens = 0
+        self._gate_hist: dict[str, tuple[int, ...]] = {}  # refreshed with the slow stats
 
         created = not self.run_dir.exists()
         self._lock: RunLock | None = None
@@ -211,6 +212,8 @@ class Tutor(Controls):
             self._writer.open(mode, only=("metrics",))
             if resume and self._discarded_steps:  # steps logged after the save resumed from are discarded: say so
                 self._writer.rollback(self.step_count)
+            if self.cfg.log.tensorboard:  # (a resumed run's file starts where the save left off)
+                self._writer.mirror = tboard.EventWriter(self.run_dir, self.step_count, self._tboard_failed)
         lib = self.librarian
         self._corpus = Corpus(str(lib.root), len(lib.train_tokens), len(lib.val_tokens))
         self._param_count = sum(p.numel() for p in self.model.parameters())
@@ -444,6 +447,7 @@ class Tutor(Controls):
                 self._alarm = f"step {number}: {bad} is {value}"
             if self._slow is None or (ok and number % SLOW_STATS_EVERY == 0):
                 self._slow = self._slow_stats(logits, acts)
+                self._gate_hist = self.model.gate_histograms(GATE_BINS)
             del logits, acts
             stats = self._stats(number, loss_v, norm_v, correct_v / n_tokens, lr)
         step_ms = (time.perf_counter() - t0) * 1000.0
@@ -983,6 +987,10 @@ class Tutor(Controls):
         if self._state in ("running", "paused", "starting"):
             self._set_state("alarm")
 
+    def _tboard_failed(self, message: str) -> None:
+        """The TensorBoard file could not be written: it is dropped (one event), training goes on."""
+        self._event("error", message)
+
     def _reopen_logs(self) -> None:
         """After an alarm: reopen a log that failed (once the user has freed space), cutting a torn line."""
         for error in self._writer.reopen() if self.is_main else ():
@@ -1000,7 +1008,7 @@ class Tutor(Controls):
             last_save_error=self.last_save_error,
             system=self._system.read() if self._system is not None else {},
             overrides={k: now for k, (_, now) in self._overrides.items()},
-            settings={k: live.get(self.cfg, k) for k in live.LIVE_KEYS})
+            settings={k: live.get(self.cfg, k) for k in live.LIVE_KEYS}, gate_hist=self._gate_hist)
 
     def _maybe_publish(self, force: bool = False) -> None:
         if self._board.current is None:  # (not while building: the first snapshot comes at its end)

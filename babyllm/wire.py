@@ -31,7 +31,8 @@ returns it, the pieces before it wait in messages()). A line longer than MAX_LIN
 JSON or not an object gets ``{ok: false, error}`` and the connection carries on (a line too long is
 skipped up to its newline). Snapshots travel as plain JSON (snapshot_to_json), with non-finite
 numbers as null; a snapshot's ``system`` holds the training process's readings (keys and units in
-babyllm.system.READINGS; absent in an older run's snapshots: read as none). The socket is the run's
+babyllm.system.READINGS; absent in an older run's snapshots: read as none), its ``gate_hist`` the
+memories' gate histograms (name -> counts). The socket is the run's
 owner's (mode 0600; a peer of another uid, root excepted, gets one ``{ok: false, error}`` line and is
 closed); the server is babyllm.endpoint.
 """
@@ -134,4 +135,12 @@ def snapshot_from_json(obj: dict[str, Any]) -> Snapshot:
         last_save_error=obj.get("last_save_error"),
         system={str(k): _number(v) for k, v in (obj.get("system") or {}).items()},
         overrides=dict(obj["overrides"]) if isinstance(obj.get("overrides"), dict) else {},
-        settings=dict(obj["settings"]) if isinstance(obj.get("settings"), dict) else {})
+        settings=dict(obj["settings"]) if isinstance(obj.get("settings"), dict) else {},
+        gate_hist=_histograms(obj.get("gate_hist")))
+
+
+def _histograms(obj: Any) -> dict[str, tuple[int, ...]]:
+    """gate_hist's histograms (lists of counts); a damaged one is left out."""
+    items = obj.items() if isinstance(obj, dict) else ()
+    return {str(k): tuple(v) for k, v in items
+            if isinstance(v, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in v)}

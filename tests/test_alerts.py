@@ -277,12 +277,12 @@ async def test_cockpit_alert_banner_bell_event_and_pause(make_cfg, tmp_path, mon
         await wait_for(pilot, lambda: app.snapshot is not None and app.snapshot.state == "paused")
         await wait_for(pilot, lambda: "plateau" in status_text(app))
         banner = status_text(app)
-        assert "PAUSED" in banner and "x ⚠ plateau: no new best validation loss in 1 evaluations" in banner
+        assert "PAUSED" in banner and "a ⚠ plateau: no new best validation loss in 1 evaluations" in banner
         assert bells == [1]
         assert any(t.startswith("      1 alert      plateau:") for t in app.pane("events").lines)  # type: ignore[attr-defined]
         [alert] = events(run_dir, "alert")
         assert alert["step"] == app.tutor.step_count == 1
-        await pilot.press("x")  # dismissed: the status line is the plain one again
+        await pilot.press("a")  # dismissed: the status line is the plain one again
         await wait_for(pilot, lambda: "plateau" not in status_text(app))
         assert "PAUSED" in status_text(app)
         await pilot.press("q", "y")
@@ -311,7 +311,7 @@ async def test_viewer_shows_an_alert_from_the_run_files_with_a_banner_and_a_bell
         await wait_for(pilot, lambda: "divergence" in status_text(app))
         assert bells == [1]
         assert any(text in t for t in app.pane("events").lines)  # type: ignore[attr-defined]
-        await pilot.press("x")
+        await pilot.press("a")
         await wait_for(pilot, lambda: "divergence" not in status_text(app))
 
 

@@ -374,17 +374,20 @@ async def test_S_saves_an_svg_screenshot_into_the_run_directory(tmp_path):
         assert app.is_running and app._exception is None
 
 
-async def test_w_switches_the_windows_plot_to_sizes_on_a_log_axis_and_back():
+async def test_w_cycles_the_windows_plot_through_sizes_on_a_log_axis_gates_and_back():
     app, _ = make_app()
     async with app.run_test(size=BIG) as pilot:
         await started(pilot, app)
         pane = app.pane("windows")
         plot = pane.query_one(Plot)
-        for sizes in (True, False, True):
+        for view in ("sizes", "gates", "weightings", "sizes"):
             await pilot.press("w")
-            await wait_for(pilot, lambda want=sizes: pane.show_sizes == want)
+            await wait_for(pilot, lambda want=view: pane.view == want)
+            assert plot.display == (view != "gates")  # (the gate histograms: tests/test_gates.py)
+            if view == "gates":
+                continue
             pane.redraw()
             text = plot.render().plain
-            assert ("sizes over steps, log" in text) == sizes
-            assert ("weightings over steps" in text) == (not sizes)
+            assert ("sizes over steps, log" in text) == (view == "sizes")
+            assert ("weightings over steps" in text) == (view == "weightings")
             assert not pane.failures

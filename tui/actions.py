@@ -94,7 +94,7 @@ ACTIONS: tuple[Action, ...] = (
            help="chat with the run's newest save (loaded on the CPU here)", palette="Chat with the model"),
     Action("escape", "leave", "leave", footer=True,
            help="leave the chat input / close a dialog / un-maximise"),
-    Action("x", "dismiss_alert", "dismiss", help="dismiss the alert banner (the event log keeps the alert)",
+    Action("a", "dismiss_alert", "dismiss", help="dismiss the alert banner (the event log keeps the alert)",
            palette="Dismiss the alert banner"),
     Action("0", SHOW_ALL, "all panes", help="back to all panes", palette="Show all panes"),
     Action("", "", help_keys="tab  shift+tab", help="move focus between panes (not out of the chat input: esc)"),
@@ -108,8 +108,8 @@ ACTIONS: tuple[Action, ...] = (
            palette="Loss plot: compare runs (overlay others)"),
     Action("x", "toggle_x_axis", "x axis", help="loss plot: x axis by step / by tokens seen (every curve)",
            palette="Loss plot: x axis by step or tokens"),
-    Action("w", "toggle_window_plot", "sizes", help="windows plot: weightings / sizes over steps",
-           palette="Windows plot: weightings or sizes"),
+    Action("w", "toggle_window_plot", "view", help="windows pane: weightings / sizes over steps / memory gate "
+           "histograms", palette="Windows pane: weightings, sizes or gate histograms"),
     Action("left_square_bracket", "cycle_stat(-1)", "prev stat", help_keys="[  ]",
            help="stats: previous / next stat whose band thresholds are shown"),
     Action("right_square_bracket", "cycle_stat(1)", "next stat"),
@@ -136,6 +136,11 @@ def pane_keys_help(panes: Sequence[PaneSlot]) -> tuple[str, str]:
     keys = f"{panes[0].key} … {panes[-1].key}" if len(panes) > 1 else panes[0].key
     names = " ".join(p.pane.SHORT for p in panes)
     return keys, f"{names}: show one (small terminal) or maximise it (big terminal; again or 0 restores)"
+
+
+def keys_of(actions: Iterable[Action], action: str) -> str:
+    """The keys bound to `action`, as people read them ("" when none is)."""
+    return next((a.bound_keys() for a in actions if a.action == action and a.keys), "")
 
 
 def rows_for(actions: Iterable[Action], viewer: bool) -> list[Action]:

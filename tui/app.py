@@ -49,6 +49,7 @@ from tui.widgets.chat import ChatPane
 from tui.widgets.loss import LossPane
 from tui.widgets.stats import StatsPane
 from tui.widgets.status import StatusBar, TokenRate
+from tui.widgets.windows import WindowsPane
 
 __all__ = ["ChatFactory", "CockpitApp", "Pace", "TutorFactory"]
 
@@ -127,6 +128,7 @@ class CockpitApp(App[int]):
         self.panes: list[Pane] = [s.pane(s.key, self.calligraphist) for s in self.pane_slots]
         self.refresher = Refresher(self.panes, self.on_visible, self.pace)
         self.status = StatusBar(self.calligraphist, self.token_rate, self.pace, id="status")
+        self.status.alert_key = table.keys_of(self.actions, "dismiss_alert")
 
     @property
     def tutor(self) -> Any:
@@ -625,9 +627,8 @@ class CockpitApp(App[int]):
         self.status.flash(f"loss plot: {self._loss.settings_text()}", 2)
 
     def action_toggle_window_plot(self) -> None:
-        pane = self.pane("windows")
-        pane.show_sizes = not pane.show_sizes  # type: ignore[attr-defined]
-        self.status.flash(f"windows plot: {'sizes' if pane.show_sizes else 'weightings'} over steps", 2)  # type: ignore[attr-defined]
+        pane: WindowsPane = self.pane("windows")  # type: ignore[assignment]
+        self.status.flash(f"windows: {pane.next_view()}", 2)
 
     def action_toggle_smoothing(self) -> None:
         self._loss.smoothing_on = not self._loss.smoothing_on

@@ -71,7 +71,8 @@ class StatusBar(Static):
         self.calligraphist, self.token_rate, self.pace = calligraphist, token_rate, pace
         self.snapshot: Snapshot | None = None
         self.note = ""  # lasting (stopping; what a viewer makes of the run): it wins over a flash
-        self.alert = ""  # the latest alert's text, shown until dismissed (x) or a resume
+        self.alert = ""  # the latest alert's text, shown until dismissed (alert_key) or a resume
+        self.alert_key = ""  # the key that dismisses it (the app's actions table says which)
         self._flash, self._flash_until = "", 0.0
         self._dirty = False
         self._shown = 0.0
@@ -128,9 +129,9 @@ class StatusBar(Static):
         out.append(f" step {snap.step:,}")
         if snap.max_steps:
             out.append(f"/{snap.max_steps:,}")
-        if self.alert:  # early, as the note; x dismisses it
+        if self.alert:  # early, as the note; alert_key dismisses it
             out.append("  ")
-            out.append("x", style="bold reverse")
+            out.append(self.alert_key, style="bold reverse")
             out.append(f" ⚠ {self.alert}", style=ALERT_STYLE)
         if note:  # early, so 80 columns never cut it off ("saved → save-00000904")
             out.append(f"  {note}", style="italic")

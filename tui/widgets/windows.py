@@ -1,4 +1,5 @@
-"""Windows pane: the window weightings and sizes now (bars) and the weightings over steps (plot)."""
+"""Windows pane: the window weightings and sizes now (bars) and, below them, one of three views (the w key):
+the weightings over steps, the sizes over steps (plots), or the memories' per-neuron gates as histograms."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from textual.app import ComposeResult
 from textual.geometry import Size
 from textual.reactive import var
 
-from babyllm.stats import REGISTRY, WINDOW_SIZE, WINDOW_WEIGHT
+from babyllm.snapshot import Snapshot
+from babyllm.stats import GATE_BINS, MEMORIES, MEMORY_GATE, REGISTRY, WINDOW_SIZE, WINDOW_WEIGHT
 from tui.widgets.base import Guarded, PlotPane
 from tui.widgets.plotting import Plot, finite, integer_ticks
 
@@ -19,6 +21,12 @@ MAX_POINTS = 400  # per window
 # "#k" labels in the same colours are the plot's legend.
 PLOT_COLOURS = ("blue", "cyan", "green", "yellow", "red", "magenta", "default")
 TEXT_COLOURS = ("blue", "cyan", "green", "yellow", "red", "magenta", "default")
+VIEWS = ("weightings", "sizes", "gates")  # what the w key cycles through, below the bars
+VIEW_TEXT = {"weightings": "weightings over steps", "sizes": "sizes over steps",
+             "gates": "memory gate histograms"}
+# The memories' sources, in model.Memory.SOURCES order (the cockpit does not import torch), with their colours.
+GATE_SOURCES = (("short", "blue"), ("long", "cyan"), ("input", "green"), ("proj", "magenta"))
+SPARKS = "▁▂▃▄▅▆▇█"
 
 
 def windows_in(stats: dict[str, float]) -> int:
@@ -73,22 +81,115 @@ class WindowBars(Guarded):
         return out
 
 
+def spark_levels(counts: tuple[int, ...]) -> list[int]:
+    """Each bin's height in eighths of its histogram's fullest bin: 0 only for an empty bin, else 1..8."""
+    top = max(counts, default=0)
+    return [0 if c <= 0 or top <= 0 else max(1, round(8 * c / top)) for c in counts]
+
+
+LABEL_CELLS, MEAN_CELLS, GAP_CELLS = len("m1 short "), len(" 0.250"), len("  ")
+
+
+def gate_layout(width: int) -> tuple[int, bool]:
+    """(columns, whether the means fit): the two memories side by side with their means where that fits,
+    else side by side without them (the stats pane has them), else one under the other."""
+    two = len(MEMORIES)
+    if width >= two * (LABEL_CELLS + GATE_BINS + MEAN_CELLS) + GAP_CELLS:
+        return two, True
+    if width >= two * (LABEL_CELLS + GATE_BINS) + GAP_CELLS:
+        return two, False
+    return 1, True
+
+
+class GateHistograms(Guarded):
+    """The memories' per-neuron gates, one histogram per source over [0, 1], with each source's mean."""
+
+    DEFAULT_CSS = "GateHistograms { height: auto; }"
+
+    def __init__(self) -> None:
+        super().__init__(id="gate-hist")
+        self.snapshot: Snapshot | None = None
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return 1 + len(MEMORIES) * len(GATE_SOURCES) // gate_layout(width)[0]
+
+    def render(self) -> Text:
+        snap = self.snapshot
+        hist = snap.gate_hist if snap is not None else {}
+        stats = snap.stats if snap is not None else {}
+        columns, means = gate_layout(self.size.width)
+        room = self.size.width // columns - LABEL_CELLS - (MEAN_CELLS if means else 0) - GAP_CELLS
+        cells = max(1, room // GATE_BINS)  # each bin this many cells wide
+        head = (f"gates per neuron, {GATE_BINS} bins over 0…1{', mean' if means else ''} (w: weightings)" if hist
+                else "gate means (their histograms come from a live or attached run)")
+        lines = [Text(head, style="dim")]
+        rows = [(m, src, colour) for m in MEMORIES for src, colour in GATE_SOURCES]
+        per_column = len(rows) // columns
+        for r in range(per_column):
+            line = Text()
+            for c in range(columns):
+                m, src, colour = rows[c * per_column + r]
+                key = MEMORY_GATE.format(memory=m, source=src)
+                line.append(f"{'  ' if c else ''}m{m[3:]} {src:<5} ", style=f"bold {colour}")
+                for level in spark_levels(hist.get(key, ())):
+                    line.append((SPARKS[level - 1] if level else "·") * cells, style=colour if level else "dim")
+                mean = stats.get(key, math.nan)
+                if means:
+                    line.append(f" {mean:.3f}" if math.isfinite(mean) else " —", style="dim")
+            lines.append(line)
+        for line in lines:  # (one line each: a long one is cut, never wrapped into the next)
+            line.truncate(max(1, self.size.width), overflow="ellipsis")
+        return Text("\n").join(lines)
+
+
 class WindowsPane(PlotPane):
-    """The windows' sizes and weightings now (bars) and the weightings over steps (plot)."""
+    """The windows' sizes and weightings now (bars), and one of VIEWS below them (the w key)."""
 
     REDRAW_EVERY = 2.0  # the weightings move slowly; 7 lines are the costliest plot
     NAME = "windows"
     SHORT = "windows"
     TITLE = "windows"
 
-    show_sizes: var[bool] = var(False, init=False)  # the plot: weightings (False) or sizes over steps (the w key)
+    view: var[str] = var(VIEWS[0], init=False)  # one of VIEWS
 
-    def watch_show_sizes(self) -> None:
+    @property
+    def show_sizes(self) -> bool:
+        return self.view == "sizes"
+
+    def next_view(self) -> str:
+        """Show the next of VIEWS; its description (the status line confirms the change with it)."""
+        self.view = VIEWS[(VIEWS.index(self.view) + 1) % len(VIEWS)]
+        return VIEW_TEXT[self.view]
+
+    def watch_view(self) -> None:
+        gates = self.view == "gates"
+        self.query_one(Plot).display = not gates
+        hist = self.query_one(GateHistograms)
+        hist.display = gates
+        if gates:
+            hist.snapshot = self.snapshot
+            hist.refresh(layout=True)
+        self._fit()
         self.cockpit.request_redraw(self.NAME)  # on the next tick, as the loss pane's settings
+
+    def on_resize(self) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        """The gates view in a pane too short for the bars and the histograms (the wide grid's least
+        height) shows the histograms alone: they are what the user asked to see."""
+        bars = self.query_one(WindowBars)
+        size = self.content_size
+        need = (max(1, windows_in(bars.stats)) + 1  # (its margin)
+                + self.query_one(GateHistograms).get_content_height(size, size, size.width))
+        bars.display = self.view != "gates" or size.height >= need
 
     def compose(self) -> ComposeResult:
         yield WindowBars()
         yield Plot(id="windows-plot")
+        hist = GateHistograms()
+        hist.display = False
+        yield hist
 
     def show_snapshot(self) -> None:
         snap = self.snapshot
@@ -98,8 +199,16 @@ class WindowsPane(PlotPane):
         grew = windows_in(snap.stats) != windows_in(bars.stats)
         bars.stats = snap.stats
         bars.refresh(layout=grew)
+        if grew:
+            self._fit()
+        if self.view == "gates":
+            hist = self.query_one(GateHistograms)
+            hist.snapshot = snap
+            hist.refresh()
 
     def redraw(self) -> None:
+        if self.view == "gates":
+            return  # (text, shown with each snapshot)
         history = self.history
         plot = self.query_one(Plot)
         plt = plot.plt
@@ -121,7 +230,7 @@ class WindowsPane(PlotPane):
         what = "sizes over steps, log" if self.show_sizes else "weightings over steps"
         same = 1 < n <= len(PLOT_COLOURS)  # every line has its own colour, as its bar above
         # (short: plotext drops a title wider than the plot)
-        plt.title(f"{what} (#0…#{n - 1} as above; w: {'weights' if self.show_sizes else 'sizes'})" if same else what)
+        plt.title(f"{what} (#0…#{n - 1} as above; w: {'gates' if self.show_sizes else 'sizes'})" if same else what)
         plt.xlabel("step")
         plot.mark_drawn()
         plot.replot()
