@@ -5,13 +5,36 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from rich.console import Console
 from textual.widgets import Static
 
 from babyllm.config import load_config
 from tui.fake import fake_stats
+
+T = TypeVar("T")
+
+
+def wait_for(cond: Callable[[], T], *, timeout: float = 60.0, what: str = "condition", every: float = 0.02) -> T:
+    """Poll cond() until it is truthy (returned); fail after `timeout` seconds, naming what was awaited.
+    (A long timeout costs only a failing test its time: a passing wait returns as soon as it can.)"""
+    deadline = time.monotonic() + timeout
+    while not (got := cond()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(every)
+    return got
+
+
+async def pilot_wait(pilot: Any, cond: Callable[[], object], *, timeout: float = 30.0, what: str = "condition") -> None:
+    """wait_for inside a Pilot test: the app runs between looks."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await pilot.pause(0.02)
 
 
 def line(step: int, **extra) -> str:

@@ -24,7 +24,7 @@ from tui.app import CockpitApp
 from tui.widgets.status import StatusBar
 
 sys.path.insert(0, str(Path(__file__).parent))
-from runhelpers import append, line  # noqa: E402
+from runhelpers import append, line, pilot_wait  # noqa: E402
 
 OFF = {r.keys[0]: 0 for r in RULES}
 
@@ -255,13 +255,6 @@ def test_pause_true_pauses_the_run_and_runs_the_command(make_cfg, tmp_path):
 # --- the cockpit and the viewer ------------------------------------------------------------------
 
 
-async def wait_for(pilot, condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await pilot.pause(0.05)
-
-
 def status_text(app: CockpitApp) -> str:
     return str(app.query_one(StatusBar).render())
 
@@ -274,8 +267,8 @@ async def test_cockpit_alert_banner_bell_event_and_pause(make_cfg, tmp_path, mon
     bells: list[int] = []
     monkeypatch.setattr(app, "bell", lambda: bells.append(1))
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(pilot, lambda: app.snapshot is not None and app.snapshot.state == "paused")
-        await wait_for(pilot, lambda: "plateau" in status_text(app))
+        await pilot_wait(pilot, lambda: app.snapshot is not None and app.snapshot.state == "paused")
+        await pilot_wait(pilot, lambda: "plateau" in status_text(app))
         banner = status_text(app)
         assert "PAUSED" in banner and "a ⚠ plateau: no new best validation loss in 1 evaluations" in banner
         assert bells == [1]
@@ -283,10 +276,10 @@ async def test_cockpit_alert_banner_bell_event_and_pause(make_cfg, tmp_path, mon
         [alert] = events(run_dir, "alert")
         assert alert["step"] == app.tutor.step_count == 1
         await pilot.press("a")  # dismissed: the status line is the plain one again
-        await wait_for(pilot, lambda: "plateau" not in status_text(app))
+        await pilot_wait(pilot, lambda: "plateau" not in status_text(app))
         assert "PAUSED" in status_text(app)
         await pilot.press("q", "y")
-        await wait_for(pilot, lambda: not app.is_running)
+        await pilot_wait(pilot, lambda: not app.is_running)
     assert app.join_tutor(timeout=20)
 
 
@@ -304,15 +297,15 @@ async def test_viewer_shows_an_alert_from_the_run_files_with_a_banner_and_a_bell
     monkeypatch.setattr(app, "bell", lambda: bells.append(1))
     async with app.run_test(size=(100, 30)) as pilot:
         append(run / runfiles.METRICS_FILE, "".join(line(s) for s in range(1, 11)))
-        await wait_for(pilot, lambda: app.snapshot is not None and app.snapshot.step == 10)
+        await pilot_wait(pilot, lambda: app.snapshot is not None and app.snapshot.step == 10)
         text = "divergence: the loss (mean of the last 100 steps) is 6.1000, 61% above its lowest 3.8000"
         append(run / runfiles.EVENTS_FILE, json.dumps({"step": 10, "kind": "alert", "message": text,
                                                        "time": time.time()}) + "\n")
-        await wait_for(pilot, lambda: "divergence" in status_text(app))
+        await pilot_wait(pilot, lambda: "divergence" in status_text(app))
         assert bells == [1]
         assert any(text in t for t in app.pane("events").lines)  # type: ignore[attr-defined]
         await pilot.press("a")
-        await wait_for(pilot, lambda: "divergence" not in status_text(app))
+        await pilot_wait(pilot, lambda: "divergence" not in status_text(app))
 
 
 def test_headless_prints_the_alert_line(make_cfg, corpus, cache, tmp_path, capsys):

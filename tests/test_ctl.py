@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from runhelpers import append, line, write_save
+from runhelpers import append, line, wait_for, write_save
 
 from babyllm import runfiles, wire
 from babyllm.cli import main as cli_main
@@ -295,16 +295,6 @@ def test_runs_row_of_an_unreadable_run_dir(tmp_path):
 
 
 # --- round trips with a live run (the Tutor serves the real endpoint) ---------------------------------
-
-
-def wait_for(what, timeout: float = 60.0, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = what()
-        if got:
-            return got
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

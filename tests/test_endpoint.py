@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from runhelpers import wait_for
 
 from babyllm import wire
 from babyllm.client import ControlClient, NoLiveRun, RunRefused, is_live, socket_path, unix_address
@@ -31,15 +32,6 @@ from tui.fake import FakeTutor
 TIMING_KEYS = {"time", "tokens_per_s", "step_ms", *REGISTRY.timings()}  # wall-clock stats: differ run to run
 
 
-def wait_for(cond, timeout=20.0, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 class Running:
     """A Tutor training in a thread (until stopped unless train.steps says otherwise)."""
 
@@ -50,9 +42,9 @@ class Running:
         self.thread = threading.Thread(target=lambda: self.result.append(self.tutor.run()), daemon=True)
         self.thread.start()
         if serves:  # (a stale socket file may be there already: wait for one that answers)
-            wait_for(lambda: is_live(run_dir, timeout=0.5) or not self.thread.is_alive(), 60, "the socket")
+            wait_for(lambda: is_live(run_dir, timeout=0.5) or not self.thread.is_alive(), timeout=60, what="the socket")
         # The socket answers just before run() says "running": tests start from a training run.
-        wait_for(lambda: self.tutor.state != "starting" or not self.thread.is_alive(), 60, "training")
+        wait_for(lambda: self.tutor.state != "starting" or not self.thread.is_alive(), timeout=60, what="training")
 
     def step(self) -> int:
         return self.tutor.snapshot().step
@@ -565,7 +557,8 @@ def test_two_ranks_pause_and_resume_together_through_rank_0s_socket(corpus, cach
     procs = launch(tmp_path, common(corpus, cache, "--run-dir", "run", "--steps", "0"))
     run = tmp_path / "r0" / "run"
     try:
-        wait_for(lambda: is_live(run, timeout=0.5) or any(p.poll() is not None for p in procs), 60, "rank 0's socket")
+        wait_for(lambda: is_live(run, timeout=0.5) or any(p.poll() is not None for p in procs), timeout=60,
+                 what="rank 0's socket")
         assert not (tmp_path / "r1" / "run").exists()  # rank 1 serves nothing (and writes nothing)
         with ControlClient(run, name="ranks") as c:
             assert c.call("hello")["world_size"] == 2

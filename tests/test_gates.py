@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import pytest
 import torch
+from runhelpers import pilot_wait
 from test_tui import make_app, started
-from test_tui import wait_for as fake_wait
 
 from babyllm import wire
 from babyllm.config import load_config
@@ -97,13 +96,6 @@ def test_spark_levels():
     assert spark_levels((0, 0)) == [0, 0]
 
 
-async def wait_for(pilot, condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await pilot.pause(0.05)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("size", [(80, 24), (160, 50)])
 async def test_the_windows_pane_shows_a_real_runs_histograms(make_cfg, tmp_path, size):
@@ -111,14 +103,14 @@ async def test_the_windows_pane_shows_a_real_runs_histograms(make_cfg, tmp_path,
     app = CockpitApp(lambda publish, say: Tutor(cfg, tmp_path / "run", publish=publish, say=say),
                      chat_factory=lambda t: t.chat_session(), handle_signals=False)
     async with app.run_test(size=size) as pilot:
-        await wait_for(pilot, lambda: app.snapshot is not None and app.snapshot.step > 3)
+        await pilot_wait(pilot, lambda: app.snapshot is not None and app.snapshot.step > 3)
         await pilot.press("escape", "space")  # pause (the keys are quicker), and the text and its snapshot stay
-        await wait_for(pilot, lambda: app.snapshot.state == "paused")
+        await pilot_wait(pilot, lambda: app.snapshot.state == "paused")
         await pilot.press("4")
         pane = app.pane("windows")
         plot, hist = pane.query_one(Plot), pane.query_one(GateHistograms)
         await pilot.press("w", "w")
-        await wait_for(pilot, lambda: pane.view == "gates" and hist.snapshot is not None and hist.size.height > 0)
+        await pilot_wait(pilot, lambda: pane.view == "gates" and hist.snapshot is not None and hist.size.height > 0)
         await pilot.pause(0.1)
         assert not plot.display and hist.display and not pane.failures
         assert hist.region.bottom <= pane.region.bottom and hist.size.width > 20  # on screen, in the pane
@@ -136,9 +128,9 @@ async def test_the_windows_pane_shows_a_real_runs_histograms(make_cfg, tmp_path,
                 assert [c == "·" for c in cells] == [n == 0 for n in counts], bars
                 assert cells[counts.index(max(counts))] == SPARKS[-1], bars  # the fullest bin is a full block
         await pilot.press("w")  # back to the weightings plot: the bars and the plot as before
-        await wait_for(pilot, lambda: pane.view == "weightings" and plot.display and not hist.display)
+        await pilot_wait(pilot, lambda: pane.view == "weightings" and plot.display and not hist.display)
         await pilot.press("q", "y")
-        await wait_for(pilot, lambda: not app.is_running)
+        await pilot_wait(pilot, lambda: not app.is_running)
     assert app.join_tutor(timeout=10)
 
 
@@ -155,10 +147,10 @@ async def test_a_short_pane_shows_the_histograms_alone_and_w_brings_the_bars_bac
         pane = app.pane("windows")
         bars, hist = pane.query_one(WindowBars), pane.query_one(GateHistograms)
         await pilot.press("w", "w")
-        await fake_wait(pilot, lambda: pane.view == "gates" and not bars.display)
+        await pilot_wait(pilot, lambda: pane.view == "gates" and not bars.display)
         await pilot.pause(0.1)
         text = hist.render().plain
         assert text.startswith("gate means") and "m2 proj" in text
         assert hist.region.bottom <= pane.region.bottom - 1  # every row inside the border
         await pilot.press("w")
-        await fake_wait(pilot, lambda: pane.view == "weightings" and bars.display and not hist.display)
+        await pilot_wait(pilot, lambda: pane.view == "weightings" and bars.display and not hist.display)

@@ -4,9 +4,9 @@ import argparse
 import json
 import os
 import threading
-import time
 
 import pytest
+from runhelpers import pilot_wait, wait_for
 
 from babyllm import live
 from babyllm.cli import main as cli_main
@@ -179,12 +179,12 @@ def test_ctl_set_changes_a_live_run_and_a_refusal_exits_1(make_cfg, tmp_path, ca
     th = threading.Thread(target=t.run, daemon=True)
     th.start()
     try:
-        _wait(lambda: is_live(run) and t.step_count > 2)
+        wait_for(lambda: is_live(run) and t.step_count > 2)
         assert cli_main(["ctl", str(run), "set", "train.lr=0.0015", "chat.temperature=0.5"]) == 0
         assert capsys.readouterr().out.startswith("set: asked ")
         who = f"ctl (pid {os.getpid()})"
-        _wait(lambda: f"set train.lr 0.003 -> 0.0015 by {who}" in [e.message for e in t.snapshot().events])
-        _wait(lambda: t.snapshot().overrides == {"train.lr": 0.0015, "chat.temperature": 0.5})
+        wait_for(lambda: f"set train.lr 0.003 -> 0.0015 by {who}" in [e.message for e in t.snapshot().events])
+        wait_for(lambda: t.snapshot().overrides == {"train.lr": 0.0015, "chat.temperature": 0.5})
         assert cli_main(["ctl", str(run), "status"]) == 0
         assert "set train.lr=0.0015 chat.temperature=0.5" in capsys.readouterr().out
         assert cli_main(["ctl", str(run), "set", "train.batch=8"]) == 1
@@ -196,13 +196,6 @@ def test_ctl_set_changes_a_live_run_and_a_refusal_exits_1(make_cfg, tmp_path, ca
     finally:
         t.stop()
         th.join(30)
-
-
-def _wait(cond, timeout=20.0):
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.02)
 
 
 # --- several ranks --------------------------------------------------------------------------------
@@ -218,20 +211,20 @@ def test_two_ranks_apply_a_change_at_the_same_step_running_and_paused(corpus, ca
     procs = launch(tmp_path, common(corpus, cache, "--run-dir", "run", "--steps", "0"))
     run = tmp_path / "r0" / "run"
     try:
-        _wait(lambda: is_live(run, timeout=0.5) or any(p.poll() is not None for p in procs), 60)
+        wait_for(lambda: is_live(run, timeout=0.5) or any(p.poll() is not None for p in procs), timeout=60)
         with ControlClient(run, name="ranks") as c:
-            _wait(lambda: c.status().step >= 3)
+            wait_for(lambda: c.status().step >= 3)
             c.call("set", settings={"train.lr": 0.02})
-            _wait(lambda: c.status().overrides.get("train.lr") == 0.02)
+            wait_for(lambda: c.status().overrides.get("train.lr") == 0.02)
             at = c.status().step
-            _wait(lambda: c.status().step >= at + 3)
+            wait_for(lambda: c.status().step >= at + 3)
             c.call("pause")
-            _wait(lambda: c.status().state == "paused")
+            wait_for(lambda: c.status().state == "paused")
             c.call("set", settings={"train.weight_decay": "0.5"})  # (applied while paused: the heartbeat)
-            _wait(lambda: c.status().overrides.get("train.weight_decay") == 0.5)
+            wait_for(lambda: c.status().overrides.get("train.weight_decay") == 0.5)
             c.call("resume")
             paused_at = c.status().step
-            _wait(lambda: c.status().step >= paused_at + 4)
+            wait_for(lambda: c.status().step >= paused_at + 4)
             c.call("stop")
         (rc0, _, err0), (rc1, out1, err1) = finish(procs, timeout=60)
     finally:
@@ -301,7 +294,7 @@ def test_the_set_op_replies_ok_or_the_reason(tmp_path):
 
 async def test_the_cockpit_halves_and_doubles_the_learning_rate():
     from runhelpers import plain
-    from test_tui import SMALL, make_app, started, wait_for
+    from test_tui import SMALL, make_app, started
     from textual.widgets import Static
 
     app, made = make_app()
@@ -313,16 +306,16 @@ async def test_the_cockpit_halves_and_doubles_the_learning_rate():
         assert fake.overrides == {live.LR: base * 2} and fake.calls[-1] == "set_settings"
         fake.step += 1  # the run's next step's snapshot shows the new rate
         app.post_message(SnapshotReady(fake.snapshot()))
-        await wait_for(pilot, lambda: app.snapshot.settings[live.LR] == base * 2)
+        await pilot_wait(pilot, lambda: app.snapshot.settings[live.LR] == base * 2)
         bands = app.query_one("#stats-bands", Static)
-        await wait_for(pilot, lambda: f"set mid-run: {live.LR}={base * 2:g}" in plain(bands))  # (the stats pane)
+        await pilot_wait(pilot, lambda: f"set mid-run: {live.LR}={base * 2:g}" in plain(bands))  # (the stats pane)
         await pilot.press("less_than_sign")
         assert fake.overrides == {live.LR: base}
         assert f"set {live.LR}={float(base)!r} requested" in "\n".join(app.pane("events").lines)
 
 
 async def test_the_palette_sets_any_live_setting_by_typing_or_through_the_form():
-    from test_tui import SMALL, make_app, started, wait_for
+    from test_tui import SMALL, make_app, started
 
     from tui.screens import SettingScreen
 
@@ -333,11 +326,11 @@ async def test_the_palette_sets_any_live_setting_by_typing_or_through_the_form()
         await pilot.press("ctrl+p", *"set lr 5e-4")  # a bare name that one live key ends in
         await pilot.pause(0.3)
         await pilot.press("enter")
-        await wait_for(pilot, lambda: fake.overrides == {live.LR: 5e-4})
+        await pilot_wait(pilot, lambda: fake.overrides == {live.LR: 5e-4})
         await pilot.press("ctrl+p", *"set top_k=7 min_lr=1e-5")  # several, applied together
         await pilot.pause(0.3)
         await pilot.press("enter")
-        await wait_for(pilot, lambda: fake.overrides == {live.LR: 5e-4, "chat.top_k": 7, "train.min_lr": 1e-5})
+        await pilot_wait(pilot, lambda: fake.overrides == {live.LR: 5e-4, "chat.top_k": 7, "train.min_lr": 1e-5})
         await pilot.press("ctrl+p", *"set batch 4")  # refused with the reason, nothing applied
         await pilot.pause(0.3)
         await pilot.press("enter")
@@ -346,12 +339,12 @@ async def test_the_palette_sets_any_live_setting_by_typing_or_through_the_form()
         await pilot.press("ctrl+p", *"set warmup")  # a key without a value: the form, on that key
         await pilot.pause(0.3)
         await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, SettingScreen))
+        await pilot_wait(pilot, lambda: isinstance(app.screen, SettingScreen))
         value = app.screen.query_one("#setting-value")
         assert value.value == str(fake.snapshot().settings["train.warmup"])  # (what it is now, to edit)
         value.value = ""
         await pilot.press(*"17", "enter")
-        await wait_for(pilot, lambda: fake.overrides.get("train.warmup") == 17)
+        await pilot_wait(pilot, lambda: fake.overrides.get("train.warmup") == 17)
         assert not isinstance(app.screen, SettingScreen)
 
 

@@ -6,7 +6,6 @@ import json
 import math
 import os
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from tui.widgets.plotting import MIN_HEIGHT, Plot
 from tui.widgets.system import NO_READINGS, SystemView
 
 sys.path.insert(0, str(Path(__file__).parent))
-from runhelpers import append, line  # noqa: E402
+from runhelpers import append, line, pilot_wait  # noqa: E402
 
 SMALL = (80, 24)
 BIG = (160, 50)
@@ -215,13 +214,6 @@ def test_an_attached_client_gets_the_training_sides_readings(tmp_path):
 # --- the pane -------------------------------------------------------------------------------------
 
 
-async def wait_for(pilot, condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await pilot.pause(0.02)
-
-
 def pane_text(app: CockpitApp) -> str:
     return app.pane("system").query_one(SystemView).render().plain
 
@@ -230,7 +222,7 @@ def pane_text(app: CockpitApp) -> str:
 async def test_the_pane_shows_cpu_and_memory_and_the_gpu_only_when_given(readings, gpu):
     app = CockpitApp(lambda publish, say: FakeTutor(publish=publish, system=readings), handle_signals=False)
     async with app.run_test(size=BIG) as pilot:
-        await wait_for(pilot, lambda: "CPU" in pane_text(app))
+        await pilot_wait(pilot, lambda: "CPU" in pane_text(app))
         text = pane_text(app)
         assert "187% of 2 cores" in text and "10.8/31.2 GiB" in text  # 31.2 - 20.4 in use
         assert "█" in text  # bars fit at this width
@@ -245,7 +237,7 @@ async def test_the_pane_shows_cpu_and_memory_and_the_gpu_only_when_given(reading
 async def test_at_the_wide_layouts_least_size_the_pane_and_the_loss_plot_fit():
     app = CockpitApp(lambda publish, say: FakeTutor(publish=publish), handle_signals=False)
     async with app.run_test(size=(WIDE_COLUMNS, WIDE_ROWS)) as pilot:
-        await wait_for(pilot, lambda: "GPU mem" in pane_text(app))
+        await pilot_wait(pilot, lambda: "GPU mem" in pane_text(app))
         await pilot.pause(0.2)
         assert not app.compact
         assert app.pane("system").region.height == len(pane_text(app).splitlines()) + 2 == 6
@@ -259,7 +251,7 @@ async def test_the_pane_reads_torchs_gpu_memory_too():
     app = CockpitApp(lambda publish, say: FakeTutor(publish=publish, system=readings), handle_signals=False)
     async with app.run_test(size=SMALL) as pilot:
         await pilot.press("8")
-        await wait_for(pilot, lambda: "GPU mem" in pane_text(app))
+        await pilot_wait(pilot, lambda: "GPU mem" in pane_text(app))
         assert "3.0/80.0 GiB (2.0 GiB allocated)" in pane_text(app) and "GPU  " not in pane_text(app)
 
 
@@ -270,7 +262,7 @@ async def test_a_file_following_viewer_says_it_has_no_readings(tmp_path):
     app = CockpitApp(lambda publish, say: Watcher(run, publish=publish, say=say, poll=0.05),
                      viewer=True, handle_signals=False)
     async with app.run_test(size=SMALL) as pilot:
-        await wait_for(pilot, lambda: app.snapshot is not None and app.snapshot.step == 5)
+        await pilot_wait(pilot, lambda: app.snapshot is not None and app.snapshot.step == 5)
         await pilot.press("8")
-        await wait_for(pilot, lambda: app.pane("system").snapshot is not None)
+        await pilot_wait(pilot, lambda: app.pane("system").snapshot is not None)
         assert pane_text(app) == NO_READINGS and app.pane("system").border_subtitle == ""

@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from runhelpers import pilot_wait
 from textual.widgets import Input
 
 from babyllm.errors import BabyError
@@ -58,20 +59,12 @@ def make_app(**kwargs) -> tuple[CockpitApp, dict]:
     return app, made
 
 
-async def wait_for(pilot, condition, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await pilot.pause(0.02)
-
-
 def log_text(app: CockpitApp) -> str:
     return "\n".join(app.pane("events").lines)
 
 
 async def started(pilot, app: CockpitApp) -> None:
-    await wait_for(pilot, lambda: app.snapshot is not None and app.chat is not None)
+    await pilot_wait(pilot, lambda: app.snapshot is not None and app.chat is not None)
 
 
 async def test_keys_reach_the_tutor():
@@ -165,7 +158,7 @@ async def test_palette_actions(query, call):
         await pilot.press(*query)
         await pilot.pause(0.3)
         await pilot.press("enter")
-        await wait_for(pilot, lambda: call in made["tutor"].calls)
+        await pilot_wait(pilot, lambda: call in made["tutor"].calls)
 
 
 async def test_palette_panes_plot_and_thresholds():
@@ -178,7 +171,7 @@ async def test_palette_panes_plot_and_thresholds():
             await pilot.press("ctrl+p", *query)
             await pilot.pause(0.3)
             await pilot.press("enter")
-            await wait_for(pilot, check)
+            await pilot_wait(pilot, check)
 
 
 async def test_chat_streams_and_runs_commands():
@@ -188,7 +181,7 @@ async def test_chat_streams_and_runs_commands():
         await pilot.press("i")
         assert app.active_pane == "chat" and isinstance(app.focused, Input)
         await pilot.press(*"hello", "enter")
-        await wait_for(pilot, lambda: not app.chat_pane.answering)
+        await pilot_wait(pilot, lambda: not app.chat_pane.answering)
         chat = made["chat"]
         assert chat.prompts == ["hello"]
         texts = [str(w.render()) for w in app.query(".chat-line")]
@@ -215,7 +208,7 @@ async def test_quit_asks_then_stops_the_tutor_and_joins_its_thread():
         await pilot.press("escape")
         assert app.is_running and "stop" not in made["tutor"].calls
         await pilot.press("q", "y")
-        await wait_for(pilot, lambda: not app.is_running)
+        await pilot_wait(pilot, lambda: not app.is_running)
     assert made["tutor"].calls == ["stop"]
     assert app.join_tutor(timeout=2)
     assert not [t for t in threading.enumerate() if t.name == "tutor"]
@@ -227,7 +220,7 @@ async def test_nan_alarm_banner_resume_and_rollback():
         await started(pilot, app)
         tutor: FakeTutor = made["tutor"]
         app.post_message(SnapshotReady(tutor.raise_alarm()))
-        await wait_for(pilot, lambda: app.snapshot.state == "alarm")
+        await pilot_wait(pilot, lambda: app.snapshot.state == "alarm")
         status = app.query_one(StatusBar)
         assert status.has_class("-alarm") and "ALARM" in str(status.render())
         assert "loss is nan" in log_text(app)
@@ -256,7 +249,7 @@ async def test_snapshots_coalesce():
         t = threading.Thread(target=burst)
         t.start()
         t.join()
-        await wait_for(pilot, lambda: shown and shown[-1] == 2999)
+        await pilot_wait(pilot, lambda: shown and shown[-1] == 2999)
     assert len(shown) < 500
 
 
@@ -266,12 +259,12 @@ async def test_tutor_exception_shows_error_screen_and_quits():
 
     app = CockpitApp(factory, handle_signals=False)
     async with app.run_test(size=SMALL) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen))
+        await pilot_wait(pilot, lambda: isinstance(app.screen, ErrorScreen))
         assert "boom" in app.failure
         await pilot.press("escape")  # the panes stay usable
         assert not isinstance(app.screen, ErrorScreen) and app.is_running
         await pilot.press("q", "y")
-        await wait_for(pilot, lambda: not app.is_running)
+        await pilot_wait(pilot, lambda: not app.is_running)
     assert app.exit_code == 1
 
 
@@ -282,10 +275,10 @@ async def test_baby_error_while_starting_exits_2():
 
     app = CockpitApp(factory, handle_signals=False)
     async with app.run_test(size=SMALL) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen))
+        await pilot_wait(pilot, lambda: isinstance(app.screen, ErrorScreen))
         assert "training the tokenizer" in log_text(app)
         await pilot.press("q")
-        await wait_for(pilot, lambda: not app.is_running)
+        await pilot_wait(pilot, lambda: not app.is_running)
     assert app.exit_code == 2 and app.failure == "corpus.txt: no usable text"
 
 
@@ -302,7 +295,7 @@ async def test_actions_while_starting_only_warn():
         assert "STARTING" in str(app.query_one(StatusBar).render())
         await pilot.press("q", "y")  # quitting while the Tutor is still being built
         gate.set()
-        await wait_for(pilot, lambda: not app.is_running)
+        await pilot_wait(pilot, lambda: not app.is_running)
     assert app.join_tutor(timeout=2)
 
 
@@ -311,7 +304,7 @@ async def test_sigterm_saves_and_exits():
     async with app.run_test(size=SMALL) as pilot:
         await started(pilot, app)
         os.kill(os.getpid(), signal.SIGTERM)
-        await wait_for(pilot, lambda: not app.is_running)
+        await pilot_wait(pilot, lambda: not app.is_running)
     assert made["tutor"].calls == ["stop"]
     await asyncio.sleep(0)
 

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_endpoint import Running, events, wait_for
+from runhelpers import pilot_wait, wait_for
+from test_endpoint import Running, events
 
 from babyllm.client import NoLiveRun
 from babyllm.endpoint import Endpoint
@@ -228,13 +229,6 @@ def test_a_read_only_remote_never_steers_the_run(running):
 # --- the attached cockpit ---------------------------------------------------------------------------
 
 
-async def wait_until(pilot, condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await pilot.pause(0.05)
-
-
 async def test_the_attached_cockpits_keys_reach_the_run_and_q_detaches(running):
     made: dict[str, RemoteTutor] = {}
 
@@ -244,23 +238,23 @@ async def test_the_attached_cockpits_keys_reach_the_run_and_q_detaches(running):
 
     app = CockpitApp(factory, chat_factory=lambda r: r.chat_session(), attached=True, handle_signals=False)
     async with app.run_test(size=SMALL) as pilot:
-        await wait_until(pilot, lambda: app.snapshot is not None and app.chat is not None)
+        await pilot_wait(pilot, lambda: app.snapshot is not None and app.chat is not None)
         await pilot.press("space")
-        await wait_until(pilot, lambda: running.tutor.snapshot().state == "paused")
-        await wait_until(pilot, lambda: app.snapshot.state == "paused")
+        await pilot_wait(pilot, lambda: running.tutor.snapshot().state == "paused")
+        await pilot_wait(pilot, lambda: app.snapshot.state == "paused")
         await pilot.press("s")
-        await wait_until(pilot, lambda: latest_step(running.run_dir) is not None)
+        await pilot_wait(pilot, lambda: latest_step(running.run_dir) is not None)
         lr = running.tutor.cfg.train.lr
         await pilot.press("greater_than_sign")  # a live setting over the socket (applied while paused)
-        await wait_until(pilot, lambda: running.tutor.cfg.train.lr == lr * 2)
-        await wait_until(pilot, lambda: app.snapshot.overrides.get("train.lr") == lr * 2)
+        await pilot_wait(pilot, lambda: running.tutor.cfg.train.lr == lr * 2)
+        await pilot_wait(pilot, lambda: app.snapshot.overrides.get("train.lr") == lr * 2)
         await pilot.press("space")
-        await wait_until(pilot, lambda: running.tutor.snapshot().state == "running")
+        await pilot_wait(pilot, lambda: running.tutor.snapshot().state == "running")
         await pilot.press("q")
         await pilot.pause(0.2)
         assert app.is_running  # it asks first
         await pilot.press("d")  # Detach: leave it training
-        await wait_until(pilot, lambda: not app.is_running)
+        await pilot_wait(pilot, lambda: not app.is_running)
     assert app.detached
     made["remote"].close()
     app.tutor_thread.wait(5)

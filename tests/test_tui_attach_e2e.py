@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from runhelpers import kill_trainer
+from runhelpers import kill_trainer, wait_for
 from test_tui_e2e import screen, step_on_screen, tmux, wait_screen
 
 from babyllm.runfiles import DEBUG_LOG, EVENTS_FILE, METRICS_FILE, latest_step
@@ -28,13 +28,6 @@ EXE = Path(sys.executable).with_name("babyllm-tui")
 
 def lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-
-
-def wait_for(condition, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"never {what}"
-        time.sleep(0.2)
 
 
 def alive(pid: int) -> bool:
@@ -67,14 +60,14 @@ def test_detach_kill_the_terminal_then_attach_pause_and_chat(tmp_path):
         pid = detached_pid(run_dir)
         tmux("kill-session", "-t", first)  # the terminal the run started in is gone
         before = len(lines(run_dir / METRICS_FILE))
-        wait_for(lambda: len(lines(run_dir / METRICS_FILE)) > before + 10, "saw training go on after the detach")
+        wait_for(lambda: len(lines(run_dir / METRICS_FILE)) > before + 10, what="training to go on after the detach")
         assert alive(pid)
 
         tmux("new-session", "-d", "-s", second, "-x", "80", "-y", "24",
              f"'{EXE}' --attach '{run_dir}'; echo attach-done rc=$?; sleep 60")
         wait_screen(second, r"RUNNING\s+step")
         seen = step_on_screen(second)
-        wait_for(lambda: step_on_screen(second) > seen, "saw the step advance in the attached cockpit", 30)
+        wait_for(lambda: step_on_screen(second) > seen, what="the step to advance in the attached cockpit", timeout=30)
         tmux("send-keys", "-t", second, "p")
         wait_screen(second, r"PAUSED\s+step", timeout=30)
         events = "\n".join(lines(run_dir / EVENTS_FILE))
@@ -92,7 +85,7 @@ def test_detach_kill_the_terminal_then_attach_pause_and_chat(tmp_path):
         tmux("send-keys", "-t", second, "s")
         wait_screen(second, r"attach-done rc=0", timeout=60)
         assert "the run stopped" in screen(second)
-        wait_for(lambda: not alive(pid), "saw the detached run end after its stop", 30)
+        wait_for(lambda: not alive(pid), what="the detached run to end after its stop", timeout=30)
         assert latest_step(run_dir) is not None
         assert "babyllm-tui (detached): training stopped at step" in "\n".join(lines(run_dir / DEBUG_LOG))
     finally:

@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 import pytest
-from runhelpers import kill_trainer
-from test_tui import SMALL, make_app, started, wait_for
+from runhelpers import kill_trainer, pilot_wait
+from test_tui import SMALL, make_app, started
 
 from babyllm.config import load_config
 from babyllm.errors import ConfigError
@@ -46,7 +46,7 @@ async def test_d_closes_the_ui_and_leaves_the_tutor_training():
     async with app.run_test(size=SMALL) as pilot:
         await started(pilot, app)
         await pilot.press("d")
-        await wait_for(pilot, lambda: not app.is_running)
+        await pilot_wait(pilot, lambda: not app.is_running)
     assert app.detached == "d key"
     assert "stop" not in made["tutor"].calls and app.tutor_thread.alive  # still training
     assert app.join_tutor(timeout=2)  # (the test stops it)
@@ -79,7 +79,7 @@ async def test_a_hang_up_detaches_after_silencing_the_terminal(tmp_path):
     async with app.run_test(size=SMALL) as pilot:
         await started(pilot, app)
         app.hang_up("SIGHUP")
-        await wait_for(pilot, lambda: not app.is_running)
+        await pilot_wait(pilot, lambda: not app.is_running)
     assert detacher.silenced == 1 and app.detached == "SIGHUP"
     assert "stop" not in made["tutor"].calls and app.tutor_thread.alive
     assert detacher._watchdog is not None
@@ -95,7 +95,7 @@ async def test_on_hangup_stop_saves_and_stops_as_before(tmp_path, monkeypatch):
     async with app.run_test(size=SMALL) as pilot:
         await started(pilot, app)
         app.hang_up("SIGHUP")
-        await wait_for(pilot, lambda: not app.is_running)
+        await pilot_wait(pilot, lambda: not app.is_running)
     assert detacher.silenced == 0 and not app.detached
     assert made["tutor"].calls == ["stop"] and ended == [0]  # the process ends even if the dead tty hangs
     assert app.join_tutor(timeout=2)
@@ -108,7 +108,7 @@ async def test_a_signal_to_an_attached_cockpit_only_ends_the_cockpit(tmp_path, s
     async with app.run_test(size=SMALL) as pilot:
         await started(pilot, app)
         app._on_signal(sig)
-        await wait_for(pilot, lambda: not app.is_running)
+        await pilot_wait(pilot, lambda: not app.is_running)
     assert app.detached == sig.name and "stop" not in made["tutor"].calls
     assert detacher.silenced == (sig == signal.SIGHUP)  # a hung-up terminal gets nothing more
     if detacher._watchdog is not None:
@@ -121,7 +121,7 @@ async def test_q_still_asks_saves_and_stops():
     async with app.run_test(size=SMALL) as pilot:
         await started(pilot, app)
         await pilot.press("q", "y")
-        await wait_for(pilot, lambda: not app.is_running)
+        await pilot_wait(pilot, lambda: not app.is_running)
     assert not app.detached and made["tutor"].calls == ["stop"]
 
 

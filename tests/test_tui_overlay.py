@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from runhelpers import append
-from test_tui_real import wait_for, write_corpus
+from runhelpers import append, pilot_wait
+from test_tui_real import write_corpus
 
 from babyllm import runfiles
 from babyllm.calligraphist import format_value
@@ -163,27 +163,28 @@ async def test_cockpit_overlays_a_picked_run_and_toggles_the_x_axis(tmp_path, mo
     app.pace.MAX_STRETCH = 1.0  # full pace: plots redraw every second even on a busy test machine
     async with app.run_test(size=(160, 50)) as pilot:
         pane = app.pane("loss")
-        await wait_for(pilot, lambda: app.snapshot is not None and app.snapshot.step > 5)
+        await pilot_wait(pilot, lambda: app.snapshot is not None and app.snapshot.step > 5)
         await pilot.press("space")  # paused: the current run's curve holds still while we look
-        await wait_for(pilot, lambda: app.snapshot.state == "paused")
+        await pilot_wait(pilot, lambda: app.snapshot.state == "paused")
         await pilot.press("o")
-        await wait_for(pilot, lambda: isinstance(app.screen, RunPicker) and app.screen.query_one(PickList).option_count)
+        await pilot_wait(pilot, lambda: isinstance(app.screen, RunPicker)
+                         and app.screen.query_one(PickList).option_count)
         picker = app.screen.query_one(PickList)
         names = [str(picker.get_option_at_index(i).prompt).split()[0] for i in range(picker.option_count)]
         assert sorted(names) == ["alpha", "beta"]  # the current run is not offered
         await pilot.press(*["down"] * names.index("alpha"), "space", "enter")
-        await wait_for(pilot, lambda: not isinstance(app.screen, RunPicker) and drawn(pane, "alpha") is not None)
+        await pilot_wait(pilot, lambda: not isinstance(app.screen, RunPicker) and drawn(pane, "alpha") is not None)
         legend = str(pane.query_one("#loss-info").render())
         # (the current run validates in bits per byte: so is alpha's validation drawn and named)
         assert f"■ alpha best {format_value('val_bpb', 1.2, steady=True)} bpb @60" in legend and "beta" not in legend
         assert drawn(pane, "alpha").x == [float(s) for s in range(1, 61)]
         assert drawn(pane, "alpha", "val").x == [10.0, 20.0, 30.0, 40.0, 50.0, 60.0]
-        await wait_for(pilot, lambda: drawn(pane, "").x[-1] == app.snapshot.step)
+        await pilot_wait(pilot, lambda: drawn(pane, "").x[-1] == app.snapshot.step)
         mine_steps = [int(x) for x in drawn(pane, "").x]
         assert mine_steps == sorted(set(mine_steps))
 
         await pilot.press("x")  # x by tokens, every curve alike
-        await wait_for(pilot, lambda: drawn(pane, "alpha").x[-1] == 60 * 128)
+        await pilot_wait(pilot, lambda: drawn(pane, "alpha").x[-1] == 60 * 128)
         assert drawn(pane, "alpha").x == [s * 128.0 for s in range(1, 61)]
         assert drawn(pane, "alpha", "val").x == [s * 1280.0 for s in range(1, 7)]
         steps, tokens = app.history.series("tokens", 1 << 20)
@@ -193,30 +194,30 @@ async def test_cockpit_overlays_a_picked_run_and_toggles_the_x_axis(tmp_path, mo
         assert "x tokens" in str(pane.border_subtitle)
 
         write_run(root, "alpha", 10, tokens_per_step=128, start=61, mode="a")  # a reference that goes on training
-        await wait_for(pilot, lambda: drawn(pane, "alpha").x[-1] == 70 * 128, timeout=10)
+        await pilot_wait(pilot, lambda: drawn(pane, "alpha").x[-1] == 70 * 128, timeout=10)
 
         await pilot.press("l")  # log scale: everything drawn is still there, all positive
-        await wait_for(pilot, lambda: "log" in str(pane.border_subtitle))
+        await pilot_wait(pilot, lambda: "log" in str(pane.border_subtitle))
         assert drawn(pane, "alpha") is not None and drawn(pane, "") is not None
         assert all(y > 0 for d in pane.drawn for y in d.y)
 
         await pilot.press("x")  # back to steps
-        await wait_for(pilot, lambda: drawn(pane, "alpha").x[-1] == 70.0)
+        await pilot_wait(pilot, lambda: drawn(pane, "alpha").x[-1] == 70.0)
         await pilot.press("s")  # a save, more steps, then (paused) roll back to it: the current curve shrinks
-        await wait_for(pilot, lambda: runfiles.latest_step(root / "current") is not None)
+        await pilot_wait(pilot, lambda: runfiles.latest_step(root / "current") is not None)
         saved = runfiles.latest_step(root / "current")
         await pilot.press("space")
-        await wait_for(pilot, lambda: app.snapshot.step > saved + 5)
+        await pilot_wait(pilot, lambda: app.snapshot.step > saved + 5)
         await pilot.press("space")
-        await wait_for(pilot, lambda: app.snapshot.state == "paused")
-        await wait_for(pilot, lambda: drawn(pane, "").x[-1] > saved)
+        await pilot_wait(pilot, lambda: app.snapshot.state == "paused")
+        await pilot_wait(pilot, lambda: drawn(pane, "").x[-1] > saved)
         await pilot.press("r", "ctrl+y")
-        await wait_for(pilot, lambda: app.snapshot.step == saved)
-        await wait_for(pilot, lambda: drawn(pane, "").x[-1] <= saved)
+        await pilot_wait(pilot, lambda: app.snapshot.step == saved)
+        await pilot_wait(pilot, lambda: drawn(pane, "").x[-1] <= saved)
         assert drawn(pane, "alpha").x[-1] == 70.0  # the overlay is untouched by the current run's rollback
 
         await pilot.press("q", "y")
-        await wait_for(pilot, lambda: not app.is_running)
+        await pilot_wait(pilot, lambda: not app.is_running)
     assert app.join_tutor(timeout=10)
 
 
@@ -231,10 +232,10 @@ async def test_a_picked_run_without_a_log_is_a_note_in_the_legend(tmp_path):
         assert ("Loss plot: compare runs (overlay others)", "pick_runs", "o") in app.palette_entries()
         assert ("Loss plot: x axis by step or tokens", "toggle_x_axis", "x") in app.palette_entries()
         pane = app.pane("loss")
-        await wait_for(pilot, lambda: app.snapshot is not None)
+        await pilot_wait(pilot, lambda: app.snapshot is not None)
         pane.pick([tmp_path / "old", good])
         info = pane.query_one("#loss-info")
-        await wait_for(pilot, lambda: drawn(pane, "good") is not None and "not trained" in str(info.render()))
+        await pilot_wait(pilot, lambda: drawn(pane, "good") is not None and "not trained" in str(info.render()))
         legend = str(info.render())
         assert "■ old (no metrics.jsonl: not trained yet?)" in legend and "■ good best" in legend
         assert not pane.failures  # a note, not a failed redraw

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
+
+from runhelpers import pilot_wait
 
 from babyllm.config import load_config
 from babyllm.runfiles import latest_step
@@ -24,13 +25,6 @@ def write_corpus(tmp_path: Path) -> Path:
     return corpus
 
 
-async def wait_for(pilot, condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await pilot.pause(0.05)
-
-
 async def test_real_tutor_chat_pause_and_quit_saves(tmp_path):
     cfg = load_config("tiny", [f"data.corpus={str(write_corpus(tmp_path))!r}".replace("'", '"'),
                                f'data.cache_dir="{tmp_path / "cache"}"', "train.save_every=0"])
@@ -41,25 +35,25 @@ async def test_real_tutor_chat_pause_and_quit_saves(tmp_path):
         handle_signals=False,
     )
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: app.snapshot is not None and app.snapshot.step > 5)
+        await pilot_wait(pilot, lambda: app.snapshot is not None and app.snapshot.step > 5)
         # chat during training
         await pilot.press("i", *"the", "enter")
-        await wait_for(pilot, lambda: not app.chat_pane.answering)
+        await pilot_wait(pilot, lambda: not app.chat_pane.answering)
         texts = [str(w.render()) for w in app.query(".chat-line")]
         assert any(t.startswith("baby ") and len(t) > 5 for t in texts), texts
         before = app.tutor.step_count
         assert before > 5
         # pause really stops the steps
         await pilot.press("escape", "space")
-        await wait_for(pilot, lambda: app.snapshot.state == "paused")
+        await pilot_wait(pilot, lambda: app.snapshot.state == "paused")
         paused_at = app.tutor.step_count
         await pilot.pause(0.5)
         assert app.tutor.step_count == paused_at
         await pilot.press("space")
-        await wait_for(pilot, lambda: app.tutor.step_count > paused_at)
+        await pilot_wait(pilot, lambda: app.tutor.step_count > paused_at)
         # quit: confirm, the Tutor saves, the thread ends, the app exits
         await pilot.press("q", "y")
-        await wait_for(pilot, lambda: not app.is_running)
+        await pilot_wait(pilot, lambda: not app.is_running)
     assert app.join_tutor(timeout=10)
     assert app.tutor.state == "stopped"
     assert latest_step(run_dir) == app.tutor.step_count

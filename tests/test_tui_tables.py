@@ -22,7 +22,7 @@ from tui.screens import HelpScreen
 from tui.widgets.base import GuardedStatic, Pane
 
 sys.path.insert(0, str(Path(__file__).parent))
-from runhelpers import plain  # noqa: E402
+from runhelpers import pilot_wait, plain  # noqa: E402
 
 SMALL = (80, 24)
 BIG = (160, 50)
@@ -53,13 +53,6 @@ def make_app(**kwargs) -> CockpitApp:
                       panes=(*PANES, PaneSlot(GaugePane, "9")), actions=(*ACTIONS, GAUGE_ACTION), **kwargs)
 
 
-async def wait_for(pilot, condition, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await pilot.pause(0.02)
-
-
 def shown_keys(app: CockpitApp) -> set[str]:
     return {b.key for _, b, _, _ in app.screen.active_bindings.values() if b.show}
 
@@ -67,15 +60,15 @@ def shown_keys(app: CockpitApp) -> set[str]:
 async def test_a_pane_and_an_action_added_to_the_tables_show_everywhere():
     app = make_app()
     async with app.run_test(size=SMALL) as pilot:
-        await wait_for(pilot, lambda: app.snapshot is not None)
+        await pilot_wait(pilot, lambda: app.snapshot is not None)
         gauge = app.pane("gauge")
         assert str(gauge.border_title).startswith("9 test gauge")
         await pilot.press("9")  # its number key shows it (small terminal: one pane at a time)
         assert app.active_pane == "gauge" and gauge.region.height > 5
-        await wait_for(pilot, lambda: "step 300" in str(app.query_one("#gauge-text", Static).render()))
+        await pilot_wait(pilot, lambda: "step 300" in str(app.query_one("#gauge-text", Static).render()))
         assert "g" in shown_keys(app)  # the footer
         await pilot.press("g")
-        await wait_for(pilot, lambda: any(n.message == "gauge pressed" for n in app._notifications))
+        await pilot_wait(pilot, lambda: any(n.message == "gauge pressed" for n in app._notifications))
 
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
@@ -89,7 +82,7 @@ async def test_a_pane_and_an_action_added_to_the_tables_show_everywhere():
         await pilot.press("1", "ctrl+p", *"pane: test gau")
         await pilot.pause(0.3)
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.active_pane == "gauge")
+        await pilot_wait(pilot, lambda: app.active_pane == "gauge")
 
 
 class GaugeTutor(FakeTutor):
@@ -104,9 +97,9 @@ async def test_a_stat_added_to_the_registry_shows_in_the_stats_pane_and_the_pale
     registry = REGISTRY.extended(StatSpec("gauge_ratio", "learning", HIGHER, "g-ratio", fmt=SCI))
     app = CockpitApp(lambda publish, say: GaugeTutor(publish=publish), handle_signals=False, registry=registry)
     async with app.run_test(size=BIG) as pilot:
-        await wait_for(pilot, lambda: app.snapshot is not None)
+        await pilot_wait(pilot, lambda: app.snapshot is not None)
         grid = app.query_one("#stats-grid", Static)
-        await wait_for(pilot, lambda: "g-ratio" in plain(grid, 150))
+        await pilot_wait(pilot, lambda: "g-ratio" in plain(grid, 150))
         assert "e-01" in plain(grid, 150).split("g-ratio")[1].split()[0]  # its format: SCI
         assert app.calligraphist.registry.section("gauge_ratio") == "learning"
         names = [name for name, _, _ in CockpitCommands(app.screen).commands()]
@@ -129,7 +122,7 @@ async def test_a_new_pane_gets_a_row_of_the_wide_grid():
     app = make_app()
     assert grid_rows_needed(PANES) == 4 and grid_rows_needed(app.pane_slots) == 5
     async with app.run_test(size=BIG) as pilot:
-        await wait_for(pilot, lambda: app.snapshot is not None)
+        await pilot_wait(pilot, lambda: app.snapshot is not None)
         await pilot.pause(0.1)
         assert not app.compact and all(p.region.height > 5 for p in app.panes)
 
@@ -181,11 +174,11 @@ async def test_the_palette_resumes_a_paused_run():
     assert entry == ("Pause / resume training", "toggle_pause", "space / p")
     app = CockpitApp(lambda publish, say: FakeTutor(publish=publish), handle_signals=False)
     async with app.run_test(size=SMALL) as pilot:
-        await wait_for(pilot, lambda: app.snapshot is not None)
+        await pilot_wait(pilot, lambda: app.snapshot is not None)
         await pilot.press("space")
         assert app.paused
         await pilot.press("ctrl+p", *"Pause / resume")
         await pilot.pause(0.3)
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.tutor.calls == ["pause", "resume"])
+        await pilot_wait(pilot, lambda: app.tutor.calls == ["pause", "resume"])
 

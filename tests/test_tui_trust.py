@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from test_tui import BIG, SMALL, make_app, started, wait_for
+from runhelpers import pilot_wait
+from test_tui import BIG, SMALL, make_app, started
 from textual.widgets import Input
 
 from babyllm.snapshot import Event
@@ -112,7 +113,7 @@ async def test_ctrl_c_asks_to_quit_from_the_main_screen_and_from_the_chat():
         await pilot.pause(0.1)
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("y")
-        await wait_for(pilot, lambda: not app.is_running)
+        await pilot_wait(pilot, lambda: not app.is_running)
 
 
 def test_clean_text_turns_control_characters_into_spaces_and_caps_the_length():
@@ -288,7 +289,7 @@ async def test_chat_says_a_trim_before_the_reply_marks_the_limit_and_writes_chat
     async with app.run_test(size=SMALL) as pilot:
         await started(pilot, app)
         app.chat_pane.submit("a very long prompt")
-        await wait_for(pilot, lambda: not app.chat_pane.answering)
+        await pilot_wait(pilot, lambda: not app.chat_pane.answering)
         await pilot.pause(0.1)
         lines = [str(c.content) for c in app.pane("chat").query_one("#chat-log").children]
         trim = next(i for i, t in enumerate(lines) if "kept the last" in t)
@@ -382,7 +383,7 @@ async def test_w_cycles_the_windows_plot_through_sizes_on_a_log_axis_gates_and_b
         plot = pane.query_one(Plot)
         for view in ("sizes", "gates", "weightings", "sizes"):
             await pilot.press("w")
-            await wait_for(pilot, lambda want=view: pane.view == want)
+            await pilot_wait(pilot, lambda want=view: pane.view == want)
             assert plot.display == (view != "gates")  # (the gate histograms: tests/test_gates.py)
             if view == "gates":
                 continue

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from tui.screens import ConfirmScreen, HelpScreen
 from tui.widgets.status import StatusBar
 
 sys.path.insert(0, str(Path(__file__).parent))
-from runhelpers import append, fingerprint, line, plain, write_save  # noqa: E402
+from runhelpers import append, fingerprint, line, pilot_wait, plain, write_save  # noqa: E402
 
 SMALL = (80, 24)
 
@@ -45,13 +44,6 @@ def test_cli_refuses_a_save_folder_naming_its_run_directory(tmp_path, capsys):
 # --- the viewer app -----------------------------------------------------------------------------
 
 
-async def wait_for(pilot, condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await pilot.pause(0.02)
-
-
 def make_app(run: Path) -> tuple[CockpitApp, dict]:
     made: dict = {}
 
@@ -72,17 +64,17 @@ async def test_viewer_follows_appended_metrics_and_refuses_controls(tmp_path):
     app, made = make_app(run)
     async with app.run_test(size=SMALL) as pilot:
         # The status bar follows the snapshot on the app's next tick: wait for it, don't race it.
-        await wait_for(pilot, lambda: "WAITING" in status_text(app) and "metrics.jsonl" in status_text(app))
+        await pilot_wait(pilot, lambda: "WAITING" in status_text(app) and "metrics.jsonl" in status_text(app))
         m = run / "metrics.jsonl"
         append(m, "".join(line(s) for s in range(1, 21)))
-        await wait_for(pilot, lambda: app.snapshot.step == 20)
-        await wait_for(pilot, lambda: "step 20" in status_text(app) and "RUNNING" in status_text(app))
+        await pilot_wait(pilot, lambda: app.snapshot.step == 20)
+        await pilot_wait(pilot, lambda: "step 20" in status_text(app) and "RUNNING" in status_text(app))
         grid = app.query_one("#stats-grid", Static)
-        await wait_for(pilot, lambda: "loss" in plain(grid))
+        await pilot_wait(pilot, lambda: "loss" in plain(grid))
         first = plain(grid)
         append(m, line(21, loss=9.876))
-        await wait_for(pilot, lambda: "step 21" in status_text(app))
-        await wait_for(pilot, lambda: plain(grid) != first)
+        await pilot_wait(pilot, lambda: "step 21" in status_text(app))
+        await pilot_wait(pilot, lambda: plain(grid) != first)
         assert "9.876" in plain(grid)
         # footer: no training controls; the keys only say that a viewer cannot do that
         shown = {b.key for _, b, enabled, _ in app.screen.active_bindings.values() if b.show}
@@ -98,7 +90,7 @@ async def test_viewer_follows_appended_metrics_and_refuses_controls(tmp_path):
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen) and app.screen.heading == "babyllm-tui viewer keys"
         await pilot.press("escape", "q")  # q quits at once: nothing to save
-        await wait_for(pilot, lambda: not app.is_running)
+        await pilot_wait(pilot, lambda: not app.is_running)
     assert app.join_tutor(timeout=2)
     assert made["watcher"].refused == ["pause", "pause", "save", "checkpoint"]
 
@@ -115,13 +107,13 @@ async def test_watch_on_a_live_run_follows_its_socket_and_never_steers_it(make_c
         app, remote = viewer(run.run_dir, handle_signals=False)
         assert remote is not None and "live" in app.sub_title
         async with app.run_test(size=SMALL) as pilot:
-            await wait_for(pilot, lambda: app.snapshot is not None and app.snapshot.state == "running")
+            await pilot_wait(pilot, lambda: app.snapshot is not None and app.snapshot.state == "running")
             first = app.snapshot.step
-            await wait_for(pilot, lambda: app.snapshot.step > first + 5)  # fed by the run's snapshots
+            await pilot_wait(pilot, lambda: app.snapshot.step > first + 5)  # fed by the run's snapshots
             await pilot.press("space", "s", "c")
             assert remote.refused == ["pause", "save", "checkpoint"]  # recorded, never sent
             await pilot.press("q")
-            await wait_for(pilot, lambda: not app.is_running)
+            await pilot_wait(pilot, lambda: not app.is_running)
         remote.close()
         assert app.join_tutor(timeout=5)
         assert run.advances() and run.tutor.snapshot().state == "running"

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import torch
+from runhelpers import wait_for
 
 import babyllm.tutor as tutor_mod
 from babyllm.paths import CORPORA
@@ -26,15 +27,6 @@ STAT_KEYS = (
                                                "gate_input", "gate_proj")}
     | {f"norm_{p}" for p in ("embed", "neurons", "windows", "memory1", "memory2", "logits")}
 )
-
-
-def wait_for(cond, timeout=10.0, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def start(tutor):
