@@ -9,6 +9,7 @@ import time
 
 from tui.app import CockpitApp
 from tui.fake import FakeTutor
+from tui.widgets.events import EventLog
 from tui.widgets.plotting import Plot
 
 
@@ -22,8 +23,10 @@ async def settled(pilot) -> None:
 
     def busy() -> bool:
         plots = [p for p in app.query(Plot) if p.size.width > 0]
+        logs = [log for log in app.query(EventLog) if log.size.height > 0]
         return (app.snapshot is None or app._plots_dirty or app._panes_dirty
-                or any(p.drawn_size != (p.size.width, p.size.height) for p in plots))
+                or any(p.drawn_size != (p.size.width, p.size.height) for p in plots)
+                or any(log.scroll_y < len(log.lines) - log.size.height for log in logs))  # (newest in view)
 
     # Settled means idle for several checks in a row: a pane's first height change resizes the plots
     # beside it one layout pass later, so a single idle check can come too early.
