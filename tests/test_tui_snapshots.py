@@ -21,21 +21,29 @@ async def settled(pilot) -> None:
     """Wait for the fake Tutor's snapshot and for every plot on screen to be drawn at its final size."""
     app = pilot.app
 
-    def busy() -> bool:
+    def waiting_for() -> str:
+        """What is not settled yet ("" when nothing is)."""
         plots = [p for p in app.query(Plot) if p.size.width > 0]
         logs = [log for log in app.query(EventLog) if log.size.height > 0]
-        return (app.snapshot is None or app._plots_dirty or app._panes_dirty
-                or any(p.drawn_size != (p.size.width, p.size.height) for p in plots)
-                or any(log.scroll_y < len(log.lines) - log.size.height for log in logs))  # (newest in view)
+        if app.snapshot is None or app._plots_dirty or app._panes_dirty:
+            return "the snapshot and the panes"
+        if any(p.drawn_size != (p.size.width, p.size.height) for p in plots):
+            return "the plots at their size"
+        if any(log.scroll_y < len(log.lines) - log.size.height for log in logs):
+            return "the event log's newest lines in view"
+        return ""
+
+    def busy() -> bool:
+        return bool(waiting_for())
 
     # Settled means idle for several checks in a row: a pane's first height change resizes the plots
     # beside it one layout pass later, so a single idle check can come too early.
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 15  # (a loaded CI machine)
     idle = 0
     while idle < 4 and time.monotonic() < deadline:
         idle = 0 if busy() else idle + 1
         await pilot.pause(0.05)
-    assert not busy()
+    assert not busy(), f"not settled: {waiting_for()}"
 
 
 def test_main_screen_80x24(snap_compare):

@@ -40,6 +40,9 @@ class EventLog(Guarded, RichLog):
             self.clear()
             for t in self.texts:
                 self.write(t)
+        # The newest lines in view at every size: RichLog scrolls after each write, but a scroll decided
+        # before the layout settles (the first sizes of a pane) can leave it at the top.
+        self.call_after_refresh(self.scroll_end, animate=False, immediate=True)
 
 
 class EventsPane(Pane):
