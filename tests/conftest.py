@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from babyllm import load_config
+from babyllm.endpoint import Endpoint
+from tui.fake import FakeTutor
 
 from textgen import sentences
 
@@ -36,3 +38,15 @@ def make_cfg(corpus, cache):
         cfg.data.cache_dir = str(cache)
         return cfg
     return make
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A FakeTutor served on tmp_path/run (no model: the protocol alone): (run_dir, fake, endpoint)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    fake = FakeTutor()
+    ep = Endpoint(run, fake, log=lambda m: None)
+    ep.start()
+    yield run, fake, ep
+    ep.close()

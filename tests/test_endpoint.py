@@ -74,18 +74,6 @@ def running(make_cfg, tmp_path):
         yield r
 
 
-@pytest.fixture
-def served(tmp_path):
-    """A FakeTutor served on tmp_path/run (no model: the protocol alone)."""
-    run = tmp_path / "run"
-    run.mkdir()
-    fake = FakeTutor()
-    ep = Endpoint(run, fake, log=lambda m: None)
-    ep.start()
-    yield run, fake, ep
-    ep.close()
-
-
 def raw(run_dir: Path, rcvbuf: int | None = None) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     if rcvbuf is not None:

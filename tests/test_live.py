@@ -12,7 +12,6 @@ from babyllm import live
 from babyllm.cli import main as cli_main
 from babyllm.client import ControlClient, is_live
 from babyllm.config import apply_override, load_config
-from babyllm.endpoint import Endpoint
 from babyllm.errors import ConfigError
 from babyllm.runsetup import prepare_run
 from babyllm.tutor import Tutor, lr_multiplier
@@ -262,31 +261,23 @@ def test_two_ranks_apply_a_change_at_the_same_step_running_and_paused(corpus, ca
 # --- the set op, on a stand-in control (no model: the protocol alone) -------------------------------
 
 
-def test_the_set_op_replies_ok_or_the_reason(tmp_path):
-
-    run = tmp_path / "run"
-    run.mkdir()
-    fake = FakeTutor()
-    ep = Endpoint(run, fake, log=lambda m: None)
-    ep.start()
-    try:
-        with ControlClient(run, name="probe") as c:
-            assert c.request("set", settings={"train.lr": 0.002}) == {"ok": True, "id": 1}
-            assert c.request("set", settings={"chat.top_k": "7"})["ok"] is True
-            assert c.status().overrides == {"train.lr": 0.002, "chat.top_k": 7}
-            assert fake.asked_by[-2:] == [f"probe (pid {os.getpid()})"] * 2
-            refused = c.request("set", settings={"train.lr": 0.001, "model.embed": 64})
-            assert refused["ok"] is False and refused["error"].startswith(
-                "model.embed cannot change mid-run: it shapes the model")
-            assert c.status().overrides["train.lr"] == 0.002  # (none of a refused request is applied)
-            bad = c.request("set", settings={"train.warmup": 1.5})
-            assert bad["ok"] is False and "train.warmup = 1.5: expected int, got float" in bad["error"]
-            for malformed in ({}, {"settings": {}}, {"settings": [["train.lr", 1]]}, {"settings": {"train.lr": None}},
-                              {"key": "train.lr", "value": 0.1}):
-                reply = c.request("set", **malformed)
-                assert reply["ok"] is False and 'set needs {"settings": {"section.key": value, ...}}' in reply["error"]
-    finally:
-        ep.close()
+def test_the_set_op_replies_ok_or_the_reason(served):
+    run, fake, _ = served
+    with ControlClient(run, name="probe") as c:
+        assert c.request("set", settings={"train.lr": 0.002}) == {"ok": True, "id": 1}
+        assert c.request("set", settings={"chat.top_k": "7"})["ok"] is True
+        assert c.status().overrides == {"train.lr": 0.002, "chat.top_k": 7}
+        assert fake.asked_by[-2:] == [f"probe (pid {os.getpid()})"] * 2
+        refused = c.request("set", settings={"train.lr": 0.001, "model.embed": 64})
+        assert refused["ok"] is False and refused["error"].startswith(
+            "model.embed cannot change mid-run: it shapes the model")
+        assert c.status().overrides["train.lr"] == 0.002  # (none of a refused request is applied)
+        bad = c.request("set", settings={"train.warmup": 1.5})
+        assert bad["ok"] is False and "train.warmup = 1.5: expected int, got float" in bad["error"]
+        for malformed in ({}, {"settings": {}}, {"settings": [["train.lr", 1]]}, {"settings": {"train.lr": None}},
+                          {"key": "train.lr", "value": 0.1}):
+            reply = c.request("set", **malformed)
+            assert reply["ok"] is False and 'set needs {"settings": {"section.key": value, ...}}' in reply["error"]
 
 
 # --- the cockpit's keys ------------------------------------------------------------------------------
