@@ -396,7 +396,7 @@ class CockpitApp(App[int]):
         self._events_seen = snap.event_count
 
     def _alert(self, text: str) -> None:
-        """An alert (babyllm.alerts): a bell, a toast, and the status bar's banner until x or a resume."""
+        """An alert (babyllm.alerts): a bell, a toast, and the status bar's banner until dismissed or a resume."""
         self.bell()
         self.notify(text, title="alert", severity="warning", timeout=10)
         self.status.alert = text
