@@ -9,9 +9,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from babyllm.client import RunRefused
 from babyllm.config import load_config
-from babyllm.errors import BabyError
+from babyllm.errors import BabyError, exit_code
 from babyllm.plot import add_plot_args
 
 
@@ -186,11 +185,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_runs_args(p)
     p.set_defaults(func=cmd_runs, uses_torch=False)
     return parser
-
-
-def exit_code(e: BabyError) -> int:
-    """1 when a live run refused what was asked (babyllm ctl); 2 for every other mistake or fault."""
-    return 1 if isinstance(e, RunRefused) else 2
 
 
 def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

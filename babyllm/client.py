@@ -30,6 +30,8 @@ class NoLiveRun(BabyError):
 class RunRefused(BabyError):
     """The run answered with ok: false (the message is its reason)."""
 
+    exit_status = 1
+
 
 def socket_path(run_dir: Path) -> Path:
     return Path(run_dir) / CONTROL_SOCKET
@@ -119,6 +121,15 @@ class ControlClient:
         if not reply.get("ok"):
             raise RunRefused(str(reply.get("error") or f"{op} refused"))
         return reply
+
+    def hello(self) -> tuple[int, int]:
+        """The run's (pid, world size), once it is known to speak this protocol."""
+        reply = self.call("hello")
+        if reply.get("protocol") != wire.PROTOCOL:
+            raise BabyError(f"{self.run_dir}: the run speaks control protocol {reply.get('protocol')!r}, this "
+                            f"babyllm speaks {wire.PROTOCOL}; use the babyllm that is training it")
+        pid, ranks = reply.get("pid"), reply.get("world_size")
+        return pid if isinstance(pid, int) else 0, ranks if isinstance(ranks, int) else 1
 
     def status(self) -> Snapshot:
         return wire.snapshot_from_json(self.call("status")["snapshot"])

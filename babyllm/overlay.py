@@ -1,6 +1,6 @@
 """Other runs' curves for the cockpit's loss pane (the overlay): the runs to pick from, and each picked
 run's metrics.jsonl followed: read once when picked, then only the lines appended since (a live run
-picked as a reference keeps growing). The curves are babyllm.plot's (the same reader as `babyllm plot`);
+picked as a reference keeps growing). The curves are babyllm.curves (the same reader as `babyllm plot`);
 the files are those on this machine, whichever machine trains the current run. No Textual here: the
 pane calls these from a worker thread.
 """
@@ -11,8 +11,8 @@ import os
 import threading
 from pathlib import Path
 
-from babyllm import ctl, runfiles
-from babyllm.plot import CURVE_STATS, Curves, curves_from_history
+from babyllm import listing, runfiles
+from babyllm.curves import CURVE_STATS, Curves, curves_from_history
 from babyllm.snapshot import History
 
 CURVE_POINTS = 1000  # per curve, as read (the pane thins them further to its width)
@@ -26,9 +26,9 @@ def runs_root(run_dir: str) -> Path:
     return parent if parent is not None and parent.is_dir() else runfiles.RUNS
 
 
-def choices(root: Path, current: str = "") -> list[ctl.RunRow]:
+def choices(root: Path, current: str = "") -> list[listing.RunRow]:
     """The runs under `root` a user can overlay (all but the current run), as `babyllm runs` lists them."""
-    return ctl.list_runs(root, skip=Path(current) if current else None)
+    return listing.list_runs(root, skip=Path(current) if current else None)
 
 
 class ReferenceRun:

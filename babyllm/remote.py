@@ -80,8 +80,7 @@ class RemoteTutor(Controls):
         self._control = _Connection(self.run_dir, name, timeout)
         self._stream: _Connection | None = None
         try:
-            hello = self._control.call("hello")
-            self.pid, self.world_size = int(hello.get("pid") or 0), int(hello.get("world_size") or 1)
+            self.pid, self.world_size = self._control.hello()
             self._latest = self._control.status()
             self._stream = _Connection(self.run_dir, name, timeout)
             self._fill_history(self._stream.call("subscribe").get("history") or {})

@@ -53,7 +53,7 @@ from tokenizers import Tokenizer
 from torch.nn.parallel import DistributedDataParallel
 from torch.nn.utils import clip_grad_norm_
 
-from babyllm import distributed, gemm, live, quality, runfiles, soul, tboard
+from babyllm import bpb, distributed, gemm, live, runfiles, soul, tboard
 from babyllm.alerts import Alert, Alerts, run_command
 from babyllm.board import Board
 from babyllm.config import Config, validate
@@ -257,10 +257,10 @@ class Tutor(Controls):
         self.librarian = distributed.agree_setup(librarian)
         self._tokenizer_digest = soul.tokenizer_digest(self.librarian.tokenizer)
         lib = self.librarian
-        self._token_bytes = quality.token_bytes(lib.tokenizer)
-        held_bytes = quality.scored_bytes(lib.val_tokens, self._token_bytes)
-        self.unigram_bpb = quality.bits_per_byte(
-            quality.unigram_nats(lib.train_tokens, lib.val_tokens, lib.vocab_size), held_bytes)
+        self._token_bytes = bpb.token_bytes(lib.tokenizer)
+        held_bytes = bpb.scored_bytes(lib.val_tokens, self._token_bytes)
+        self.unigram_bpb = bpb.bits_per_byte(
+            bpb.unigram_nats(lib.train_tokens, lib.val_tokens, lib.vocab_size), held_bytes)
         self._val_bytes_per_token = math.nan  # of the validation batches' targets, set with them
 
     def _build_model(self) -> None:
@@ -518,7 +518,7 @@ class Tutor(Controls):
         """Validate now; `train_loss` (the recent training loss) is for the overfitting alert."""
         val = self.validate()
         self.val_loss = val
-        self.val_bpb = val / max(self._val_bytes_per_token, 1e-9) / quality.LN2
+        self.val_bpb = val / max(self._val_bytes_per_token, 1e-9) / bpb.LN2
         if _finite(val) and val < self.best_val:
             self.best_val, self.best_val_step = val, self.step_count
             self._event("val", f"val loss {val:.4f} (new best)")
@@ -553,10 +553,10 @@ class Tutor(Controls):
         return Sample(self.step_count, self.librarian.decode(ids[:-1][-keep:].tolist()),
                       tuple(shown(g) for g in guesses), tuple(shown(t) for t in truths))
 
-    def score_held_out(self) -> quality.Score:
+    def score_held_out(self) -> bpb.Score:
         """The model's bits per byte on all the held-out text as it is now (`babyllm bench --quality`)."""
         lib = self.librarian
-        return quality.score(self.model, lib.tokenizer, lib.train_tokens, lib.val_tokens, self.device, self.dtype)
+        return bpb.score(self.model, lib.tokenizer, lib.train_tokens, lib.val_tokens, self.device, self.dtype)
 
     # --- saving and restoring -------------------------------------------------------------------
 

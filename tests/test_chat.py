@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from babyllm import soul
-from babyllm.chat import EMPTY_HINT, ChatLog, chat_loop
+from babyllm.chat import EMPTY_HINT, chat_loop
+from babyllm.chatlog import ChatLog
 from babyllm.cli import main
 from babyllm.config import load_config
 from babyllm.errors import BabyError

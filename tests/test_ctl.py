@@ -16,7 +16,8 @@ from runhelpers import append, line, wait_for, write_save
 from babyllm import runfiles, wire
 from babyllm.cli import main as cli_main
 from babyllm.client import RunRefused, is_live
-from babyllm.ctl import ACTIONS, list_runs
+from babyllm.ctl import ACTIONS
+from babyllm.listing import list_runs
 from babyllm.runfiles import Header, write_header
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,9 +199,8 @@ def test_ctl_and_runs_import_no_torch(tmp_path):
 
 
 def test_exit_codes_are_one_table():
-    from babyllm.cli import exit_code
     from babyllm.client import NoLiveRun
-    from babyllm.errors import CheckpointError
+    from babyllm.errors import CheckpointError, exit_code
 
     assert [exit_code(e) for e in (RunRefused("x"), NoLiveRun("x"), CheckpointError("x"))] == [1, 2, 2]
 

@@ -10,7 +10,7 @@ import pytest
 from runhelpers import append
 
 from babyllm.cli import main
-from babyllm.plot import read_curves
+from babyllm.curves import read_curves
 from tui.fake import fake_stats
 
 pytest.importorskip("matplotlib")

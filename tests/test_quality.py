@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from babyllm import BabyLLM, quality
+from babyllm import BabyLLM, bpb
 from babyllm.cli import main as cli_main
 from babyllm.librarian import Librarian
 from babyllm.model import next_token_loss
@@ -19,7 +19,7 @@ def test_token_bytes_spell_the_text_exactly(make_cfg):
     lib = Librarian(make_cfg())
     text = "Ünïcode, tabs\tand spaces — all bytes count: 日本語.\n"
     ids = lib.encode(text)
-    per_token = quality.token_bytes(lib.tokenizer)
+    per_token = bpb.token_bytes(lib.tokenizer)
     assert per_token[ids].sum() == len(text.encode("utf-8"))
     assert per_token[lib.eot] == 0  # the document separator spells no text
 
@@ -27,11 +27,11 @@ def test_token_bytes_spell_the_text_exactly(make_cfg):
 def test_scored_bytes_are_the_bytes_of_every_predicted_token(make_cfg):
     lib = Librarian(make_cfg())
     held = np.asarray(lib.val_tokens)
-    per_token = quality.token_bytes(lib.tokenizer)
+    per_token = bpb.token_bytes(lib.tokenizer)
     # Decoding the whole run at once (tokens may hold parts of a multi-byte character).
     text = lib.decode([int(i) for i in held[1:] if int(i) != lib.eot])
     assert "\ufffd" not in text
-    assert quality.scored_bytes(held, per_token) == len(text.encode("utf-8"))
+    assert bpb.scored_bytes(held, per_token) == len(text.encode("utf-8"))
 
 
 def test_unigram_matches_a_counting_loop():
@@ -43,7 +43,7 @@ def test_unigram_matches_a_counting_loop():
         counts[int(t)] += 1
     total = sum(counts.values())
     want = -sum(math.log(counts[int(t)] / total) for t in held[1:])
-    assert quality.unigram_nats(train, held, vocab) == pytest.approx(want, rel=1e-12)
+    assert bpb.unigram_nats(train, held, vocab) == pytest.approx(want, rel=1e-12)
 
 
 def test_model_nats_score_every_held_out_token_once(make_cfg):
@@ -62,14 +62,14 @@ def test_model_nats_score_every_held_out_token_once(make_cfg):
         want += next_token_loss(model(x[None]), y[None]).item() * len(y)
         scored += len(y)
     assert scored == len(held) - 1
-    got = quality.model_nats(model, held, torch.device("cpu"), batch=2)
+    got = bpb.model_nats(model, held, torch.device("cpu"), batch=2)
     assert got == pytest.approx(want, rel=1e-5)
 
 
 def test_an_untrained_model_scores_about_ln_vocab_per_token(make_cfg):
     cfg = make_cfg()
     lib = Librarian(cfg)
-    s = quality.score(BabyLLM(cfg.model).eval(), lib.tokenizer, lib.train_tokens, lib.val_tokens,
+    s = bpb.score(BabyLLM(cfg.model).eval(), lib.tokenizer, lib.train_tokens, lib.val_tokens,
                       torch.device("cpu"))
     assert s.tokens == len(lib.val_tokens) - 1
     assert s.nats_per_token == pytest.approx(math.log(cfg.model.vocab), abs=0.7)

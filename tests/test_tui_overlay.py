@@ -15,8 +15,8 @@ from test_tui_real import write_corpus
 from babyllm import runfiles
 from babyllm.calligraphist import format_value
 from babyllm.config import load_config
+from babyllm.curves import read_curves, tokens_at
 from babyllm.overlay import Overlay, ReferenceRun, choices, runs_root
-from babyllm.plot import read_curves, tokens_at
 from babyllm.runfiles import Header, RunWriter, write_header
 from babyllm.snapshot import thin
 from babyllm.tutor import Tutor

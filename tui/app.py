@@ -280,7 +280,7 @@ class CockpitApp(App[int]):
             chat_log = None
             run_dir = self.tutor.snapshot().run_dir if self.tutor is not None else ""
             if run_dir and Path(run_dir).is_dir():  # (the fake Tutor's demo run has no directory)
-                from babyllm.chat import ChatLog
+                from babyllm.chatlog import ChatLog
                 from babyllm.runfiles import CHAT_LOG
 
                 chat_log = ChatLog(Path(run_dir) / CHAT_LOG, self._chat_log_failed)

@@ -19,9 +19,9 @@ from textual.suggester import SuggestFromList
 from textual.widgets import Button, Input, SelectionList, Static
 from textual.widgets.selection_list import Selection
 
-from babyllm.ctl import RunRow, best_text
 from babyllm.errors import BabyError
 from babyllm.infer2.commands import RELOAD, help_examples
+from babyllm.listing import RunRow, best_text
 from babyllm.live import LIVE_KEYS
 from babyllm.overlay import choices
 

@@ -21,8 +21,8 @@ from textual.reactive import var
 from textual.widgets import Static
 
 from babyllm.calligraphist import Calligraphist, format_value
+from babyllm.curves import tokens_at
 from babyllm.overlay import Overlay, ReferenceRun, runs_root
-from babyllm.plot import tokens_at
 from babyllm.snapshot import thin
 from tui.screens import RunPicker
 from tui.widgets.base import GuardedStatic, PlotPane, update_static
