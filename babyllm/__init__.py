@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> Any:
     # Lazy, so light modules (calligraphist, config) load without importing torch.
     if name == "BabyLLM":
-        from babyllm.model import BabyLLM
+        from babyllm.model.network import BabyLLM
 
         return BabyLLM
     if name in ("Config", "load_config"):

@@ -2,6 +2,6 @@
 
 import sys
 
-from babyllm.cli import main
+from babyllm.commands.cli import main
 
 sys.exit(main())

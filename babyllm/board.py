@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from babyllm.runfiles import RECENT_EVENTS
+from babyllm.run.runfiles import RECENT_EVENTS
 from babyllm.snapshot import Event, Snapshot
 
 Publish = Callable[[Snapshot], None]

@@ -103,7 +103,7 @@ class TuiConfig:
 
 @dataclass
 class AlertsConfig:
-    """When babyllm.alerts raises an alert (a threshold of 0 turns its rule off) and what an alert does."""
+    """When babyllm.school.alerts raises an alert (a threshold of 0 turns its rule off) and what an alert does."""
 
     divergence_pct: float = 50.0  # the mean loss of the last divergence_steps steps this % above its lowest
     divergence_steps: int = 100
@@ -122,7 +122,7 @@ class AlertsConfig:
 class LogConfig:
     """What the run writes besides metrics.jsonl and events.jsonl."""
 
-    tensorboard: bool = False  # TensorBoard event files in runs/NAME/tensorboard/ (babyllm.tboard)
+    tensorboard: bool = False  # TensorBoard event files in runs/NAME/tensorboard/ (babyllm.run.tboard)
 
 
 @dataclass

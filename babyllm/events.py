@@ -8,7 +8,7 @@ from typing import Literal
 
 EventKind = Literal["info", "save", "checkpoint", "val", "alarm", "alert", "error", "state", "ui"]
 
-# Rich styles; "ui" is the cockpit's own notes (a key pressed, a request refused); "alert" is babyllm.alerts'.
+# Rich styles; "ui" is the cockpit's own notes (a key pressed, a request refused); "alert" is babyllm.school.alerts'.
 EVENT_STYLES: Mapping[str, str] = MappingProxyType({
     "save": "green", "checkpoint": "cyan", "val": "#ff8c00", "alarm": "bold red", "alert": "bold yellow",
     "error": "bold red", "state": "dim", "info": "", "ui": "magenta"})

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from babyllm import load_config
-from babyllm.endpoint import Endpoint
+from babyllm.socket.endpoint import Endpoint
 from tui.fake import FakeTutor
 
 from textgen import sentences

@@ -2,7 +2,7 @@
 
 import torch
 
-from babyllm.model import Memory
+from babyllm.model.network import Memory
 
 
 def stir(*memories: Memory) -> None:

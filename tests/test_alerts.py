@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from babyllm import runfiles
-from babyllm.alerts import COMMAND_ENV, RULES, Alert, Alerts, run_command
 from babyllm.config import AlertsConfig, load_config
 from babyllm.errors import ConfigError
-from babyllm.follower import Watcher
-from babyllm.tutor import Tutor
+from babyllm.run import runfiles
+from babyllm.run.follower import Watcher
+from babyllm.school.alerts import COMMAND_ENV, RULES, Alert, Alerts, run_command
+from babyllm.school.tutor import Tutor
 from tui.app import CockpitApp
 from tui.widgets.status import StatusBar
 
@@ -309,7 +309,7 @@ async def test_viewer_shows_an_alert_from_the_run_files_with_a_banner_and_a_bell
 
 
 def test_headless_prints_the_alert_line(make_cfg, corpus, cache, tmp_path, capsys):
-    from babyllm.cli import main as cli_main
+    from babyllm.commands.cli import main as cli_main
 
     run = tmp_path / "run"
     sets = quiet("alerts.plateau_evals=1", "train.eval_every=1", "train.lr=1e-12", "train.min_lr=0",

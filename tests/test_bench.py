@@ -8,11 +8,12 @@ import json
 
 import pytest
 
-from babyllm import BabyLLM, bench
-from babyllm.bench import command
-from babyllm.bench.fill import cuda_step_bytes, fill_batch
-from babyllm.bench.measure import measure_config
-from babyllm.bench.peak import capped, gemm_shapes
+from babyllm import BabyLLM
+from babyllm.commands import bench
+from babyllm.commands.bench import command
+from babyllm.commands.bench.fill import cuda_step_bytes, fill_batch
+from babyllm.commands.bench.measure import measure_config
+from babyllm.commands.bench.peak import capped, gemm_shapes
 from babyllm.config import load_config
 from babyllm.errors import BabyError
 
@@ -113,7 +114,7 @@ def test_batch_option(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("value", ["0", "-2", "many", "1.5"])
 def test_bad_batch_is_a_one_line_error(value, capsys):
-    from babyllm.cli import main
+    from babyllm.commands.cli import main
 
     assert main(["bench", "--config", "tiny", "--batch", value]) == 2
     err = capsys.readouterr().err

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from babyllm import soul
-from babyllm.chat import EMPTY_HINT, chat_loop
-from babyllm.chatlog import ChatLog
-from babyllm.cli import main
+from babyllm.commands.chat import EMPTY_HINT, chat_loop
+from babyllm.commands.cli import main
 from babyllm.config import load_config
 from babyllm.errors import BabyError
 from babyllm.infer2 import Infer2, Settings
-from babyllm.librarian import train_tokenizer
-from babyllm.model import BabyLLM
+from babyllm.model.network import BabyLLM
+from babyllm.run.chatlog import ChatLog
+from babyllm.school import soul
+from babyllm.school.librarian import train_tokenizer
 
 from textgen import sentences
 
@@ -273,7 +273,7 @@ def test_chat_with_one_save_folder(run_dir, capsys, monkeypatch) -> None:
 
 
 def test_sample_from_a_run_the_tutor_saved(tmp_path, capsys) -> None:
-    tutor_mod = pytest.importorskip("babyllm.tutor")
+    tutor_mod = pytest.importorskip("babyllm.school.tutor")
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(sentences(600, seed=2), encoding="utf-8")
     cfg = load_config("tiny", [f"data.corpus='{corpus}'", f"data.cache_dir='{tmp_path / 'cache'}'",

@@ -7,8 +7,8 @@ import math
 
 from runhelpers import append, write_save
 
-from babyllm.cli import main
-from babyllm.compare import summarise
+from babyllm.commands.cli import main
+from babyllm.commands.compare import summarise
 from tui.fake import fake_stats
 
 

@@ -113,7 +113,7 @@ def test_info_prints_parameter_table_and_json():
 def test_auto_dtype_is_bf16_only_where_the_device_computes_it_natively(monkeypatch):
     import torch
 
-    from babyllm import runtime
+    from babyllm.model import runtime
 
     cpu = torch.device("cpu")
     assert runtime.resolve_dtype("fp32", cpu) == "fp32" and runtime.resolve_dtype("bf16", cpu) == "bf16"

@@ -10,10 +10,10 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from babyllm import librarian as L
 from babyllm.config import load_config
 from babyllm.errors import ConfigError, CorpusError
-from babyllm.librarian import END_OF_TEXT, Librarian, Progress, sample_text, token_dtype, train_tokenizer
+from babyllm.school import librarian as L
+from babyllm.school.librarian import END_OF_TEXT, Librarian, Progress, sample_text, token_dtype, train_tokenizer
 
 from textgen import sentences
 
@@ -287,7 +287,7 @@ def test_a_read_only_cache_that_holds_the_corpus_still_works(tmp_path, corpus, m
 
 
 def test_the_command_prints_one_line_for_an_unwritable_cache(tmp_path, corpus, capsys):
-    from babyllm.cli import main
+    from babyllm.commands.cli import main
 
     (tmp_path / "cache").write_text("in the way")
     code = main(["train", "--config", "tiny", "--corpus", str(corpus), "--run-dir", str(tmp_path / "run"),
@@ -299,7 +299,7 @@ def test_the_command_prints_one_line_for_an_unwritable_cache(tmp_path, corpus, c
 
 
 def test_the_tutor_passes_corpus_progress_on(tmp_path, corpus):
-    from babyllm.tutor import Tutor
+    from babyllm.school.tutor import Tutor
 
     seen: list[Progress] = []
     tutor = Tutor(config(tmp_path, corpus, "train.device='cpu'"), tmp_path / "run", say=lambda m: None,
@@ -324,7 +324,7 @@ class FakeStream(list):
 
 
 def test_headless_progress_redraws_one_terminal_line():
-    from babyllm.headless import ProgressLine
+    from babyllm.commands.train import ProgressLine
 
     out = FakeStream(tty=True)
     line = ProgressLine(out, every=5.0)
@@ -339,7 +339,7 @@ def test_headless_progress_redraws_one_terminal_line():
 
 
 def test_headless_progress_in_a_log_prints_a_line_every_few_seconds():
-    from babyllm.headless import ProgressLine
+    from babyllm.commands.train import ProgressLine
 
     now = [0.0]
     quick, slow = FakeStream(tty=False), FakeStream(tty=False)
@@ -429,7 +429,7 @@ def test_a_damaged_parquet_is_skipped_with_a_warning(tmp_path):
 
 
 def test_training_on_a_jsonl_corpus_warns_of_its_bad_rows(tmp_path, capsys):
-    from babyllm.cli import main
+    from babyllm.commands.cli import main
 
     f = tmp_path / "stories.jsonl"
     f.write_text("".join(json.dumps({"text": t}) + "\n" for t in stories(40)) + "{oops\n", encoding="utf-8")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from babyllm.counsellor import Counsellor
+from babyllm.school.counsellor import Counsellor
 
 
 def test_section_timing_roughly_right() -> None:
@@ -177,7 +177,7 @@ def test_cuda_sync_helper_with_fake_torch(monkeypatch: pytest.MonkeyPatch) -> No
     import sys
     import types
 
-    from babyllm.counsellor import cuda_sync
+    from babyllm.school.counsellor import cuda_sync
 
     synced: list[object] = []
     fake = types.ModuleType("torch")

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 from runhelpers import append, line, wait_for, write_save
 
-from babyllm import runfiles, wire
-from babyllm.cli import main as cli_main
-from babyllm.client import RunRefused, is_live
-from babyllm.ctl import ACTIONS
-from babyllm.listing import list_runs
-from babyllm.runfiles import Header, write_header
+from babyllm.commands.cli import main as cli_main
+from babyllm.commands.ctl import ACTIONS
+from babyllm.run import runfiles
+from babyllm.run.listing import list_runs
+from babyllm.run.runfiles import Header, write_header
+from babyllm.socket import wire
+from babyllm.socket.client import RunRefused, is_live
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,7 +147,7 @@ def test_no_live_run_is_exit_2_with_one_line(tmp_path, capsys, monkeypatch):
 @contextlib.contextmanager
 def endpoint(run_dir: Path, control, world_size: int = 1):
     """The real control endpoint serving `control` (a FakeTutor, a Watcher) in run_dir."""
-    from babyllm.endpoint import Endpoint
+    from babyllm.socket.endpoint import Endpoint
 
     run_dir.mkdir(parents=True, exist_ok=True)
     write_header(run_dir, Header(config_name="tiny", device="cpu", pid=os.getpid()))
@@ -181,7 +182,7 @@ def test_a_foreign_protocol_is_exit_2(tmp_path, capsys):
 
 
 def test_pause_wait_gives_up_with_exit_1(tmp_path, capsys):
-    from babyllm.follower import Watcher
+    from babyllm.run.follower import Watcher
 
     run = tmp_path / "run"
     with endpoint(run, Watcher(run)):  # a control that never pauses (a viewer's)
@@ -192,15 +193,15 @@ def test_pause_wait_gives_up_with_exit_1(tmp_path, capsys):
 
 
 def test_ctl_and_runs_import_no_torch(tmp_path):
-    code = ("import sys; from babyllm.cli import main; "
+    code = ("import sys; from babyllm.commands.cli import main; "
             f"codes = main(['runs', '--root', {str(tmp_path)!r}]), main(['ctl', {str(tmp_path)!r}, 'status']); "
             "assert codes == (0, 2), codes; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60, capture_output=True)
 
 
 def test_exit_codes_are_one_table():
-    from babyllm.client import NoLiveRun
     from babyllm.errors import CheckpointError, exit_code
+    from babyllm.socket.client import NoLiveRun
 
     assert [exit_code(e) for e in (RunRefused("x"), NoLiveRun("x"), CheckpointError("x"))] == [1, 2, 2]
 
@@ -300,7 +301,7 @@ def test_runs_row_of_an_unreadable_run_dir(tmp_path):
 @pytest.fixture
 def live_tutor(make_cfg, tmp_path):
     """A tiny Tutor training in a thread (until stopped) in tmp_path/runs/live, serving its socket."""
-    from babyllm.tutor import Tutor
+    from babyllm.school.tutor import Tutor
 
     run = tmp_path / "runs" / "live"
     tutor = Tutor(make_cfg("train.steps=100000", "train.save_every=0", "train.eval_every=5"), run,
@@ -402,12 +403,12 @@ def test_ctl_stops_a_babyllm_train_process(corpus, cache, tmp_path):
     run = tmp_path / "runs" / "proc"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     train = subprocess.Popen(
-        [sys.executable, "-m", "babyllm.cli", "train", "--config", "tiny", "--corpus", str(corpus), "--set",
+        [sys.executable, "-m", "babyllm.commands.cli", "train", "--config", "tiny", "--corpus", str(corpus), "--set",
          f"data.cache_dir={cache}", "--set", "train.save_every=0", "--steps", "100000", "--run-dir", str(run)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
 
     def ctl(*argv: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "babyllm.cli", *argv], capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", "babyllm.commands.cli", *argv], capture_output=True, text=True,
                               env=env, cwd=tmp_path, timeout=120)
 
     try:

@@ -14,12 +14,12 @@ import os
 import pytest
 import torch
 
-from babyllm import bench
+from babyllm.commands import bench
 from babyllm.config import load_config
 from babyllm.infer2 import Infer2
-from babyllm.model import BabyLLM, next_token_loss
-from babyllm.soul import load_for_inference
-from babyllm.tutor import Tutor
+from babyllm.model.network import BabyLLM, next_token_loss
+from babyllm.school.soul import load_for_inference
+from babyllm.school.tutor import Tutor
 
 from memories import stir
 

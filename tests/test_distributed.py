@@ -18,10 +18,10 @@ import time
 
 import pytest
 
-from babyllm.cli import main as cli_main
-from babyllm.distributed import env_world, is_comm_failure
+from babyllm.commands.cli import main as cli_main
 from babyllm.errors import BabyError
-from babyllm.runfiles import list_saves
+from babyllm.run.runfiles import list_saves
+from babyllm.school.distributed import env_world, is_comm_failure
 
 pytestmark = pytest.mark.slow
 RTOL = 1e-4

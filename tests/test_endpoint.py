@@ -1,4 +1,4 @@
-"""The control endpoint (babyllm.endpoint): a live run's socket, driven with ControlClient and raw sockets.
+"""The control endpoint (babyllm.socket.endpoint): a live run's socket, driven with ControlClient and raw sockets.
 
 Most tests train a tiny Tutor in a thread (it serves its socket from run()); the protocol-only ones
 serve a FakeTutor. Faults a client can cause (garbage, huge or half-sent lines, a client that never
@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 from runhelpers import wait_for
 
-from babyllm import wire
-from babyllm.client import ControlClient, NoLiveRun, RunRefused, is_live, socket_path, unix_address
-from babyllm.endpoint import CONTROL_METHODS, Endpoint
 from babyllm.errors import BabyError
+from babyllm.school.tutor import Tutor
+from babyllm.socket import wire
+from babyllm.socket.client import ControlClient, NoLiveRun, RunRefused, is_live, socket_path, unix_address
+from babyllm.socket.endpoint import CONTROL_METHODS, Endpoint
 from babyllm.stats import REGISTRY
-from babyllm.tutor import Tutor
 from tui.fake import FakeTutor
 
 TIMING_KEYS = {"time", "tokens_per_s", "step_ms", *REGISTRY.timings()}  # wall-clock stats: differ run to run
@@ -447,7 +447,7 @@ def test_a_client_killed_mid_stream_blocks_nothing(running):
     code = textwrap.dedent(f"""
         import sys
         sys.path[:0] = {sys.path!r}
-        from babyllm.client import ControlClient
+        from babyllm.socket.client import ControlClient
         c = ControlClient({str(running.run_dir)!r}, name="doomed")
         c.call("subscribe")
         c.send("chat", prompt="The old captain")
@@ -540,7 +540,7 @@ def test_training_losses_are_bit_identical_with_a_client_attached_and_chatting(m
 def test_two_ranks_pause_and_resume_together_through_rank_0s_socket(corpus, cache, tmp_path):
     from test_distributed import assert_same_curve, common, finish, launch, losses
 
-    from babyllm.cli import main as cli_main
+    from babyllm.commands.cli import main as cli_main
 
     procs = launch(tmp_path, common(corpus, cache, "--run-dir", "run", "--steps", "0"))
     run = tmp_path / "r0" / "run"

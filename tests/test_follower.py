@@ -1,4 +1,4 @@
-"""The follower (babyllm.follower): tailing a run's files, the Watcher, its saved-weights chat, and a real run."""
+"""The follower (babyllm.run.follower): tailing a run's files, the Watcher, its saved-weights chat, and a real run."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from babyllm.errors import BabyError
-from babyllm.follower import JsonlTail, LineTail, SavedChat, Watcher
-from babyllm.runfiles import Header, write_header
+from babyllm.run.follower import JsonlTail, LineTail, SavedChat, Watcher
+from babyllm.run.runfiles import Header, write_header
 
 sys.path.insert(0, str(Path(__file__).parent))
 from runhelpers import append, fingerprint, line, write_save  # noqa: E402

@@ -11,12 +11,12 @@ import torch
 from runhelpers import pilot_wait
 from test_tui import make_app, started
 
-from babyllm import wire
 from babyllm.config import load_config
-from babyllm.model import BabyLLM, Memory
+from babyllm.model.network import BabyLLM, Memory
+from babyllm.school.tutor import SLOW_STATS_EVERY, Tutor
 from babyllm.snapshot import Snapshot
+from babyllm.socket import wire
 from babyllm.stats import GATE_BINS, MEMORIES, MEMORY_GATE
-from babyllm.tutor import SLOW_STATS_EVERY, Tutor
 from tui.app import CockpitApp
 from tui.widgets.plotting import Plot
 from tui.widgets.windows import GATE_SOURCES, SPARKS, GateHistograms, WindowBars, gate_layout, spark_levels

@@ -1,10 +1,11 @@
-"""babyllm.gemm: oneDNN fp32 products against torch.mm (values and gradients), and when each path is used."""
+"""babyllm.model.gemm: oneDNN fp32 products against torch.mm (values and gradients), and when each path is used."""
 
 import pytest
 import torch
 
-from babyllm import BabyLLM, gemm, load_config
-from babyllm.model import next_token_loss
+from babyllm import BabyLLM, load_config
+from babyllm.model import gemm
+from babyllm.model.network import next_token_loss
 
 from memories import stir
 
@@ -132,7 +133,7 @@ def test_onednn_is_repeatable():
 
 
 def test_bad_environment_value_is_a_one_line_error(monkeypatch, capsys):
-    from babyllm.cli import main
+    from babyllm.commands.cli import main
 
     monkeypatch.setenv(gemm.MATMUL_ENV, "fast")
     assert main(["info", "--config", "tiny"]) == 2

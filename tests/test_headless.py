@@ -10,12 +10,12 @@ import time
 import pytest
 import torch
 
-import babyllm.tutor as tutor_mod
-from babyllm.cli import build_parser
-from babyllm.cli import main as cli_main
-from babyllm.runfiles import list_saves
-from babyllm.runsetup import prepare_run
-from babyllm.soul import load_for_inference
+import babyllm.school.tutor as tutor_mod
+from babyllm.commands.cli import build_parser
+from babyllm.commands.cli import main as cli_main
+from babyllm.commands.runsetup import prepare_run
+from babyllm.run.runfiles import list_saves
+from babyllm.school.soul import load_for_inference
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from babyllm.infer2 import Infer2, Settings
 from babyllm.infer2.commands import COMMANDS, RELOAD, find, help_examples, help_line
 from babyllm.infer2.detokenizer import TokenText
 from babyllm.infer2.sampling import apply_repetition_penalty, sample_next
-from babyllm.librarian import END_OF_TEXT, train_tokenizer
-from babyllm.model import BabyLLM
+from babyllm.model.network import BabyLLM
+from babyllm.school.librarian import END_OF_TEXT, train_tokenizer
 
 from textgen import sentences
 
@@ -405,7 +405,7 @@ def test_one_reply_at_a_time(model, tok) -> None:
 
 
 def make_tutor(tmp_path: Path, name: str):
-    from babyllm.tutor import Tutor
+    from babyllm.school.tutor import Tutor
 
     corpus = tmp_path / "corpus.txt"
     if not corpus.exists():
@@ -432,7 +432,7 @@ def chatter(tutor, stop: threading.Event, errors: list[BaseException], replies: 
 
 
 def test_training_losses_bit_identical_with_concurrent_chat(tmp_path) -> None:
-    pytest.importorskip("babyllm.tutor")
+    pytest.importorskip("babyllm.school.tutor")
     alone = make_tutor(tmp_path, "alone")
     try:
         losses_alone = [alone.step()["loss"] for _ in range(30)]
@@ -461,7 +461,7 @@ def test_training_losses_bit_identical_with_concurrent_chat(tmp_path) -> None:
 
 
 def test_chat_never_reads_half_updated_weights(tmp_path) -> None:
-    pytest.importorskip("babyllm.tutor")
+    pytest.importorskip("babyllm.school.tutor")
     tutor = make_tutor(tmp_path, "locked")
     updating = threading.Event()
     violations: list[str] = []

@@ -5,7 +5,7 @@ import torch
 
 from babyllm.config import load_config
 from babyllm.errors import CorpusError
-from babyllm.librarian import Librarian
+from babyllm.school.librarian import Librarian
 
 from textgen import sentences
 

@@ -9,12 +9,12 @@ import pytest
 from runhelpers import pilot_wait, wait_for
 
 from babyllm import live
-from babyllm.cli import main as cli_main
-from babyllm.client import ControlClient, is_live
+from babyllm.commands.cli import main as cli_main
+from babyllm.commands.runsetup import prepare_run
 from babyllm.config import apply_override, load_config
 from babyllm.errors import ConfigError
-from babyllm.runsetup import prepare_run
-from babyllm.tutor import Tutor, lr_multiplier
+from babyllm.school.tutor import Tutor, lr_multiplier
+from babyllm.socket.client import ControlClient, is_live
 from tui.fake import FakeTutor
 from tui.messages import SnapshotReady
 

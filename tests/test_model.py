@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from babyllm import BabyLLM, load_config
-from babyllm.model import GatedLeakyAverages, Memory, Memory2, Windows, next_token_loss
+from babyllm.model.network import GatedLeakyAverages, Memory, Memory2, Windows, next_token_loss
 
 from memories import stir
 

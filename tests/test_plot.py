@@ -9,8 +9,8 @@ import sys
 import pytest
 from runhelpers import append
 
-from babyllm.cli import main
-from babyllm.curves import read_curves
+from babyllm.commands.cli import main
+from babyllm.run.curves import read_curves
 from tui.fake import fake_stats
 
 pytest.importorskip("matplotlib")

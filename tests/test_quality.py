@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from babyllm import BabyLLM, bpb
-from babyllm.cli import main as cli_main
-from babyllm.librarian import Librarian
-from babyllm.model import next_token_loss
-from babyllm.tutor import Tutor, lr_multiplier
+from babyllm import BabyLLM
+from babyllm.commands.cli import main as cli_main
+from babyllm.model import bpb
+from babyllm.model.network import next_token_loss
+from babyllm.school.librarian import Librarian
+from babyllm.school.tutor import Tutor, lr_multiplier
 
 
 def test_token_bytes_spell_the_text_exactly(make_cfg):

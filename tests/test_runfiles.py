@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from babyllm import runfiles
 from babyllm.board import Board
 from babyllm.errors import CheckpointError
-from babyllm.follower import Watcher
-from babyllm.runfiles import Header, check_run_dir, read_header, write_header
+from babyllm.run import runfiles
+from babyllm.run.follower import Watcher
+from babyllm.run.runfiles import Header, check_run_dir, read_header, write_header
 from babyllm.snapshot import Event, History
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -114,9 +114,10 @@ def test_one_validator_one_set_of_messages(tmp_path):
 
 
 def test_soul_chat_and_watch_use_the_one_validator():
-    for path in ("babyllm/soul.py", "babyllm/chat.py", "tui/watch.py"):
+    for path in ("babyllm/school/soul.py", "babyllm/commands/chat.py", "tui/watch.py"):
         assert "check_run_dir(" in (ROOT / path).read_text(), path
-    for path in ("babyllm/soul.py", "babyllm/chat.py", "tui/watch.py", "tui/cli.py"):  # the messages live in one place
+    # the messages live in one place
+    for path in ("babyllm/school/soul.py", "babyllm/commands/chat.py", "tui/watch.py", "tui/cli.py"):
         text = (ROOT / path).read_text()
         assert "no such run directory" not in text and "not a directory" not in text, path
 
@@ -147,7 +148,7 @@ def test_follower_on_an_old_run_dir_without_a_header(tmp_path):
 
 
 def test_chat_session_streams_while_training_is_paused_and_running(make_cfg, tmp_path):
-    from babyllm.tutor import Tutor
+    from babyllm.school.tutor import Tutor
 
     run = tmp_path / "run"
     t = Tutor(make_cfg("train.steps=0", "chat.max_tokens=6"), run, say=lambda m: None, publish_every=0.0)
@@ -183,14 +184,14 @@ def test_chat_session_streams_while_training_is_paused_and_running(make_cfg, tmp
 
 
 def test_the_protocol_modules_import_neither_torch_nor_textual():
-    code = ("import sys, babyllm.runfiles, babyllm.board, babyllm.follower, babyllm.control, babyllm.events; "
+    code = ("import sys, babyllm.run.runfiles, babyllm.board, babyllm.run.follower, babyllm.control, babyllm.events; "
             "bad = {'torch', 'textual'} & set(sys.modules); assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
 
 
 def test_the_tutor_the_follower_and_the_fake_offer_every_control_method():
+    from babyllm.school.tutor import Tutor
     from babyllm.snapshot import ChatSession, TutorControl
-    from babyllm.tutor import Tutor
     from tui.fake import FakeChat, FakeTutor
 
     methods = [n for n in vars(TutorControl) if not n.startswith("_") and callable(vars(TutorControl)[n])]
@@ -203,7 +204,7 @@ def test_the_tutor_the_follower_and_the_fake_offer_every_control_method():
 
 
 def test_snapshots_carry_what_headless_prints_and_a_resume_rewrites_the_header(make_cfg, tmp_path):
-    from babyllm.tutor import Tutor
+    from babyllm.school.tutor import Tutor
 
     run = tmp_path / "run"
     t = Tutor(make_cfg("train.steps=25"), run, say=lambda m: None, publish_every=0.0)
@@ -228,7 +229,7 @@ def test_nothing_outside_the_tutor_touches_its_model_librarian_or_weights_lock()
     for path in sorted([*ROOT.glob("babyllm/**/*.py"), *ROOT.glob("tui/**/*.py")]):
         name = str(path.relative_to(ROOT))
         # bench/ measures the training step and generation on the Tutor's own model (a harness, not a viewer)
-        if name.startswith(("babyllm/tutor", "babyllm/bench/")):
+        if name.startswith(("babyllm/tutor", "babyllm/commands/bench/")):
             continue
         for n, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if pattern.search(text):

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import babyllm.soul as soul
+import babyllm.school.soul as soul
 from babyllm.config import load_config
 from babyllm.errors import BabyError, CheckpointError
-from babyllm.runfiles import list_saves
-from babyllm.soul import load_for_inference, resolve_run_dir
-from babyllm.tutor import Tutor
+from babyllm.run.runfiles import list_saves
+from babyllm.school.soul import load_for_inference, resolve_run_dir
+from babyllm.school.tutor import Tutor
 
 
 def quiet(_message):

@@ -89,7 +89,7 @@ def test_names_follow_the_config_window_count():
 
 
 def test_model_readings_are_registered(make_cfg):
-    from babyllm.model import BabyLLM
+    from babyllm.model.network import BabyLLM
 
     cfg = make_cfg("model.windows=[2, 3, 5]")
     model = BabyLLM(cfg.model)

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from babyllm import system, wire
-from babyllm.client import ControlClient
-from babyllm.endpoint import Endpoint
-from babyllm.follower import Watcher
+from babyllm import system
+from babyllm.run.follower import Watcher
+from babyllm.school.tutor import Tutor
 from babyllm.snapshot import Snapshot
+from babyllm.socket import wire
+from babyllm.socket.client import ControlClient
+from babyllm.socket.endpoint import Endpoint
 from babyllm.system import BY_KEY, GPU_KEYS, READINGS, SystemSampler, machine_memory, rss_bytes, system_line
-from babyllm.tutor import Tutor
 from tui.app import WIDE_COLUMNS, WIDE_ROWS, CockpitApp
 from tui.fake import FAKE_CPU_SYSTEM, FAKE_GPU_SYSTEM, FAKE_SYSTEM, FakeTutor
 from tui.widgets.plotting import MIN_HEIGHT, Plot

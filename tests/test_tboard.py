@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from babyllm import load_config, tboard
+from babyllm import load_config
 from babyllm.errors import ConfigError
-from babyllm.runfiles import METRICS_FILE, TENSORBOARD
-from babyllm.tutor import Tutor
+from babyllm.run import tboard
+from babyllm.run.runfiles import METRICS_FILE, TENSORBOARD
+from babyllm.school.tutor import Tutor
 
 # --- an independent reader: CRC-32C bit by bit, TFRecord framing, the protobuf wire format ---------
 

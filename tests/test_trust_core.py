@@ -13,12 +13,13 @@ import time
 import pytest
 import torch
 
-from babyllm import runfiles, soul
 from babyllm.errors import BabyError
 from babyllm.infer2 import Settings
 from babyllm.infer2.sampling import sample_next
-from babyllm.runlock import RunLock, RunLocked
-from babyllm.tutor import Tutor
+from babyllm.run import runfiles
+from babyllm.run.runlock import RunLock, RunLocked
+from babyllm.school import soul
+from babyllm.school.tutor import Tutor
 
 # --- group 3: one owner per run directory ------------------------------------------------------------
 
@@ -32,7 +33,7 @@ def test_a_second_owner_is_refused_naming_the_holder(tmp_path):
 def test_a_lock_left_by_a_killed_process_never_blocks(tmp_path):
     code = textwrap.dedent(f"""
         import os, signal
-        from babyllm.runlock import RunLock
+        from babyllm.run.runlock import RunLock
         RunLock({str(tmp_path)!r}).acquire()
         os.kill(os.getpid(), signal.SIGKILL)
     """)
@@ -246,7 +247,7 @@ def test_a_seed_out_of_range_is_one_line(make_cfg, tmp_path):
 
 
 def test_a_debug_log_that_cannot_be_written_never_stops_training(tmp_path):
-    from babyllm.counsellor import Counsellor
+    from babyllm.school.counsellor import Counsellor
     (tmp_path / "debug.log").mkdir()  # opening it for appending fails
     c = Counsellor(enabled=True, log_path=tmp_path / "debug.log")
     c.log("hello")
@@ -345,7 +346,7 @@ def test_the_cockpit_primes_its_bands_from_a_resumed_history():
 
 
 def test_the_viewer_cuts_a_discarded_branch_at_a_rollback_record(tmp_path):
-    from babyllm.follower import Watcher
+    from babyllm.run.follower import Watcher
     rows = [{"step": s, "loss": 1.0} for s in range(1, 7)] + [{"rollback_to": 4, "time": 1.0}]
     rows += [{"step": s, "loss": 2.0} for s in (5,)]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 6, "lo')

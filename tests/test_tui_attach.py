@@ -1,4 +1,4 @@
-"""Attach: babyllm.remote.RemoteTutor against a real endpoint, and the attached cockpit over it.
+"""Attach: babyllm.socket.remote.RemoteTutor against a real endpoint, and the attached cockpit over it.
 
 A tiny Tutor trains in a thread and serves its control socket (as every training process does); the
 RemoteTutor is the cockpit's TutorControl for it. A FakeTutor behind an Endpoint stands in where only
@@ -19,13 +19,13 @@ import pytest
 from runhelpers import pilot_wait, wait_for
 from test_endpoint import Running, events
 
-from babyllm.client import NoLiveRun
-from babyllm.endpoint import Endpoint
 from babyllm.errors import BabyError
-from babyllm.follower import SavedChat
-from babyllm.remote import CONNECTION_LOST, RUN_STOPPED, RemoteTutor
-from babyllm.runfiles import latest_step
+from babyllm.run.follower import SavedChat
+from babyllm.run.runfiles import latest_step
 from babyllm.snapshot import Snapshot
+from babyllm.socket.client import NoLiveRun
+from babyllm.socket.endpoint import Endpoint
+from babyllm.socket.remote import CONNECTION_LOST, RUN_STOPPED, RemoteTutor
 from tui.app import CockpitApp
 from tui.cli import main as tui_main
 from tui.fake import FakeTutor
@@ -137,7 +137,7 @@ def test_stop_saves_and_stops_the_run_and_run_returns(running):
 SERVE_FAKE = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from babyllm.endpoint import Endpoint
+    from babyllm.socket.endpoint import Endpoint
     from tui.fake import FakeTutor
 
     Endpoint(Path(sys.argv[1]), FakeTutor(), log=lambda m: None).start()

@@ -19,7 +19,7 @@ import pytest
 from runhelpers import kill_trainer, wait_for
 from test_tui_e2e import screen, step_on_screen, tmux, wait_screen
 
-from babyllm.runfiles import DEBUG_LOG, EVENTS_FILE, METRICS_FILE, latest_step
+from babyllm.run.runfiles import DEBUG_LOG, EVENTS_FILE, METRICS_FILE, latest_step
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")]
 

@@ -30,7 +30,7 @@ from test_tui import SMALL, make_app, started
 
 from babyllm.config import load_config
 from babyllm.errors import ConfigError
-from babyllm.runfiles import DEBUG_LOG, METRICS_FILE, latest_step
+from babyllm.run.runfiles import DEBUG_LOG, METRICS_FILE, latest_step
 from tui.detach import Detacher, Notifier, detached_line
 from tui.fake import FakeTutor
 from tui.tutor_thread import TutorThread

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from runhelpers import kill_trainer
 
-from babyllm.runfiles import latest_step
+from babyllm.run.runfiles import latest_step
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")]
 

@@ -12,14 +12,14 @@ import pytest
 from runhelpers import append, pilot_wait
 from test_tui_real import write_corpus
 
-from babyllm import runfiles
 from babyllm.calligraphist import format_value
 from babyllm.config import load_config
-from babyllm.curves import read_curves, tokens_at
-from babyllm.overlay import Overlay, ReferenceRun, choices, runs_root
-from babyllm.runfiles import Header, RunWriter, write_header
+from babyllm.run import runfiles
+from babyllm.run.curves import read_curves, tokens_at
+from babyllm.run.overlay import Overlay, ReferenceRun, choices, runs_root
+from babyllm.run.runfiles import Header, RunWriter, write_header
+from babyllm.school.tutor import Tutor
 from babyllm.snapshot import thin
-from babyllm.tutor import Tutor
 from tui.app import CockpitApp
 from tui.fake import fake_stats
 from tui.screens import PickList, RunPicker

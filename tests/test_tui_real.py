@@ -7,8 +7,8 @@ from pathlib import Path
 from runhelpers import pilot_wait
 
 from babyllm.config import load_config
-from babyllm.runfiles import latest_step
-from babyllm.tutor import Tutor
+from babyllm.run.runfiles import latest_step
+from babyllm.school.tutor import Tutor
 from tui.app import CockpitApp
 
 TEXT = (

@@ -349,7 +349,7 @@ async def test_log_scale_before_the_first_bits_per_byte_draws_without_a_fault():
 
 
 async def test_S_saves_an_svg_screenshot_into_the_run_directory(tmp_path):
-    from babyllm.runfiles import SCREENSHOTS
+    from babyllm.run.runfiles import SCREENSHOTS
     from tui.app import CockpitApp
     from tui.fake import FakeChat, FakeTutor
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Static
 
-from babyllm.follower import Watcher
+from babyllm.run.follower import Watcher
 from tui.app import CockpitApp
 from tui.cli import main as tui_main
 from tui.screens import ConfirmScreen, HelpScreen

@@ -10,13 +10,13 @@ import pytest
 import torch
 from runhelpers import wait_for
 
-import babyllm.tutor as tutor_mod
+import babyllm.school.tutor as tutor_mod
 from babyllm.paths import CORPORA
-from babyllm.runfiles import list_saves
+from babyllm.run.runfiles import list_saves
+from babyllm.school.soul import load_for_inference
+from babyllm.school.tutor import Tutor, lr_multiplier
 from babyllm.snapshot import Snapshot
-from babyllm.soul import load_for_inference
 from babyllm.stats import REGISTRY
-from babyllm.tutor import Tutor, lr_multiplier
 
 STAT_KEYS = (
     {"step", "tokens", "loss", "loss_100", "loss_1000", "val_loss", "val_bpb", "unigram_bpb", "perplexity", "accuracy",

@@ -31,7 +31,7 @@ from babyllm.config import TuiConfig
 from babyllm.errors import ConfigError
 from babyllm.events import EventKind
 from babyllm.live import LR
-from babyllm.runfiles import SCREENSHOTS
+from babyllm.run.runfiles import SCREENSHOTS
 from babyllm.snapshot import Event, History, LiveSettings, Snapshot, TutorControl
 from babyllm.stats import REGISTRY, Registry
 from tui import actions as table
@@ -280,8 +280,8 @@ class CockpitApp(App[int]):
             chat_log = None
             run_dir = self.tutor.snapshot().run_dir if self.tutor is not None else ""
             if run_dir and Path(run_dir).is_dir():  # (the fake Tutor's demo run has no directory)
-                from babyllm.chatlog import ChatLog
-                from babyllm.runfiles import CHAT_LOG
+                from babyllm.run.chatlog import ChatLog
+                from babyllm.run.runfiles import CHAT_LOG
 
                 chat_log = ChatLog(Path(run_dir) / CHAT_LOG, self._chat_log_failed)
             self.chat_pane.connect(self.chat, chat_log)
@@ -396,7 +396,7 @@ class CockpitApp(App[int]):
         self._events_seen = snap.event_count
 
     def _alert(self, text: str) -> None:
-        """An alert (babyllm.alerts): a bell, a toast, and the status bar's banner until dismissed or a resume."""
+        """An alert (babyllm.school.alerts): a bell, a toast, and the status banner until dismissed or a resume."""
         self.bell()
         self.notify(text, title="alert", severity="warning", timeout=10)
         self.status.alert = text

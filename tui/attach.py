@@ -1,7 +1,7 @@
 """`babyllm-tui --attach RUN_DIR`: the full cockpit on a run another process trains, over its control socket.
 
 Every key works as in the training cockpit (pause, save, checkpoint, roll back, chat with the live
-model): babyllm.remote.RemoteTutor carries them to the run, whose events name this cockpit. q asks
+model): babyllm.socket.remote.RemoteTutor carries them to the run, whose events name this cockpit. q asks
 whether to detach (the run trains on) or stop the run (it saves); d detaches at once; a lost terminal
 or a signal only ends this cockpit. Several cockpits may attach to one run at once.
 """
@@ -13,9 +13,9 @@ import contextlib
 import sys
 from pathlib import Path
 
-from babyllm.client import NoLiveRun
 from babyllm.errors import BabyError
-from babyllm.remote import Publish, RemoteTutor, Say
+from babyllm.socket.client import NoLiveRun
+from babyllm.socket.remote import Publish, RemoteTutor, Say
 from tui.app import CockpitApp
 from tui.detach import HANGUP_GRACE_S, Detacher, silence_terminal
 from tui.tutor_thread import TutorThread, end_process_later
@@ -45,7 +45,7 @@ def stats_window(run_dir: Path) -> int:
     from babyllm.config import StatsConfig
 
     with contextlib.suppress(BabyError, OSError):
-        from babyllm.soul import saved_config
+        from babyllm.school.soul import saved_config
 
         return saved_config(run_dir).stats.window
     return StatsConfig.window

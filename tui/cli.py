@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from babyllm.cli import add_training_args, run_command
-from babyllm.runsetup import make_tutor, prepare_run
+from babyllm.commands.cli import add_training_args, run_command
+from babyllm.commands.runsetup import make_tutor, prepare_run
 from tui.detach import Detacher, Notifier, launch
 
 
@@ -37,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cockpit(args: argparse.Namespace, notifier: Notifier | None = None) -> int:
     """The training cockpit in this process; ``notifier`` tells the launcher (tui.detach) of a detach."""
-    from babyllm.librarian import find_corpus
-    from babyllm.runtime import pick_device
+    from babyllm.model.runtime import pick_device
+    from babyllm.school.librarian import find_corpus
 
     # Everything that can be checked cheaply is checked here, so it is a one-line error, not a screen.
     cfg, run_dir = prepare_run(args)  # as `babyllm train`: --resume alone continues with the saved config
@@ -73,7 +73,7 @@ def cockpit(args: argparse.Namespace, notifier: Notifier | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from babyllm.runtime import tune_malloc
+    from babyllm.model.runtime import tune_malloc
 
     tune_malloc()
     args = build_parser().parse_args(argv)

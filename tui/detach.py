@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from babyllm.runfiles import DEBUG_LOG
+from babyllm.run.runfiles import DEBUG_LOG
 
 if TYPE_CHECKING:  # the launcher forks before torch (which tutor_thread brings) is imported
     from tui.tutor_thread import TutorThread

@@ -21,9 +21,9 @@ from textual.widgets.selection_list import Selection
 
 from babyllm.errors import BabyError
 from babyllm.infer2.commands import RELOAD, help_examples
-from babyllm.listing import RunRow, best_text
 from babyllm.live import LIVE_KEYS
-from babyllm.overlay import choices
+from babyllm.run.listing import RunRow, best_text
+from babyllm.run.overlay import choices
 
 CHAT_HELP = "chat commands: " + help_examples()
 VIEWER_CHAT_HELP = "chat: " + help_examples(extra=(RELOAD,))

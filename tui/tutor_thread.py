@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from textual.message import Message
 
 from babyllm.errors import BabyError
-from babyllm.runtime import release_openmp_threads
+from babyllm.model.runtime import release_openmp_threads
 from babyllm.snapshot import Snapshot, State, TutorControl
 from tui.messages import SnapshotReady, TutorFailed, TutorFinished, TutorReady, TutorSaid
 
@@ -76,7 +76,7 @@ class TutorThread:
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._main, name="tutor", daemon=True)
-        release_openmp_threads()  # the UI thread's pool would slow the Tutor's (see babyllm.runtime)
+        release_openmp_threads()  # the UI thread's pool would slow the Tutor's (see babyllm.model.runtime)
         self._thread.start()
 
     @property

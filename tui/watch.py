@@ -1,14 +1,14 @@
 """`babyllm-tui --watch RUN_DIR`: the cockpit as a read-only viewer of a run trained elsewhere.
 
-A live run (its control socket answers) is followed through its snapshot stream (babyllm.remote,
-read-only: no request is ever sent); any other run through its files (babyllm.follower.Watcher, which
+A live run (its control socket answers) is followed through its snapshot stream (babyllm.socket.remote,
+read-only: no request is ever sent); any other run through its files (babyllm.run.follower.Watcher, which
 implements TutorControl). This is the app around either. Pause, resume, save, checkpoint and roll back
 are not possible from a viewer: the app says so. The chat loads the run's newest save into this process,
 on the CPU, at the first message (never touching the trainer); ``/reload`` or ``r`` makes the next
 message load the newest save again.
 
 RUN_DIR must exist. An empty directory is waited on (a training run is about to write into it); a
-non-empty one without any run file is refused with a one-line error (babyllm.runfiles.check_run_dir).
+non-empty one without any run file is refused with a one-line error (babyllm.run.runfiles.check_run_dir).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 from babyllm.errors import BabyError
-from babyllm.follower import Watcher
-from babyllm.remote import Publish, RemoteTutor, Say
-from babyllm.runfiles import check_run_dir
+from babyllm.run.follower import Watcher
+from babyllm.run.runfiles import check_run_dir
+from babyllm.socket.remote import Publish, RemoteTutor, Say
 from tui.app import CockpitApp
 from tui.attach import stats_window
 from tui.tutor_thread import TutorFactory

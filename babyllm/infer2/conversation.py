@@ -19,7 +19,7 @@ from babyllm.infer2.sampling import sample_next
 from babyllm.infer2.settings import Settings, show
 from babyllm.infer2.stops import StopRelease
 from babyllm.infer2.threads import native_threads
-from babyllm.model import BabyLLM, State
+from babyllm.model.network import BabyLLM, State
 
 NOTICE_LIMIT = 50  # notices kept when nobody reads them
 CPU_THREADS = 1  # intra-op threads for a chat forward on CPU (see babyllm.infer2.threads)

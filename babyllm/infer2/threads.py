@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from babyllm.runtime import openmp_library
+from babyllm.model.runtime import openmp_library
 
 
 class NativeThreads:

@@ -78,7 +78,7 @@ class ChatPane(Pane):
         self._reply: Static | None = None
         self._reply_text = Text()
         self.chat: Any = None  # set by connect(): an Infer2, or a viewer's WatchChat
-        self._chat_log: Any = None  # babyllm.chatlog.ChatLog: the cockpit's chats go to the run's chat.log
+        self._chat_log: Any = None  # babyllm.run.chatlog.ChatLog: the cockpit's chats go to the run's chat.log
         self.answering = False  # a reply is streaming
         self._reply_so_far = ""
 

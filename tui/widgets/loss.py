@@ -2,7 +2,7 @@
 
 Validation is shown in bits per byte when the Tutor publishes ``val_bpb`` (on the right-hand axis,
 next to the constant ``unigram_bpb`` reference line), else as a loss in nats per token like train.
-Other runs picked for comparison (babyllm.overlay) are drawn under the current run's curves, dimmer,
+Other runs picked for comparison (babyllm.run.overlay) are drawn under the current run's curves, dimmer,
 each in its own colour (OVERLAY_COLOURS); x is the step or the tokens seen, for every curve alike.
 """
 
@@ -21,8 +21,8 @@ from textual.reactive import var
 from textual.widgets import Static
 
 from babyllm.calligraphist import Calligraphist, format_value
-from babyllm.curves import tokens_at
-from babyllm.overlay import Overlay, ReferenceRun, runs_root
+from babyllm.run.curves import tokens_at
+from babyllm.run.overlay import Overlay, ReferenceRun, runs_root
 from babyllm.snapshot import thin
 from tui.screens import RunPicker
 from tui.widgets.base import GuardedStatic, PlotPane, update_static

@@ -1,5 +1,5 @@
 """One-line status bar under the header: state, step, loss, speed; turns into a red banner on an alarm and
-carries an alert's banner (babyllm.alerts) until it is dismissed."""
+carries an alert's banner (babyllm.school.alerts) until it is dismissed."""
 
 from __future__ import annotations
 

@@ -1,0 +1,475 @@
+"""babyLLM: an attention-free language model (Embed -> Neurons -> Windows -> Memory -> Memory 2 -> Logits).
+
+Every part works on all T positions at once and is causal: position t only sees tokens 0..t.
+Sequence mixing (windows and memory) is expressed as small [T, T] matrices built from a handful of
+learned scalars and applied to the activations as one matrix multiply, so training is dominated by
+GEMMs rather than Python loops or memory-bound scans.
+
+Inside `BabyLLM.run` activations are kept neuron-major ([N, B, T], contiguous, time last): every
+sequence mix is then ONE plain GEMM of a tall [N*B, T] matrix with a small [T, T]-sized one, the shape
+BLAS runs near its peak (time-major [T, T] x [T, B*N] measured at under half of it on a 2-core CPU).
+Per-neuron gates scale whole rows and the low-rank projections act on the leading dimension, so both
+commute with mixing along time and are applied on whichever side is cheaper (same maths, reordered).
+The modules' own `forward` methods keep the plain batch-major [B, T, N] interface and are what the
+tests check against slow reference loops.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from babyllm.config import ModelConfig
+from babyllm.model import gemm
+from babyllm.stats import MEMORIES, MEMORY_GATE, WINDOW_SIZE, WINDOW_WEIGHT
+
+
+@dataclass
+class State:
+    """What a conversation carries between calls: recent neuron activations and both memories' buffers."""
+
+    pos: int  # tokens seen so far (for the position embedding)
+    acts: Tensor  # [N, B, H] the last <= context neuron activations (the windows' history), neuron-major
+    memory1: Tensor  # [B, 2, N] short- and long-term buffers of Memory
+    memory2: Tensor  # [B, 2, N] the same for Memory 2
+
+
+@dataclass
+class Pass:
+    """One forward pass: logits, the state to carry on from, and the neuron activations (for stats)."""
+
+    logits: Tensor  # [B, T, V]
+    state: State | None
+    acts: Tensor  # [B, T, N]
+
+
+def neuron_major(x: Tensor) -> Tensor:
+    """[B, T, N] -> [N, B, T] (contiguous)."""
+    return x.permute(2, 0, 1).contiguous()
+
+
+def batch_major(x: Tensor) -> Tensor:
+    """[N, B, T] -> a [B, T, N] view."""
+    return x.permute(1, 2, 0)
+
+
+class Embed(nn.Module):
+    """EMBED: token embedding plus learned absolute position embedding -> [B, T, D]."""
+
+    def __init__(self, vocab: int, dim: int, context: int) -> None:
+        super().__init__()
+        self.context = context
+        self.tokens = nn.Embedding(vocab, dim)
+        self.positions = nn.Embedding(context, dim)
+        nn.init.normal_(self.tokens.weight, std=1.0)
+        nn.init.normal_(self.positions.weight, std=0.1)
+
+    def forward(self, ids: Tensor, start: int = 0) -> Tensor:
+        # Past the context (long chats) every token shares the last position's embedding.
+        pos = torch.arange(start, start + ids.shape[1], device=ids.device).clamp_(max=self.context - 1)
+        return self.tokens(ids) + self.positions(pos)
+
+
+class Neurons(nn.Module):
+    """NEURON layer: N D-dimensional neurons, each giving one GELU activation per token -> [B, T, N]."""
+
+    def __init__(self, dim: int, neurons: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        # Scaled so every pre-activation starts with unit variance whatever D is.
+        self.weight = nn.Parameter(torch.randn(neurons, dim) / math.sqrt(dim))
+        self.bias = nn.Parameter(torch.zeros(neurons))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return batch_major(self.neuron_major(x))
+
+    def neuron_major(self, x: Tensor) -> Tensor:
+        """The same activations for x [B, T, D], laid out [N, B, T]: W @ norm(x)^T is one GEMM."""
+        B, T, D = x.shape
+        pre = gemm.addmm(self.bias.unsqueeze(1), self.weight, self.norm(x).reshape(B * T, D).t())
+        return F.gelu(pre).view(-1, B, T)
+
+
+class Windows(nn.Module):
+    """WINDOWS: K causal means of the activations over learnable window sizes, mixed by softmax weightings."""
+
+    def __init__(self, sizes: list[float], context: int, groups: int = 1) -> None:
+        super().__init__()
+        self.context = context
+        # size = 1 + (context - 1) * sigmoid(logit): always a valid, differentiable size in [1, context].
+        frac = (torch.tensor(sizes, dtype=torch.float32) - 1) / (context - 1)
+        self.size_logits = nn.Parameter(torch.logit(frac.clamp(1e-4, 1 - 1e-4)))
+        # One softmax of weightings per group of neurons. With several groups, group g starts leaning
+        # towards window g mod K, so the neurons begin with a spread of time scales rather than one.
+        K = len(sizes)
+        lean = torch.zeros(groups, K)
+        if groups > 1:
+            lean[torch.arange(groups), torch.arange(groups) % K] = 2.0
+        self.weight_logits = nn.Parameter(lean if groups > 1 else torch.zeros(K))
+        self.groups = groups
+
+    def sizes(self) -> Tensor:
+        """Current window sizes in tokens [K] (fractional)."""
+        return 1 + (self.context - 1) * torch.sigmoid(self.size_logits)
+
+    def weightings(self) -> Tensor:
+        """Current window weightings, summing to 1: [K], or [groups, K] with several groups."""
+        return torch.softmax(self.weight_logits, dim=-1)
+
+    def readings(self) -> dict[str, float]:
+        """Each window's weighting (with groups: the groups' mean) and size, named by the stat registry."""
+        weightings = self.weightings()
+        weightings = weightings.mean(0) if weightings.dim() == 2 else weightings
+        out: dict[str, float] = {}
+        for k, (w, s) in enumerate(zip(weightings.tolist(), self.sizes().tolist(), strict=True)):
+            out[WINDOW_WEIGHT.format(i=k)] = w
+            out[WINDOW_SIZE.format(i=k)] = s
+        return out
+
+    def mixing_matrix(self, rows: int, cols: int) -> Tensor:
+        """M [rows, cols] ([groups, rows, cols] with groups) such that M @ acts gives the weighted window
+        means of the last `rows` positions.
+
+        Window k at position t with size w = n + f (n whole tokens, fraction f) is
+            (P[t+1] - P[t+1-n] + f * a[t-n]) / (n + f)        with P the prefix sum of a,
+        or the plain mean of positions 0..t where the window reaches past the start. Differencing a
+        prefix sum of the activations cancels catastrophically in bf16, so we difference the prefix-sum
+        operator instead: row t of M is the same linear map, built exactly for all K windows at once.
+        The fraction f keeps a gradient with respect to every size.
+        """
+        w = self.sizes()
+        n = torch.floor(w.detach())
+        f = w - n
+        t = torch.arange(cols - rows, cols, device=w.device, dtype=w.dtype).view(1, rows, 1)
+        s = torch.arange(cols, device=w.device, dtype=w.dtype).view(1, 1, cols)
+        lag = t - s  # how many positions back column s is from row t
+        n3, f3 = n.view(-1, 1, 1), f.view(-1, 1, 1)
+        full = ((lag >= 0) & (lag < n3)).to(w.dtype)
+        edge = (lag == n3).to(w.dtype) * f3  # the partly-included oldest position
+        count = torch.minimum(n3, t + 1) + f3 * (t >= n3).to(w.dtype)
+        per_window = (full + edge) / count  # [K, rows, cols]
+        w = self.weightings()
+        return torch.einsum("...k,krc->...rc", w, per_window)
+
+    def forward(self, acts: Tensor, rows: int) -> Tensor:
+        """Mixed window means [B, rows, N] for the last `rows` positions of `acts` [B, H, N]."""
+        return batch_major(self.neuron_major(neuron_major(acts), rows))
+
+    def neuron_major(self, acts: Tensor, rows: int) -> Tensor:
+        """The same for acts [N, B, H] -> [N, B, rows]: one [N*B, H] x [H, rows] GEMM (a batch of one per
+        group of N/groups consecutive neurons with several groups)."""
+        N, B, H = acts.shape
+        M = self.mixing_matrix(rows, H).to(acts.dtype)
+        if self.groups == 1:
+            return gemm.mm(acts.reshape(N * B, H), M.t()).view(N, B, rows)
+        return torch.bmm(acts.reshape(self.groups, -1, H), M.transpose(1, 2)).view(N, B, rows)
+
+
+def decay_matrix(decays: Tensor, length: int) -> Tensor:
+    """E [len(decays), T, T] with E[j, t, s] = (1 - d_j) * d_j^(t - s) for s <= t, else 0."""
+    t = torch.arange(length, device=decays.device, dtype=decays.dtype)
+    lag = (t.view(-1, 1) - t.view(1, -1)).clamp_(min=0)  # clamped first so exp never overflows
+    mask = torch.tril(torch.ones(length, length, device=decays.device, dtype=decays.dtype))
+    d = decays.view(-1, 1, 1)
+    return (1 - d) * torch.exp(lag * torch.log(d)) * mask
+
+
+class GatedLeakyAverages(torch.autograd.Function):
+    """g_s*S + g_l*L + g_u*u for u [N, B, T], per-neuron gates [N, 3] and decays [2]; S, L its leaky averages.
+
+    Written out so the decays' gradient comes in closed form from the recurrence rather than through the
+    [T, T] decay matrices. For Y = u E^T (Y_t = d*Y_(t-1) + (1-d)*u_t), dY/dd = (Y - u) E^T / (d(1-d)),
+    so dLoss/dd = <G E, Y - u> / (d(1-d)) = <G (E - I), Y> / (d(1-d)), using <G E, u> = <G, Y>. G (E - I)
+    also gives the input gradient (G E = G (E - I) + G), so the two [T, T] weight-gradient GEMMs (a
+    reduction over all N*B rows, the slowest shape in a step) become per-neuron dot products. Tested
+    against autograd through the reference recurrence.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, u: Tensor, gates: Tensor, decays: Tensor) -> Tensor:
+        N, B, T = u.shape
+        E = decay_matrix(decays, T)  # [2, T, T], fp32
+        flat = u.view(N * B, T)
+        short = gemm.mm(flat, E[0].t().to(u.dtype)).view(N, B, T)
+        long = gemm.mm(flat, E[1].t().to(u.dtype)).view(N, B, T)
+        g = gates.unsqueeze(2).unsqueeze(3)  # [N, 3, 1, 1]
+        out = short * g[:, 0]
+        out.addcmul_(long, g[:, 1]).addcmul_(u, g[:, 2])
+        ctx.save_for_backward(u, short, long, gates, decays, E)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        u, short, long, gates, decays, E = ctx.saved_tensors
+        N, B, T = u.shape
+        grad = grad.contiguous()
+        flat = grad.view(N * B, T)
+        less = (E - torch.eye(T, device=E.device, dtype=E.dtype)).to(grad.dtype)  # E - I
+        k_short = gemm.mm(flat, less[0]).view(N, B, T)  # G (E_s - I)
+        k_long = gemm.mm(flat, less[1]).view(N, B, T)
+        g = gates.unsqueeze(2).unsqueeze(3)
+        du = dgates = ddecays = None
+        if ctx.needs_input_grad[0]:
+            du = k_short * g[:, 0]
+            du.addcmul_(k_long, g[:, 1]).addcmul_(grad, g.sum(1))
+        if ctx.needs_input_grad[1]:
+            dgates = torch.stack([_dots(grad, short), _dots(grad, long), _dots(grad, u)], dim=1).to(gates.dtype)
+        if ctx.needs_input_grad[2]:
+            per_neuron = torch.stack([_dots(k_short, short), _dots(k_long, long)])  # [2, N]
+            ddecays = (per_neuron * gates[:, :2].t().to(per_neuron.dtype)).sum(1) / (decays * (1 - decays))
+            ddecays = ddecays.to(decays.dtype)
+        return du, dgates, ddecays
+
+
+def _dots(a: Tensor, b: Tensor) -> Tensor:
+    """Per-neuron dot products of a and b [N, B, T] -> [N], summed in at least fp32.
+
+    (bmm's [N, 1, K] x [N, K, 1] measured about 2x slower inside a CPU step.)
+    """
+    return (a * b).view(a.shape[0], -1).sum(1, dtype=torch.promote_types(a.dtype, torch.float32))
+
+
+class Memory(nn.Module):
+    """MEMORY: short- and long-term leaky averages along the sequence, mixed per neuron by learned gates.
+
+    S_t = d_s * S_(t-1) + (1 - d_s) * u_t and likewise L with d_l, computed for all t at once as the
+    activations times a [T, T] decay matrix each. Per-neuron softmax gates mix four sources: S, L, the
+    input u itself, and a projected memory (L through a low-rank bottleneck, the only cross-neuron path).
+    With `mlp` (model.memory_mlp) the projected path is instead a GELU bottleneck over the input at the same
+    position, up(GELU(down(u) + b)): the one place after the sequence mixing where neurons combine
+    nonlinearly what the windows gathered from different positions (measured: the largest single gain).
+    """
+
+    SOURCES = ("short", "long", "input", "proj")
+
+    def __init__(self, neurons: int, rank: int, decay_short: float = 0.5, decay_long: float = 0.95,
+                 mlp: bool = False) -> None:
+        super().__init__()
+        self.mlp = mlp
+        if mlp:
+            self.proj_bias = nn.Parameter(torch.zeros(rank))
+        self.decay_logits = nn.Parameter(torch.logit(torch.tensor([decay_short, decay_long])))
+        self.gate_logits = nn.Parameter(torch.zeros(neurons, len(self.SOURCES)))
+        self.down = nn.Linear(neurons, rank, bias=False)
+        self.up = nn.Linear(rank, neurons, bias=False)
+        nn.init.zeros_(self.up.weight)  # the projected path starts silent and grows in
+
+    def decays(self) -> Tensor:
+        """[2]: short-term and long-term decay, each in (0, 1)."""
+        return torch.sigmoid(self.decay_logits)
+
+    def gates(self) -> Tensor:
+        """[N, 4]: per-neuron weights of (short, long, input, proj), summing to 1."""
+        return torch.softmax(self.gate_logits, dim=-1)
+
+    def readings(self, prefix: str) -> dict[str, float]:
+        """Both decays and each source's mean gate, as `<prefix>_decay_short`, `<prefix>_gate_input`, ..."""
+        short, long = self.decays().tolist()
+        out = {f"{prefix}_decay_short": short, f"{prefix}_decay_long": long}
+        for src, g in zip(self.SOURCES, self.gates().mean(0).tolist(), strict=True):
+            out[MEMORY_GATE.format(memory=prefix, source=src)] = g
+        return out
+
+    def gate_histogram(self, bins: int) -> Tensor:
+        """[4, bins]: how many neurons' gate for each source falls in each of `bins` equal bins over [0, 1]."""
+        g = self.gates().detach().t()  # [4, N]
+        sources = len(self.SOURCES)
+        at = (g * bins).long().clamp_(0, bins - 1)  # a gate of exactly 1 goes in the last bin
+        at = at + torch.arange(sources, device=g.device).unsqueeze(1) * bins  # one run of bins per source
+        return torch.bincount(at.flatten(), minlength=sources * bins).view(sources, bins)
+
+    def forward(self, u: Tensor, carried: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Gated memory output [B, T, N] and the buffers after the last position [B, 2, N]."""
+        out, last = self.neuron_major(neuron_major(u), carried, want_last=True)
+        assert last is not None
+        return batch_major(out), last
+
+    def neuron_major(self, u: Tensor, carried: Tensor | None = None, want_last: bool = False,
+                     gates: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """The same for u [N, B, T] -> (out [N, B, T], buffers after the last position [B, 2, N] or None).
+
+        `gates` [N, 4] replaces self.gates() (see Memory2.input_gates).
+
+        out = g_s*S + g_l*L + g_u*u + g_p*up(down(L)) with S = u E_s^T and L = u E_l^T along time: two
+        [N*B, T] x [T, T] GEMMs and the gated sum (GatedLeakyAverages, which also gives the decays their
+        gradient). `down` mixes neurons, so it commutes with the decay matrices:
+        down(L) = (W_down u) E_l^T is only [rank, B, T]; g_p is folded into the up weight. With mlp the
+        path is up(GELU(W_down u + b)) instead (no decay mix; carried buffers do not enter it).
+        """
+        N, B, T = u.shape
+        dt = u.dtype
+        d = self.decays()
+        E = decay_matrix(d, T)  # [2, T, T]
+        g = (self.gates() if gates is None else gates).to(dt)  # [N, 4]
+        flat = u.view(N * B, T)
+        out = GatedLeakyAverages.apply(u, g[:, :3], d).view(N * B, T)
+        low = gemm.mm(self.down.weight.to(dt), u.view(N, B * T))  # [rank, B*T]: W_down u
+        z = low if self.mlp else gemm.mm(low.view(-1, T), E[1].t().to(dt))  # down(u) | down(L) [rank*B, T]
+        if carried is not None:  # earlier buffers fade in as d^(t+1)
+            fade = (d.view(2, 1) ** torch.arange(1, T + 1, device=u.device, dtype=d.dtype).view(1, T)).to(dt)
+            c = carried.to(dt).permute(2, 0, 1)  # [N, B, 2]
+            out = out + (c * g[:, :2].view(N, 1, 2)).reshape(N * B, 2) @ fade  # [N*B, 2] x [2, T]
+            if not self.mlp:
+                z = z + (torch.mm(self.down.weight.to(dt), c[:, :, 1]).unsqueeze(2) * fade[1]).view(-1, T)
+        if self.mlp:  # the bottleneck as a GELU layer over this position's input: the nonlinear path
+            z = F.gelu(z + self.proj_bias.to(dt).unsqueeze(1))
+        up = self.up.weight.to(dt) * g[:, 3].unsqueeze(1)  # [N, rank], the proj gate folded in
+        out = (out.view(N, B * T) + gemm.mm(up, z.view(-1, B * T))).view(N, B, T)
+        last = None
+        if want_last:
+            last = torch.mm(flat, E[:, -1].t().to(dt)).view(N, B, 2)
+            if carried is not None:
+                last = last + fade[:, -1] * c
+            last = last.permute(1, 2, 0)
+        return out, last
+
+
+class Memory2(Memory):
+    """MEMORY 2: a second Memory whose input is a learned per-neuron mix of the windows and Memory's output."""
+
+    def __init__(self, neurons: int, rank: int, **kwargs: Any) -> None:
+        super().__init__(neurons, rank, **kwargs)
+        self.mix_logits = nn.Parameter(torch.zeros(neurons))
+
+    def mix(self) -> Tensor:
+        """[N]: the share of the windows output in Memory 2's input (the rest is Memory's output)."""
+        return torch.sigmoid(self.mix_logits)
+
+    def readings(self, prefix: str) -> dict[str, float]:
+        """Memory's readings plus the mean share of the windows output in the input (`<prefix>_mix`)."""
+        return {**super().readings(prefix), f"{prefix}_mix": self.mix().mean().item()}
+
+    def forward(self, windows: Tensor, memory: Tensor, carried: Tensor | None = None) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        mixed = self.mixed_input(neuron_major(windows), neuron_major(memory))
+        return super().forward(batch_major(mixed), carried)
+
+    def mixed_input(self, windows: Tensor, memory: Tensor) -> Tensor:
+        """m*windows + (1-m)*memory in one pass, for neuron-major [N, B, T] inputs."""
+        return torch.lerp(memory, windows, self.mix().to(memory.dtype).view(-1, 1, 1))
+
+    def input_gates(self, first: Memory) -> Tensor:
+        """Gates [N, 4] that make `first`, run on the windows output, return this layer's input directly.
+
+        Memory's output is linear in its gates and its own input is the windows output, so
+        m*windows + (1-m)*memory(windows) is Memory with its gates scaled by (1-m) and m added to the
+        input gate: Memory's output itself is never materialised.
+        """
+        m = self.mix().unsqueeze(1)  # [N, 1]
+        sources = torch.arange(len(Memory.SOURCES), device=m.device)
+        input_column = (sources == Memory.SOURCES.index("input")).to(m.dtype)
+        return (1 - m) * first.gates() + m * input_column
+
+
+class Logits(nn.Module):
+    """LOGIT layer: LayerNorm, then a linear map from the neurons to a score per vocabulary token."""
+
+    def __init__(self, neurons: int, vocab: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(neurons)
+        self.linear = nn.Linear(neurons, vocab)
+        # Small so an untrained model's loss starts near ln(vocab).
+        nn.init.normal_(self.linear.weight, std=0.2 / math.sqrt(neurons))
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: Tensor, dropout: float = 0.0) -> Tensor:
+        x = self.norm(x)
+        if dropout:
+            x = F.dropout(x, dropout)
+        if x.dim() == 2:  # the model's path (oneDNN for fp32 on CPU where chosen)
+            return gemm.linear(x, self.linear.weight, self.linear.bias)
+        return self.linear(x)
+
+
+class BabyLLM(nn.Module):
+    """The whole model: token ids [B, T] -> next-token logits [B, T, V] for every position."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = Embed(cfg.vocab, cfg.embed, cfg.context)
+        self.neurons = Neurons(cfg.embed, cfg.neurons)
+        self.windows = Windows(cfg.windows, cfg.context, cfg.window_groups)
+        self.memory1 = Memory(cfg.neurons, cfg.memory_rank, mlp=cfg.memory_mlp)
+        self.memory2 = Memory2(cfg.neurons, cfg.memory_rank, mlp=cfg.memory_mlp)
+        self.logits = Logits(cfg.neurons, cfg.vocab)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.run(ids).logits
+
+    def run(self, ids: Tensor, state: State | None = None, keep_state: bool = False, train: bool = False) -> Pass:
+        """Forward over ids [B, T], continuing from `state` if given; returns the new state if asked.
+
+        `train` turns on dropout (a training step's forward); every other caller gets the plain model.
+        """
+        B, T = ids.shape
+        drop = self.cfg.dropout if train else 0.0
+        acts = self.neurons.neuron_major(self.embed(ids, start=state.pos if state else 0))  # [N, B, T]
+        if drop:
+            acts = F.dropout(acts, drop)
+        history = torch.cat([state.acts.to(acts.dtype), acts], dim=2) if state else acts
+        win = self.windows.neuron_major(history, rows=T)
+        c1 = state.memory1 if state else None
+        c2 = state.memory2 if state else None
+        gates = self.memory2.input_gates(self.memory1)
+        mem2_in, carried1 = self.memory1.neuron_major(win, c1, want_last=keep_state, gates=gates)
+        mem2, carried2 = self.memory2.neuron_major(mem2_in, c2, want_last=keep_state)
+        # Back to tokens x neurons for the LayerNorm and the vocabulary GEMM: one explicit transposed copy
+        # (measured cheaper than LayerNorm on the transposed view, which copies in both passes).
+        logits = self.logits(mem2.view(-1, B * T).t().contiguous(), drop).view(B, T, -1)
+        new_state = None
+        if keep_state:
+            assert carried1 is not None and carried2 is not None
+            pos = (state.pos if state else 0) + T
+            kept = history[:, :, -self.cfg.context :].detach()
+            new_state = State(pos, kept, carried1.detach(), carried2.detach())
+        return Pass(logits, new_state, batch_major(acts))
+
+    @torch.no_grad()
+    def readings(self) -> dict[str, float]:
+        """The learned mixing scalars the cockpit shows, as each part declares them (see babyllm.stats)."""
+        memory1, memory2 = MEMORIES
+        return {**self.windows.readings(), **self.memory1.readings(memory1), **self.memory2.readings(memory2)}
+
+    @torch.no_grad()
+    def gate_histograms(self, bins: int) -> dict[str, tuple[int, ...]]:
+        """Each memory's per-neuron gates as histograms (keyed as their mean's stat, e.g. mem1_gate_short)."""
+        counts = torch.stack([self.memory1.gate_histogram(bins), self.memory2.gate_histogram(bins)]).tolist()
+        return {MEMORY_GATE.format(memory=m, source=src): tuple(row)
+                for m, rows in zip(MEMORIES, counts, strict=True)
+                for src, row in zip(Memory.SOURCES, rows, strict=True)}
+
+    def param_counts(self) -> dict[str, int]:
+        """Parameters per part, in model order."""
+        return {name: sum(p.numel() for p in part.parameters()) for name, part in self.named_children()}
+
+    def forward_macs_per_token(self) -> dict[str, int]:
+        """Multiply-accumulates per token of one forward pass at full context, per part (dense GEMMs as run)."""
+        c = self.cfg
+        T, N = c.context, c.neurons
+        memory = 2 * T * N + 2 * N * c.memory_rank + (0 if c.memory_mlp else T * c.memory_rank)
+        return {
+            "embed": 0,
+            "neurons": c.embed * N,
+            "windows": T * N,
+            "memory1": memory,
+            "memory2": memory,
+            "logits": N * c.vocab,
+        }
+
+    def train_flops_per_token(self) -> int:
+        """Training FLOPs per token as run: 2 per MAC forward, twice that backward (input and weight
+        gradients), except the memories' four decay mixes, which have no weight-gradient GEMM (their
+        decays' gradient is a few dot products per neuron, see GatedLeakyAverages)."""
+        c = self.cfg
+        decay_mixes = 2 * 2 * c.context * c.neurons  # MACs per token: two mixes in each memory
+        return 6 * sum(self.forward_macs_per_token().values()) - 2 * decay_mixes
+
+
+def next_token_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean cross-entropy of every position's prediction against the next token (computed in fp32)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))

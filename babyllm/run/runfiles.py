@@ -1,0 +1,456 @@
+"""The run directory's format: its file names, the header, the metrics and event records, and its one validator.
+
+A run directory (``runs/NAME/``) holds::
+
+    header.json               who trains it: config name, device, dtype, versions, start time, pid (each start)
+    tokenizer.json            the run's tokenizer (written once, checked against every save)
+    metrics.jsonl             one JSON object of stats per training step (non-finite values as null),
+                              and {"rollback_to": STEP} where later steps were discarded
+    events.jsonl              saves, checkpoints, validation results, alarms, errors: {step, kind, message, time}
+    debug.log                 the Counsellor's debug log (for people: nothing parses it)
+    chat.log                  the cockpit's and `babyllm chat`'s conversations
+    train.lock                held by the one process that trains the run (babyllm.run.runlock)
+    control.sock              the live run's control socket (babyllm.socket.wire), owner-only; gone once it stops
+    screenshots/              the cockpit's SVG screenshots (the S key)
+    tensorboard/              TensorBoard event files ([log] tensorboard = true; babyllm.run.tboard), one per start
+    save-00000500/            rolling resume points (the last train.keep are kept)
+    checkpoint-00001000/      step-numbered snapshots, never pruned
+    best/                     the weights with the lowest validation loss (model only, not resumable)
+
+The Tutor writes through RunWriter; the follower (and a resume) read through the parse functions here,
+so a record's shape is defined once. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import IO, Any, Literal, Protocol, TypeGuard
+
+from babyllm.errors import BabyError, CheckpointError
+from babyllm.snapshot import Event, History
+
+HEADER_FILE = "header.json"
+TOKENIZER_FILE = "tokenizer.json"
+METRICS_FILE = "metrics.jsonl"
+EVENTS_FILE = "events.jsonl"
+DEBUG_LOG = "debug.log"
+CHAT_LOG = "chat.log"
+LOCK_FILE = "train.lock"
+CONTROL_SOCKET = "control.sock"
+SCREENSHOTS = "screenshots"
+TENSORBOARD = "tensorboard"
+BEST = "best"
+RESUMABLE_KINDS = ("save", "checkpoint")
+# Inside a save folder:
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+# Any of these (or a save) makes a directory a run.
+RUN_FILES = (HEADER_FILE, METRICS_FILE, EVENTS_FILE, TOKENIZER_FILE, DEBUG_LOG)
+RUNS = Path("runs")
+HISTORY_TAIL_BYTES = 32 << 20  # a resume rebuilds History from at most this much of metrics.jsonl
+RECENT_EVENTS = 50  # events a Snapshot carries (and a resume reloads)
+UNKNOWN = "unknown"  # a header field its record lacks (or has in an unusable form)
+
+_SAVE_NAME = re.compile(r"^(save|checkpoint)-(\d+)$")
+
+
+# --- save folders ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SaveInfo:
+    """One resumable save folder, found by its name (not yet read or checked)."""
+
+    path: Path
+    kind: str  # save | checkpoint
+    step: int
+
+
+def save_name(kind: str, step: int) -> str:
+    return BEST if kind == BEST else f"{kind}-{step:08d}"
+
+
+def list_saves(run_dir: Path) -> list[SaveInfo]:
+    """Resumable saves in a run directory, newest first (a rolling save before a checkpoint of the same step)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = []
+    for p in run_dir.iterdir():
+        m = _SAVE_NAME.match(p.name)
+        if m and p.is_dir():
+            found.append(SaveInfo(p, m.group(1), int(m.group(2))))
+    return sorted(found, key=lambda s: (s.step, s.kind == "save"), reverse=True)
+
+
+def latest_step(run_dir: Path) -> int | None:
+    saves = list_saves(run_dir)
+    return saves[0].step if saves else None
+
+
+def is_save_folder(path: Path) -> bool:
+    """A save folder (e.g. runs/NAME/best) rather than a run directory."""
+    return (Path(path) / META_FILE).exists()
+
+
+# --- the one validator ----------------------------------------------------------------------------
+
+Use = Literal["train", "resume", "read", "watch"]  # a new run | continuing one | chat/sample | the viewer
+
+
+def check_run_dir(path: Path, use: Use, flag: str = "--run-dir", runs_root: Path = RUNS) -> Path:
+    """`path` if it can serve `use`; CheckpointError (one line) if not.
+
+    train/resume may name a directory not made yet (whether it has saves is soul.check_start's business);
+    read and watch need it to exist; read also takes one save folder; watch waits on an empty directory.
+    """
+    d = Path(path).expanduser()
+    if not d.exists():
+        if use in ("train", "resume"):
+            return d
+        raise CheckpointError(f"{d}: no such run directory ({_missing_hint(use, d, runs_root)})")
+    if not d.is_dir():
+        raise CheckpointError(f"{d}: not a directory ({flag} wants a run directory, e.g. runs/NAME)")
+    if use != "read" and is_save_folder(d):
+        raise CheckpointError(f"{d}: is one save folder; name its run directory: {flag} {d.parent}")
+    return _check_watchable(d) if use == "watch" else d
+
+
+def run_name_dir(run: str, runs_root: Path = RUNS) -> Path:
+    """--run NAME -> runs_root/NAME (a name, never a path)."""
+    if "/" in run or run in (".", ".."):
+        raise BabyError(f"--run {run}: a run name cannot contain '/'; use --run-dir for a path")
+    return Path(runs_root) / run
+
+
+def _missing_hint(use: Use, d: Path, runs_root: Path) -> str:
+    if use == "watch":
+        return f"start the training first, e.g. babyllm train --run-dir {d}"
+    known = sorted(p.name for p in Path(runs_root).iterdir() if p.is_dir()) if Path(runs_root).is_dir() else []
+    return f"runs in {runs_root}/: {', '.join(known)}" if known else "train one first with `babyllm train`"
+
+
+def _check_watchable(d: Path) -> Path:
+    try:
+        entries = list(os.scandir(d))
+    except OSError as e:
+        raise CheckpointError(f"{d}: cannot read the directory ({e.strerror or e})") from None
+    if not entries or any((d / name).is_file() for name in RUN_FILES) or list_saves(d):
+        return d  # (an empty directory: a run about to start writing here, waited on)
+    raise CheckpointError(f"{d}: not a babyllm run (no metrics.jsonl, events.jsonl, tokenizer.json or saves)")
+
+
+# --- the header -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Header:
+    """Who trains the run: written to header.json each time a Tutor starts (the follower reads it)."""
+
+    config_name: str = UNKNOWN
+    device: str = UNKNOWN
+    dtype: str = UNKNOWN
+    babyllm_version: str = UNKNOWN
+    torch_version: str = UNKNOWN
+    started: float = 0.0  # seconds since the epoch
+    pid: int = 0
+    resume: bool = False
+    world_size: int = 1
+    format: int = 1
+
+    @classmethod
+    def now(cls, config_name: str, device: str, dtype: str, torch_version: str, resume: bool = False,
+            world_size: int = 1) -> Header:
+        from babyllm import __version__
+
+        return cls(config_name, device, dtype, __version__, torch_version, time.time(), os.getpid(), resume,
+                   world_size)
+
+    @classmethod
+    def from_record(cls, rec: Any) -> Header | None:
+        """The header a JSON object describes; None if it is not one. Unknown keys are ignored, odd values defaulted."""
+        if not isinstance(rec, dict):
+            return None
+        base = cls()
+        kept = {k: rec[k] for k in asdict(base) if k in rec and isinstance(rec[k], type(getattr(base, k)))
+                and not (isinstance(rec[k], bool) and not isinstance(getattr(base, k), bool))}
+        if isinstance(rec.get("started"), int) and not isinstance(rec["started"], bool):
+            kept["started"] = float(rec["started"])
+        return cls(**kept)
+
+
+def write_header(run_dir: Path, header: Header) -> None:
+    """Replace header.json atomically (a reader sees the old header or the new one, never half of one)."""
+    path = Path(run_dir) / HEADER_FILE
+    tmp = path.with_name(f".{HEADER_FILE}.tmp-{os.getpid()}")  # (soul.clean_temp removes one a crash left)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(asdict(header)) + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_header(run_dir: Path) -> Header | None:
+    """The run's header; None when there is none (a run started before headers existed) or it is unreadable."""
+    try:
+        return Header.from_record(json.loads((Path(run_dir) / HEADER_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+# --- records --------------------------------------------------------------------------------------
+
+
+def metrics_record(stats: dict[str, float], when: float | None = None) -> dict[str, Any]:
+    """One step's stats as written: non-finite values as null, plus the wall clock when recorded."""
+    rec: dict[str, Any] = {k: (v if math.isfinite(v) else None) for k, v in stats.items()}
+    rec["time"] = time.time() if when is None else when
+    return rec
+
+
+def rollback_record(step: int) -> dict[str, Any]:
+    """The marker that every logged step after `step` was discarded (a rollback or a resume)."""
+    return {"rollback_to": step, "time": time.time()}
+
+
+def event_record(ev: Event) -> dict[str, Any]:
+    return {"step": ev.step, "kind": ev.kind, "message": ev.message, "time": ev.time}
+
+
+def metrics_values(record: dict[str, Any]) -> dict[str, float]:
+    """A metrics.jsonl record as stats: null (a non-finite value) -> nan; non-numbers are left out."""
+    out: dict[str, float] = {}
+    for k, v in record.items():
+        if v is None:
+            out[k] = math.nan
+        elif _is_real(v):
+            out[k] = float(v)
+    return out
+
+
+def rollback_step(record: dict[str, Any]) -> int | None:
+    """The step a rollback marker goes back to, or None for any other record."""
+    back = record.get("rollback_to")
+    return back if _is_whole(back) else None
+
+
+def record_step(values: dict[str, float]) -> int | None:
+    """The step of a metrics record's values (None for a damaged record)."""
+    step = values.get("step")
+    return int(step) if step is not None and math.isfinite(step) and step >= 0 else None
+
+
+def parse_event(record: dict[str, Any], default_time: float | None = None) -> Event | None:
+    """An events.jsonl record as an Event; None for a damaged one."""
+    try:
+        when = record.get("time")
+        return Event(int(record.get("step", 0)), str(record.get("kind", "info")),  # type: ignore[arg-type]
+                     str(record.get("message", "")),
+                     float(when if when is not None else (time.time() if default_time is None else default_time)))
+    except (TypeError, ValueError):
+        return None
+
+
+def read_jsonl(path: Path, tail_bytes: int = HISTORY_TAIL_BYTES) -> list[dict[str, Any]]:
+    """The JSON objects in the last `tail_bytes` of a JSON-lines log; torn or damaged lines are skipped."""
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, 2)
+            fh.seek(max(0, size - tail_bytes))
+            data = fh.read()
+    except OSError:
+        return []
+    lines = data.split(b"\n")
+    if size > tail_bytes:
+        lines = lines[1:]  # the tail of a line that began before where reading began
+    return _parse_lines(lines)
+
+
+def read_jsonl_since(path: Path, offset: int = 0,
+                     tail_bytes: int = HISTORY_TAIL_BYTES) -> tuple[list[dict[str, Any]], int]:
+    """The JSON objects in the whole lines after byte `offset` (at most the last `tail_bytes` of them) and
+    the offset after the last whole line: a follower reads only what was appended since. A torn last line
+    (still being written) is left for the next read. OSError if the file cannot be read."""
+    with open(path, "rb") as fh:
+        size = fh.seek(0, 2)
+        start = max(offset, size - tail_bytes)
+        fh.seek(start)
+        data = fh.read()
+    end = data.rfind(b"\n") + 1
+    lines = data[:end].split(b"\n")
+    if start > offset:
+        lines = lines[1:]  # the tail of a line that began before where reading began
+    return _parse_lines(lines), start + end
+
+
+def _parse_lines(lines: list[bytes]) -> list[dict[str, Any]]:
+    out = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def replay_history(run_dir: Path, history: History, step: int) -> tuple[bool, list[Event]]:
+    """After a resume: fill `history` from metrics.jsonl up to `step` (the live branch); the recent events.
+
+    Returns (whether the log holds steps after `step`, a branch now discarded; the last RECENT_EVENTS events).
+    """
+    beyond = apply_metrics(history, read_jsonl(Path(run_dir) / METRICS_FILE), step)
+    events = [ev for ev in (parse_event(rec, 0.0) for rec in read_jsonl(Path(run_dir) / EVENTS_FILE)
+                            if "step" in rec and "kind" in rec and "message" in rec) if ev is not None]
+    return beyond, events[-RECENT_EVENTS:]
+
+
+def apply_metrics(history: History, records: list[dict[str, Any]], step: int = 1 << 62, beyond: bool = False) -> bool:
+    """Add metrics.jsonl records (up to `step`) to `history` as the log means them: a rollback marker drops
+    the steps after it, a step logged twice (a resume) replaces the first. Returns whether the records
+    leave steps after `step` (`beyond`: whether the records before these did)."""
+    for rec in records:
+        back = rollback_step(rec)
+        if back is not None:
+            history.rewind(back + 1)
+            beyond = beyond and back > step
+            continue
+        if "rollback_to" in rec:
+            continue
+        at = rec.get("step")
+        if not _is_whole(at) or at > step:
+            beyond = beyond or _is_whole(at)
+            continue
+        history.rewind(int(at))  # a step logged twice (an older resume): the later line wins
+        history.add(int(at), {k: v for k, v in metrics_values(rec).items() if k != "time"})
+    return beyond
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_whole(v: Any) -> TypeGuard[int]:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+# --- writing the logs -----------------------------------------------------------------------------
+
+
+def open_log(path: Path, mode: str) -> IO[str]:
+    """Open a JSON-lines log for appending ("a") or afresh ("w"); a torn last line (a crash or a full disk
+    mid-write) is cut first, so the next line never glues onto it. Failure is one line naming the file."""
+    try:
+        if mode == "a" and path.exists():
+            with open(path, "rb+") as fh:
+                data = fh.read()
+                if data and not data.endswith(b"\n"):
+                    fh.truncate(data.rfind(b"\n") + 1)
+        return open(path, mode, encoding="utf-8")  # noqa: SIM115 - kept open until close()
+    except OSError as e:
+        raise BabyError(f"{path}: cannot open for writing ({e.strerror or e}); free space or fix permissions "
+                        "(the run's saves are intact)") from None
+
+
+LogName = Literal["metrics", "events"]
+_FILES: Mapping[LogName, str] = MappingProxyType({"metrics": METRICS_FILE, "events": EVENTS_FILE})
+
+
+class MetricsMirror(Protocol):
+    """Another home for the metrics (babyllm.run.tboard.EventWriter): fed each step, flushed with metrics.jsonl."""
+
+    def add(self, stats: dict[str, float]) -> None: ...
+
+    def restart(self, step: int) -> None: ...  # every step after `step` was discarded
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class RunWriter:
+    """Appends the Tutor's records to metrics.jsonl and events.jsonl (a failed write drops that log: see _write)."""
+
+    run_dir: Path
+    failed: Callable[[str, OSError], None]
+    flush_every: float = 1.0  # seconds between flushes of metrics.jsonl (events are flushed at once)
+    mirror: MetricsMirror | None = None  # (it handles its own failures)
+    _files: dict[LogName, IO[str] | None] = field(default_factory=dict)
+    _last_flush: float = field(default_factory=time.monotonic)
+
+    def open(self, mode: str, only: tuple[LogName, ...] = ("metrics", "events")) -> None:
+        for name in only:
+            self._files[name] = open_log(Path(self.run_dir) / _FILES[name], mode)
+
+    def metrics(self, stats: dict[str, float]) -> None:
+        flush = time.monotonic() - self._last_flush >= self.flush_every
+        if self.mirror is not None:
+            self.mirror.add(stats)
+        self._write("metrics", json.dumps(metrics_record(stats)) + "\n", flush)
+
+    def rollback(self, step: int) -> None:
+        if self.mirror is not None:
+            self.mirror.restart(step)
+        self._write("metrics", json.dumps(rollback_record(step)) + "\n", flush=True)
+
+    def event(self, ev: Event) -> None:
+        self._write("events", json.dumps(event_record(ev)) + "\n", flush=True)
+        self.flush()
+
+    def flush(self) -> None:
+        """Flush metrics.jsonl now (an event or a state change: a follower should see the steps before it)."""
+        self._write("metrics", "", flush=True)
+
+    def reopen(self) -> list[str]:
+        """Reopen any log that failed (once the user has freed space); the errors of those that still fail."""
+        errors = []
+        for name in _FILES:
+            if name in self._files and self._files[name] is None:
+                try:
+                    self.open("a", (name,))
+                except BabyError as e:
+                    errors.append(str(e))
+        return errors
+
+    def close(self) -> None:
+        if self.mirror is not None:
+            self.mirror.close()
+        for f in self._files.values():
+            if f is not None and not f.closed:
+                with contextlib.suppress(OSError):  # a full disk at the very end: the saves are intact
+                    f.close()  # (flushes)
+        self._files = {name: None for name in self._files}
+
+    def _write(self, name: LogName, text: str, flush: bool) -> None:
+        """Write and/or flush one log; an OSError (a full disk) drops it and calls `failed(file name, error)`."""
+        f = self._files.get(name)
+        if f is None:
+            return
+        try:
+            if text:
+                f.write(text)
+            if flush:
+                f.flush()
+                if name == "metrics":
+                    self._last_flush = time.monotonic()
+                    if self.mirror is not None:
+                        self.mirror.flush()
+        except OSError as e:
+            self._files[name] = None
+            with contextlib.suppress(OSError):
+                f.close()
+            self.failed(_FILES[name], e)

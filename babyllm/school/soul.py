@@ -1,0 +1,501 @@
+"""SOUL: checkpoints: everything needed to resume a run exactly.
+
+The run directory's layout and file names are babyllm.run.runfiles's.
+
+Each save folder holds ``model.safetensors`` (the weights), ``state.pt`` (optimizer, scheduler, RNG and
+sampler states and the recent losses; tensors and plain containers only, read with
+``torch.load(weights_only=True)``) and ``meta.json`` (step, tokens, config, tokenizer digest, Python RNG
+state, validation losses, and the size and SHA-256 of every other file). Loading never executes code
+from the files, so a save someone else shared is safe to open.
+
+Writes are atomic: a save is written into a hidden temp folder beside its final place, every file and
+the folder are fsynced, the folder is renamed into place and the run directory is fsynced. A crash or
+a full disk part-way leaves every earlier save untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeGuard, TypeVar
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from tokenizers import Tokenizer
+
+from babyllm.config import Config, _apply_table, validate
+from babyllm.errors import BabyError, CheckpointError, ConfigError
+from babyllm.model.network import BabyLLM
+from babyllm.run import runlock
+from babyllm.run.runfiles import (
+    BEST,
+    META_FILE,
+    MODEL_FILE,
+    RUNS,
+    STATE_FILE,
+    TOKENIZER_FILE,
+    check_run_dir,
+    is_save_folder,
+    latest_step,
+    list_saves,
+    run_name_dir,
+    save_name,
+)
+from babyllm.school.librarian import atomic_write_bytes, tokenizer_digest
+
+FORMAT = 1
+T = TypeVar("T")
+
+
+class CheckpointMismatch(CheckpointError):
+    """A readable save that does not fit the config or tokenizer in use (falling back would not help)."""
+
+
+@dataclass
+class LoadedSave:
+    """A save read back and checked: its metadata, weights and (for resumable saves) training state."""
+
+    path: Path
+    meta: dict[str, Any]
+    model_state: dict[str, torch.Tensor]
+    state: dict[str, Any] | None
+
+    @property
+    def step(self) -> int:
+        return int(self.meta["step"])
+
+
+# --- run directories ------------------------------------------------------------------------------
+
+
+def make_run_dir(run_dir: Path) -> None:
+    """Create the run directory (and parents), or say in one line why it cannot be used."""
+    run_dir = check_run_dir(run_dir, "train")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BabyError(f"{run_dir}: cannot create the run directory ({e.strerror or e}); "
+                        "choose another --run-dir") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise BabyError(f"{run_dir}: the run directory is not writable; fix its permissions or "
+                        "train a copy of it (its saves are untouched)")
+
+
+def check_start(run_dir: Path, resume: bool, owner: bool = False) -> None:
+    """A new run must not overwrite saves; a resumed run needs one; a run being trained is named as such
+    (`owner`: the caller holds the run's lock itself)."""
+    if not owner:
+        runlock.check_free(run_dir)
+    step = latest_step(run_dir)
+    if not resume and step is not None:
+        raise BabyError(
+            f"{run_dir} already has a save at step {step}; pass --resume to continue it, or choose another --run"
+        )
+    if resume and step is None:
+        raise CheckpointError(f"{run_dir}: no save to resume from (start it without --resume)")
+
+
+def resolve_run_dir(
+    run: str | None, run_dir: Path | None, resume: bool, config_name: str, runs_root: Path = RUNS
+) -> Path:
+    """--run-dir D as given; --run NAME -> runs_root/NAME; neither: the newest saved run (resume) or a new one."""
+    runs_root = Path(runs_root)
+    if run_dir is not None:
+        d = Path(run_dir)
+    elif run:
+        d = run_name_dir(run, runs_root)
+    elif resume:
+        best: tuple[float, Path] | None = None
+        for candidate in runs_root.iterdir() if runs_root.is_dir() else ():
+            saves = list_saves(candidate)
+            if saves:
+                stamp = max((s.path / META_FILE).stat().st_mtime if (s.path / META_FILE).exists() else 0.0
+                            for s in saves)
+                if best is None or stamp > best[0]:
+                    best = (stamp, candidate)
+        if best is None:
+            raise CheckpointError(f"{runs_root}: no saved run to resume; pass --run NAME or --run-dir D")
+        d = best[1]
+    else:
+        stem = f"{config_name or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        d, n = runs_root / stem, 2
+        while d.exists():
+            d, n = runs_root / f"{stem}-{n}", n + 1
+    d = check_run_dir(d, "resume" if resume else "train", "--run-dir" if run_dir is not None else "--run", runs_root)
+    check_start(d, resume)
+    return d
+
+
+_ASIDE = re.compile(r"^\.(.+)\.(tmp|old)-\d+$")
+
+
+def clean_temp(run_dir: Path) -> None:
+    """Tidy up after a crash mid-save: half-written temp folders go; a finished save that was moved aside
+    to be replaced (``.best.old-PID``) is put back when its replacement never arrived (never the only copy)."""
+    if not Path(run_dir).is_dir():
+        return
+    for p in sorted(Path(run_dir).iterdir()):
+        m = _ASIDE.match(p.name)
+        if not m:
+            continue
+        dest = p.parent / m.group(1)
+        if m.group(2) == "old" and not dest.exists():
+            # The crash came between moving the old one aside and renaming the new one in; if this fails
+            # too, it is left as it is (never deleted) and the next start tries again.
+            with contextlib.suppress(OSError):
+                os.replace(p, dest)
+            continue
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def saved_best_val(run_dir: Path) -> float | None:
+    """The validation loss best/ was saved with (None when there is no readable best/)."""
+    try:
+        val = read_meta(Path(run_dir) / BEST).get("val_loss")
+    except CheckpointError:
+        return None
+    return float(val) if _is_number(val) else None
+
+
+# --- atomic writing -------------------------------------------------------------------------------
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Write a whole file and fsync it (tests replace this to simulate a full disk)."""
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems cannot fsync a directory; the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_folder(dest: Path, files: dict[str, bytes], meta: dict[str, Any]) -> None:
+    """Atomically create or replace folder `dest` holding `files` plus meta.json (with sizes and checksums)."""
+    meta = dict(meta, files={name: {"bytes": len(data), "sha256": _sha256(data)} for name, data in files.items()})
+    parent = dest.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f".{dest.name}.tmp-{os.getpid()}"
+    old = parent / f".{dest.name}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    moved_old = False
+    try:
+        tmp.mkdir()
+        for name, data in files.items():
+            _write_bytes(tmp / name, data)
+        _write_bytes(tmp / META_FILE, json.dumps(meta, indent=1).encode("utf-8"))
+        fsync_dir(tmp)
+        if dest.exists():  # only when re-saving the same name (best, or the same step twice)
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(dest, old)
+            moved_old = True
+        os.replace(tmp, dest)
+        fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if moved_old and not dest.exists():
+            os.replace(old, dest)
+        raise
+    if moved_old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_tokenizer(run_dir: Path, tokenizer: Tokenizer) -> None:
+    path = Path(run_dir) / TOKENIZER_FILE
+    atomic_write_bytes(path, lambda tmp: _write_bytes(tmp, tokenizer.to_str().encode("utf-8")))
+    fsync_dir(path.parent)
+
+
+def load_tokenizer(run_dir: Path) -> Tokenizer:
+    path = Path(run_dir) / TOKENIZER_FILE
+    if not path.exists():
+        raise CheckpointError(f"{path}: missing (the run's tokenizer is needed to read its saves)")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises a plain Exception for bad JSON
+        raise CheckpointError(f"{path}: damaged tokenizer ({str(e).splitlines()[0][:120]})") from None
+
+
+def save(run_dir: Path, kind: str, step: int, model_state: dict[str, torch.Tensor],
+         state: dict[str, Any] | None, meta: dict[str, Any]) -> Path:
+    """Write one save folder atomically; returns its path. `state` is None for `best` (weights only)."""
+    dest = Path(run_dir) / save_name(kind, step)
+    files = {MODEL_FILE: st_save({k: v.detach().to("cpu").contiguous() for k, v in model_state.items()})}
+    if state is not None:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        files[STATE_FILE] = buf.getvalue()
+    write_folder(dest, files, dict(meta, format=FORMAT, kind=kind, step=step, resumable=state is not None,
+                                   saved_at=time.time()))
+    return dest
+
+
+def prune(run_dir: Path, keep: int) -> None:
+    """Keep only the newest `keep` rolling saves (checkpoints and best are never pruned)."""
+    rolling = [s for s in list_saves(run_dir) if s.kind == "save"]
+    for s in rolling[keep:]:
+        shutil.rmtree(s.path, ignore_errors=True)
+
+
+# --- reading and checking -------------------------------------------------------------------------
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    f = Path(folder) / META_FILE
+    try:
+        meta = json.loads(f.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{f}: missing (the save is incomplete)") from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{f}: damaged ({str(e)[:120]})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{f}: not a babyllm save of format {FORMAT} (format {_short(got)})")
+    problem = _meta_problem(meta)
+    if problem:
+        raise CheckpointError(f"{f}: damaged ({problem})")
+    return meta
+
+
+def _short(value: Any) -> str:
+    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return text[:40]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> TypeGuard[int | float]:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _meta_problem(meta: dict[str, Any]) -> str | None:
+    """What is wrong with a meta.json's shape (every field a reader uses has the type it expects), or None."""
+    for key in ("step", "config", "files"):
+        if key not in meta:
+            return f"no '{key}'"
+    if not _is_int(meta["step"]) or meta["step"] < 0:
+        return f"step is {_short(meta['step'])}, not a whole number >= 0"
+    if "tokens" in meta and (not _is_int(meta["tokens"]) or meta["tokens"] < 0):
+        return f"tokens is {_short(meta['tokens'])}, not a whole number >= 0"
+    if not isinstance(meta["config"], dict) or not isinstance(meta["config"].get("model", {}), dict):
+        return "config is not a table"
+    files = meta["files"]
+    if not isinstance(files, dict):
+        return "files is not a table"
+    for name, info in files.items():
+        if not (isinstance(info, dict) and _is_int(info.get("bytes")) and info["bytes"] >= 0
+                and isinstance(info.get("sha256"), str)):
+            return f"files.{str(name)[:40]} is not {{bytes, sha256}}"
+    for key in ("val_loss", "best_val_loss", "best_val_step"):
+        if meta.get(key) is not None and not _is_number(meta[key]):
+            return f"{key} is {_short(meta[key])}, not a number"
+    for key in ("config_name", "tokenizer_digest"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            return f"{key} is {_short(meta[key])}, not text"
+    rng = meta.get("python_rng")
+    if rng is not None and not (isinstance(rng, list) and len(rng) == 3 and isinstance(rng[1], list)
+                                and all(_is_int(v) for v in rng[1])):
+        return "python_rng is not [version, [ints], gauss]"
+    return None
+
+
+def _read_checked(folder: Path, meta: dict[str, Any], name: str) -> bytes:
+    f = Path(folder) / name
+    want = meta["files"].get(name)
+    if want is None:
+        raise CheckpointError(f"{folder / META_FILE}: damaged (does not list {name})")
+    try:
+        size = f.stat().st_size  # checked before reading: a huge (or sparse) file is never loaded
+        if size != want["bytes"]:
+            what = "truncated" if size < want["bytes"] else "wrong size"
+            raise CheckpointError(f"{f}: {what} ({size:,} bytes, expected {want['bytes']:,})")
+        data = f.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{f}: missing") from None
+    except OSError as e:
+        raise CheckpointError(f"{f}: cannot read ({e.strerror})") from None
+    if len(data) != want["bytes"]:
+        what = "truncated" if len(data) < want["bytes"] else "wrong size"
+        raise CheckpointError(f"{f}: {what} ({len(data):,} bytes, expected {want['bytes']:,})")
+    if _sha256(data) != want["sha256"]:
+        raise CheckpointError(f"{f}: damaged (checksum mismatch)")
+    return data
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return repr(value)
+
+
+def config_mismatch(saved: dict[str, Any], cfg: Config) -> str | None:
+    """What differs between a save's model config and `cfg` (the part that must match), or None."""
+    now = cfg.to_dict()["model"]
+    then = saved.get("model", {})
+    diffs = [f"model.{k} is {_fmt(then.get(k))} in the checkpoint but {_fmt(v)} now"
+             for k, v in now.items() if then.get(k) != v]
+    return "; ".join(diffs) if diffs else None
+
+
+def read_save(folder: Path, cfg: Config | None = None, tokenizer: Tokenizer | None = None,
+              with_state: bool = True) -> LoadedSave:
+    """Read and check one save folder (sizes, checksums, config and tokenizer fit)."""
+    folder = Path(folder)
+    meta = read_meta(folder)
+    if cfg is not None:
+        diff = config_mismatch(meta["config"], cfg)
+        if diff:
+            raise CheckpointMismatch(
+                f"{folder / META_FILE}: the config does not match the checkpoint: {diff} "
+                "(resume with the run's own model settings, or start a new --run)")
+    if tokenizer is not None and meta.get("tokenizer_digest") not in (None, tokenizer_digest(tokenizer)):
+        raise CheckpointMismatch(
+            f"{folder.parent / TOKENIZER_FILE}: does not match the checkpoint {folder.name} "
+            f"(tokenizer digest {tokenizer_digest(tokenizer)}, checkpoint expects {meta.get('tokenizer_digest')})")
+    try:
+        model_state = st_load(_read_checked(folder, meta, MODEL_FILE))
+    except SafetensorError as e:
+        raise CheckpointError(f"{folder / MODEL_FILE}: damaged ({e})") from None
+    state = None
+    if with_state:
+        if not meta.get("resumable", False):
+            raise CheckpointError(f"{folder}: holds weights only and cannot be resumed from")
+        data = _read_checked(folder, meta, STATE_FILE)
+        try:
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as e:  # unpickling errors of every kind: damaged, or not plain data
+            first = str(e).splitlines()[0][:120]
+            raise CheckpointError(f"{folder / STATE_FILE}: damaged or unsafe ({first})") from None
+    return LoadedSave(folder, meta, model_state, state)
+
+
+def load_newest(run_dir: Path, cfg: Config | None, tokenizer: Tokenizer | None,
+                say: Callable[[str], None] | None = None, with_state: bool = True,
+                apply: Callable[[LoadedSave], None] | None = None) -> LoadedSave:
+    """The newest save that reads, checks and (if given) applies cleanly, falling back to older ones.
+
+    A damaged save is skipped (saying so); a mismatch with the config or tokenizer is raised at once,
+    since every older save of the run would mismatch the same way.
+    """
+    saves = list_saves(run_dir)
+    if not saves:
+        raise CheckpointError(f"{run_dir}: no save found")
+
+    def load(folder: Path) -> LoadedSave:
+        loaded = read_save(folder, cfg, tokenizer, with_state=with_state)
+        if apply is not None:
+            apply(loaded)
+        return loaded
+
+    return first_usable([info.path for info in saves], load, run_dir, say)
+
+
+def first_usable(folders: list[Path], load: Callable[[Path], T], where: Path,
+                 say: Callable[[str], None] | None = None) -> T:
+    """What `load` makes of the first folder (newest first) that loads: a damaged one falls back to the next,
+    saying so; a mismatch with the config or tokenizer is raised at once (older saves would mismatch too)."""
+    first_error: CheckpointError | None = None
+    for folder in folders:
+        try:
+            result = load(folder)
+        except CheckpointMismatch:
+            raise
+        except CheckpointError as e:
+            first_error = first_error or e
+            if say:
+                say(f"{e}; trying an older save")
+            continue
+        if first_error is not None and say:
+            say(f"using the older save {folder}")
+        return result
+    raise CheckpointError(f"{first_error} (and no older save of {where} is usable)")
+
+
+def config_from_dict(data: dict[str, Any], name: str = "saved", where: str = "checkpoint") -> Config:
+    """A Config from a save's plain-data config."""
+    cfg = Config(name=name)
+    try:
+        if not isinstance(data, dict):
+            raise ConfigError("config is not a table")
+        _apply_table(cfg, data, where=where, base=Path("."))
+        validate(cfg, where=where)
+    except ConfigError as e:
+        raise CheckpointError(f"{where}: unusable config ({e})") from None
+    except (TypeError, ValueError, AttributeError, KeyError, RecursionError) as e:  # odd types in a damaged save
+        raise CheckpointError(f"{where}: damaged config ({type(e).__name__}: {str(e)[:120]})") from None
+    return cfg
+
+
+def saved_config(run_dir: Path) -> Config:
+    """The config the run was saved with (from its newest readable meta.json)."""
+    first_error: CheckpointError | None = None
+    for info in list_saves(run_dir):
+        try:
+            meta = read_meta(info.path)
+            return config_from_dict(meta["config"], meta.get("config_name", "saved"), str(info.path / META_FILE))
+        except CheckpointError as e:
+            first_error = first_error or e
+    raise first_error or CheckpointError(f"{run_dir}: no save found")
+
+
+def load_for_inference(run_dir: Path, device: str | torch.device = "cpu",
+                       say: Callable[[str], None] | None = None) -> tuple[Config, BabyLLM, Tokenizer, int]:
+    """The newest good save's config, model (eval mode, on `device`), tokenizer and step.
+
+    `run_dir` is a run directory (its newest usable save is taken, older ones on damage) or one save
+    folder such as runs/x/best (the tokenizer is then read from its parent).
+    """
+    run_dir = Path(run_dir)
+    if is_save_folder(run_dir):
+        folders, tok_dir = [run_dir], run_dir.parent
+    else:
+        folders, tok_dir = [s.path for s in list_saves(run_dir)], run_dir
+        if is_save_folder(run_dir / BEST):  # the last resort when every rolling save is damaged
+            folders.append(run_dir / BEST)
+    if not folders:
+        raise CheckpointError(f"{run_dir}: no save found (train one first: babyllm train --run-dir {run_dir})")
+    tokenizer = load_tokenizer(tok_dir)
+
+    def load(folder: Path) -> tuple[Config, BabyLLM, Tokenizer, int]:
+        loaded = read_save(folder, tokenizer=tokenizer, with_state=False)
+        meta = loaded.meta
+        cfg = config_from_dict(meta["config"], meta.get("config_name", "saved"), str(folder / META_FILE))
+        model = BabyLLM(cfg.model)
+        try:
+            model.load_state_dict(loaded.model_state)
+        except RuntimeError as e:
+            raise CheckpointError(f"{folder / MODEL_FILE}: weights do not fit the saved config "
+                                  f"({str(e).splitlines()[0][:160]})") from None
+        return cfg, model.to(device).eval(), tokenizer, loaded.step
+
+    return first_usable(folders, load, run_dir, say)
