@@ -11,7 +11,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -84,6 +84,10 @@ class Snapshot:
     # each memory gate's histogram: neurons per bin over [0, 1] (stats.GATE_BINS), keyed as its mean's stat
     # (mem1_gate_short, ...); refreshed with the slow stats; empty where unknown (a follower)
     gate_hist: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+Publish = Callable[[Snapshot], None]  # takes each new Snapshot (the cockpit's, the endpoint's); must return at once
+Say = Callable[[str], None]  # takes a line for the user (a notice, a warning, a write that failed)
 
 
 class History:

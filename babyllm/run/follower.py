@@ -30,7 +30,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -40,7 +40,7 @@ from babyllm.durations import duration
 from babyllm.errors import BabyError, CheckpointError
 from babyllm.events import EventKind
 from babyllm.run import runfiles
-from babyllm.snapshot import Event, History, Snapshot, State
+from babyllm.snapshot import Event, History, Publish, Say, Snapshot, State
 
 POLL_S = 0.5  # seconds between looks at the run's files
 PUBLISH_EVERY = 0.25  # at most this often a snapshot while catching up on a long file
@@ -172,9 +172,8 @@ class Watcher(Controls):
     thread of its own. ``poll_once()`` is one look, for tests.
     """
 
-    def __init__(self, run_dir: Path, *, publish: Callable[[Snapshot], None] | None = None,
-                 say: Callable[[str], None] | None = None, poll: float = POLL_S,
-                 idle_after: float = IDLE_AFTER_S, publish_every: float = PUBLISH_EVERY) -> None:
+    def __init__(self, run_dir: Path, *, publish: Publish | None = None, say: Say | None = None,
+                 poll: float = POLL_S, idle_after: float = IDLE_AFTER_S, publish_every: float = PUBLISH_EVERY) -> None:
         self.run_dir = Path(run_dir)
         self.poll = poll
         self.idle_after = idle_after

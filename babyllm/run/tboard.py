@@ -20,11 +20,11 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 from babyllm.run.runfiles import TENSORBOARD
+from babyllm.snapshot import Say
 
 FILE_VERSION = b"brain.Event:2"
 # Written every step; only when they change (a validation, the constant unigram reference).
@@ -117,7 +117,7 @@ class EventWriter:
     Opened at `start_step` (the step a resumed run continues from: a SessionLog START there, after 0).
     """
 
-    def __init__(self, run_dir: Path, start_step: int, failed: Callable[[str], None]) -> None:
+    def __init__(self, run_dir: Path, start_step: int, failed: Say) -> None:
         self._failed = failed
         self._pending: list[bytes] = []
         self._last: dict[str, float] = {}

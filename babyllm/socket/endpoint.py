@@ -39,7 +39,7 @@ from typing import Any
 from babyllm import live
 from babyllm.control import refusal
 from babyllm.errors import BabyError, ConfigError
-from babyllm.snapshot import ChatSession, LiveSettings, Snapshot, TutorControl
+from babyllm.snapshot import ChatSession, LiveSettings, Say, Snapshot, TutorControl
 from babyllm.socket import wire
 from babyllm.socket.client import socket_path, unix_address
 
@@ -53,8 +53,6 @@ HISTORY_POINTS = 2000  # per stat in a subscribe reply at most (fewer when the l
 POINT_BYTES = 32  # about what one [step, value] pair takes in JSON (a first guess at how many fit)
 JOIN_S = 5.0  # close(): how long to wait for the server thread
 STALE_PROBE_S = 1.0  # start(): how long an existing socket may take to answer before it is called stale
-
-Log = Callable[[str], None]
 
 
 @dataclass(eq=False)
@@ -80,7 +78,7 @@ class _Conn:
 class Endpoint:
     """A run's control socket server: start() binds it and starts the server thread, close() ends both."""
 
-    def __init__(self, run_dir: Path, control: TutorControl, *, world_size: int = 1, log: Log | None = None,
+    def __init__(self, run_dir: Path, control: TutorControl, *, world_size: int = 1, log: Say | None = None,
                  allowed_uids: Collection[int] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.path = socket_path(self.run_dir)
