@@ -11,8 +11,9 @@ printer read everything else from the registry. Light: no torch, so the cockpit 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 # Directions: which way is better.
@@ -37,17 +38,20 @@ NORM = "norm_{part}"  # the L2 norm of a part's weights
 
 # BabyLLM's parts in model order (tests/test_stats.py checks its children): each has a weight-norm stat.
 PARTS: tuple[str, ...] = ("embed", "neurons", "windows", "memory1", "memory2", "logits")
-# The two memory layers' reading prefixes, and each one's readings with their short labels.
+# The two memory layers' reading prefixes (mem1_..., mem2_...).
 MEMORIES: tuple[str, ...] = ("mem1", "mem2")
-MEMORY_READINGS: tuple[tuple[str, str], ...] = (
-    ("decay_short", "decay s"), ("decay_long", "decay l"), ("gate_short", "gate s"), ("gate_long", "gate l"),
-    ("gate_input", "gate in"), ("gate_proj", "gate proj"),
-)
-TIMING_PREFIX = "t_"  # the Counsellor's sections are published as t_<section>
-# A memory's mean gate for one source (model.Memory.SOURCES), e.g. mem1_gate_short: a stat, and the key
-# of that gate's histogram in a Snapshot's gate_hist (GATE_BINS neuron counts over [0, 1]).
+# The sources a memory's per-neuron gates mix, in the order of its gates' columns (model.network.Memory),
+# each with its short label; the first two are also its two leaky averages, each with a learned decay.
+SOURCE_LABELS: Mapping[str, str] = MappingProxyType({"short": "s", "long": "l", "input": "in", "proj": "proj"})
+MEMORY_SOURCES: tuple[str, ...] = tuple(SOURCE_LABELS)
+MEMORY_DECAYS: tuple[str, ...] = MEMORY_SOURCES[:2]
+# A memory's readings: each decay, each source's mean gate (also the key of that gate's histogram in a
+# Snapshot's gate_hist: GATE_BINS neuron counts over [0, 1]) and, for Memory 2, its mix.
+MEMORY_DECAY = "{memory}_decay_{decay}"
 MEMORY_GATE = "{memory}_gate_{source}"
+MEMORY_MIX = "{memory}_mix"
 GATE_BINS = 10
+TIMING_PREFIX = "t_"  # the Counsellor's sections are published as t_<section>
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
@@ -75,6 +79,15 @@ class StatSpec:
         return "{name}" in self.name
 
 
+def _memory_rows() -> tuple[StatSpec, ...]:
+    """Each memory's decays, then its gates' means, labelled "m1 decay s", "m1 gate in", ..."""
+    return tuple(row for m in MEMORIES for row in (
+        *(StatSpec(MEMORY_DECAY.format(memory=m, decay=d), "memory", label=f"m{m[3:]} decay {SOURCE_LABELS[d]}")
+          for d in MEMORY_DECAYS),
+        *(StatSpec(MEMORY_GATE.format(memory=m, source=src), "memory", label=f"m{m[3:]} gate {SOURCE_LABELS[src]}")
+          for src in MEMORY_SOURCES)))
+
+
 STATS: tuple[StatSpec, ...] = (
     StatSpec("loss", "loss", LOWER),
     StatSpec("loss_100", "loss", LOWER, "loss100"),
@@ -92,9 +105,8 @@ STATS: tuple[StatSpec, ...] = (
     StatSpec(WINDOW_WEIGHT, "windows", label="weight {i}", per="windows"),
     StatSpec(WINDOW_SIZE, "windows", label="size {i}", per="windows"),
     StatSpec("window_{name}", "windows"),
-    *(StatSpec(f"{m}_{reading}", "memory", label=f"m{m[3:]} {short}")
-      for m in MEMORIES for reading, short in MEMORY_READINGS),
-    StatSpec("mem2_mix", "memory", label="m2 mix"),
+    *_memory_rows(),
+    StatSpec(MEMORY_MIX.format(memory=MEMORIES[1]), "memory", label="m2 mix"),
     *(StatSpec(f"{m}_{{name}}", "memory", label=f"m{m[3:]} {{name}}") for m in MEMORIES),
     StatSpec("entropy", "logits"),
     StatSpec("logit_{name}", "logits", label="logit {name}"),

@@ -10,8 +10,13 @@ from rich.console import Console
 from babyllm.calligraphist import BANDS, Calligraphist
 from babyllm.config import ModelConfig
 from babyllm.stats import (
+    GATE_BINS,
     HIGHER,
     LOWER,
+    MEMORIES,
+    MEMORY_DECAYS,
+    MEMORY_GATE,
+    MEMORY_SOURCES,
     NEUTRAL,
     PARTS,
     REGISTRY,
@@ -98,6 +103,20 @@ def test_model_readings_are_registered(make_cfg):
     assert REGISTRY.indices(WINDOW_WEIGHT, readings) == [0, 1, 2]
     assert all(REGISTRY.spec(n) is not None and not REGISTRY.spec(n).is_fallback for n in readings)
     assert tuple(name for name, _ in model.named_children()) == PARTS
+
+
+def test_the_memories_readings_are_named_once_in_the_registry(make_cfg):
+    """The model computes exactly the memory rows the registry has, its gates' columns in MEMORY_SOURCES order."""
+    from babyllm.model.network import BabyLLM, Memory
+
+    cfg = make_cfg()
+    model = BabyLLM(cfg.model)
+    memory_rows = [n for n in REGISTRY.names(cfg.model) if REGISTRY.section(n) == "memory"]
+    assert sorted(n for n in model.readings() if REGISTRY.section(n) == "memory") == sorted(memory_rows)
+    gates = [MEMORY_GATE.format(memory=m, source=src) for m in MEMORIES for src in MEMORY_SOURCES]
+    assert list(model.gate_histograms(GATE_BINS)) == gates and set(gates) <= set(memory_rows)
+    assert Memory.SOURCES == MEMORY_SOURCES and MEMORY_DECAYS == ("short", "long")
+    assert REGISTRY.label("mem1_decay_long") == "m1 decay l" and REGISTRY.label("mem2_gate_proj") == "m2 gate proj"
 
 
 def test_fake_tutor_publishes_every_registered_stat():
