@@ -15,7 +15,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
+from babyllm import stats
 from babyllm.events import EventKind
+from babyllm.stats import REGISTRY
 
 State = Literal["starting", "running", "paused", "alarm", "stopping", "stopped", "finished", "error",
                 "waiting", "idle"]  # the last two: a follower's (no step yet; no new step for a while)
@@ -93,12 +95,10 @@ Say = Callable[[str], None]  # takes a line for the user (a notice, a warning, a
 class History:
     """Bounded, thread-safe series of (step, value) per stat name, with downsampling for plots."""
 
-    # Stats that change only at a validation and are repeated on every step in between: kept only where
-    # they change, so the series is the validations themselves and "best @step" is a validation step.
-    STEPWISE = ("val_loss", "perplexity")
-    # Counters that only grow: thinned to each bucket's last value (a mean would sit half a bucket
-    # behind the step it is drawn at).
-    CUMULATIVE = ("tokens",)
+    # Stats that change only at a validation: kept only where they change, so the series is the validations
+    # themselves and "best @step" is a validation step. Counters: thinned to each bucket's last value.
+    STEPWISE = REGISTRY.where(lambda s: s.changes == stats.STEPWISE)
+    CUMULATIVE = REGISTRY.where(lambda s: s.changes == stats.CUMULATIVE)
 
     def __init__(self, maxlen: int = 20_000) -> None:
         self._maxlen = maxlen

@@ -11,7 +11,7 @@ printer read everything else from the registry. Light: no torch, so the cockpit 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -20,6 +20,13 @@ from typing import Any
 LOWER = "lower"
 HIGHER = "higher"
 NEUTRAL = "neutral"
+
+# How a stat changes over a run: every step; only at a validation (or never), repeated on every step in
+# between (a History keeps only its changes, so its points are the validations themselves); or only
+# growing, a counter (thinned to each bucket's last value, not a mean half a bucket behind).
+PER_STEP = "per step"
+STEPWISE = "stepwise"
+CUMULATIVE = "cumulative"
 
 # Formats: 4 significant figures (thousands separators, M/G/T suffixes), a whole number, or 3.0e-04.
 SIG = "sig"
@@ -69,6 +76,9 @@ class StatSpec:
     brief: str | None = None  # the label in one-line summaries, where it differs from `label`
     unit: str = ""  # one-line summaries show "value unit" instead of "label value"
     optional: bool = False  # known, but not published by every Tutor step (so not in Registry.names)
+    changes: str = PER_STEP  # PER_STEP, STEPWISE or CUMULATIVE
+    tensorboard: bool = False  # logged to TensorBoard (babyllm.run.tboard): every step, or where it changes
+    curve: bool = False  # a loss curve is drawn from it (babyllm.run.curves: `babyllm plot`, the overlay)
 
     @property
     def is_pattern(self) -> bool:
@@ -89,18 +99,18 @@ def _memory_rows() -> tuple[StatSpec, ...]:
 
 
 STATS: tuple[StatSpec, ...] = (
-    StatSpec("loss", "loss", LOWER),
+    StatSpec("loss", "loss", LOWER, tensorboard=True, curve=True),
     StatSpec("loss_100", "loss", LOWER, "loss100"),
     StatSpec("loss_1000", "loss", LOWER, "loss1k"),
-    StatSpec("val_loss", "loss", LOWER, "val"),
-    StatSpec("val_bpb", "loss", LOWER, "val bpb", brief="bpb"),
-    StatSpec("unigram_bpb", "loss", NEUTRAL, "unigram"),
-    StatSpec("perplexity", "loss", LOWER, "ppl"),
+    StatSpec("val_loss", "loss", LOWER, "val", changes=STEPWISE, tensorboard=True, curve=True),
+    StatSpec("val_bpb", "loss", LOWER, "val bpb", brief="bpb", changes=STEPWISE, tensorboard=True, curve=True),
+    StatSpec("unigram_bpb", "loss", NEUTRAL, "unigram", changes=STEPWISE, tensorboard=True),  # (a constant)
+    StatSpec("perplexity", "loss", LOWER, "ppl", changes=STEPWISE),  # (of the train loss until a validation)
     StatSpec("accuracy", "loss", HIGHER, "acc"),
     StatSpec("step", "learning", fmt=INT),
-    StatSpec("tokens", "learning"),
+    StatSpec("tokens", "learning", changes=CUMULATIVE, curve=True),
     StatSpec("epoch", "learning", optional=True),
-    StatSpec("lr", "learning", fmt=SCI),
+    StatSpec("lr", "learning", fmt=SCI, tensorboard=True),
     StatSpec("grad_norm", "learning", label="grad"),
     StatSpec(WINDOW_WEIGHT, "windows", label="weight {i}", per="windows"),
     StatSpec(WINDOW_SIZE, "windows", label="size {i}", per="windows"),
@@ -229,6 +239,10 @@ class Registry:
             else:
                 out += [self.key(spec.name, i) for i in range(len(getattr(model, spec.per)))]
         return out
+
+    def where(self, keep: Callable[[StatSpec], bool]) -> tuple[str, ...]:
+        """The exact rows that `keep` picks, by name in table order: a flag's list (e.g. the stepwise stats)."""
+        return tuple(s.name for s in self.specs if not s.is_pattern and keep(s))
 
     def timings(self) -> tuple[str, ...]:
         """The Counsellor's sections the Tutor always publishes (t_<section>), in training order."""

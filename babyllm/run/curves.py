@@ -12,6 +12,7 @@ import numpy as np
 from babyllm.errors import BabyError
 from babyllm.run import runfiles
 from babyllm.snapshot import History
+from babyllm.stats import REGISTRY
 
 MAX_POINTS = 4000  # per curve: more than a figure's width in pixels, so thinning never shows
 
@@ -61,13 +62,14 @@ def read_curves(run_dir: Path) -> Curves:
     return curves
 
 
-CURVE_STATS = ("loss", "tokens", "val_loss", "val_bpb")  # the stats the curves are drawn from
+CURVE_STATS = REGISTRY.where(lambda s: s.curve)  # the stats the curves are drawn from
 
 
 def curves_from_history(name: str, history: History, max_points: int) -> Curves:
     """A run's curves from its History, each thinned to at most `max_points` (steps: none logged yet)."""
-    (steps, train), (tok_steps, tokens), (val_steps, val), (bpb_steps, bpb) = (
-        history.series(stat, max_points) for stat in CURVE_STATS)
+    series = {stat: history.series(stat, max_points) for stat in CURVE_STATS}
+    (steps, train), (tok_steps, tokens) = series["loss"], series["tokens"]
+    (val_steps, val), (bpb_steps, bpb) = series["val_loss"], series["val_bpb"]
     tokens_at = dict(zip(tok_steps, tokens, strict=True))
     bpb_at = dict(zip(bpb_steps, bpb, strict=True))
     keep = [i for i, v in enumerate(val) if v == v]  # nan: not validated yet

@@ -25,11 +25,12 @@ from typing import IO
 
 from babyllm.run.runfiles import TENSORBOARD
 from babyllm.snapshot import Say
+from babyllm.stats import REGISTRY, STEPWISE
 
 FILE_VERSION = b"brain.Event:2"
-# Written every step; only when they change (a validation, the constant unigram reference).
-EVERY_STEP: tuple[str, ...] = ("loss", "lr")
-ON_CHANGE: tuple[str, ...] = ("val_loss", "val_bpb", "unigram_bpb")
+# The stats the registry marks for TensorBoard: written every step, or (stepwise) only where they change.
+EVERY_STEP: tuple[str, ...] = REGISTRY.where(lambda s: s.tensorboard and s.changes != STEPWISE)
+ON_CHANGE: tuple[str, ...] = REGISTRY.where(lambda s: s.tensorboard and s.changes == STEPWISE)
 SESSION_START = 1  # SessionLog.status START
 
 
