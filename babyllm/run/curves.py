@@ -17,9 +17,6 @@ from babyllm.stats import REGISTRY
 MAX_POINTS = 4000  # per curve: more than a figure's width in pixels, so thinning never shows
 
 
-ALL_STEPS = 1 << 62  # replay every step the log holds
-
-
 X_AXES = ("step", "tokens")
 
 
@@ -55,7 +52,7 @@ def read_curves(run_dir: Path) -> Curves:
     """A run's curves; BabyError when it has no training steps logged."""
     run_dir = runfiles.check_run_dir(run_dir, "read", flag="babyllm plot")
     history = History(maxlen=10_000_000)
-    runfiles.replay_history(run_dir, history, ALL_STEPS)
+    runfiles.replay_metrics(run_dir, history)
     curves = curves_from_history(run_dir.name, history, MAX_POINTS)
     if not curves.steps:
         raise BabyError(f"{run_dir}: no training steps in {runfiles.METRICS_FILE} yet (nothing to plot)")
