@@ -195,7 +195,9 @@ class TutorControl(Protocol):
 
     def run(self) -> State: ...  # in the caller's worker thread: train (or follow) until stopped
 
-    # `by` names who asked (the cockpit, "ctl (pid 123)" over the control socket); the run's event names it.
+    # The control ops, as typed methods: babyllm.control's op table (Controls) names and implements them, and
+    # a test checks these are its methods. `by` names who asked (the cockpit, "ctl (pid 123)" over the
+    # control socket); the run's event names it.
     def pause(self, by: str = ...) -> None: ...
 
     def resume(self, by: str = ...) -> None: ...

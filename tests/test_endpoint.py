@@ -162,6 +162,34 @@ def test_every_op_has_a_handler_and_every_control_op_a_method():
         ep.close()
 
 
+def test_one_op_table_feeds_the_interface_the_socket_and_ctl(tmp_path):
+    """babyllm.control's op table names each op once: the methods TutorControl declares, the wire's ops,
+    ctl's actions and their help, the refusals, and what each control method asks for."""
+    import inspect
+    from typing import get_args
+
+    from babyllm import control
+    from babyllm.commands.ctl import ACTION_HELP, ACTIONS
+    from babyllm.run.follower import Watcher
+    from babyllm.snapshot import LiveSettings, TutorControl
+
+    asks = {n for n, f in vars(TutorControl).items() if callable(f) and "by" in inspect.signature(f).parameters}
+    assert asks == {op.method for op in control.CONTROL_OPS} and hasattr(LiveSettings, control.SET.method)
+    assert set(get_args(control.Request)) == set(control.OP) == {*wire.CONTROL_OPS, wire.SET_OP}
+    assert dict(CONTROL_METHODS) == {"pause": "pause", "resume": "resume", "save": "request_save",
+                                     "checkpoint": "request_checkpoint", "rollback": "rollback", "stop": "stop"}
+    assert ACTIONS[1:] == tuple(op.name for op in control.OPS) and all(ACTION_HELP[a] for a in ACTIONS)
+    assert control.AGREED == ("pause", "resume", "stop")
+    assert [op.name for op in control.OPS if control.refusal(op.name, 2)] == ["rollback"]
+    assert not any(control.refusal(op.name, 1) for op in control.OPS)
+    viewer = Watcher(tmp_path)  # a viewer records what it was asked and does nothing
+    for op in control.CONTROL_OPS[:-1]:  # (its stop ends the watching)
+        getattr(viewer, op.method)(by="test")
+    viewer.rollback()
+    assert viewer.refused == [*(op.name for op in control.CONTROL_OPS[:-1]), "rollback"]
+    assert Tutor.pause is control.Controls.pause and callable(Tutor.request_save)
+
+
 def test_a_long_run_dir_path_is_served(make_cfg, tmp_path):
     run = tmp_path / ("x" * 60) / ("y" * 60) / "run"
     assert len(os.fsencode(socket_path(run))) > 107

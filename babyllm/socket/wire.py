@@ -5,7 +5,7 @@ carrying the same ``id``. ``ok`` is true or false (with ``error``: one line sayi
 
     hello                 -> {ok, pid, run_dir, world_size, protocol}
     status                -> {ok, snapshot}
-    pause | resume | save | checkpoint | rollback | stop
+    pause | resume | save | checkpoint | rollback | stop   (babyllm.control.OPS: what each does)
                           -> {ok} once queued (the Tutor acts between steps; its event names the client),
                              or {ok: false, error} when the run cannot (e.g. rollback on several ranks)
     set {settings}        -> {ok} once queued (applied together at the next step boundary, on every rank at
@@ -42,16 +42,16 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict
-from typing import Any, get_args
+from typing import Any
 
-from babyllm.control import Request
+from babyllm import control
 from babyllm.snapshot import Corpus, Event, Sample, Snapshot
 
 PROTOCOL = 1
 MAX_LINE = 1 << 20  # bytes in one line, either way
 OUTBOX_LIMIT = 4 << 20  # bytes queued for one client before it is dropped (it stopped reading)
-SET_OP = "set"
-CONTROL_OPS: tuple[str, ...] = tuple(r for r in get_args(Request) if r != SET_OP)  # (babyllm.control)
+SET_OP = control.SET.name
+CONTROL_OPS: tuple[str, ...] = tuple(op.name for op in control.CONTROL_OPS)  # (babyllm.control's op table)
 OPS = ("hello", "status", *CONTROL_OPS, SET_OP, "subscribe", "chat", "chat_command", "chat_cancel")
 
 
