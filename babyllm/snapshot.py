@@ -58,12 +58,15 @@ class Corpus:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What the Tutor looks like right now: state, the latest stats, the latest sample, recent events."""
+    """What the Tutor looks like right now: state, the latest stats, the latest sample, recent events.
 
-    step: int
-    tokens: int
-    state: State
-    stats: dict[str, float]
+    Its fields are the wire format too (babyllm.socket.wire derives it from them); every field has a
+    default: what a reader takes a snapshot that does not say to mean."""
+
+    step: int = 0
+    tokens: int = 0
+    state: State = "idle"
+    stats: dict[str, float] = field(default_factory=dict)
     max_steps: int = 0  # 0 = no limit
     sample: Sample | None = None
     events: tuple[Event, ...] = ()  # the most recent events, oldest first
