@@ -63,12 +63,12 @@ class Controls:
     """The op table: TutorControl's control methods, one row each, handing their op to ``_request`` (one
     place for the Tutor's queue, a remote cockpit's sends and a viewer's refusals); each returns at once."""
 
-    pause = Op("pause", "pause between steps", agreed=True)
-    resume = Op("resume", "carry on after a pause or an alarm", agreed=True)
-    request_save = Op("save", "save a resume point now (a rolling save: the last train.keep are kept)")
-    request_checkpoint = Op("checkpoint", "save a checkpoint now (never pruned)")
-    rollback = Op("rollback", "go back to the newest save and pause", one_rank=True)
-    stop = Op("stop", "save and stop training", agreed=True)
+    pause = Op("pause", "pause training between steps", agreed=True)
+    resume = Op("resume", "resume training (also after a NaN alarm)", agreed=True)
+    request_save = Op("save", "save now (the rolling save a resume starts from)")
+    request_checkpoint = Op("checkpoint", "checkpoint now (a step-numbered save that is kept)")
+    rollback = Op("rollback", "roll back to the last save, then pause", one_rank=True)
+    stop = Op("stop", "save, then stop training", agreed=True)
 
     def _request(self, what: Request, by: str) -> None:
         raise NotImplementedError
