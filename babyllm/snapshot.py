@@ -92,7 +92,7 @@ class Snapshot:
 
 
 Publish = Callable[[Snapshot], None]  # takes each new Snapshot (the cockpit's, the endpoint's); must return at once
-Say = Callable[[str], None]  # takes a line for the user (a notice, a warning, a write that failed)
+Say = Callable[[str], None]  # takes a line of text: for the user (a notice, a warning, a failed write) or a log
 
 
 class History:

@@ -31,8 +31,9 @@ returns it, the pieces before it wait in messages()). A line longer than MAX_LIN
 JSON or not an object gets ``{ok: false, error}`` and the connection carries on (a line too long is
 skipped up to its newline). Snapshots travel as plain JSON: the fields of babyllm.snapshot.Snapshot
 (and of its Sample, Corpus and Events), non-finite numbers as null, read back by babyllm.socket.codec's
-rules (a field an older run does not send takes its default). The socket is the run's owner's (mode 0600; a peer of another uid, root excepted, gets one ``{ok: false, error}`` line and is
-closed); the server is babyllm.socket.endpoint.
+rules (a field an older run does not send takes its default). The socket is the run's owner's (mode
+0600; a peer of another uid, root excepted, gets one ``{ok: false, error}`` line and is closed); the
+server is babyllm.socket.endpoint.
 """
 
 from __future__ import annotations
