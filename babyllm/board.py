@@ -9,9 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from babyllm.run.runfiles import RECENT_EVENTS
-from babyllm.snapshot import Event, Snapshot
-
-Publish = Callable[[Snapshot], None]
+from babyllm.snapshot import Event, Publish, Snapshot
 
 
 class Board:

@@ -11,11 +11,13 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
+from babyllm import stats
 from babyllm.events import EventKind
+from babyllm.stats import REGISTRY
 
 State = Literal["starting", "running", "paused", "alarm", "stopping", "stopped", "finished", "error",
                 "waiting", "idle"]  # the last two: a follower's (no step yet; no new step for a while)
@@ -56,12 +58,15 @@ class Corpus:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What the Tutor looks like right now: state, the latest stats, the latest sample, recent events."""
+    """What the Tutor looks like right now: state, the latest stats, the latest sample, recent events.
 
-    step: int
-    tokens: int
-    state: State
-    stats: dict[str, float]
+    Its fields are the wire format too (babyllm.socket.wire derives it from them); every field has a
+    default: what a reader takes a snapshot that does not say to mean."""
+
+    step: int = 0
+    tokens: int = 0
+    state: State = "idle"
+    stats: dict[str, float] = field(default_factory=dict)
     max_steps: int = 0  # 0 = no limit
     sample: Sample | None = None
     events: tuple[Event, ...] = ()  # the most recent events, oldest first
@@ -86,15 +91,17 @@ class Snapshot:
     gate_hist: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
+Publish = Callable[[Snapshot], None]  # takes each new Snapshot (the cockpit's, the endpoint's); must return at once
+Say = Callable[[str], None]  # takes a line of text: for the user (a notice, a warning, a failed write) or a log
+
+
 class History:
     """Bounded, thread-safe series of (step, value) per stat name, with downsampling for plots."""
 
-    # Stats that change only at a validation and are repeated on every step in between: kept only where
-    # they change, so the series is the validations themselves and "best @step" is a validation step.
-    STEPWISE = ("val_loss", "perplexity")
-    # Counters that only grow: thinned to each bucket's last value (a mean would sit half a bucket
-    # behind the step it is drawn at).
-    CUMULATIVE = ("tokens",)
+    # Stats that change only at a validation: kept only where they change, so the series is the validations
+    # themselves and "best @step" is a validation step. Counters: thinned to each bucket's last value.
+    STEPWISE = REGISTRY.where(lambda s: s.changes == stats.STEPWISE)
+    CUMULATIVE = REGISTRY.where(lambda s: s.changes == stats.CUMULATIVE)
 
     def __init__(self, maxlen: int = 20_000) -> None:
         self._maxlen = maxlen
@@ -191,7 +198,9 @@ class TutorControl(Protocol):
 
     def run(self) -> State: ...  # in the caller's worker thread: train (or follow) until stopped
 
-    # `by` names who asked (the cockpit, "ctl (pid 123)" over the control socket); the run's event names it.
+    # The control ops, as typed methods: babyllm.control's op table (Controls) names and implements them, and
+    # a test checks these are its methods. `by` names who asked (the cockpit, "ctl (pid 123)" over the
+    # control socket); the run's event names it.
     def pause(self, by: str = ...) -> None: ...
 
     def resume(self, by: str = ...) -> None: ...

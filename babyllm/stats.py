@@ -11,14 +11,22 @@ printer read everything else from the registry. Light: no torch, so the cockpit 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 # Directions: which way is better.
 LOWER = "lower"
 HIGHER = "higher"
 NEUTRAL = "neutral"
+
+# How a stat changes over a run: every step; only at a validation (or never), repeated on every step in
+# between (a History keeps only its changes, so its points are the validations themselves); or only
+# growing, a counter (thinned to each bucket's last value, not a mean half a bucket behind).
+PER_STEP = "per step"
+STEPWISE = "stepwise"
+CUMULATIVE = "cumulative"
 
 # Formats: 4 significant figures (thousands separators, M/G/T suffixes), a whole number, or 3.0e-04.
 SIG = "sig"
@@ -37,17 +45,20 @@ NORM = "norm_{part}"  # the L2 norm of a part's weights
 
 # BabyLLM's parts in model order (tests/test_stats.py checks its children): each has a weight-norm stat.
 PARTS: tuple[str, ...] = ("embed", "neurons", "windows", "memory1", "memory2", "logits")
-# The two memory layers' reading prefixes, and each one's readings with their short labels.
+# The two memory layers' reading prefixes (mem1_..., mem2_...).
 MEMORIES: tuple[str, ...] = ("mem1", "mem2")
-MEMORY_READINGS: tuple[tuple[str, str], ...] = (
-    ("decay_short", "decay s"), ("decay_long", "decay l"), ("gate_short", "gate s"), ("gate_long", "gate l"),
-    ("gate_input", "gate in"), ("gate_proj", "gate proj"),
-)
-TIMING_PREFIX = "t_"  # the Counsellor's sections are published as t_<section>
-# A memory's mean gate for one source (model.Memory.SOURCES), e.g. mem1_gate_short: a stat, and the key
-# of that gate's histogram in a Snapshot's gate_hist (GATE_BINS neuron counts over [0, 1]).
+# The sources a memory's per-neuron gates mix, in the order of its gates' columns (model.network.Memory),
+# each with its short label; the first two are also its two leaky averages, each with a learned decay.
+SOURCE_LABELS: Mapping[str, str] = MappingProxyType({"short": "s", "long": "l", "input": "in", "proj": "proj"})
+MEMORY_SOURCES: tuple[str, ...] = tuple(SOURCE_LABELS)
+MEMORY_DECAYS: tuple[str, ...] = MEMORY_SOURCES[:2]
+# A memory's readings: each decay, each source's mean gate (also the key of that gate's histogram in a
+# Snapshot's gate_hist: GATE_BINS neuron counts over [0, 1]) and, for Memory 2, its mix.
+MEMORY_DECAY = "{memory}_decay_{decay}"
 MEMORY_GATE = "{memory}_gate_{source}"
+MEMORY_MIX = "{memory}_mix"
 GATE_BINS = 10
+TIMING_PREFIX = "t_"  # the Counsellor's sections are published as t_<section>
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
@@ -65,6 +76,9 @@ class StatSpec:
     brief: str | None = None  # the label in one-line summaries, where it differs from `label`
     unit: str = ""  # one-line summaries show "value unit" instead of "label value"
     optional: bool = False  # known, but not published by every Tutor step (so not in Registry.names)
+    changes: str = PER_STEP  # PER_STEP, STEPWISE or CUMULATIVE
+    tensorboard: bool = False  # logged to TensorBoard (babyllm.run.tboard): every step, or where it changes
+    curve: bool = False  # a loss curve is drawn from it (babyllm.run.curves: `babyllm plot`, the overlay)
 
     @property
     def is_pattern(self) -> bool:
@@ -75,26 +89,34 @@ class StatSpec:
         return "{name}" in self.name
 
 
+def _memory_rows() -> tuple[StatSpec, ...]:
+    """Each memory's decays, then its gates' means, labelled "m1 decay s", "m1 gate in", ..."""
+    return tuple(row for m in MEMORIES for row in (
+        *(StatSpec(MEMORY_DECAY.format(memory=m, decay=d), "memory", label=f"m{m[3:]} decay {SOURCE_LABELS[d]}")
+          for d in MEMORY_DECAYS),
+        *(StatSpec(MEMORY_GATE.format(memory=m, source=src), "memory", label=f"m{m[3:]} gate {SOURCE_LABELS[src]}")
+          for src in MEMORY_SOURCES)))
+
+
 STATS: tuple[StatSpec, ...] = (
-    StatSpec("loss", "loss", LOWER),
+    StatSpec("loss", "loss", LOWER, tensorboard=True, curve=True),
     StatSpec("loss_100", "loss", LOWER, "loss100"),
     StatSpec("loss_1000", "loss", LOWER, "loss1k"),
-    StatSpec("val_loss", "loss", LOWER, "val"),
-    StatSpec("val_bpb", "loss", LOWER, "val bpb", brief="bpb"),
-    StatSpec("unigram_bpb", "loss", NEUTRAL, "unigram"),
-    StatSpec("perplexity", "loss", LOWER, "ppl"),
+    StatSpec("val_loss", "loss", LOWER, "val", changes=STEPWISE, tensorboard=True, curve=True),
+    StatSpec("val_bpb", "loss", LOWER, "val bpb", brief="bpb", changes=STEPWISE, tensorboard=True, curve=True),
+    StatSpec("unigram_bpb", "loss", NEUTRAL, "unigram", changes=STEPWISE, tensorboard=True),  # (a constant)
+    StatSpec("perplexity", "loss", LOWER, "ppl", changes=STEPWISE),  # (of the train loss until a validation)
     StatSpec("accuracy", "loss", HIGHER, "acc"),
     StatSpec("step", "learning", fmt=INT),
-    StatSpec("tokens", "learning"),
+    StatSpec("tokens", "learning", changes=CUMULATIVE, curve=True),
     StatSpec("epoch", "learning", optional=True),
-    StatSpec("lr", "learning", fmt=SCI),
+    StatSpec("lr", "learning", fmt=SCI, tensorboard=True),
     StatSpec("grad_norm", "learning", label="grad"),
     StatSpec(WINDOW_WEIGHT, "windows", label="weight {i}", per="windows"),
     StatSpec(WINDOW_SIZE, "windows", label="size {i}", per="windows"),
     StatSpec("window_{name}", "windows"),
-    *(StatSpec(f"{m}_{reading}", "memory", label=f"m{m[3:]} {short}")
-      for m in MEMORIES for reading, short in MEMORY_READINGS),
-    StatSpec("mem2_mix", "memory", label="m2 mix"),
+    *_memory_rows(),
+    StatSpec(MEMORY_MIX.format(memory=MEMORIES[1]), "memory", label="m2 mix"),
     *(StatSpec(f"{m}_{{name}}", "memory", label=f"m{m[3:]} {{name}}") for m in MEMORIES),
     StatSpec("entropy", "logits"),
     StatSpec("logit_{name}", "logits", label="logit {name}"),
@@ -217,6 +239,10 @@ class Registry:
             else:
                 out += [self.key(spec.name, i) for i in range(len(getattr(model, spec.per)))]
         return out
+
+    def where(self, keep: Callable[[StatSpec], bool]) -> tuple[str, ...]:
+        """The exact rows that `keep` picks, by name in table order: a flag's list (e.g. the stepwise stats)."""
+        return tuple(s.name for s in self.specs if not s.is_pattern and keep(s))
 
     def timings(self) -> tuple[str, ...]:
         """The Counsellor's sections the Tutor always publishes (t_<section>), in training order."""

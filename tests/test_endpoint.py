@@ -5,7 +5,9 @@ serve a FakeTutor. Faults a client can cause (garbage, huge or half-sent lines, 
 reads or is killed mid-stream) must get an error or a drop, and training must carry on.
 """
 
+import dataclasses
 import json
+import math
 import os
 import signal
 import socket
@@ -23,7 +25,8 @@ from runhelpers import wait_for
 
 from babyllm.errors import BabyError
 from babyllm.school.tutor import Tutor
-from babyllm.socket import wire
+from babyllm.snapshot import Corpus, Event, Sample, Snapshot
+from babyllm.socket import codec, wire
 from babyllm.socket.client import ControlClient, NoLiveRun, RunRefused, is_live, socket_path, unix_address
 from babyllm.socket.endpoint import CONTROL_METHODS, Endpoint
 from babyllm.stats import REGISTRY
@@ -160,6 +163,102 @@ def test_every_op_has_a_handler_and_every_control_op_a_method():
         assert all(callable(getattr(Tutor, m)) for m in CONTROL_METHODS.values())
     finally:
         ep.close()
+
+
+def test_one_op_table_feeds_the_interface_the_socket_and_ctl(tmp_path):
+    """babyllm.control's op table names each op once: the methods TutorControl declares, the wire's ops,
+    ctl's actions and their help, the refusals, and what each control method asks for."""
+    import inspect
+    from typing import get_args
+
+    from babyllm import control
+    from babyllm.commands.ctl import ACTION_HELP, ACTIONS
+    from babyllm.run.follower import Watcher
+    from babyllm.snapshot import LiveSettings, TutorControl
+
+    asks = {n for n, f in vars(TutorControl).items() if callable(f) and "by" in inspect.signature(f).parameters}
+    assert asks == {op.method for op in control.CONTROL_OPS} and hasattr(LiveSettings, control.SET.method)
+    assert set(get_args(control.Request)) == set(control.OP) == {*wire.CONTROL_OPS, wire.SET_OP}
+    assert dict(CONTROL_METHODS) == {"pause": "pause", "resume": "resume", "save": "request_save",
+                                     "checkpoint": "request_checkpoint", "rollback": "rollback", "stop": "stop"}
+    assert ACTIONS[1:] == tuple(op.name for op in control.OPS) and all(ACTION_HELP[a] for a in ACTIONS)
+    assert control.AGREED == ("pause", "resume", "stop")
+    assert [op.name for op in control.OPS if control.refusal(op.name, 2)] == ["rollback"]
+    assert not any(control.refusal(op.name, 1) for op in control.OPS)
+    viewer = Watcher(tmp_path)  # a viewer records what it was asked and does nothing
+    for op in control.CONTROL_OPS[:-1]:  # (its stop ends the watching)
+        getattr(viewer, op.method)(by="test")
+    viewer.rollback()
+    assert viewer.refused == [*(op.name for op in control.CONTROL_OPS[:-1]), "rollback"]
+    assert Tutor.pause is control.Controls.pause and callable(Tutor.request_save)
+
+
+# --- the snapshot's wire format (derived from the dataclasses: babyllm.socket.codec) ----------------
+
+
+def every_field_set() -> Snapshot:
+    """A snapshot with every field (and every nested record's) away from its default."""
+    return Snapshot(
+        step=7, tokens=70, state="paused", stats={"loss": 2.5, "val_loss": math.nan, "lr": 1e-3}, max_steps=100,
+        sample=Sample(6, "the kettle", ("the", "sang"), ("a", "sang")),
+        events=(Event(1, "save", "saved step 1", 10.5), Event(2, "alarm", "loss is nan", 11.0)), event_count=9,
+        error="loss is nan", device="cpu", config_name="tiny", run_dir="runs/x", dtype="bf16", params=1234,
+        corpus=Corpus("corpora/tiny", 1000, 100), best_val=2.25, best_val_step=5, last_save_step=6,
+        last_save_path="runs/x/save-00000006", last_save_error="disk full", system={"cpu_percent": 50.0},
+        overrides={"train.lr": 0.002}, settings={"train.lr": 0.002, "chat.stop": None, "train.minutes": 1.5},
+        gate_hist={"mem1_gate_short": (1, 2, 3), "mem2_gate_proj": (0, 0, 6)})
+
+
+def wire_trip(snap: Snapshot) -> Snapshot:
+    return wire.snapshot_from_json(wire.decode(wire.encode({"snapshot": wire.snapshot_to_json(snap)}))["snapshot"])
+
+
+def same(a: Snapshot, b: Snapshot) -> bool:
+    """Equal, nan equal to nan (a stat not measured yet)."""
+    nan = {k for k, v in a.stats.items() if v != v}
+    return nan == {k for k, v in b.stats.items() if v != v} and dataclasses.replace(
+        a, stats={k: v for k, v in a.stats.items() if k not in nan}) == dataclasses.replace(
+        b, stats={k: v for k, v in b.stats.items() if k not in nan})
+
+
+def test_a_snapshot_with_every_field_set_travels_unchanged():
+    snap, blank = every_field_set(), Snapshot()
+    assert [f.name for f in dataclasses.fields(Snapshot) if getattr(snap, f.name) == getattr(blank, f.name)] == []
+    assert same(wire_trip(snap), snap)
+    assert wire_trip(Snapshot()) == Snapshot() and wire.snapshot_to_json(Snapshot())["best_val"] is None  # inf
+
+    @dataclasses.dataclass(frozen=True)
+    class Later(Snapshot):  # a field added later needs nothing in wire.py: the dataclass says it all
+        mood: tuple[int, ...] = ()
+
+    later = codec.reader(Later)(json.loads(json.dumps(codec.to_json(Later(step=3, mood=(1, 2))))))
+    assert later == Later(step=3, mood=(1, 2))
+
+
+def test_damaged_snapshot_values_are_tolerated():
+    """Unknown keys ignored; a missing or unreadable field at its default (null numbers nan, best_val inf);
+    a damaged sample, corpus, event or histogram left out; never an exception for a dict."""
+    good = wire.snapshot_to_json(every_field_set())
+    damaged = {**good, "step": "x", "tokens": None, "state": 5, "stats": {"loss": None, "lr": "fast", "ok": 1},
+               "device": ["cpu"], "best_val": None, "last_save_step": "soon", "system": [1], "overrides": 3,
+               "sample": {"step": 1, "context": "c", "guesses": ["a"]},  # (no truths)
+               "corpus": {"root": "r", "train_tokens": "many", "val_tokens": 1},
+               "events": [{"step": 3, "kind": "state", "message": "paused"}, {"kind": "info", "message": "no step"},
+                          {"step": 4, "kind": 9, "message": "odd kind"}, "not an event",
+                          {"step": 5, "kind": "newer", "message": "a kind from a newer run", "time": None}],
+               "gate_hist": {"mem1_gate_short": [1, "x"], "mem1_gate_long": [1, 2], "mem2_gate_input": 5},
+               "from_the_future": {"anything": 1}}
+    snap = wire.snapshot_from_json(json.loads(json.dumps(damaged)))
+    assert (snap.step, snap.tokens, snap.state, snap.device, snap.best_val) == (0, 0, "idle", "", math.inf)
+    assert math.isnan(snap.stats["loss"]) and math.isnan(snap.stats["lr"]) and snap.stats["ok"] == 1.0
+    assert snap.last_save_step is None and snap.system == {} and snap.overrides == {}
+    assert snap.sample is None and snap.corpus is None
+    assert [(e.step, e.kind) for e in snap.events] == [(3, "state"), (5, "newer")] and snap.events[0].time > 0
+    assert snap.gate_hist == {"mem1_gate_long": (1, 2)} and snap.config_name == "tiny"  # the rest as sent
+    assert wire.snapshot_from_json({}) == Snapshot()  # a run that says nothing
+    for not_a_snapshot in ([], "x", None):
+        with pytest.raises(ValueError):  # (RemoteTutor skips it)
+            wire.snapshot_from_json(not_a_snapshot)
 
 
 def test_a_long_run_dir_path_is_served(make_cfg, tmp_path):

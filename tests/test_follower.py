@@ -122,6 +122,17 @@ def test_watcher_nulls_repeated_steps_events_saves_and_states(tmp_path):
     assert published and published[-1] is w.snapshot()
 
 
+def test_the_viewers_stats_are_the_runs_not_the_records_clock(tmp_path):
+    """A metrics record's wall clock ("time") is not a stat: the viewer shows what the live cockpit shows."""
+    run = tmp_path / "run"
+    run.mkdir()
+    append(run / "metrics.jsonl", "".join(json.dumps({**json.loads(line(s)), "time": 1e9 + s}) + "\n" for s in (1, 2)))
+    w = Watcher(run)
+    w.poll_once()
+    assert w.snapshot().step == 2 and "time" not in w.snapshot().stats and "time" not in w.history.names()
+    assert w.snapshot().stats["loss"] == json.loads(line(2))["loss"]
+
+
 def test_watcher_takes_the_config_from_best_before_the_first_save(tmp_path):
     write_save(tmp_path, 0, steps=300, name="best")
     append(tmp_path / "metrics.jsonl", line(1))

@@ -71,6 +71,29 @@ def test_replay_history_keeps_the_live_branch(tmp_path):
     assert events == [Event(2, "val", "v", 1.0)]
 
 
+def test_one_replay_reads_the_log_in_one_batch_or_many():
+    """Replay: a rollback marker and a step logged again keep the live branch, whether the records come at
+    once (a resume, `runs`, `plot`) or as appended (the follower, the overlay); damage is counted, not fatal."""
+    rows = [runfiles.metrics_record({"step": s, "loss": float(s)}, when=1.0) for s in range(1, 6)]
+    rows += [runfiles.rollback_record(3), {"step": "x"}, {"loss": 1.0}]
+    rows += [{"step": 4, "loss": 40.0}, {"step": 5, "loss": 50.0}, {"step": 3, "loss": 30.0}, {"step": 4, "loss": 4.5}]
+    whole, batched = History(), History()
+    fed = runfiles.Replay(whole).feed(rows)
+    assert fed.added == 9 and fed.damaged == 2 and fed.latest == {"step": 4.0, "loss": 4.5}
+    replay = runfiles.Replay(batched)
+    for k in range(0, len(rows), 3):
+        replay.feed(rows[k:k + 3])
+    assert whole.points() == batched.points() and replay.last_step == 4
+    assert whole.series("loss") == ([1, 2, 3, 4], [1.0, 2.0, 30.0, 4.5]) and "time" not in whole.names()
+    kept = runfiles.Replay(History(), upto=3, keep=frozenset({"loss"}))
+    kept.feed(rows[:5])
+    assert kept.beyond and kept.history.names() == ["loss"] and kept.history.series("loss")[0] == [1, 2, 3]
+    kept.feed(rows[5:6])  # the rollback to 3 discards the steps beyond
+    assert not kept.beyond
+    replay.restart()
+    assert batched.names() == [] and replay.last_step is None
+
+
 def test_board_throttles_and_survives_a_broken_reader():
     errors = []
 

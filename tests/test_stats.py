@@ -10,14 +10,22 @@ from rich.console import Console
 from babyllm.calligraphist import BANDS, Calligraphist
 from babyllm.config import ModelConfig
 from babyllm.stats import (
+    CUMULATIVE,
+    GATE_BINS,
     HIGHER,
     LOWER,
+    MEMORIES,
+    MEMORY_DECAYS,
+    MEMORY_GATE,
+    MEMORY_SOURCES,
     NEUTRAL,
     PARTS,
+    PER_STEP,
     REGISTRY,
     SCI,
     SECTIONS,
     STATS,
+    STEPWISE,
     WINDOW_WEIGHT,
     Registry,
     StatSpec,
@@ -100,5 +108,54 @@ def test_model_readings_are_registered(make_cfg):
     assert tuple(name for name, _ in model.named_children()) == PARTS
 
 
+def test_the_memories_readings_are_named_once_in_the_registry(make_cfg):
+    """The model computes exactly the memory rows the registry has, its gates' columns in MEMORY_SOURCES order."""
+    from babyllm.model.network import BabyLLM, Memory
+
+    cfg = make_cfg()
+    model = BabyLLM(cfg.model)
+    memory_rows = [n for n in REGISTRY.names(cfg.model) if REGISTRY.section(n) == "memory"]
+    assert sorted(n for n in model.readings() if REGISTRY.section(n) == "memory") == sorted(memory_rows)
+    gates = [MEMORY_GATE.format(memory=m, source=src) for m in MEMORIES for src in MEMORY_SOURCES]
+    assert list(model.gate_histograms(GATE_BINS)) == gates and set(gates) <= set(memory_rows)
+    assert Memory.SOURCES == MEMORY_SOURCES and MEMORY_DECAYS == ("short", "long")
+    assert REGISTRY.label("mem1_decay_long") == "m1 decay l" and REGISTRY.label("mem2_gate_proj") == "m2 gate proj"
+
+
 def test_fake_tutor_publishes_every_registered_stat():
     assert list(fake_stats(10)) == REGISTRY.names(FAKE_MODEL)
+
+
+def test_the_stat_lists_are_the_registrys_flags():
+    """History's stepwise and cumulative stats, TensorBoard's and the curves' are read off the registry's rows."""
+    from babyllm.run import curves, tboard
+    from babyllm.snapshot import History
+
+    assert all(s.changes in (PER_STEP, STEPWISE, CUMULATIVE) for s in STATS)
+    assert History.STEPWISE == tuple(s.name for s in STATS if s.changes == STEPWISE) == (
+        "val_loss", "val_bpb", "unigram_bpb", "perplexity")  # val_bpb changes only at a validation, as val_loss
+    assert History.CUMULATIVE == tuple(s.name for s in STATS if s.changes == CUMULATIVE) == ("tokens",)
+    logged = {s.name for s in STATS if s.tensorboard}
+    assert set(tboard.EVERY_STEP) | set(tboard.ON_CHANGE) == logged == {"loss", "lr", "val_loss", "val_bpb",
+                                                                        "unigram_bpb"}
+    assert tboard.EVERY_STEP == ("loss", "lr") and tboard.ON_CHANGE == ("val_loss", "val_bpb", "unigram_bpb")
+    assert set(curves.CURVE_STATS) == {s.name for s in STATS if s.curve} == {"loss", "tokens", "val_loss", "val_bpb"}
+    extended = REGISTRY.extended(StatSpec("val_other", "loss", changes=STEPWISE))
+    assert extended.where(lambda s: s.changes == STEPWISE)[-1] == "val_other"
+
+
+def test_val_bpb_is_kept_per_validation_so_thinned_curves_pair_it_with_val_loss():
+    """val_bpb is repeated between validations like val_loss: both keep one point per validation, so the
+    curves find a bpb at every validation step however much they are thinned."""
+    from babyllm.run.curves import curves_from_history
+    from babyllm.snapshot import History
+
+    h = History()
+    val = float("nan")
+    for step in range(1, 1001):
+        val = 5.0 - step / 1000 if step % 7 == 0 else val
+        h.add(step, {"loss": 5.0, "tokens": 64.0 * step, "val_loss": val, "val_bpb": val / 2})
+    assert len(h.series("val_bpb", 10_000)[0]) == len(h.series("val_loss", 10_000)[0]) == 1 + 1000 // 7
+    c = curves_from_history("run", h, 50)
+    assert len(c.val_steps) > 10 and all(s % 7 == 0 for s in c.val_steps)
+    assert c.val_bpb == pytest.approx([v / 2 for v in c.val])

@@ -18,7 +18,7 @@ from babyllm.errors import BabyError
 from babyllm.run import runfiles
 from babyllm.snapshot import History
 
-ALL = 1 << 62  # replay every step the log holds
+ALL = runfiles.ALL_STEPS  # every step the log holds, unthinned
 MISSING = "-"
 
 
@@ -41,7 +41,7 @@ def summarise(run_dir: Path) -> Summary:
     """One run's summary from its metrics log and newest save; BabyError if it is not a run."""
     d = runfiles.check_run_dir(run_dir, "watch", flag="--compare")
     history = History(maxlen=10_000_000)
-    runfiles.replay_history(d, history, ALL)
+    runfiles.replay_metrics(d, history)
     steps, tokens = history.series("tokens", max_points=ALL)
     vsteps, vals = history.series("val_loss", max_points=ALL)
     bsteps, bpbs = history.series("val_bpb", max_points=ALL)
@@ -138,5 +138,5 @@ def _newest_meta(d: Path) -> dict[str, Any]:
 
 def _wall_span(d: Path) -> float | None:
     times = [t for rec in runfiles.read_jsonl(d / runfiles.METRICS_FILE)
-             if (t := _real(rec.get("time"))) is not None]
+             if (t := _real(rec.get(runfiles.TIME))) is not None]
     return times[-1] - times[0] if len(times) > 1 else None

@@ -17,12 +17,13 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from babyllm import live
-from babyllm.control import WAITING
+from babyllm.control import OPS, WAITING
 from babyllm.errors import BabyError, exit_code
 from babyllm.run import runfiles
 from babyllm.run.listing import NONE, best_text, list_runs, number, row_json, runs_table, save_text
@@ -31,7 +32,10 @@ from babyllm.socket import wire
 from babyllm.socket.client import ControlClient, RunRefused, is_live
 
 CLIENT = "ctl"  # the name the run's events give this client
-ACTIONS = ("status", *wire.CONTROL_OPS, wire.SET_OP)
+# What `ctl` can ask: the run's status, then the control ops (babyllm.control's op table), each with its help.
+ACTION_HELP: Mapping[str, str] = MappingProxyType(
+    {"status": "one line on the run (--json: its snapshot)", **{op.name: op.does for op in OPS}})
+ACTIONS = tuple(ACTION_HELP)
 WAITABLE = ("pause", "stop")  # the actions --wait can see through to their end
 WAIT_S = 60.0  # --wait's default patience (a stop's final save can take a while)
 WAIT_POLL_S = 0.1
@@ -42,7 +46,8 @@ WAIT_POLL_S = 0.1
 
 def add_ctl_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="run directory, or a run name under runs/")
-    p.add_argument("action", choices=ACTIONS, help="what to ask of the live run")
+    p.add_argument("action", choices=ACTIONS, help="what to ask of the live run: "
+                   + "; ".join(f"{action}: {does}" for action, does in ACTION_HELP.items()))
     p.add_argument("settings", nargs="*", metavar="KEY=VALUE",
                    help=f"with {wire.SET_OP}: settings to change mid-run, e.g. train.lr=0.0015 (as --set)")
     p.add_argument("--json", action="store_true", help="one JSON object (status: the snapshot plus pid and world_size)")

@@ -26,7 +26,16 @@ from torch import Tensor, nn
 
 from babyllm.config import ModelConfig
 from babyllm.model import gemm
-from babyllm.stats import MEMORIES, MEMORY_GATE, WINDOW_SIZE, WINDOW_WEIGHT
+from babyllm.stats import (
+    MEMORIES,
+    MEMORY_DECAY,
+    MEMORY_DECAYS,
+    MEMORY_GATE,
+    MEMORY_MIX,
+    MEMORY_SOURCES,
+    WINDOW_SIZE,
+    WINDOW_WEIGHT,
+)
 
 
 @dataclass
@@ -245,7 +254,7 @@ class Memory(nn.Module):
     nonlinearly what the windows gathered from different positions (measured: the largest single gain).
     """
 
-    SOURCES = ("short", "long", "input", "proj")
+    SOURCES = MEMORY_SOURCES  # the gates' columns (babyllm.stats names them)
 
     def __init__(self, neurons: int, rank: int, decay_short: float = 0.5, decay_long: float = 0.95,
                  mlp: bool = False) -> None:
@@ -269,8 +278,8 @@ class Memory(nn.Module):
 
     def readings(self, prefix: str) -> dict[str, float]:
         """Both decays and each source's mean gate, as `<prefix>_decay_short`, `<prefix>_gate_input`, ..."""
-        short, long = self.decays().tolist()
-        out = {f"{prefix}_decay_short": short, f"{prefix}_decay_long": long}
+        out = {MEMORY_DECAY.format(memory=prefix, decay=d): v
+               for d, v in zip(MEMORY_DECAYS, self.decays().tolist(), strict=True)}
         for src, g in zip(self.SOURCES, self.gates().mean(0).tolist(), strict=True):
             out[MEMORY_GATE.format(memory=prefix, source=src)] = g
         return out
@@ -342,7 +351,7 @@ class Memory2(Memory):
 
     def readings(self, prefix: str) -> dict[str, float]:
         """Memory's readings plus the mean share of the windows output in the input (`<prefix>_mix`)."""
-        return {**super().readings(prefix), f"{prefix}_mix": self.mix().mean().item()}
+        return {**super().readings(prefix), MEMORY_MIX.format(memory=prefix): self.mix().mean().item()}
 
     def forward(self, windows: Tensor, memory: Tensor, carried: Tensor | None = None) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         mixed = self.mixed_input(neuron_major(windows), neuron_major(memory))

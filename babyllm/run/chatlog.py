@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+
+from babyllm.snapshot import Say
 
 
 def _visible_table(keep: str) -> dict[int, str]:
@@ -28,7 +29,7 @@ def visible(text: str) -> str:
 class ChatLog:
     """Appends timestamped `you:`/`baby:` lines to chat.log in the run directory; a failure is said once."""
 
-    def __init__(self, path: Path, warn: Callable[[str], None]) -> None:
+    def __init__(self, path: Path, warn: Say) -> None:
         self.path = path
         self.warn = warn
         self.broken = False

@@ -12,11 +12,9 @@ import numpy as np
 from babyllm.errors import BabyError
 from babyllm.run import runfiles
 from babyllm.snapshot import History
+from babyllm.stats import REGISTRY
 
 MAX_POINTS = 4000  # per curve: more than a figure's width in pixels, so thinning never shows
-
-
-ALL_STEPS = 1 << 62  # replay every step the log holds
 
 
 X_AXES = ("step", "tokens")
@@ -54,20 +52,21 @@ def read_curves(run_dir: Path) -> Curves:
     """A run's curves; BabyError when it has no training steps logged."""
     run_dir = runfiles.check_run_dir(run_dir, "read", flag="babyllm plot")
     history = History(maxlen=10_000_000)
-    runfiles.replay_history(run_dir, history, ALL_STEPS)
+    runfiles.replay_metrics(run_dir, history)
     curves = curves_from_history(run_dir.name, history, MAX_POINTS)
     if not curves.steps:
         raise BabyError(f"{run_dir}: no training steps in {runfiles.METRICS_FILE} yet (nothing to plot)")
     return curves
 
 
-CURVE_STATS = ("loss", "tokens", "val_loss", "val_bpb")  # the stats the curves are drawn from
+CURVE_STATS = REGISTRY.where(lambda s: s.curve)  # the stats the curves are drawn from
 
 
 def curves_from_history(name: str, history: History, max_points: int) -> Curves:
     """A run's curves from its History, each thinned to at most `max_points` (steps: none logged yet)."""
-    (steps, train), (tok_steps, tokens), (val_steps, val), (bpb_steps, bpb) = (
-        history.series(stat, max_points) for stat in CURVE_STATS)
+    series = {stat: history.series(stat, max_points) for stat in CURVE_STATS}
+    (steps, train), (tok_steps, tokens) = series["loss"], series["tokens"]
+    (val_steps, val), (bpb_steps, bpb) = series["val_loss"], series["val_bpb"]
     tokens_at = dict(zip(tok_steps, tokens, strict=True))
     bpb_at = dict(zip(bpb_steps, bpb, strict=True))
     keep = [i for i, v in enumerate(val) if v == v]  # nan: not validated yet

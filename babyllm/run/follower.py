@@ -10,7 +10,7 @@ writes the files babyllm.run.runfiles describes. The ``Watcher`` follows them:
   inode) or whose first bytes change (rewritten in place by a new run) is read again from the start;
   a file that does not exist yet is waited for;
 - a step number that repeats (the trainer resumed from a save, or rolled back) replaces what was
-  recorded from that step on: the later line wins;
+  recorded from that step on: the later line wins (runfiles.Replay);
 - the config name and device come from header.json (a run from before headers: from its saved config,
   else they are left blank);
 - it runs in a worker thread (``run()``) and publishes Snapshots through a Board. The state is derived
@@ -30,7 +30,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -40,7 +40,7 @@ from babyllm.durations import duration
 from babyllm.errors import BabyError, CheckpointError
 from babyllm.events import EventKind
 from babyllm.run import runfiles
-from babyllm.snapshot import Event, History, Snapshot, State
+from babyllm.snapshot import Event, History, Publish, Say, Snapshot, State
 
 POLL_S = 0.5  # seconds between looks at the run's files
 PUBLISH_EVERY = 0.25  # at most this often a snapshot while catching up on a long file
@@ -172,15 +172,15 @@ class Watcher(Controls):
     thread of its own. ``poll_once()`` is one look, for tests.
     """
 
-    def __init__(self, run_dir: Path, *, publish: Callable[[Snapshot], None] | None = None,
-                 say: Callable[[str], None] | None = None, poll: float = POLL_S,
-                 idle_after: float = IDLE_AFTER_S, publish_every: float = PUBLISH_EVERY) -> None:
+    def __init__(self, run_dir: Path, *, publish: Publish | None = None, say: Say | None = None,
+                 poll: float = POLL_S, idle_after: float = IDLE_AFTER_S, publish_every: float = PUBLISH_EVERY) -> None:
         self.run_dir = Path(run_dir)
         self.poll = poll
         self.idle_after = idle_after
         self._board = Board(publish, publish_every)
         self._say = say
         self.history = History()
+        self.replay = runfiles.Replay(self.history)  # metrics.jsonl as the log means it (rollbacks, resumes)
         self.metrics = JsonlTail(self.run_dir / runfiles.METRICS_FILE, start_within=METRICS_TAIL)
         self.events_tail = JsonlTail(self.run_dir / runfiles.EVENTS_FILE, start_within=METRICS_TAIL)
         self.refused: list[Request] = []  # control requests a viewer cannot carry out
@@ -195,7 +195,6 @@ class Watcher(Controls):
         self.max_steps = 0
         self.note = ""
         self._header_id: tuple[int, int, float] | None = None
-        self._last_step: int | None = None
         self._alarm: Event | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -289,30 +288,15 @@ class Watcher(Controls):
     def _read_metrics(self) -> tuple[bool, bool]:
         records, restarted, more = self.metrics.records()
         if restarted:
-            self.history.clear()
-            self.stats, self.step, self.tokens, self._last_step, self._alarm = {}, 0, 0, None, None
+            self.replay.restart()
+            self.stats, self.step, self.tokens, self._alarm = {}, 0, 0, None
             self._local_event("info", f"{self.metrics.path.name} started over (a new run?): reading it again")
         if records and self.lines == 0 and self.metrics.skipped:
             self._local_event("info", f"(the first {self.metrics.skipped / 2**20:,.0f} MB of "
                                       f"{self.metrics.path.name} were skipped: the plots show its last part)")
-        latest: dict[str, float] | None = None
-        for rec in records:
-            back = runfiles.rollback_step(rec)
-            if back is not None:  # the trainer discarded later steps
-                self.history.rewind(back + 1)
-                self._last_step = back
-                continue
-            values = runfiles.metrics_values(rec)
-            step = runfiles.record_step(values)
-            if step is None:
-                self.metrics.bad_lines += 1
-                continue
-            if self._last_step is not None and step <= self._last_step:
-                self.history.rewind(step)  # resumed or rolled back: the later line wins
-            self.history.add(step, values)
-            self._last_step = step
-            latest = values
-            self.lines += 1
+        latest, added, damaged = self.replay.feed(records)
+        self.lines += added
+        self.metrics.bad_lines += damaged
         if latest is not None:
             self.stats = latest
             self.step = int(latest["step"])
@@ -379,7 +363,7 @@ class Watcher(Controls):
     def _derive(self) -> tuple[State, str]:
         """(state, status-bar note) from what the files say."""
         save = f"save {self.save_step:,}" if self.save_step is not None else "no save yet"
-        if self._last_step is None:
+        if self.replay.last_step is None:
             if not self.metrics.exists:
                 return "waiting", f"waiting for {self.metrics.path}"
             return "waiting", f"waiting for the first step in {self.metrics.path}"

@@ -158,23 +158,8 @@ def _live_view(d: Path) -> tuple[tuple[int, Snapshot] | str | None, str]:
 def _metrics_view(d: Path) -> tuple[int | None, float | None, int | None, list[str]]:
     """(last step of the live branch, best val loss in the tail and its step, problems) from metrics.jsonl."""
     path = d / runfiles.METRICS_FILE
-    records = runfiles.read_jsonl(path, METRICS_TAIL)
     history = History()  # keeps val_loss only where it changes: a point per validation
-    step: int | None = None
-    for rec in records:
-        back = runfiles.rollback_step(rec)
-        if back is not None:  # the steps after `back` were discarded
-            history.rewind(back + 1)
-            step = back
-            continue
-        values = runfiles.metrics_values(rec)
-        at = runfiles.record_step(values)
-        if at is None:
-            continue
-        if step is not None and at <= step:
-            history.rewind(at)  # resumed or rolled back: the later line wins
-        history.add(at, {"val_loss": values.get("val_loss", math.nan)})
-        step = at
+    step = runfiles.replay_metrics(d, history, keep=frozenset({"val_loss"}), tail_bytes=METRICS_TAIL).last_step
     notes = [] if step is not None or not _size(path) else [f"{runfiles.METRICS_FILE} has no readable step"]
     best = min(((v, s) for s, v in zip(*history.series("val_loss", max_points=1 << 30), strict=True)
                 if math.isfinite(v)), default=None)

@@ -17,7 +17,6 @@ from babyllm.snapshot import History
 
 CURVE_POINTS = 1000  # per curve, as read (the pane thins them further to its width)
 MAX_STEPS = 10_000_000  # steps a reference run's History keeps (the whole of any run this project trains)
-KEPT = frozenset({"step", "rollback_to", *CURVE_STATS})  # the fields of a metrics record a reference keeps
 
 
 def runs_root(run_dir: str) -> Path:
@@ -41,6 +40,8 @@ class ReferenceRun:
         self.curves: Curves | None = None
         self.note = ""
         self._history = History(maxlen=MAX_STEPS)
+        # only what the curves need is kept (a long run's other stats would cost memory for nothing)
+        self._replay = runfiles.Replay(self._history, keep=frozenset(CURVE_STATS))
         self._offset = 0  # bytes of metrics.jsonl read so far
         self._seen: tuple[int, int] | None = None  # (size, mtime_ns) at the last read
         self._read_once = False
@@ -73,11 +74,10 @@ class ReferenceRun:
 
     def _take_new_lines(self) -> None:
         if self._seen is not None and self._seen[0] < self._offset:  # the log started over
-            self._history.clear()
+            self._replay.restart()
             self._offset = 0
         records, self._offset = runfiles.read_jsonl_since(self.path, self._offset)
-        # only what the curves need is kept (a long run's other stats would cost memory for nothing)
-        runfiles.apply_metrics(self._history, [{k: v for k, v in rec.items() if k in KEPT} for rec in records])
+        self._replay.feed(records)
 
     def _missing(self, error: OSError) -> str:
         if isinstance(error, FileNotFoundError):

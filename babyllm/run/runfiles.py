@@ -17,8 +17,9 @@ A run directory (``runs/NAME/``) holds::
     checkpoint-00001000/      step-numbered snapshots, never pruned
     best/                     the weights with the lowest validation loss (model only, not resumable)
 
-The Tutor writes through RunWriter; the follower (and a resume) read through the parse functions here,
-so a record's shape is defined once. Nothing here imports torch.
+The Tutor writes through RunWriter; the follower, a resume, `runs`, `plot` and `--compare` read through the
+parse functions and Replay here, so a record's shape and a rollback's meaning are defined once. Nothing here
+imports torch.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import IO, Any, Literal, Protocol, TypeGuard
+from typing import IO, Any, Literal, NamedTuple, Protocol
 
 from babyllm.errors import BabyError, CheckpointError
 from babyllm.snapshot import Event, History
@@ -59,6 +60,9 @@ RUN_FILES = (HEADER_FILE, METRICS_FILE, EVENTS_FILE, TOKENIZER_FILE, DEBUG_LOG)
 RUNS = Path("runs")
 HISTORY_TAIL_BYTES = 32 << 20  # a resume rebuilds History from at most this much of metrics.jsonl
 RECENT_EVENTS = 50  # events a Snapshot carries (and a resume reloads)
+ALL_STEPS = 1 << 62  # replay every step the log holds
+TIME = "time"  # every metrics record's wall clock (seconds since the epoch)
+ROLLBACK_TO = "rollback_to"  # a rollback marker's step
 UNKNOWN = "unknown"  # a header field its record lacks (or has in an unusable form)
 
 _SAVE_NAME = re.compile(r"^(save|checkpoint)-(\d+)$")
@@ -216,17 +220,24 @@ def read_header(run_dir: Path) -> Header | None:
 def metrics_record(stats: dict[str, float], when: float | None = None) -> dict[str, Any]:
     """One step's stats as written: non-finite values as null, plus the wall clock when recorded."""
     rec: dict[str, Any] = {k: (v if math.isfinite(v) else None) for k, v in stats.items()}
-    rec["time"] = time.time() if when is None else when
+    rec[TIME] = time.time() if when is None else when
     return rec
 
 
 def rollback_record(step: int) -> dict[str, Any]:
     """The marker that every logged step after `step` was discarded (a rollback or a resume)."""
-    return {"rollback_to": step, "time": time.time()}
+    return {ROLLBACK_TO: step, TIME: time.time()}
 
 
 def event_record(ev: Event) -> dict[str, Any]:
     return {"step": ev.step, "kind": ev.kind, "message": ev.message, "time": ev.time}
+
+
+def record_stats(record: dict[str, Any]) -> dict[str, float]:
+    """A metrics.jsonl record's stats: its values without the wall clock it was recorded at."""
+    values = metrics_values(record)
+    values.pop(TIME, None)
+    return values
 
 
 def metrics_values(record: dict[str, Any]) -> dict[str, float]:
@@ -242,8 +253,8 @@ def metrics_values(record: dict[str, Any]) -> dict[str, float]:
 
 def rollback_step(record: dict[str, Any]) -> int | None:
     """The step a rollback marker goes back to, or None for any other record."""
-    back = record.get("rollback_to")
-    return back if _is_whole(back) else None
+    back = record.get(ROLLBACK_TO)
+    return back if _is_real(back) and isinstance(back, int) and back >= 0 else None
 
 
 def record_step(values: dict[str, float]) -> int | None:
@@ -307,44 +318,75 @@ def _parse_lines(lines: list[bytes]) -> list[dict[str, Any]]:
     return out
 
 
+class Fed(NamedTuple):
+    """What a batch of metrics records did: the newest added step's stats (None: none), steps added, damaged."""
+
+    latest: dict[str, float] | None
+    added: int
+    damaged: int
+
+
+@dataclass
+class Replay:
+    """metrics.jsonl read into a History as the log means it, a batch of records at a time (a follower feeds
+    what was appended since): a rollback marker drops the steps after it, and a step logged again (after a
+    resume or a rollback) replaces what was recorded from it on. ``upto``: steps after it are left out (a
+    resume's live branch ends at its save); ``keep``: the stats kept (None: all)."""
+
+    history: History
+    upto: int = ALL_STEPS
+    keep: frozenset[str] | None = None
+    last_step: int | None = None  # of the live branch: the step last added, or a rollback marker's
+    beyond: bool = False  # the records leave steps after `upto` (a branch a resume discards)
+
+    def feed(self, records: Iterable[dict[str, Any]]) -> Fed:
+        latest, added, damaged = None, 0, 0
+        for rec in records:
+            back = rollback_step(rec)
+            values = record_stats(rec)
+            step = record_step(values)
+            if back is not None:
+                self.history.rewind(back + 1)
+                self.last_step, self.beyond = back, self.beyond and back > self.upto
+            elif step is None:
+                damaged += 1
+            elif step > self.upto:
+                self.beyond = True
+            else:
+                if self.last_step is not None and step <= self.last_step:
+                    self.history.rewind(step)  # (every point is at last_step or before)
+                kept = values if self.keep is None else {k: v for k, v in values.items() if k in self.keep}
+                self.history.add(step, kept)
+                self.last_step, latest, added = step, values, added + 1
+        return Fed(latest, added, damaged)
+
+    def restart(self) -> None:
+        """The log started over (a new run in the same directory): forget what it said."""
+        self.history.clear()
+        self.last_step, self.beyond = None, False
+
+
+def replay_metrics(run_dir: Path, history: History, upto: int = ALL_STEPS, keep: frozenset[str] | None = None,
+                   tail_bytes: int = HISTORY_TAIL_BYTES) -> Replay:
+    """`history` filled from the last `tail_bytes` of the run's metrics.jsonl (see Replay)."""
+    replay = Replay(history, upto, keep)
+    replay.feed(read_jsonl(Path(run_dir) / METRICS_FILE, tail_bytes))
+    return replay
+
+
 def replay_history(run_dir: Path, history: History, step: int) -> tuple[bool, list[Event]]:
     """After a resume: fill `history` from metrics.jsonl up to `step` (the live branch); the recent events.
 
     Returns (whether the log holds steps after `step`, a branch now discarded; the last RECENT_EVENTS events).
     """
-    beyond = apply_metrics(history, read_jsonl(Path(run_dir) / METRICS_FILE), step)
+    beyond = replay_metrics(run_dir, history, step).beyond
     events = [ev for ev in (parse_event(rec, 0.0) for rec in read_jsonl(Path(run_dir) / EVENTS_FILE)
                             if "step" in rec and "kind" in rec and "message" in rec) if ev is not None]
     return beyond, events[-RECENT_EVENTS:]
 
 
-def apply_metrics(history: History, records: list[dict[str, Any]], step: int = 1 << 62, beyond: bool = False) -> bool:
-    """Add metrics.jsonl records (up to `step`) to `history` as the log means them: a rollback marker drops
-    the steps after it, a step logged twice (a resume) replaces the first. Returns whether the records
-    leave steps after `step` (`beyond`: whether the records before these did)."""
-    for rec in records:
-        back = rollback_step(rec)
-        if back is not None:
-            history.rewind(back + 1)
-            beyond = beyond and back > step
-            continue
-        if "rollback_to" in rec:
-            continue
-        at = rec.get("step")
-        if not _is_whole(at) or at > step:
-            beyond = beyond or _is_whole(at)
-            continue
-        history.rewind(int(at))  # a step logged twice (an older resume): the later line wins
-        history.add(int(at), {k: v for k, v in metrics_values(rec).items() if k != "time"})
-    return beyond
-
-
 def _is_real(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _is_whole(v: Any) -> TypeGuard[int]:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
 # --- writing the logs -----------------------------------------------------------------------------

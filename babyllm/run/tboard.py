@@ -20,16 +20,17 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 from babyllm.run.runfiles import TENSORBOARD
+from babyllm.snapshot import Say
+from babyllm.stats import REGISTRY, STEPWISE
 
 FILE_VERSION = b"brain.Event:2"
-# Written every step; only when they change (a validation, the constant unigram reference).
-EVERY_STEP: tuple[str, ...] = ("loss", "lr")
-ON_CHANGE: tuple[str, ...] = ("val_loss", "val_bpb", "unigram_bpb")
+# The stats the registry marks for TensorBoard: written every step, or (stepwise) only where they change.
+EVERY_STEP: tuple[str, ...] = REGISTRY.where(lambda s: s.tensorboard and s.changes != STEPWISE)
+ON_CHANGE: tuple[str, ...] = REGISTRY.where(lambda s: s.tensorboard and s.changes == STEPWISE)
 SESSION_START = 1  # SessionLog.status START
 
 
@@ -117,7 +118,7 @@ class EventWriter:
     Opened at `start_step` (the step a resumed run continues from: a SessionLog START there, after 0).
     """
 
-    def __init__(self, run_dir: Path, start_step: int, failed: Callable[[str], None]) -> None:
+    def __init__(self, run_dir: Path, start_step: int, failed: Say) -> None:
         self._failed = failed
         self._pending: list[bytes] = []
         self._last: dict[str, float] = {}

@@ -30,22 +30,22 @@ import stat
 import struct
 import threading
 import traceback
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty, SimpleQueue
+from types import MappingProxyType
 from typing import Any
 
 from babyllm import live
-from babyllm.control import refusal
+from babyllm.control import CONTROL_OPS, refusal
 from babyllm.errors import BabyError, ConfigError
-from babyllm.snapshot import ChatSession, LiveSettings, Snapshot, TutorControl
+from babyllm.snapshot import ChatSession, LiveSettings, Say, Snapshot, TutorControl
 from babyllm.socket import wire
 from babyllm.socket.client import socket_path, unix_address
 
-# The TutorControl method each control op calls (each takes who asked as `by`).
-CONTROL_METHODS: dict[str, str] = {"pause": "pause", "resume": "resume", "save": "request_save",
-                                   "checkpoint": "request_checkpoint", "rollback": "rollback", "stop": "stop"}
+# The TutorControl method each control op calls (each takes who asked as `by`), from the op table.
+CONTROL_METHODS: Mapping[str, str] = MappingProxyType({op.name: op.method for op in CONTROL_OPS})
 NAME_LIMIT = 80  # characters of a client's name kept (it goes into the run's events)
 RECV_BYTES = 1 << 16
 BACKLOG = 16
@@ -53,8 +53,6 @@ HISTORY_POINTS = 2000  # per stat in a subscribe reply at most (fewer when the l
 POINT_BYTES = 32  # about what one [step, value] pair takes in JSON (a first guess at how many fit)
 JOIN_S = 5.0  # close(): how long to wait for the server thread
 STALE_PROBE_S = 1.0  # start(): how long an existing socket may take to answer before it is called stale
-
-Log = Callable[[str], None]
 
 
 @dataclass(eq=False)
@@ -80,7 +78,7 @@ class _Conn:
 class Endpoint:
     """A run's control socket server: start() binds it and starts the server thread, close() ends both."""
 
-    def __init__(self, run_dir: Path, control: TutorControl, *, world_size: int = 1, log: Log | None = None,
+    def __init__(self, run_dir: Path, control: TutorControl, *, world_size: int = 1, log: Say | None = None,
                  allowed_uids: Collection[int] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.path = socket_path(self.run_dir)
@@ -107,7 +105,7 @@ class Endpoint:
         self._handlers: dict[str, Callable[[_Conn, dict[str, Any]], dict[str, Any] | None]] = {
             "hello": self._hello, "status": self._status, "subscribe": self._subscribe, "chat": self._chat,
             "chat_command": self._chat_command, "chat_cancel": self._chat_cancel,
-            wire.SET_OP: self._set, **{op: self._control_op for op in wire.CONTROL_OPS}}
+            wire.SET_OP: self._set, **{op: self._control_op for op in CONTROL_METHODS}}
 
     # --- the trainer's side -----------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from queue import SimpleQueue
 from typing import Any
@@ -29,7 +29,7 @@ from typing import Any
 from babyllm.control import DEFAULT_BY, Controls, Request
 from babyllm.errors import BabyError
 from babyllm.run.follower import SavedChat
-from babyllm.snapshot import ChatSession, History, Snapshot, State
+from babyllm.snapshot import ChatSession, History, Publish, Say, Snapshot, State
 from babyllm.socket import wire
 from babyllm.socket.client import ControlClient, NoLiveRun, RunRefused, socket_path
 
@@ -38,9 +38,6 @@ ENDING: tuple[State, ...] = ("stopping", "stopped", "finished", "error")  # a st
 SOCKET_GONE_S = 1.0  # after the stream ends: how long the run may take to remove its socket (a clean stop)
 RUN_STOPPED = "the run stopped"
 CONNECTION_LOST = "connection lost"
-
-Publish = Callable[[Snapshot], None]
-Say = Callable[[str], None]
 
 
 class _Connection(ControlClient):
