@@ -146,10 +146,10 @@ def test_a_subscriber_sees_the_final_state_before_the_socket_closes(running):
 
 def test_the_socket_is_removed_when_training_fails(make_cfg, tmp_path):
     with Running(make_cfg("train.steps=0"), tmp_path / "run") as r:
-        def boom(stats):
+        def boom():
             raise RuntimeError("a bug in a step")
 
-        r.tutor._after_step = boom  # (the loop's next step fails)
+        r.tutor.step = boom  # (the loop's next step fails)
         r.thread.join(30)
         assert r.result == ["error"] and "a bug in a step" in r.tutor.snapshot().error
     assert not socket_path(r.run_dir).exists()

@@ -13,7 +13,8 @@ from test_tui import make_app, started
 
 from babyllm.config import load_config
 from babyllm.model.network import BabyLLM, Memory
-from babyllm.school.tutor import SLOW_STATS_EVERY, Tutor
+from babyllm.school.stepper import SLOW_STATS_EVERY
+from babyllm.school.tutor import Tutor
 from babyllm.snapshot import Snapshot
 from babyllm.socket import wire
 from babyllm.stats import GATE_BINS, MEMORIES, MEMORY_GATE
@@ -64,15 +65,15 @@ def test_histogram_edges_and_the_models_names():
 def test_the_tutor_publishes_them_with_the_slow_stats(make_cfg, tmp_path):
     with Tutor(make_cfg(), tmp_path / "run", say=lambda m: None, publish_every=0.0) as t:
         assert t.snapshot().gate_hist == {}  # no step yet
-        t._record(t.step())
-        t._maybe_publish(force=True)
+        t.recorder.record(t.step())
+        t.recorder.publish(force=True)
         first = t.snapshot().gate_hist
         assert first == t.model.gate_histograms(GATE_BINS) and list(first) == NAMES
         with torch.no_grad():
             t.model.memory1.gate_logits[:, 0] = 50.0  # every m1 short gate ~1
         while t.step_count % SLOW_STATS_EVERY:
-            t._record(t.step())
-        t._maybe_publish(force=True)
+            t.recorder.record(t.step())
+        t.recorder.publish(force=True)
         now = t.snapshot().gate_hist
     assert now["mem1_gate_short"] == (0,) * 9 + (t.cfg.model.neurons,)
     assert now["mem1_gate_long"][0] == t.cfg.model.neurons

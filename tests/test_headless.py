@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-import babyllm.school.tutor as tutor_mod
+import babyllm.school.stepper as stepper_mod
 from babyllm.commands.cli import build_parser
 from babyllm.commands.cli import main as cli_main
 from babyllm.commands.runsetup import prepare_run
@@ -71,14 +71,14 @@ def test_user_mistakes_are_one_line(train_args, tmp_path, capsys):
 
 
 def test_alarm_saves_last_good_state_and_exits_nonzero(train_args, tmp_path, capsys, monkeypatch):
-    real = tutor_mod.clip_grad_norm_
+    real = stepper_mod.clip_grad_norm_
     calls = []
 
     def clip(params, max_norm):
         calls.append(1)
         return torch.tensor(float("nan")) if len(calls) == 15 else real(params, max_norm)
 
-    monkeypatch.setattr(tutor_mod, "clip_grad_norm_", clip)
+    monkeypatch.setattr(stepper_mod, "clip_grad_norm_", clip)
     run = tmp_path / "run"
     assert cli_main(train_args("--run-dir", str(run))) == 1
     out = capsys.readouterr().out

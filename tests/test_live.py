@@ -13,7 +13,8 @@ from babyllm.commands.cli import main as cli_main
 from babyllm.commands.runsetup import prepare_run
 from babyllm.config import apply_override, load_config
 from babyllm.errors import ConfigError
-from babyllm.school.tutor import Tutor, lr_multiplier
+from babyllm.school.engine import lr_multiplier
+from babyllm.school.tutor import Tutor
 from babyllm.socket.client import ControlClient, is_live
 from tui.fake import FakeTutor
 from tui.messages import SnapshotReady

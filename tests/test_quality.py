@@ -12,8 +12,9 @@ from babyllm import BabyLLM
 from babyllm.commands.cli import main as cli_main
 from babyllm.model import bpb
 from babyllm.model.network import next_token_loss
+from babyllm.school.engine import lr_multiplier
 from babyllm.school.librarian import Librarian
-from babyllm.school.tutor import Tutor, lr_multiplier
+from babyllm.school.tutor import Tutor
 
 
 def test_token_bytes_spell_the_text_exactly(make_cfg):
@@ -97,7 +98,7 @@ def test_tutor_stops_when_the_training_clock_reaches_the_budget(make_cfg, tmp_pa
         # steps) it stops a little short of min_lr; on the step count it would still be near the peak.
         assert t.optimizer.param_groups[0]["lr"] == pytest.approx(cfg.train.min_lr, rel=2e-2)
         assert 0 < t.step_count < 1000
-        assert math.isfinite(t._last_stats["val_bpb"])
+        assert math.isfinite(t.recorder.last_stats["val_bpb"])
 
 
 def test_val_bpb_and_unigram_reference_are_stats(make_cfg, tmp_path):
@@ -106,7 +107,7 @@ def test_val_bpb_and_unigram_reference_are_stats(make_cfg, tmp_path):
         stats = t.step()
         assert math.isfinite(stats["val_bpb"]) and math.isfinite(stats["unigram_bpb"])
         assert stats["val_bpb"] == pytest.approx(
-            t.val_loss / t._val_bytes_per_token / math.log(2))
+            t.val_loss / t.exam.val_bytes_per_token / math.log(2))
 
 
 def test_eval_and_bench_quality_commands(corpus, cache, tmp_path, capsys):

@@ -231,14 +231,14 @@ def test_a_rollback_purges_the_steps_after_the_save(make_cfg, tmp_path):
     run = tmp_path / "run"
     with Tutor(make_cfg("log.tensorboard=true", "train.save_every=0"), run, say=lambda m: None) as t:
         for _ in range(6):
-            t._record(t.step())
+            t.recorder.record(t.step())
         t.save()
         for _ in range(4):
-            t._record(t.step())
+            t.recorder.record(t.step())
         t._rollback()  # (the cockpit's r key after an alarm)
         assert t.step_count == 6
         for _ in range(3):
-            t._record(t.step())
+            t.recorder.record(t.step())
     events = [parse_event(r) for p in event_files(run) for r in read_records(p)]
     assert [e["step"] for e in events if e.get("session_start")] == [7]
     shown, logged = scalars(events), metrics(run)

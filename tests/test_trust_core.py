@@ -193,7 +193,7 @@ def test_a_full_disk_while_logging_raises_the_alarm_and_keeps_the_last_save(make
     run = tmp_path / "run"
     t = Tutor(make_cfg("train.save_every=3", "train.eval_every=1000"), run, say=lambda m: None)
     armed = [False]
-    t._writer._files[which] = _FullAfter(t._writer._files[which], armed)
+    t.recorder.writer._files[which] = _FullAfter(t.recorder.writer._files[which], armed)
     result = []
     th = threading.Thread(target=lambda: result.append(t.run()))
     th.start()
@@ -290,7 +290,7 @@ def test_best_val_names_its_step_and_a_worse_branch_never_replaces_best(make_cfg
     assert best["best_val_step"] == best["step"] == t.best_val_step and best["step"] in (3, 6)
     _edit_meta(run / "best", lambda m: m.update(val_loss=0.001))  # a far better best from another branch
     t2 = Tutor(make_cfg("train.steps=9", "train.eval_every=3"), run, resume=True, say=lambda m: None)
-    t2.best_val = math.inf  # this branch thinks anything is a new best
+    t2.progress.best_val = math.inf  # this branch thinks anything is a new best
     assert t2.run() == "finished"
     assert json.loads((run / "best" / "meta.json").read_text())["val_loss"] == 0.001
 

@@ -10,11 +10,12 @@ import pytest
 import torch
 from runhelpers import wait_for
 
-import babyllm.school.tutor as tutor_mod
+import babyllm.school.stepper as stepper_mod
 from babyllm.paths import CORPORA
 from babyllm.run.runfiles import list_saves
+from babyllm.school.engine import lr_multiplier
 from babyllm.school.soul import load_for_inference
-from babyllm.school.tutor import Tutor, lr_multiplier
+from babyllm.school.tutor import Tutor
 from babyllm.snapshot import Snapshot
 from babyllm.stats import REGISTRY
 
@@ -156,7 +157,7 @@ def test_nonfinite_loss_is_never_applied(make_cfg, tmp_path):
         adam_steps = [s["step"].item() for s in t.optimizer.state.values()]
         stats = t.step()
         assert math.isnan(stats["loss"]) and stats["step"] == 4
-        assert t.step_count == 3 and t._alarm == "step 4: loss is nan"
+        assert t.step_count == 3 and t.stepper.alarm == "step 4: loss is nan"
         after = _params(t)
         for n in before:
             assert torch.equal(before[n].nan_to_num(7.0), after[n].nan_to_num(7.0)), n
@@ -167,10 +168,10 @@ def test_nonfinite_grad_norm_is_never_applied(make_cfg, tmp_path, monkeypatch):
     with Tutor(make_cfg(), tmp_path / "run", say=lambda m: None) as t:
         t.step()
         before = _params(t)
-        monkeypatch.setattr(tutor_mod, "clip_grad_norm_", lambda params, max_norm: torch.tensor(float("inf")))
+        monkeypatch.setattr(stepper_mod, "clip_grad_norm_", lambda params, max_norm: torch.tensor(float("inf")))
         stats = t.step()
         assert math.isfinite(stats["loss"]) and stats["grad_norm"] == math.inf
-        assert t._alarm == "step 2: grad_norm is inf"
+        assert t.stepper.alarm == "step 2: grad_norm is inf"
         assert all(torch.equal(before[n], p) for n, p in t.model.named_parameters())
 
 
