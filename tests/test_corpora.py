@@ -12,6 +12,7 @@ import pytest
 
 from babyllm.config import load_config
 from babyllm.errors import ConfigError, CorpusError
+from babyllm.school import corpus as C
 from babyllm.school import librarian as L
 from babyllm.school.librarian import END_OF_TEXT, Librarian, Progress, sample_text, token_dtype, train_tokenizer
 
@@ -160,7 +161,7 @@ def test_the_librarian_trains_its_tokenizer_on_the_bounded_sample(tmp_path, monk
     seen = []
     real = L.train_tokenizer
     monkeypatch.setattr(L, "SAMPLE_CHARS", 60_000)
-    monkeypatch.setattr(L, "CHUNK", 4096)
+    monkeypatch.setattr(C, "CHUNK", 4096)
     monkeypatch.setattr(L, "train_tokenizer", lambda texts, vocab: real(iter(seen.extend(texts) or seen), vocab))
     Librarian(config(tmp_path, f), say=lambda m: None)
     assert 50_000 <= sum(len(p) for p in seen) <= 60_000 < f.stat().st_size
@@ -185,7 +186,7 @@ def test_streamed_encoding_equals_encoding_each_document_whole(tmp_path, monkeyp
     for i, d in enumerate(docs):
         (root / f"{i}.txt").write_bytes(d.encode())
     (root / "rows.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs[:2]), encoding="utf-8")
-    monkeypatch.setattr(L, "CHUNK", 97)  # tiny reads and batches: many cuts, many batches
+    monkeypatch.setattr(C, "CHUNK", 97)  # tiny reads and batches: many cuts, many batches
     monkeypatch.setattr(L, "ENCODE_BATCH", 300)
     lib = Librarian(config(tmp_path, root, "model.vocab=1024"), say=lambda m: None)
     assert any("Ċ" in t and "Ġ" in t for t in lib.tokenizer.get_vocab())  # merges across a line break exist
@@ -203,7 +204,7 @@ def test_every_safe_cut_keeps_the_ids():
     cuts = 0
     for _ in range(400):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(2, 30)))
-        cut = L._safe_cut(text)
+        cut = C._safe_cut(text)
         if cut:
             cuts += 1
             assert tok.encode(text[:cut]).ids + tok.encode(text[cut:]).ids == tok.encode(text).ids, repr(text)
@@ -230,7 +231,7 @@ def prepare_traced(tmp_path, name: str, megabytes: float) -> tuple[Librarian, in
 def test_a_multi_megabyte_corpus_streams_in_bounded_memory(tmp_path, monkeypatch):
     monkeypatch.setattr(L, "SAMPLE_CHARS", 200_000)  # memory follows these, not the corpus's size
     monkeypatch.setattr(L, "ENCODE_BATCH", 256 << 10)
-    monkeypatch.setattr(L, "CHUNK", 64 << 10)
+    monkeypatch.setattr(C, "CHUNK", 64 << 10)
     _, small_size, small_peak, _ = prepare_traced(tmp_path, "small.txt", 1)
     lib, size, peak, seen = prepare_traced(tmp_path, "big.txt", 6)
     assert size > 5 * small_size and size > 5_000_000
@@ -395,7 +396,7 @@ def test_unwritable_default_cache_names_it_too(tmp_path, corpus, monkeypatch):
 def test_a_document_with_no_safe_cut_for_a_long_way_still_streams(tmp_path, monkeypatch):
     f = tmp_path / "one-line.txt"
     f.write_text(("word," * 3000 + " ") * 20 + "\n", encoding="utf-8")  # a safe cut every 15 KB only
-    monkeypatch.setattr(L, "CHUNK", 1000)
+    monkeypatch.setattr(C, "CHUNK", 1000)
     lib = Librarian(config(tmp_path, f), say=lambda m: None)
     encoded = lib.tokenizer.encode(f.read_text()).ids + [lib.eot]
     assert np.concatenate([lib.train_tokens, lib.val_tokens]).tolist() == encoded

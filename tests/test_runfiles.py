@@ -116,7 +116,7 @@ def test_one_validator_one_set_of_messages(tmp_path):
         with pytest.raises(CheckpointError, match=r"notes.txt: not a directory \(--x wants a run directory"):
             check_run_dir(tmp_path / "notes.txt", use, "--x")
     assert check_run_dir(tmp_path / "new", "train") == tmp_path / "new"  # made later, by the Tutor
-    assert check_run_dir(tmp_path / "new", "resume") == tmp_path / "new"  # soul.check_start: "no save to resume"
+    assert check_run_dir(tmp_path / "new", "resume") == tmp_path / "new"  # rundir.check_start: "no save to resume"
     with pytest.raises(CheckpointError, match=r"nope: no such run directory \(train one first"):
         check_run_dir(tmp_path / "nope", "read", runs_root=tmp_path / "none")
     write_save(tmp_path / "runs" / "alpha", 5)

@@ -15,8 +15,9 @@ import torch
 import babyllm.school.soul as soul
 from babyllm.config import load_config
 from babyllm.errors import BabyError, CheckpointError
+from babyllm.run.rundir import resolve_run_dir
 from babyllm.run.runfiles import list_saves
-from babyllm.school.soul import load_for_inference, resolve_run_dir
+from babyllm.school.soul import load_for_inference
 from babyllm.school.tutor import Tutor
 
 

@@ -16,7 +16,7 @@ import torch
 from babyllm.errors import BabyError
 from babyllm.infer2 import Settings
 from babyllm.infer2.sampling import sample_next
-from babyllm.run import runfiles
+from babyllm.run import rundir, runfiles
 from babyllm.run.runlock import RunLock, RunLocked
 from babyllm.school import soul
 from babyllm.school.tutor import Tutor
@@ -401,5 +401,5 @@ def test_choosing_a_run_that_is_being_trained_names_the_holder_first(tmp_path):
     with RunLock(run):
         for resume in (True, False):  # before "no save to resume from" or "already has a save"
             with pytest.raises(RunLocked, match="already being trained by pid"):
-                soul.resolve_run_dir(None, run, resume, "tiny")
-    assert soul.resolve_run_dir(None, run, False, "tiny") == run
+                rundir.resolve_run_dir(None, run, resume, "tiny")
+    assert rundir.resolve_run_dir(None, run, False, "tiny") == run

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cockpit(args: argparse.Namespace, notifier: Notifier | None = None) -> int:
     """The training cockpit in this process; ``notifier`` tells the launcher (tui.detach) of a detach."""
     from babyllm.model.runtime import pick_device
-    from babyllm.school.librarian import find_corpus
+    from babyllm.school.corpus import find_corpus
 
     # Everything that can be checked cheaply is checked here, so it is a one-line error, not a screen.
     cfg, run_dir = prepare_run(args)  # as `babyllm train`: --resume alone continues with the saved config

@@ -24,7 +24,7 @@ QUIT = ("/quit", "/exit", "/q")
 
 def find_run_dir(args: argparse.Namespace, runs_root: Path = RUNS) -> Path:
     """The run directory from --run/--run-dir, else the most recently saved run; a clear error if missing."""
-    from babyllm.school.soul import resolve_run_dir
+    from babyllm.run.rundir import resolve_run_dir
 
     run, run_dir = getattr(args, "run", None), getattr(args, "run_dir", None)
     if run_dir is not None:

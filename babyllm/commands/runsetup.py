@@ -40,7 +40,8 @@ def prepare_run(args: argparse.Namespace, runs_root: Path = RUNS) -> tuple[Confi
     Resuming without --config continues with the config the run was saved with (plus --set, --corpus
     and --steps); otherwise the config comes from --config (or the one that suits this machine).
     """
-    from babyllm.school.soul import resolve_run_dir, saved_config  # torch: only once arguments parse
+    from babyllm.run.rundir import resolve_run_dir
+    from babyllm.school.soul import saved_config  # torch: only once arguments parse
 
     run = getattr(args, "run", None)
     run_dir_arg = getattr(args, "run_dir", None)

@@ -115,7 +115,7 @@ Use = Literal["train", "resume", "read", "watch"]  # a new run | continuing one 
 def check_run_dir(path: Path, use: Use, flag: str = "--run-dir", runs_root: Path = RUNS) -> Path:
     """`path` if it can serve `use`; CheckpointError (one line) if not.
 
-    train/resume may name a directory not made yet (whether it has saves is soul.check_start's business);
+    train/resume may name a directory not made yet (whether it has saves is rundir.check_start's business);
     read and watch need it to exist; read also takes one save folder; watch waits on an empty directory.
     """
     d = Path(path).expanduser()

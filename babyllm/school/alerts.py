@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from babyllm.config import AlertsConfig
+from babyllm.snapshot import Say
 
 Watches = Literal["step", "val", "clock"]
 COMMAND_ENV = "BABYLLM_ALERT"  # the alert text, for a command that reads it from the environment
@@ -207,7 +208,7 @@ class Alerts:
         return out
 
 
-def run_command(command: str, text: str, timeout: float, failed: Callable[[str], None]) -> threading.Thread:
+def run_command(command: str, text: str, timeout: float, failed: Say) -> threading.Thread:
     """Run `command` (split as a shell would, never through one) with `text` as its last argument and in
     $BABYLLM_ALERT, in a background thread; `failed` hears one line if it cannot start, fails or times out."""
 

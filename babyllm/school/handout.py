@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from tokenizers import Tokenizer
@@ -10,9 +9,10 @@ from tokenizers import Tokenizer
 from babyllm.config import Config
 from babyllm.school import distributed, soul
 from babyllm.school.librarian import Librarian, ProgressFn
+from babyllm.snapshot import Say
 
 
-def hand_out(cfg: Config, run_dir: Path, resume: bool, *, rank: int, world_size: int, say: Callable[[str], None],
+def hand_out(cfg: Config, run_dir: Path, resume: bool, *, rank: int, world_size: int, say: Say,
              progress: ProgressFn | None = None) -> Librarian:
     """This rank's Librarian. Rank 0 alone prepares the tokenizer (a resumed run's own, else a new one it
     saves in the run) and the corpus, so a shared cache is written once; the other ranks build theirs on

@@ -12,12 +12,12 @@ from babyllm.errors import BabyError
 from babyllm.events import EventKind
 from babyllm.run import runfiles, tboard
 from babyllm.school.progress import Progress
-from babyllm.snapshot import Event, History, Snapshot, State, TutorControl
+from babyllm.snapshot import Event, History, Say, Snapshot, State, TutorControl
 from babyllm.socket.endpoint import Endpoint
 
 METRICS_FLUSH_S = 1.0
 
-Log = Callable[[str], None]
+
 
 
 class Recorder:
@@ -30,7 +30,7 @@ class Recorder:
     (a full disk) raises the alarm, naming what is safe."""
 
     def __init__(self, run_dir: Path, progress: Progress, *, main: bool, publish: Publish | None,
-                 publish_every: float, log: Log) -> None:
+                 publish_every: float, log: Say) -> None:
         self.run_dir, self.progress, self.main, self.log = run_dir, progress, main, log
         self.history = History()
         self.board = Board(publish, publish_every, on_error=self._publish_failed)

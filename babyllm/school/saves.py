@@ -20,8 +20,7 @@ from babyllm.school import distributed, soul
 from babyllm.school.engine import Engine
 from babyllm.school.librarian import Librarian
 from babyllm.school.progress import RECENT_LOSSES, Progress
-
-Say = Callable[[str], None]
+from babyllm.snapshot import Say
 
 
 def _number(value: Any, default: float) -> float:

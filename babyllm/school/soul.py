@@ -35,24 +35,20 @@ from safetensors.torch import save as st_save
 from tokenizers import Tokenizer
 
 from babyllm.config import Config, _apply_table, validate
-from babyllm.errors import BabyError, CheckpointError, ConfigError
+from babyllm.errors import CheckpointError, ConfigError
 from babyllm.model.network import BabyLLM
-from babyllm.run import runlock
 from babyllm.run.runfiles import (
     BEST,
     META_FILE,
     MODEL_FILE,
-    RUNS,
     STATE_FILE,
     TOKENIZER_FILE,
-    check_run_dir,
     is_save_folder,
-    latest_step,
     list_saves,
-    run_name_dir,
     save_name,
 )
 from babyllm.school.librarian import atomic_write_bytes, tokenizer_digest
+from babyllm.snapshot import Say
 
 FORMAT = 1
 T = TypeVar("T")
@@ -77,64 +73,6 @@ class LoadedSave:
 
 
 # --- run directories ------------------------------------------------------------------------------
-
-
-def make_run_dir(run_dir: Path) -> None:
-    """Create the run directory (and parents), or say in one line why it cannot be used."""
-    run_dir = check_run_dir(run_dir, "train")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise BabyError(f"{run_dir}: cannot create the run directory ({e.strerror or e}); "
-                        "choose another --run-dir") from None
-    if not os.access(run_dir, os.W_OK | os.X_OK):
-        raise BabyError(f"{run_dir}: the run directory is not writable; fix its permissions or "
-                        "train a copy of it (its saves are untouched)")
-
-
-def check_start(run_dir: Path, resume: bool, owner: bool = False) -> None:
-    """A new run must not overwrite saves; a resumed run needs one; a run being trained is named as such
-    (`owner`: the caller holds the run's lock itself)."""
-    if not owner:
-        runlock.check_free(run_dir)
-    step = latest_step(run_dir)
-    if not resume and step is not None:
-        raise BabyError(
-            f"{run_dir} already has a save at step {step}; pass --resume to continue it, or choose another --run"
-        )
-    if resume and step is None:
-        raise CheckpointError(f"{run_dir}: no save to resume from (start it without --resume)")
-
-
-def resolve_run_dir(
-    run: str | None, run_dir: Path | None, resume: bool, config_name: str, runs_root: Path = RUNS
-) -> Path:
-    """--run-dir D as given; --run NAME -> runs_root/NAME; neither: the newest saved run (resume) or a new one."""
-    runs_root = Path(runs_root)
-    if run_dir is not None:
-        d = Path(run_dir)
-    elif run:
-        d = run_name_dir(run, runs_root)
-    elif resume:
-        best: tuple[float, Path] | None = None
-        for candidate in runs_root.iterdir() if runs_root.is_dir() else ():
-            saves = list_saves(candidate)
-            if saves:
-                stamp = max((s.path / META_FILE).stat().st_mtime if (s.path / META_FILE).exists() else 0.0
-                            for s in saves)
-                if best is None or stamp > best[0]:
-                    best = (stamp, candidate)
-        if best is None:
-            raise CheckpointError(f"{runs_root}: no saved run to resume; pass --run NAME or --run-dir D")
-        d = best[1]
-    else:
-        stem = f"{config_name or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
-        d, n = runs_root / stem, 2
-        while d.exists():
-            d, n = runs_root / f"{stem}-{n}", n + 1
-    d = check_run_dir(d, "resume" if resume else "train", "--run-dir" if run_dir is not None else "--run", runs_root)
-    check_start(d, resume)
-    return d
 
 
 _ASIDE = re.compile(r"^\.(.+)\.(tmp|old)-\d+$")
@@ -400,7 +338,7 @@ def read_save(folder: Path, cfg: Config | None = None, tokenizer: Tokenizer | No
 
 
 def load_newest(run_dir: Path, cfg: Config | None, tokenizer: Tokenizer | None,
-                say: Callable[[str], None] | None = None, with_state: bool = True,
+                say: Say | None = None, with_state: bool = True,
                 apply: Callable[[LoadedSave], None] | None = None) -> LoadedSave:
     """The newest save that reads, checks and (if given) applies cleanly, falling back to older ones.
 
@@ -421,7 +359,7 @@ def load_newest(run_dir: Path, cfg: Config | None, tokenizer: Tokenizer | None,
 
 
 def first_usable(folders: list[Path], load: Callable[[Path], T], where: Path,
-                 say: Callable[[str], None] | None = None) -> T:
+                 say: Say | None = None) -> T:
     """What `load` makes of the first folder (newest first) that loads: a damaged one falls back to the next,
     saying so; a mismatch with the config or tokenizer is raised at once (older saves would mismatch too)."""
     first_error: CheckpointError | None = None
@@ -469,7 +407,7 @@ def saved_config(run_dir: Path) -> Config:
 
 
 def load_for_inference(run_dir: Path, device: str | torch.device = "cpu",
-                       say: Callable[[str], None] | None = None) -> tuple[Config, BabyLLM, Tokenizer, int]:
+                       say: Say | None = None) -> tuple[Config, BabyLLM, Tokenizer, int]:
     """The newest good save's config, model (eval mode, on `device`), tokenizer and step.
 
     `run_dir` is a run directory (its newest usable save is taken, older ones on damage) or one save

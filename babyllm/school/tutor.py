@@ -44,7 +44,7 @@ import shutil
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ from babyllm.errors import BabyError, ConfigError
 from babyllm.infer2 import Infer2, Settings
 from babyllm.model import bpb
 from babyllm.model.runtime import pick_device, resolve_dtype
-from babyllm.run import runfiles
+from babyllm.run import rundir, runfiles
 from babyllm.run.runlock import RunLock
 from babyllm.school import distributed, soul
 from babyllm.school.counsellor import Counsellor, cuda_sync
@@ -70,7 +70,7 @@ from babyllm.school.recorder import Recorder
 from babyllm.school.saves import Saves
 from babyllm.school.steering import Steering
 from babyllm.school.stepper import Stepper
-from babyllm.snapshot import Corpus, Sample, Snapshot, State
+from babyllm.snapshot import Corpus, Publish, Sample, Say, Snapshot, State
 from babyllm.system import SystemSampler
 
 
@@ -78,8 +78,8 @@ class Tutor(Controls):
     """The training loop for one run (implements babyllm.snapshot.TutorControl)."""
 
     def __init__(self, cfg: Config, run_dir: Path, *, resume: bool = False,
-                 publish: Callable[[Snapshot], None] | None = None, publish_every: float = 0.25,
-                 say: Callable[[str], None] | None = None, rank: int = 0, world_size: int = 1,
+                 publish: Publish | None = None, publish_every: float = 0.25,
+                 say: Say | None = None, rank: int = 0, world_size: int = 1,
                  progress: ProgressFn | None = None) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
@@ -111,9 +111,9 @@ class Tutor(Controls):
         self._lock: RunLock | None = None
         try:
             if self.is_main:  # one owner per run: taken before anything in the run directory is touched
-                soul.make_run_dir(self.run_dir)
+                rundir.make_run_dir(self.run_dir)
                 self._lock = RunLock(self.run_dir).acquire()
-                soul.check_start(self.run_dir, resume, owner=True)
+                rundir.check_start(self.run_dir, resume, owner=True)
                 soul.clean_temp(self.run_dir)
             self._build(resume, progress)
         except BaseException:

@@ -27,11 +27,9 @@ import os
 import selectors
 import socket
 import stat
-import struct
 import threading
 import traceback
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty, SimpleQueue
 from types import MappingProxyType
@@ -43,36 +41,16 @@ from babyllm.errors import BabyError, ConfigError
 from babyllm.snapshot import ChatSession, LiveSettings, Say, Snapshot, TutorControl
 from babyllm.socket import wire
 from babyllm.socket.client import socket_path, unix_address
+from babyllm.socket.connection import Connection, client_name, peer, take_notices, with_id
 
 # The TutorControl method each control op calls (each takes who asked as `by`), from the op table.
 CONTROL_METHODS: Mapping[str, str] = MappingProxyType({op.name: op.method for op in CONTROL_OPS})
-NAME_LIMIT = 80  # characters of a client's name kept (it goes into the run's events)
 RECV_BYTES = 1 << 16
 BACKLOG = 16
 HISTORY_POINTS = 2000  # per stat in a subscribe reply at most (fewer when the line would pass MAX_LINE)
 POINT_BYTES = 32  # about what one [step, value] pair takes in JSON (a first guess at how many fit)
 JOIN_S = 5.0  # close(): how long to wait for the server thread
 STALE_PROBE_S = 1.0  # start(): how long an existing socket may take to answer before it is called stale
-
-
-@dataclass(eq=False)
-class _Conn:
-    """One client connection; touched only on the server thread, except `closed` and `cancel` (read by chat)."""
-
-    sock: socket.socket
-    pid: int
-    inbox: bytearray = field(default_factory=bytearray)
-    outbox: bytearray = field(default_factory=bytearray)
-    skipping: bool = False  # inside a line that was too long: drop bytes up to its newline
-    writing: bool = False  # registered for EVENT_WRITE
-    subscribed: bool = False
-    snapshot_waiting: bool = False  # the newest snapshot is due to this subscriber once its outbox drains
-    chatting: bool = False  # a reply is being written (set and cleared on the server thread)
-    cancel: threading.Event = field(default_factory=threading.Event)
-    closed: bool = False
-    session: ChatSession | None = None
-    session_lock: threading.Lock = field(default_factory=threading.Lock)
-    name: str = ""
 
 
 class Endpoint:
@@ -94,15 +72,15 @@ class Endpoint:
         self._wake_r, self._wake_w = socket.socketpair()
         for s in (self._wake_r, self._wake_w):
             s.setblocking(False)
-        self._posts: SimpleQueue[tuple[_Conn, dict[str, Any]]] = SimpleQueue()  # from chat workers
-        self._conns: set[_Conn] = set()
+        self._posts: SimpleQueue[tuple[Connection, dict[str, Any]]] = SimpleQueue()  # from chat workers
+        self._conns: set[Connection] = set()
         self._latest: Snapshot | None = None
         self._version = 0  # bumped by publish(); the server thread encodes each version once
         self._sent_version = 0
         self._snapshot_line = b""
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._handlers: dict[str, Callable[[_Conn, dict[str, Any]], dict[str, Any] | None]] = {
+        self._handlers: dict[str, Callable[[Connection, dict[str, Any]], dict[str, Any] | None]] = {
             "hello": self._hello, "status": self._status, "subscribe": self._subscribe, "chat": self._chat,
             "chat_command": self._chat_command, "chat_cancel": self._chat_cancel,
             wire.SET_OP: self._set, **{op: self._control_op for op in CONTROL_METHODS}}
@@ -217,7 +195,7 @@ class Endpoint:
         self._deliver_snapshot()
 
     def _ready(self, key: selectors.SelectorKey, mask: int) -> None:
-        conn: _Conn | None = key.data
+        conn: Connection | None = key.data
         if conn is None:
             if key.fileobj is self._listener:
                 self._accept()
@@ -245,7 +223,7 @@ class Endpoint:
                 self._log(f"control socket: accept failed ({e.strerror or e})")
                 return
             sock.setblocking(False)
-            pid, uid = _peer(sock)
+            pid, uid = peer(sock)
             if uid is not None and uid not in self.allowed_uids:
                 with contextlib.suppress(OSError):
                     sock.send(wire.encode({"ok": False, "error": f"uid {uid} may not control this run "
@@ -253,12 +231,12 @@ class Endpoint:
                 sock.close()
                 self._log(f"control socket: refused pid {pid} (uid {uid})")
                 continue
-            conn = _Conn(sock, pid if pid is not None else 0)
+            conn = Connection(sock, pid if pid is not None else 0)
             conn.name = f"pid {conn.pid}"
             self._conns.add(conn)
             self._sel.register(sock, selectors.EVENT_READ, conn)
 
-    def _read(self, conn: _Conn) -> None:
+    def _read(self, conn: Connection) -> None:
         data = conn.sock.recv(RECV_BYTES)
         if not data:
             self._drop(conn)
@@ -282,7 +260,7 @@ class Endpoint:
             data = data[cut + 1:]
             self._line(conn, line)
 
-    def _line(self, conn: _Conn, line: bytes) -> None:
+    def _line(self, conn: Connection, line: bytes) -> None:
         """Answer one request line (never raising for anything the client sent)."""
         if not line.strip():
             return  # a blank line (a person typing at the socket)
@@ -290,7 +268,7 @@ class Endpoint:
         try:
             obj = wire.decode(line)
             op = wire.request_op(obj)
-            conn.name = _client_name(obj.get("client"), conn.pid)
+            conn.name = client_name(obj.get("client"), conn.pid)
             reply = self._handlers[op](conn, obj)
         except (wire.WireError, BabyError) as e:
             reply = {"ok": False, "error": str(e)}
@@ -298,12 +276,12 @@ class Endpoint:
             self._log(f"control socket: {type(e).__name__}: {e}\n{traceback.format_exc()}")
             reply = {"ok": False, "error": f"internal error ({type(e).__name__}: {e}); see the run's debug.log"}
         if reply is not None:
-            self._send(conn, _with_id(reply, obj))
+            self._send(conn, with_id(reply, obj))
 
-    def _send(self, conn: _Conn, obj: dict[str, Any]) -> None:
+    def _send(self, conn: Connection, obj: dict[str, Any]) -> None:
         self._queue(conn, wire.encode(obj))
 
-    def _queue(self, conn: _Conn, data: bytes) -> None:
+    def _queue(self, conn: Connection, data: bytes) -> None:
         if conn.closed:
             return
         if len(conn.outbox) + len(data) > wire.OUTBOX_LIMIT:
@@ -315,7 +293,7 @@ class Endpoint:
         except OSError as e:
             self._drop(conn, f"connection lost ({e.strerror or e})")
 
-    def _flush(self, conn: _Conn) -> None:
+    def _flush(self, conn: Connection) -> None:
         """Send what the socket takes now; the newest snapshot follows once the outbox is empty."""
         while True:
             if conn.outbox:
@@ -336,7 +314,7 @@ class Endpoint:
             conn.writing = want
             self._sel.modify(conn.sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if want else 0), conn)
 
-    def _drop(self, conn: _Conn, why: str = "") -> None:
+    def _drop(self, conn: Connection, why: str = "") -> None:
         if conn.closed:
             return
         conn.closed = True
@@ -377,17 +355,17 @@ class Endpoint:
 
     # --- requests ---------------------------------------------------------------------------------
 
-    def _hello(self, conn: _Conn, obj: dict[str, Any]) -> dict[str, Any]:
+    def _hello(self, conn: Connection, obj: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "pid": os.getpid(), "run_dir": str(self.run_dir), "world_size": self.world_size,
                 "protocol": wire.PROTOCOL}
 
     def _snapshot(self) -> Snapshot:
         return self._latest if self._latest is not None else self.control.snapshot()
 
-    def _status(self, conn: _Conn, obj: dict[str, Any]) -> dict[str, Any]:
+    def _status(self, conn: Connection, obj: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "snapshot": wire.snapshot_to_json(self._snapshot())}
 
-    def _control_op(self, conn: _Conn, obj: dict[str, Any]) -> dict[str, Any]:
+    def _control_op(self, conn: Connection, obj: dict[str, Any]) -> dict[str, Any]:
         op = obj["op"]
         refused = refusal(op, self.world_size)
         if refused is not None:
@@ -395,7 +373,7 @@ class Endpoint:
         getattr(self.control, CONTROL_METHODS[op])(by=conn.name)
         return {"ok": True}
 
-    def _set(self, conn: _Conn, obj: dict[str, Any]) -> dict[str, Any]:
+    def _set(self, conn: Connection, obj: dict[str, Any]) -> dict[str, Any]:
         settings = obj.get("settings")
         if (not isinstance(settings, dict) or not settings
                 or not all(isinstance(v, str | int | float | bool) for v in settings.values())):
@@ -409,9 +387,9 @@ class Endpoint:
             return {"ok": False, "error": str(e)}
         return {"ok": True}
 
-    def _subscribe(self, conn: _Conn, obj: dict[str, Any]) -> dict[str, Any] | None:
+    def _subscribe(self, conn: Connection, obj: dict[str, Any]) -> dict[str, Any] | None:
         conn.subscribed = True
-        self._send(conn, _with_id({"ok": True, "history": self._history()}, obj))
+        self._send(conn, with_id({"ok": True, "history": self._history()}, obj))
         if self._snapshot_line and self._sent_version == self._version:
             conn.snapshot_waiting = True  # the newest is encoded already: it follows the history
             self._queue(conn, b"")
@@ -432,9 +410,9 @@ class Endpoint:
                 return points
             n //= 2
 
-    def _chat(self, conn: _Conn, obj: dict[str, Any]) -> dict[str, Any] | None:
+    def _chat(self, conn: Connection, obj: dict[str, Any]) -> dict[str, Any] | None:
         prompt = obj.get("prompt")
-        end: dict[str, Any] = _with_id({"type": "chat_end", "ok": False, "hit_limit": False, "notices": []}, obj)
+        end: dict[str, Any] = with_id({"type": "chat_end", "ok": False, "hit_limit": False, "notices": []}, obj)
         if not isinstance(prompt, str):
             return {**end, "error": "chat: the request needs a prompt (text)"}
         if conn.chatting:
@@ -445,7 +423,7 @@ class Endpoint:
                          daemon=True).start()
         return None
 
-    def _write_reply(self, conn: _Conn, prompt: str, end: dict[str, Any]) -> None:
+    def _write_reply(self, conn: Connection, prompt: str, end: dict[str, Any]) -> None:
         """A chat worker: streams one reply from the live model into the client's outbox."""
         end = dict(end, ok=True)
         try:
@@ -462,7 +440,7 @@ class Endpoint:
                 if close is not None:
                     close()  # the session's reply lock is released before chat_end goes out
             end["hit_limit"] = bool(session.hit_limit) and not end.get("cancelled")
-            end["notices"] = _take_notices(session)
+            end["notices"] = take_notices(session)
         except BabyError as e:
             end.update(ok=False, error=str(e))
         except Exception as e:  # noqa: BLE001 - a failed reply is reported to its client, never fatal
@@ -470,58 +448,28 @@ class Endpoint:
             end.update(ok=False, error=f"chat failed ({type(e).__name__}: {e}); see the run's debug.log")
         self._post(conn, end)
 
-    def _post(self, conn: _Conn, obj: dict[str, Any]) -> None:
+    def _post(self, conn: Connection, obj: dict[str, Any]) -> None:
         self._posts.put((conn, obj))
         self._wake()
 
-    def _session(self, conn: _Conn) -> ChatSession:
+    def _session(self, conn: Connection) -> ChatSession:
         """The connection's conversation with the live model (made at its first chat or command)."""
         with conn.session_lock:
             if conn.session is None:
                 conn.session = self.control.chat_session()
             return conn.session
 
-    def _chat_command(self, conn: _Conn, obj: dict[str, Any]) -> dict[str, Any]:
+    def _chat_command(self, conn: Connection, obj: dict[str, Any]) -> dict[str, Any]:
         line = obj.get("line")
         if not isinstance(line, str):
             return {"ok": False, "error": "chat_command: the request needs a line (text, e.g. /help)"}
         session = self._session(conn)
         reply = session.command(line)
-        return {"ok": True, "reply": reply, "notices": _take_notices(session)}
+        return {"ok": True, "reply": reply, "notices": take_notices(session)}
 
-    def _chat_cancel(self, conn: _Conn, obj: dict[str, Any]) -> dict[str, Any]:
+    def _chat_cancel(self, conn: Connection, obj: dict[str, Any]) -> dict[str, Any]:
         if conn.chatting:
             conn.cancel.set()
         return {"ok": True}
 
 
-def _peer(sock: socket.socket) -> tuple[int | None, int | None]:
-    """(pid, uid) of the connecting process (SO_PEERCRED, Linux); (None, None) where not available."""
-    option = getattr(socket, "SO_PEERCRED", None)
-    if option is None:
-        return None, None
-    try:
-        pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i")))
-    except OSError:
-        return None, None
-    return pid, uid
-
-
-def _client_name(raw: Any, pid: int) -> str:
-    """The request's "client" as it may go into an event: printable, bounded; else the peer's pid."""
-    if not isinstance(raw, str) or not raw.strip():
-        return f"pid {pid}"
-    text = "".join(c if c.isprintable() else "?" for c in raw.strip())
-    return text if len(text) <= NAME_LIMIT else text[: NAME_LIMIT - 1] + "…"
-
-
-def _with_id(reply: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
-    if "id" in request:
-        reply["id"] = request["id"]
-    return reply
-
-
-def _take_notices(session: ChatSession) -> list[str]:
-    notices = [str(n) for n in session.notices]
-    session.notices[:] = []
-    return notices
