@@ -11,6 +11,8 @@ from test_tui import BIG, SMALL, make_app, started
 from textual.widgets import Input
 
 from babyllm.snapshot import Event
+from tui.app import CockpitApp
+from tui.fake import FakeTutor
 from tui.screens import ConfirmScreen
 from tui.widgets import plotting, timing
 from tui.widgets.chat import MAX_INPUT, clean_text
@@ -45,6 +47,26 @@ async def test_the_issue_repro_log_scale_then_a_theme_switch_keeps_the_app_alive
             await pilot.pause(0.3)
         assert app.is_running and app._exception is None
         assert app.pane("loss").query_one(Plot).size.height > 5
+
+
+async def test_a_log_scale_before_the_first_training_step_draws_without_a_failure():
+    """Found by the monkey test ("l" typed in the first second): a log axis with nothing on it (no step
+    yet; then the step-0 validation alone, on the right) made plotext raise while drawing."""
+    made: dict = {}
+    app = CockpitApp(lambda publish, say: made.setdefault("tutor", FakeTutor(steps=0, publish=publish)),
+                     handle_signals=False)
+    async with app.run_test(size=BIG) as pilot:
+        await pilot_wait(pilot, lambda: app.snapshot is not None)
+        pane, plot = app.pane("loss"), app.pane("loss").query_one(Plot)
+        await pilot.press("l")
+        await pilot_wait(pilot, lambda: "log" in str(pane.border_subtitle))
+        made["tutor"].history.add(0, {"val_loss": 5.1, "val_bpb": 2.2})  # the validation at step 0
+        version = plot.version
+        app.request_redraw("loss")
+        await pilot_wait(pilot, lambda: plot.version > version)
+        await pilot.pause(0.2)
+        assert {d.side for d in pane.drawn} == {"right"} and "train" not in {d.curve for d in pane.drawn}
+        assert not app.debug_lines and not pane.failures
 
 
 async def test_a_failing_draw_shows_a_note_and_logs_the_traceback_once(monkeypatch):

@@ -44,12 +44,13 @@ def overlay_colour(i: int) -> tuple[int, int, int]:
 
 @dataclass(frozen=True)
 class Drawn:
-    """One curve as the last redraw drew it: whose ("" = the current run), which, and its points."""
+    """One curve as the last redraw drew it: whose ("" = the current run), which, its points and its y axis."""
 
     run: str
     curve: str  # train | val | unigram
     x: list[float]
     y: list[float]
+    side: str = "left"
 
 
 class LossPane(PlotPane):
@@ -178,9 +179,9 @@ class LossPane(PlotPane):
             ends = [min(xs), max(xs)]
             self._curve("", "unigram", ends, [unigram, unigram], "magenta", side)
             plt.text("unigram", ends[0], unigram, color="magenta", alignment="left", yside=side)
-        plt.yscale("log" if log else "linear", yside="left")
+        for axis in sorted({d.side for d in self.drawn}):  # (plotext cannot scale a log axis with nothing on it)
+            plt.yscale("log" if log else "linear", yside=axis)
         if bpb:
-            plt.yscale("log" if log else "linear", yside="right")
             plt.ylabel("nats/token", yside="left")  # type: ignore[call-arg]  # the stub calls it xside
             plt.ylabel("bits/byte", yside="right")  # type: ignore[call-arg]
         integer_ticks(plt, xs, label=self._tick_label)
@@ -213,7 +214,7 @@ class LossPane(PlotPane):
                side: str) -> None:
         if x:
             self.query_one(Plot).plt.plot(x, y, color=colour, marker="braille", yside=side)
-            self.drawn.append(Drawn(run, curve, x, y))
+            self.drawn.append(Drawn(run, curve, x, y, side))
 
     def _draw_overlay(self, points: int, strength: float, bpb: bool) -> Text:
         """The overlaid runs' curves (train, and validation in the current run's unit), each thinned to
