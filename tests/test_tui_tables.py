@@ -13,12 +13,12 @@ from textual.app import ComposeResult
 from textual.widgets import Static
 
 from babyllm.stats import HIGHER, REGISTRY, SCI, StatSpec
-from tui.actions import ACTIONS, Action, Where, bindings, help_rows, markdown_keys, palette_entries
+from tui.actions import ACTIONS, Action, Where, bindings, help_rows, markdown_keys, palette_entries, targets
 from tui.app import CockpitApp
 from tui.commands import CockpitCommands
 from tui.fake import FakeTutor
 from tui.panes import PANES, PaneSlot, grid_css, grid_rows_needed
-from tui.screens import HelpScreen
+from tui.screens import HelpScreen, RunPicker
 from tui.widgets.base import GuardedStatic, Pane
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -182,3 +182,32 @@ async def test_the_palette_resumes_a_paused_run():
         await pilot.press("enter")
         await pilot_wait(pilot, lambda: app.tutor.calls == ["pause", "resume"])
 
+
+
+# --- a pane's actions are the pane's -----------------------------------------------------------------
+
+
+def test_a_panes_actions_are_the_panes_own_not_the_apps():
+    rows = targets(ACTIONS)
+    assert {"toggle_log", "toggle_smoothing", "smoothing", "pick_runs", "toggle_x_axis", "toggle_window_plot",
+            "cycle_stat", "focus_stat"} <= set(rows)
+    panes = {slot.pane.NAME: slot.pane for slot in PANES}
+    for name, row in rows.items():
+        assert callable(getattr(panes[row.target], f"action_{name}", None)), (name, row.target)
+        assert not hasattr(CockpitApp, f"action_{name}"), name
+
+
+async def test_a_panes_key_runs_on_the_pane_which_flashes_the_status_line_by_message():
+    app = make_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot_wait(pilot, lambda: app.snapshot is not None)
+        await pilot.press("l")
+        assert app.pane("loss").log_scale and app.active_pane == "stats"  # (l does not show the loss pane)
+        await pilot_wait(pilot, lambda: "loss plot: log scale on" in str(app.status.content))
+        await pilot.press("w")
+        await pilot_wait(pilot, lambda: "windows: sizes over steps" in str(app.status.content))
+        await pilot.press("o")  # compare runs: shows the loss pane first (its row's show_target)
+        await pilot_wait(pilot, lambda: isinstance(app.screen, RunPicker))
+        assert app.active_pane == "loss"
+        await pilot.press("escape")
+        await pilot_wait(pilot, lambda: not isinstance(app.screen, RunPicker))

@@ -62,7 +62,7 @@ async def test_a_log_scale_before_the_first_training_step_draws_without_a_failur
         await pilot_wait(pilot, lambda: "log" in str(pane.border_subtitle))
         made["tutor"].history.add(0, {"val_loss": 5.1, "val_bpb": 2.2})  # the validation at step 0
         version = plot.version
-        app.request_redraw("loss")
+        pane.want_redraw()
         await pilot_wait(pilot, lambda: plot.version > version)
         await pilot.pause(0.2)
         assert {d.side for d in pane.drawn} == {"right"} and "train" not in {d.curve for d in pane.drawn}

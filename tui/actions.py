@@ -1,5 +1,6 @@
 """The cockpit's one table of actions: the bindings, the footer, the help screen, the command palette and
-the README's keys table are all generated from ACTIONS (and the pane keys from tui.panes.PANES)."""
+the README's keys table are all generated from ACTIONS (and the pane keys from tui.panes.PANES). A row with
+a ``target`` is a pane's action: the app runs it on that pane (harlequin's Action.target)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from textual.actions import parse
 from textual.binding import Binding
 
 from tui.panes import PANES, PaneSlot
+from tui.widgets import LossPane, StatsPane, WindowsPane
 
 
 class Where(Enum):
@@ -28,7 +31,10 @@ class Action:
     """One row of the table. ``keys`` are Textual key names ("space,p"). A row without an action only
     documents a key something else binds (tab, ctrl+p); one without keys is reached from the palette
     alone. Empty texts leave a row out of that place: no ``help``, not on the help screen; no
-    ``palette``, not in the palette; ``footer`` False, bound but not in the footer."""
+    ``palette``, not in the palette; ``footer`` False, bound but not in the footer.
+
+    ``target`` names the pane whose ``action_…`` method runs (tui.panes; "" = the app's own); with
+    ``show_target`` a one-pane-at-a-time (compact) cockpit shows that pane first."""
 
     keys: str
     action: str
@@ -39,6 +45,8 @@ class Action:
     where: Where = Where.BOTH
     key_display: str | None = None  # the footer's key ("p" for "space,p")
     help_keys: str = ""  # the keys as shown, when not just the bound ones ("+  -": one help row for two)
+    target: str = ""
+    show_target: bool = False
 
     def bound_keys(self, sep: str = "  ") -> str:
         """The keys this row binds, as people read them ("space  p", "?  f1")."""
@@ -54,6 +62,7 @@ KEY_NAMES = {"question_mark": "?", "plus": "+", "minus": "-", "equals_sign": "="
              "greater_than_sign": ">"}
 
 SHOW_ALL = "show_pane('')"  # the 0 key; the help lists the pane keys just above it
+LOSS, WINDOWS, STATS = LossPane.NAME, WindowsPane.NAME, StatsPane.NAME  # the panes rows below target
 
 # In footer order (the footer lists the shown bindings in the order they are bound); the help screen,
 # the palette and the README list the rows in this order too.
@@ -98,21 +107,27 @@ ACTIONS: tuple[Action, ...] = (
            palette="Dismiss the alert banner"),
     Action("0", SHOW_ALL, "all panes", help="back to all panes", palette="Show all panes"),
     Action("", "", help_keys="tab  shift+tab", help="move focus between panes (not out of the chat input: esc)"),
-    Action("l", "toggle_log", "log", help="loss plot: log scale on/off", palette="Loss plot: toggle log scale"),
-    Action("m", "toggle_smoothing", "smooth", help="loss plot: smoothing on/off",
+    # the panes' own actions (each runs on its target pane)
+    Action("l", "toggle_log", "log", target=LOSS, help="loss plot: log scale on/off",
+           palette="Loss plot: toggle log scale"),
+    Action("m", "toggle_smoothing", "smooth", target=LOSS, help="loss plot: smoothing on/off",
            palette="Loss plot: toggle smoothing"),
-    Action("plus,equals_sign", "smoothing(1)", "smoother", help_keys="+  -",
+    Action("plus,equals_sign", "smoothing(1)", "smoother", target=LOSS, help_keys="+  -",
            help="loss plot: stronger / weaker smoothing", palette="Loss plot: stronger smoothing"),
-    Action("minus", "smoothing(-1)", "rougher", palette="Loss plot: weaker smoothing"),
-    Action("o", "pick_runs", "compare", help="loss plot: compare runs: pick runs of the same folder to overlay",
+    Action("minus", "smoothing(-1)", "rougher", target=LOSS, palette="Loss plot: weaker smoothing"),
+    Action("o", "pick_runs", "compare", target=LOSS, show_target=True,
+           help="loss plot: compare runs: pick runs of the same folder to overlay",
            palette="Loss plot: compare runs (overlay others)"),
-    Action("x", "toggle_x_axis", "x axis", help="loss plot: x axis by step / by tokens seen (every curve)",
+    Action("x", "toggle_x_axis", "x axis", target=LOSS,
+           help="loss plot: x axis by step / by tokens seen (every curve)",
            palette="Loss plot: x axis by step or tokens"),
-    Action("w", "toggle_window_plot", "view", help="windows pane: weightings / sizes over steps / memory gate "
-           "histograms", palette="Windows pane: weightings, sizes or gate histograms"),
-    Action("left_square_bracket", "cycle_stat(-1)", "prev stat", help_keys="[  ]",
+    Action("w", "toggle_window_plot", "view", target=WINDOWS,
+           help="windows pane: weightings / sizes over steps / memory gate histograms",
+           palette="Windows pane: weightings, sizes or gate histograms"),
+    Action("left_square_bracket", "cycle_stat(-1)", "prev stat", target=STATS, help_keys="[  ]",
            help="stats: previous / next stat whose band thresholds are shown"),
-    Action("right_square_bracket", "cycle_stat(1)", "next stat"),
+    Action("right_square_bracket", "cycle_stat(1)", "next stat", target=STATS),
+    Action("", "focus_stat", target=STATS, show_target=True),  # the palette's "Thresholds of <stat>"
     Action("S", "screenshot_svg", "shot", help="save an SVG screenshot of the cockpit (into the run's screenshots/; "
            "a viewer: into the current folder)", palette="Save a screenshot (SVG)"),
     Action("question_mark,f1", "help", "help", footer=True, key_display="?", help="this help",
@@ -146,6 +161,11 @@ def keys_of(actions: Iterable[Action], action: str) -> str:
 def rows_for(actions: Iterable[Action], viewer: bool) -> list[Action]:
     """The rows of one cockpit (live or viewer), in table order."""
     return [a for a in actions if a.where.includes(viewer)]
+
+
+def targets(actions: Iterable[Action]) -> dict[str, Action]:
+    """The panes' actions: action name (without its parameters) -> its row (whose ``target`` names the pane)."""
+    return {parse(a.action)[1]: a for a in actions if a.target}
 
 
 def bindings(actions: Sequence[Action], panes: Sequence[PaneSlot], viewer: bool) -> list[Binding]:

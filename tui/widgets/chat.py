@@ -19,10 +19,9 @@ from textual.containers import VerticalScroll
 from textual.widgets import Input, Static
 from textual.worker import get_current_worker
 
-from babyllm.calligraphist import Calligraphist
 from babyllm.errors import BabyError
 from tui.messages import ChatDone, ChatPiece
-from tui.widgets.base import GuardedStatic, Pane
+from tui.widgets.base import GuardedStatic, Pane, PaneKit
 
 MAX_MESSAGES = 200
 MAX_INPUT = 4000  # characters in one chat message: a huge paste is cut here, cheaply
@@ -73,8 +72,8 @@ class ChatPane(Pane):
     UPDATES = ("add_line", "add_notice", "start_reply", "append", "end_reply")
     TITLE = "chat"
 
-    def __init__(self, key: str, calligraphist: Calligraphist) -> None:
-        super().__init__(key, calligraphist)
+    def __init__(self, key: str, kit: PaneKit) -> None:
+        super().__init__(key, kit)
         self._reply: Static | None = None
         self._reply_text = Text()
         self.chat: Any = None  # set by connect(): an Infer2, or a viewer's WatchChat

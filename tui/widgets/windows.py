@@ -143,7 +143,7 @@ class GateHistograms(Guarded):
 
 
 class WindowsPane(PlotPane):
-    """The windows' sizes and weightings now (bars), and one of VIEWS below them (the w key)."""
+    """The windows' sizes and weightings now (bars), and one of VIEWS below them (its toggle_window_plot)."""
 
     REDRAW_EVERY = 2.0  # the weightings move slowly; 7 lines are the costliest plot
     NAME = "windows"
@@ -155,6 +155,9 @@ class WindowsPane(PlotPane):
     @property
     def show_sizes(self) -> bool:
         return self.view == "sizes"
+
+    def action_toggle_window_plot(self) -> None:
+        self.flash(f"windows: {self.next_view()}", 2)
 
     def next_view(self) -> str:
         """Show the next of VIEWS; its description (the status line confirms the change with it)."""
@@ -170,7 +173,7 @@ class WindowsPane(PlotPane):
             hist.snapshot = self.snapshot
             hist.refresh(layout=True)
         self._fit()
-        self.cockpit.request_redraw(self.NAME)  # on the next tick, as the loss pane's settings
+        self.want_redraw()  # on the next tick, as the loss pane's settings
 
     def on_resize(self) -> None:
         self._fit()
