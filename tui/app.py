@@ -35,11 +35,12 @@ from babyllm.config import TuiConfig
 from babyllm.snapshot import Snapshot, TutorControl
 from babyllm.stats import REGISTRY, Registry
 from tui import actions as table
-from tui.actions import ACTIONS, VIEWER_INTRO, Action
+from tui.actions import ACTIONS, PALETTE_KEY, VIEWER_INTRO, Action
 from tui.commands import CockpitCommands
 from tui.controls import Controls
 from tui.detach import Detacher
 from tui.intake import Intake
+from tui.keys import Keys
 from tui.lifecycle import Lifecycle
 from tui.messages import Flash, RedrawWanted, TutorFailed, TutorFinished, TutorProgress, TutorReady, TutorSaid
 from tui.pace import TICK, UI_BUDGET_CPU, Pace
@@ -58,7 +59,7 @@ ChatFactory = Callable[[Any], Any]  # tutor -> an Infer2-like object (.stream, .
 WIDE_COLUMNS = 120
 WIDE_ROWS = 34
 VIEWER_CHAT_NOTE = ("viewer: the first message loads the run's newest save on the CPU here; "
-                    "/reload (or r) takes a newer one.")
+                    "/reload (or {reload}) takes a newer one.")
 
 
 class CockpitApp(Intake, Controls, Lifecycle):
@@ -68,7 +69,7 @@ class CockpitApp(Intake, Controls, Lifecycle):
     CSS_PATH = "cockpit.tcss"
     TITLE = "babyllm-tui"
     COMMANDS = App.COMMANDS | {CockpitCommands}
-    COMMAND_PALETTE_BINDING = "ctrl+p"
+    COMMAND_PALETTE_BINDING = PALETTE_KEY
 
     def __init__(
         self,
@@ -91,6 +92,7 @@ class CockpitApp(Intake, Controls, Lifecycle):
         super().__init__()
         self.viewer = viewer
         self.actions, self.pane_slots = tuple(actions), tuple(panes)
+        self.keys = Keys(self.actions)
         self.targets = table.targets(self.actions)  # the panes' actions: action name -> its row
         # Bound per instance, not in BINDINGS (a class attribute): they follow this app's tables and mode.
         for b in table.bindings(self.actions, self.pane_slots, viewer):
@@ -121,12 +123,11 @@ class CockpitApp(Intake, Controls, Lifecycle):
         self.token_rate = TokenRate()
         self._failures_logged: set[tuple[str, str, str]] = set()
         self.debug_lines: deque[str] = deque(maxlen=200)  # what went to debug.log from the UI (tests read it)
-        kit = PaneKit(self.calligraphist, self.pane_failed)
+        kit = PaneKit(self.calligraphist, self.keys, self.pane_failed)
         # DOM order = the wide grid's placement order (see tui.panes)
         self.panes = [s.pane(s.key, kit) for s in self.pane_slots]
         self.refresher = Refresher(self.panes, self.on_visible, self.pace, self.token_rate)
-        self.status = StatusBar(self.calligraphist, self.token_rate, self.pace, id="status")
-        self.status.alert_key = table.keys_of(self.actions, "dismiss_alert")
+        self.status = StatusBar(self.calligraphist, self.token_rate, self.pace, self.keys, id="status")
 
     # The snapshot tests wait for these to settle.
     @property
@@ -161,7 +162,7 @@ class CockpitApp(Intake, Controls, Lifecycle):
             if not self.is_headless and tty(0):
                 self.set_interval(1.0, self._check_terminal)
         if self.viewer:
-            self.chat_pane.add_line("", VIEWER_CHAT_NOTE, "dim")
+            self.chat_pane.add_line("", VIEWER_CHAT_NOTE.format(reload=self.keys.first("reload")), "dim")
             self.pane("sample").border_subtitle = "viewer: samples are not in the run's files"
         self._tutor_thread.start()
 
@@ -294,10 +295,11 @@ class CockpitApp(Intake, Controls, Lifecycle):
             self.exit(self.exit_code)
             return
         self._event("state", f"training ended: {message.result or 'stopped'}")
+        how, quits = message.result or "stopped", self.keys.first("quit")
         if self.attached:  # the model lives in the run's process, which is gone: nothing left to chat with
-            self.notify(f"The run ended ({message.result or 'stopped'}); its plots stay here. q quits.")
+            self.notify(f"The run ended ({how}); its plots stay here. {quits} quits.")
         else:
-            self.notify(f"Training ended ({message.result or 'stopped'}). The chat still works; q quits.")
+            self.notify(f"Training ended ({how}). The chat still works; {quits} quits.")
 
     def on_tutor_failed(self, message: TutorFailed) -> None:
         self.failure = message.message
@@ -308,7 +310,7 @@ class CockpitApp(Intake, Controls, Lifecycle):
             return
         self.status.show(self.snapshot, "")
         self.bell()
-        self.push_screen(ErrorScreen(message.message, message.details))
+        self.push_screen(ErrorScreen(message.message, message.details, keys=self.keys))
 
     # -- actions (their keys, help and palette entries: tui.actions) -------------------------
 
@@ -387,7 +389,8 @@ class CockpitApp(Intake, Controls, Lifecycle):
         if isinstance(self.screen, HelpScreen):
             return
         rows = table.help_rows(self.actions, self.pane_slots, self.viewer)
+        title = f"{self.title} keys"
         if self.viewer:
-            self.push_screen(HelpScreen(rows, title=f"{self.title} keys", intro=VIEWER_INTRO, chat=VIEWER_CHAT_HELP))
+            self.push_screen(HelpScreen(rows, keys=self.keys, title=title, intro=VIEWER_INTRO, chat=VIEWER_CHAT_HELP))
         else:
-            self.push_screen(HelpScreen(rows, title=f"{self.title} keys"))
+            self.push_screen(HelpScreen(rows, keys=self.keys, title=title))

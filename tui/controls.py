@@ -14,6 +14,7 @@ from babyllm.errors import ConfigError
 from babyllm.live import LR
 from babyllm.run.runfiles import SCREENSHOTS
 from babyllm.snapshot import LiveSettings
+from tui.keys import Scope
 from tui.room import Room
 from tui.screens import ConfirmScreen, SettingScreen
 
@@ -87,7 +88,7 @@ class Controls(Room):
         if self.snapshot is not None and self.snapshot.state == "alarm":
             self._do_rollback(True)
         else:
-            self.push_screen(ConfirmScreen(self._rollback_question(), "Roll back", yes_key="ctrl+y"),
+            self.push_screen(ConfirmScreen(self._rollback_question(), "Roll back", keys=self.keys, risky=True),
                              self._do_rollback)
 
     def _rollback_question(self) -> str:
@@ -96,8 +97,10 @@ class Controls(Room):
         if not isinstance(saved, int):
             return "Roll back to the last save? Training since then is lost."
         lost = max(0, self._step() - saved)
+        keys, scope = self.keys, Scope.RISKY_QUESTION
+        yes, no = keys.first("answer(True)", scope), keys.either("answer(False)", scope)
         return (f"Roll back to step {saved:,} (the last save)? The {lost:,} steps since then are lost. "
-                "ctrl+y rolls back, n or esc keeps training.")
+                f"{yes} rolls back, {no} keeps training.")
 
     def _do_rollback(self, yes: bool | None) -> None:
         if yes and self.tutor is not None:
@@ -121,7 +124,7 @@ class Controls(Room):
         """The small form: a live setting's key and new value (also reached by typing "set lr 5e-4" in the palette)."""
         if self._live_settings("change settings") is not None:
             settings = dict(self.snapshot.settings) if self.snapshot is not None else {}
-            self.push_screen(SettingScreen(settings, key),
+            self.push_screen(SettingScreen(settings, key, keys=self.keys),
                              lambda answer: self.set_live([answer]) if answer is not None else None)
 
     def set_live(self, items: Sequence[tuple[str, str]]) -> None:

@@ -102,13 +102,15 @@ class Intake(Room):
             self.failure = snap.error or "the Tutor stopped with an error"
             self.exit_code = self.exit_code or 1
             self.bell()
-            self.push_screen(ErrorScreen(self.failure))
+            self.push_screen(ErrorScreen(self.failure, keys=self.keys))
 
     def _alarm(self, snap: Snapshot) -> None:
         """A NaN alarm: training paused; a bell, a toast naming the keys that go on, a line in the log."""
+        keys = self.keys
         self.bell()
         self.notify(f"NaN alarm at step {snap.step}: {snap.error or 'training paused'}. "
-                    "space resumes, r rolls back to the last save.", severity="error", timeout=10)
+                    f"{keys.first('pause')} resumes, {keys.first('rollback')} rolls back to the last save.",
+                    severity="error", timeout=10)
         if not any(e.kind == "alarm" for e in snap.events[-3:]):
             self.events_pane.add(Event(snap.step, "alarm", snap.error or "NaN/inf: training paused"))
 

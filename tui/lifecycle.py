@@ -42,9 +42,10 @@ class Lifecycle(Room):
             if not self._tutor_thread.alive:  # the run has ended (or the connection is lost): nothing to ask
                 self.detach("q")
                 return
-            self.push_screen(AttachedQuitScreen(), self._attached_quit_answer)
+            self.push_screen(AttachedQuitScreen(keys=self.keys), self._attached_quit_answer)
             return
-        self.push_screen(ConfirmScreen("Quit? The Tutor saves first, then stops.", "Quit"), self._quit_answer)
+        self.push_screen(ConfirmScreen("Quit? The Tutor saves first, then stops.", "Quit", keys=self.keys),
+                         self._quit_answer)
 
     def _attached_quit_answer(self, choice: str | None) -> None:
         if choice == "detach":
@@ -65,7 +66,8 @@ class Lifecycle(Room):
 
     def detach(self, why: str) -> None:
         if self.viewer:
-            self.notify("viewer: q leaves the viewer; the training goes on without it.", severity="warning")
+            quits = self.keys.first("quit")
+            self.notify(f"viewer: {quits} leaves the viewer; the training goes on without it.", severity="warning")
             return
         if self.quitting or self.detached:
             if self.quitting:

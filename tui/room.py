@@ -15,7 +15,7 @@ from textual.app import App
 from babyllm.calligraphist import Calligraphist
 from babyllm.events import EventKind
 from babyllm.snapshot import Event, History, Snapshot
-from tui.actions import Action
+from tui.keys import Action, Keys
 from tui.pace import Pace
 from tui.refresh import Refresher
 from tui.tutor_thread import TutorThread
@@ -31,6 +31,7 @@ class Room(App[int]):
     viewer: bool  # a viewer (--watch): no training controls
     attached: bool  # the Tutor trains in another process (--attach)
     actions: tuple[Action, ...]
+    keys: Keys  # the action table's keys, for every text that names one
     calligraphist: Calligraphist
     pace: Pace
     token_rate: TokenRate

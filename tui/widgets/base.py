@@ -21,6 +21,7 @@ from textual.widgets import Static
 
 from babyllm.calligraphist import Calligraphist
 from babyllm.snapshot import History, Snapshot
+from tui.keys import Keys
 from tui.messages import Flash, RedrawWanted
 
 # The pane methods the app calls on every update: __init_subclass__ guards them in every pane, and
@@ -37,11 +38,12 @@ def _not_logged(name: str, what: str, error: BaseException) -> None:
 
 @dataclass(frozen=True)
 class PaneKit:
-    """What the app hands every pane instead of itself: the Calligraphist and where a failure is logged.
-    What a pane shows is pushed to it (the refresh scheduler); it asks the app for the rest by message
-    (tui.messages: Flash, RedrawWanted)."""
+    """What the app hands every pane instead of itself: the Calligraphist, the keys of its action table
+    (for the texts that name a key) and where a failure is logged. What a pane shows is pushed to it (the
+    refresh scheduler); it asks the app for the rest by message (tui.messages: Flash, RedrawWanted)."""
 
     calligraphist: Calligraphist
+    keys: Keys = Keys(())
     failed: Failed = _not_logged
 
 

@@ -109,7 +109,7 @@ class LossPane(PlotPane):
         if isinstance(self.app.screen, RunPicker):
             return
         run_dir = self.snapshot.run_dir if self.snapshot else ""  # (this action shows the pane: it is told one)
-        picker = RunPicker(runs_root(run_dir), run_dir, [r.run_dir for r in self.overlay.runs])
+        picker = RunPicker(runs_root(run_dir), run_dir, [r.run_dir for r in self.overlay.runs], self.kit.keys)
         self.app.push_screen(picker, self._picked)
 
     def _picked(self, run_dirs: list[Path] | None) -> None:

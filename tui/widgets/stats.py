@@ -35,7 +35,8 @@ class StatsPane(Pane):
         yield GuardedStatic(id="stats-bands")
 
     def on_mount(self) -> None:
-        self.border_subtitle = "[ ] stat"
+        keys = self.kit.keys
+        self.border_subtitle = f"{keys.first('cycle_stat(-1)')} {keys.first('cycle_stat(1)')} stat"
         self.query_one("#stats-bands", Static).update(self.bands_text())
 
     def show_snapshot(self) -> None:
