@@ -250,6 +250,56 @@ async def test_a_new_save_shows_its_folder_in_the_status_line_not_a_toast():
         assert not app._notifications
 
 
+# What the Tutor reports when a save fails: an error event and the snapshot's last_save_error (babyllm.school.tutor)
+FAILED_SAVE = "step 300: {kind} failed: [Errno 28] No space left on device; earlier saves are intact"
+
+
+@pytest.mark.parametrize(("key", "kind", "asked"), [("c", "checkpoint", "checkpointing…"), ("s", "save", "saving…")])
+async def test_a_failed_checkpoint_or_save_is_flashed_in_the_status_line(key, kind, asked):
+    """From the snapshot's last_save_error, not from the event's text (a failed checkpoint went unsaid)."""
+    app, made = make_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app)
+        tutor = made["tutor"]
+        await pilot.press(key)
+        assert asked in status_text(app)
+        tutor.last_save_error = FAILED_SAVE.format(kind=kind)
+        tutor.events = (*tutor.events, Event(300, "error", tutor.last_save_error, 0.0))
+        tutor.step = 301
+        app._show(tutor.snapshot())
+        await pilot.pause(0.1)
+        assert "save failed: see the event log (7)" in status_text(app)
+        tutor.step = 302  # the next snapshot, the error still standing: no new flash over what came since
+        app.pane("loss").flash("loss plot: a note")
+        await pilot.pause(0.1)
+        app._show(tutor.snapshot())
+        await pilot.pause(0.1)
+        assert "loss plot: a note" in status_text(app)
+
+
+async def test_a_save_names_the_folder_of_the_snapshots_last_save_path():
+    app, made = make_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app)
+        tutor = made["tutor"]
+        await pilot.press("c")
+        tutor.last_save_error = FAILED_SAVE.format(kind="checkpoint")  # (an earlier failure: cleared by a save)
+        tutor.step = 301
+        app._show(tutor.snapshot())
+        tutor.last_saved_step, tutor.last_save_path, tutor.last_save_error = 302, "runs/demo/checkpoint-00000302", None
+        tutor.events = (*tutor.events, Event(302, "checkpoint", "(the text is not read)", 0.0))
+        tutor.step = 302
+        app._show(tutor.snapshot())
+        await pilot.pause(0.1)
+        assert "saved → checkpoint-00000302" in status_text(app)
+        await pilot.press("c")  # again at the same step: the same folder, written again, flashed again
+        assert "checkpointing…" in status_text(app)
+        tutor.events = (*tutor.events, Event(302, "checkpoint", "(the text is not read)", 0.0))
+        app._show(tutor.snapshot())
+        await pilot.pause(0.1)
+        assert "saved → checkpoint-00000302" in status_text(app)
+
+
 async def test_the_event_log_wraps_again_when_the_terminal_is_resized():
     app, _ = make_app()
     async with app.run_test(size=BIG) as pilot:

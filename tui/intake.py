@@ -4,13 +4,19 @@ a NaN alarm, an error) and the status line's flashes for saves; the refresh sche
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from pathlib import PurePath
 
+from babyllm.run.runfiles import RESUMABLE_KINDS, save_name
 from babyllm.snapshot import Event, Snapshot
 from tui.messages import SnapshotReady
 from tui.pace import budget_for
 from tui.room import Room
 from tui.screens import ErrorScreen
+
+SAVED_FLASH_S = 6.0
+SAVE_FAILED_FLASH_S = 10.0
+SaveFields = tuple[int | None, str | None, str | None]  # a Snapshot's last_save_step, _path, _error
 
 
 class Intake(Room):
@@ -18,6 +24,7 @@ class Intake(Room):
 
     _events_seen = 0  # the snapshots' event_count so far
     _last_state = ""
+    _save_fields: SaveFields | None = None  # the previous snapshot's (None: none yet)
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
         self._show(message.snapshot)
@@ -48,7 +55,8 @@ class Intake(Room):
         if first or (snap.device and snap.device not in self.sub_title):
             self.pace.budget = budget_for(snap.device)
             self.sub_title = " · ".join(x for x in (snap.config_name, snap.device, snap.run_dir) if x) or self.sub_title
-        self._log_events(snap, announce=not first)
+        new = self._log_events(snap, announce=not first)
+        self._save_news(snap, new)
         state_changed = snap.state != self._last_state
         if state_changed:
             self._state_changed(snap)
@@ -56,25 +64,42 @@ class Intake(Room):
         new_sample = snap.sample is not (old.sample if old else None)
         self.refresher.new_snapshot(snap, first, changed or new_sample)
 
-    def _log_events(self, snap: Snapshot, announce: bool = True) -> None:
+    def _log_events(self, snap: Snapshot, announce: bool = True) -> list[Event]:
+        """Put the snapshot's new events in the log (an alert among them rings); returns them."""
         new = snap.event_count - self._events_seen
         if new <= 0:
-            return
-        events = snap.events[-new:] if new <= len(snap.events) else snap.events
-        log: Any = self.events_pane
+            return []
+        events = list(snap.events[-new:] if new <= len(snap.events) else snap.events)
+        log = self.events_pane
         if new > len(snap.events):
             log.add(Event(snap.step, "info", f"({new - len(snap.events)} older events not shown)"))
         for e in events:
             log.add(e)
-            if not announce:
-                continue
-            if e.kind == "alert":
+            if announce and e.kind == "alert":
                 self._alert(e.message)
-            elif e.kind in ("save", "checkpoint"):
-                self.status.flash(f"saved → {_folder(e.message)}", 6)
-            elif e.kind == "error" and ("save failed" in e.message or "not written" in e.message):
-                self.status.flash(f"save failed: see the event log ({log.key})", 10)
         self._events_seen = snap.event_count
+        return events if announce else []
+
+    def _save_news(self, snap: Snapshot, new: Sequence[Event]) -> None:
+        """Flash a save's outcome from the snapshot's save fields, never from an event's text: a new
+        last_save_error is a save, checkpoint (or nan weights' refusal) that failed; a save or checkpoint
+        event (its kind) is one written, shown by the folder its fields name."""
+        old, self._save_fields = self._save_fields, (snap.last_save_step, snap.last_save_path, snap.last_save_error)
+        if old is None:
+            return  # the first snapshot: what it says was before this cockpit
+        saved = [e for e in new if e.kind in RESUMABLE_KINDS]
+        if snap.last_save_error and snap.last_save_error != old[2]:
+            self.status.flash(f"save failed: see the event log ({self.events_pane.key})", SAVE_FAILED_FLASH_S)
+        elif saved:
+            self.status.flash(f"saved → {self._folder(snap, saved[-1])}", SAVED_FLASH_S)
+
+    @staticmethod
+    def _folder(snap: Snapshot, event: Event) -> str:
+        """The folder a save event wrote: the snapshot's last_save_path, or (a viewer's Watcher has no path)
+        the name the run's files give a save of that kind and step."""
+        if snap.last_save_path and snap.last_save_step == event.step:
+            return PurePath(snap.last_save_path.replace("\\", "/")).name
+        return save_name(event.kind, event.step)
 
     def _alert(self, text: str) -> None:
         """An alert (babyllm.school.alerts): a bell, a toast, and the status banner until dismissed or a resume."""
@@ -113,9 +138,3 @@ class Intake(Room):
                     severity="error", timeout=10)
         if not any(e.kind == "alarm" for e in snap.events[-3:]):
             self.events_pane.add(Event(snap.step, "alarm", snap.error or "NaN/inf: training paused"))
-
-
-def _folder(message: str) -> str:
-    """The save folder's name in a Tutor's "saved step N to runs/x/save-00000904" event."""
-    last = message.split()[-1] if message.split() else message
-    return last.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
