@@ -7,7 +7,7 @@ dialogs, which tui.actions imports through tui.panes, can take a Keys from the a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -140,8 +140,8 @@ class Keys:
         return text.format_map(_Quoted(self))
 
 
-class _Quoted(Mapping[str, "_ScopeKeys"]):
-    """Scope names -> their keys, for str.format_map (Keys.say)."""
+class _Quoted:
+    """Scope names -> that scope's keys, for str.format_map (Keys.say)."""
 
     def __init__(self, table: Keys) -> None:
         self.table = table
@@ -149,15 +149,11 @@ class _Quoted(Mapping[str, "_ScopeKeys"]):
     def __getitem__(self, name: str) -> _ScopeKeys:
         return _ScopeKeys(self.table, Scope(name))
 
-    def __iter__(self) -> Iterator[str]:
-        return (s.value for s in Scope)
-
-    def __len__(self) -> int:
-        return len(Scope)
-
 
 @dataclass(frozen=True)
 class _ScopeKeys:
+    """One scope's keys in a format field: its spec names the action ("answer(True)", "leave short")."""
+
     keys: Keys
     scope: Scope
 
