@@ -89,7 +89,7 @@ async def test_a_hang_up_detaches_after_silencing_the_terminal(tmp_path):
 
 async def test_on_hangup_stop_saves_and_stops_as_before(tmp_path, monkeypatch):
     ended: list[int] = []
-    monkeypatch.setattr("tui.app.end_process_later", ended.append)  # (it would end pytest a few seconds later)
+    monkeypatch.setattr("tui.lifecycle.end_process_later", ended.append)  # (it would end pytest a few seconds later)
     detacher = Recorder(tmp_path)
     app, made = make_app(on_hangup="stop", detacher=detacher)
     async with app.run_test(size=SMALL) as pilot:

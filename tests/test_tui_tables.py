@@ -10,15 +10,15 @@ from pathlib import Path
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.widgets import Static
+from textual.widgets import Button, Static
 
 from babyllm.stats import HIGHER, REGISTRY, SCI, StatSpec
-from tui.actions import ACTIONS, Action, Where, bindings, help_rows, markdown_keys, palette_entries
+from tui.actions import ACTIONS, Action, Scope, Where, bindings, help_rows, markdown_keys, palette_entries, targets
 from tui.app import CockpitApp
 from tui.commands import CockpitCommands
 from tui.fake import FakeTutor
 from tui.panes import PANES, PaneSlot, grid_css, grid_rows_needed
-from tui.screens import HelpScreen
+from tui.screens import ConfirmScreen, HelpScreen, RunPicker
 from tui.widgets.base import GuardedStatic, Pane
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -182,3 +182,69 @@ async def test_the_palette_resumes_a_paused_run():
         await pilot.press("enter")
         await pilot_wait(pilot, lambda: app.tutor.calls == ["pause", "resume"])
 
+
+
+# --- every key in the table: the dialogs', the chat input's, the panes' ------------------------------
+
+
+def test_every_dialog_and_the_chat_input_have_their_keys_in_the_table_and_the_help():
+    rows = help_rows(ACTIONS, PANES, viewer=False)
+    for scope in Scope:
+        assert any(scope in a.scopes and a.help for a in ACTIONS), scope
+    assert ("ctrl+y", "the roll back question: roll back (no letter or enter does, so typing meant for the chat "
+            "can't)") in rows
+    assert ("n  escape", "the quit or roll back question: no, carry on") in rows
+    assert ("space", "compare runs: tick or untick a run") in rows and ("escape", "compare runs: cancel") in rows
+    assert ("enter", "the chat input: send the message") in rows
+    assert ("escape  q  ?  f1", "this help: close it") in rows
+    assert ("r", "roll back to the last save (asks: ctrl+y confirms; at once after a NaN alarm)") in rows
+    assert ("tab  shift+tab", "move focus between panes (not out of the chat input: esc)") in rows
+
+
+def test_a_panes_actions_are_the_panes_own_not_the_apps():
+    rows = targets(ACTIONS)
+    assert {"toggle_log", "toggle_smoothing", "smoothing", "pick_runs", "toggle_x_axis", "toggle_window_plot",
+            "cycle_stat", "focus_stat"} <= set(rows)
+    panes = {slot.pane.NAME: slot.pane for slot in PANES}
+    for name, row in rows.items():
+        assert callable(getattr(panes[row.target], f"action_{name}", None)), (name, row.target)
+        assert not hasattr(CockpitApp, f"action_{name}"), name
+
+
+async def test_a_panes_key_runs_on_the_pane_which_flashes_the_status_line_by_message():
+    app = make_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot_wait(pilot, lambda: app.snapshot is not None)
+        await pilot.press("l")
+        assert app.pane("loss").log_scale and app.active_pane == "stats"  # (l does not show the loss pane)
+        await pilot_wait(pilot, lambda: "loss plot: log scale on" in str(app.status.content))
+        await pilot.press("w")
+        await pilot_wait(pilot, lambda: "windows: sizes over steps" in str(app.status.content))
+        await pilot.press("o")  # compare runs: shows the loss pane first (its row's show_target)
+        await pilot_wait(pilot, lambda: isinstance(app.screen, RunPicker))
+        assert app.active_pane == "loss"
+        await pilot.press("escape")
+        await pilot_wait(pilot, lambda: not isinstance(app.screen, RunPicker))
+
+
+async def test_a_key_changed_in_the_table_changes_its_binding_and_every_text_naming_it():
+    def moved(a: Action) -> Action:
+        return dataclasses.replace(a, keys="ctrl+k") if a.scopes == (Scope.RISKY_QUESTION,) else a
+
+    actions = tuple(moved(a) for a in ACTIONS)
+    made: dict = {}
+    app = CockpitApp(lambda publish, say: made.setdefault("tutor", FakeTutor(publish=publish)),
+                     handle_signals=False, actions=actions)
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot_wait(pilot, lambda: app.snapshot is not None)
+        await pilot.press("r")
+        screen = app.screen
+        assert isinstance(screen, ConfirmScreen)
+        assert screen.question.endswith("ctrl+k rolls back, n or esc keeps training.")
+        assert str(screen.query_one("#yes", Button).label) == "Roll back (ctrl+k)"
+        await pilot.press("ctrl+y")
+        assert "rollback" not in made["tutor"].calls and isinstance(app.screen, ConfirmScreen)
+        await pilot.press("ctrl+k")
+        await pilot_wait(pilot, lambda: made["tutor"].calls[-1:] == ["rollback"])
+    assert ("r", "roll back to the last save (asks: ctrl+k confirms; at once after a NaN alarm)") in help_rows(
+        actions, PANES, viewer=False)

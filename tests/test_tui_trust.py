@@ -11,6 +11,8 @@ from test_tui import BIG, SMALL, make_app, started
 from textual.widgets import Input
 
 from babyllm.snapshot import Event
+from tui.app import CockpitApp
+from tui.fake import FakeTutor
 from tui.screens import ConfirmScreen
 from tui.widgets import plotting, timing
 from tui.widgets.chat import MAX_INPUT, clean_text
@@ -45,6 +47,26 @@ async def test_the_issue_repro_log_scale_then_a_theme_switch_keeps_the_app_alive
             await pilot.pause(0.3)
         assert app.is_running and app._exception is None
         assert app.pane("loss").query_one(Plot).size.height > 5
+
+
+async def test_a_log_scale_before_the_first_training_step_draws_without_a_failure():
+    """Found by the monkey test ("l" typed in the first second): a log axis with nothing on it (no step
+    yet; then the step-0 validation alone, on the right) made plotext raise while drawing."""
+    made: dict = {}
+    app = CockpitApp(lambda publish, say: made.setdefault("tutor", FakeTutor(steps=0, publish=publish)),
+                     handle_signals=False)
+    async with app.run_test(size=BIG) as pilot:
+        await pilot_wait(pilot, lambda: app.snapshot is not None)
+        pane, plot = app.pane("loss"), app.pane("loss").query_one(Plot)
+        await pilot.press("l")
+        await pilot_wait(pilot, lambda: "log" in str(pane.border_subtitle))
+        made["tutor"].history.add(0, {"val_loss": 5.1, "val_bpb": 2.2})  # the validation at step 0
+        version = plot.version
+        pane.want_redraw()
+        await pilot_wait(pilot, lambda: plot.version > version)
+        await pilot.pause(0.2)
+        assert {d.side for d in pane.drawn} == {"right"} and "train" not in {d.curve for d in pane.drawn}
+        assert not app.debug_lines and not pane.failures
 
 
 async def test_a_failing_draw_shows_a_note_and_logs_the_traceback_once(monkeypatch):
@@ -226,6 +248,56 @@ async def test_a_new_save_shows_its_folder_in_the_status_line_not_a_toast():
         await pilot.pause(0.1)
         assert "saved → save-00000300" in status_text(app)
         assert not app._notifications
+
+
+# What the Tutor reports when a save fails: an error event and the snapshot's last_save_error (babyllm.school.tutor)
+FAILED_SAVE = "step 300: {kind} failed: [Errno 28] No space left on device; earlier saves are intact"
+
+
+@pytest.mark.parametrize(("key", "kind", "asked"), [("c", "checkpoint", "checkpointing…"), ("s", "save", "saving…")])
+async def test_a_failed_checkpoint_or_save_is_flashed_in_the_status_line(key, kind, asked):
+    """From the snapshot's last_save_error, not from the event's text (a failed checkpoint went unsaid)."""
+    app, made = make_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app)
+        tutor = made["tutor"]
+        await pilot.press(key)
+        assert asked in status_text(app)
+        tutor.last_save_error = FAILED_SAVE.format(kind=kind)
+        tutor.events = (*tutor.events, Event(300, "error", tutor.last_save_error, 0.0))
+        tutor.step = 301
+        app._show(tutor.snapshot())
+        await pilot.pause(0.1)
+        assert "save failed: see the event log (7)" in status_text(app)
+        tutor.step = 302  # the next snapshot, the error still standing: no new flash over what came since
+        app.pane("loss").flash("loss plot: a note")
+        await pilot.pause(0.1)
+        app._show(tutor.snapshot())
+        await pilot.pause(0.1)
+        assert "loss plot: a note" in status_text(app)
+
+
+async def test_a_save_names_the_folder_of_the_snapshots_last_save_path():
+    app, made = make_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app)
+        tutor = made["tutor"]
+        await pilot.press("c")
+        tutor.last_save_error = FAILED_SAVE.format(kind="checkpoint")  # (an earlier failure: cleared by a save)
+        tutor.step = 301
+        app._show(tutor.snapshot())
+        tutor.last_saved_step, tutor.last_save_path, tutor.last_save_error = 302, "runs/demo/checkpoint-00000302", None
+        tutor.events = (*tutor.events, Event(302, "checkpoint", "(the text is not read)", 0.0))
+        tutor.step = 302
+        app._show(tutor.snapshot())
+        await pilot.pause(0.1)
+        assert "saved → checkpoint-00000302" in status_text(app)
+        await pilot.press("c")  # again at the same step: the same folder, written again, flashed again
+        assert "checkpointing…" in status_text(app)
+        tutor.events = (*tutor.events, Event(302, "checkpoint", "(the text is not read)", 0.0))
+        app._show(tutor.snapshot())
+        await pilot.pause(0.1)
+        assert "saved → checkpoint-00000302" in status_text(app)
 
 
 async def test_the_event_log_wraps_again_when_the_terminal_is_resized():

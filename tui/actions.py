@@ -1,62 +1,29 @@
-"""The cockpit's one table of actions: the bindings, the footer, the help screen, the command palette and
-the README's keys table are all generated from ACTIONS (and the pane keys from tui.panes.PANES)."""
+"""The cockpit's one table of actions: the bindings (the app's, each dialog's and the chat input's), the
+footer, the help screen, the command palette, the README's keys table and every text that names a key are
+all generated from ACTIONS (and the pane keys from tui.panes.PANES). A row with a ``target`` is a pane's
+action: the app runs it on that pane (harlequin's Action.target)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from enum import Enum
 
+from textual.actions import parse
 from textual.binding import Binding
 
+from tui.keys import KEY_NAMES, Action, Keys, Scope, Where
 from tui.panes import PANES, PaneSlot
+from tui.widgets import LossPane, StatsPane, WindowsPane
 
+__all__ = ["ACTIONS", "KEY_NAMES", "PALETTE_KEY", "VIEWER_INTRO", "Action", "Keys", "Scope", "Where", "bindings",
+           "help_rows", "keys_of", "markdown_keys", "palette_entries", "pane_actions", "rows_for", "targets"]
 
-class Where(Enum):
-    """Which cockpit an action belongs to: the live one (it trains), the viewer (--watch) or both."""
-
-    LIVE = "live"
-    VIEWER = "viewer"
-    BOTH = "both"
-
-    def includes(self, viewer: bool) -> bool:
-        return self is Where.BOTH or (self is Where.VIEWER) == viewer
-
-
-@dataclass(frozen=True)
-class Action:
-    """One row of the table. ``keys`` are Textual key names ("space,p"). A row without an action only
-    documents a key something else binds (tab, ctrl+p); one without keys is reached from the palette
-    alone. Empty texts leave a row out of that place: no ``help``, not on the help screen; no
-    ``palette``, not in the palette; ``footer`` False, bound but not in the footer."""
-
-    keys: str
-    action: str
-    label: str = ""  # the footer's word
-    footer: bool = False
-    help: str = ""
-    palette: str = ""
-    where: Where = Where.BOTH
-    key_display: str | None = None  # the footer's key ("p" for "space,p")
-    help_keys: str = ""  # the keys as shown, when not just the bound ones ("+  -": one help row for two)
-
-    def bound_keys(self, sep: str = "  ") -> str:
-        """The keys this row binds, as people read them ("space  p", "?  f1")."""
-        return sep.join(KEY_NAMES.get(k, k) for k in self.keys.split(",") if k)
-
-    def help_text_keys(self) -> str:
-        """The keys the help screen shows for this row."""
-        return self.help_keys or self.bound_keys()
-
-
-KEY_NAMES = {"question_mark": "?", "plus": "+", "minus": "-", "equals_sign": "=",
-             "left_square_bracket": "[", "right_square_bracket": "]", "less_than_sign": "<",
-             "greater_than_sign": ">"}
-
+PALETTE_KEY = "ctrl+p"  # the command palette's key (Textual binds it: CockpitApp.COMMAND_PALETTE_BINDING)
 SHOW_ALL = "show_pane('')"  # the 0 key; the help lists the pane keys just above it
+LOSS, WINDOWS, STATS = LossPane.NAME, WindowsPane.NAME, StatsPane.NAME  # the panes rows below target
+_QUESTIONS = (Scope.QUESTION, Scope.RISKY_QUESTION)
 
 # In footer order (the footer lists the shown bindings in the order they are bound); the help screen,
-# the palette and the README list the rows in this order too.
+# the palette and the README list the rows in this order too, the dialogs' and the chat input's last.
 ACTIONS: tuple[Action, ...] = (
     Action("q", "quit", "quit", footer=True, where=Where.LIVE, help_keys="q  ctrl+c",
            help="quit: asks, then saves, stops the Tutor and exits", palette="Quit (saves first)"),
@@ -76,13 +43,13 @@ ACTIONS: tuple[Action, ...] = (
            help="detach: the cockpit closes, training carries on (attach again with babyllm-tui --attach)",
            palette="Detach (training carries on)"),
     Action("r", "rollback", "roll back", where=Where.LIVE,
-           help="roll back to the last save (asks: ctrl+y confirms; at once after a NaN alarm)",
-           palette="Roll back to the last save"),
+           help="roll back to the last save (asks: {risky_question:answer(True)} confirms; at once after a NaN "
+                "alarm)", palette="Roll back to the last save"),
     Action("less_than_sign", "scale_lr(0.5)", "lr/2", where=Where.LIVE, help_keys="<  >",
            help="halve / double the learning rate (train.lr, from the next step; the save keeps it)",
            palette="Learning rate: halve"),
     Action("greater_than_sign", "scale_lr(2.0)", "lr*2", where=Where.LIVE, palette="Learning rate: double"),
-    Action("", "setting_form", where=Where.LIVE, help_keys="ctrl+p",
+    Action("", "setting_form", where=Where.LIVE, help_keys=PALETTE_KEY,
            help="any live setting: type set lr 5e-4 in the palette, or pick Set a live setting for a form",
            palette="Set a live setting…"),
     Action("r", "reload", "reload", footer=True, where=Where.VIEWER,
@@ -97,27 +64,62 @@ ACTIONS: tuple[Action, ...] = (
     Action("a", "dismiss_alert", "dismiss", help="dismiss the alert banner (the event log keeps the alert)",
            palette="Dismiss the alert banner"),
     Action("0", SHOW_ALL, "all panes", help="back to all panes", palette="Show all panes"),
-    Action("", "", help_keys="tab  shift+tab", help="move focus between panes (not out of the chat input: esc)"),
-    Action("l", "toggle_log", "log", help="loss plot: log scale on/off", palette="Loss plot: toggle log scale"),
-    Action("m", "toggle_smoothing", "smooth", help="loss plot: smoothing on/off",
+    Action("", "", help_keys="tab  shift+tab",
+           help="move focus between panes (not out of the chat input: {cockpit:leave short})"),
+    # the panes' own actions (each runs on its target pane)
+    Action("l", "toggle_log", "log", target=LOSS, help="loss plot: log scale on/off",
+           palette="Loss plot: toggle log scale"),
+    Action("m", "toggle_smoothing", "smooth", target=LOSS, help="loss plot: smoothing on/off",
            palette="Loss plot: toggle smoothing"),
-    Action("plus,equals_sign", "smoothing(1)", "smoother", help_keys="+  -",
+    Action("plus,equals_sign", "smoothing(1)", "smoother", target=LOSS, help_keys="+  -",
            help="loss plot: stronger / weaker smoothing", palette="Loss plot: stronger smoothing"),
-    Action("minus", "smoothing(-1)", "rougher", palette="Loss plot: weaker smoothing"),
-    Action("o", "pick_runs", "compare", help="loss plot: compare runs: pick runs of the same folder to overlay",
+    Action("minus", "smoothing(-1)", "rougher", target=LOSS, palette="Loss plot: weaker smoothing"),
+    Action("o", "pick_runs", "compare", target=LOSS, show_target=True,
+           help="loss plot: compare runs: pick runs of the same folder to overlay",
            palette="Loss plot: compare runs (overlay others)"),
-    Action("x", "toggle_x_axis", "x axis", help="loss plot: x axis by step / by tokens seen (every curve)",
+    Action("x", "toggle_x_axis", "x axis", target=LOSS,
+           help="loss plot: x axis by step / by tokens seen (every curve)",
            palette="Loss plot: x axis by step or tokens"),
-    Action("w", "toggle_window_plot", "view", help="windows pane: weightings / sizes over steps / memory gate "
-           "histograms", palette="Windows pane: weightings, sizes or gate histograms"),
-    Action("left_square_bracket", "cycle_stat(-1)", "prev stat", help_keys="[  ]",
+    Action("w", "toggle_window_plot", "view", target=WINDOWS,
+           help="windows pane: weightings / sizes over steps / memory gate histograms",
+           palette="Windows pane: weightings, sizes or gate histograms"),
+    Action("left_square_bracket", "cycle_stat(-1)", "prev stat", target=STATS, help_keys="[  ]",
            help="stats: previous / next stat whose band thresholds are shown"),
-    Action("right_square_bracket", "cycle_stat(1)", "next stat"),
+    Action("right_square_bracket", "cycle_stat(1)", "next stat", target=STATS),
+    Action("", "focus_stat", target=STATS, show_target=True),  # the palette's "Thresholds of <stat>"
     Action("S", "screenshot_svg", "shot", help="save an SVG screenshot of the cockpit (into the run's screenshots/; "
            "a viewer: into the current folder)", palette="Save a screenshot (SVG)"),
     Action("question_mark,f1", "help", "help", footer=True, key_display="?", help="this help",
            palette="Help: keys"),
-    Action("", "", help_keys="ctrl+p", help="command palette: every action here, by name"),
+    Action("", "", help_keys=PALETTE_KEY, help="command palette: every action here, by name"),
+    # the dialogs' keys and the chat input's
+    Action("y,enter", "answer(True)", "yes", footer=True, where=Where.LIVE, scopes=(Scope.QUESTION,),
+           help="the quit question: quit"),
+    Action("ctrl+y", "answer(True)", "yes", footer=True, where=Where.LIVE, scopes=(Scope.RISKY_QUESTION,),
+           help="the roll back question: roll back (no letter or enter does, so typing meant for the chat can't)"),
+    Action("n,escape", "answer(False)", "no", footer=True, where=Where.LIVE, scopes=_QUESTIONS,
+           help="the quit or roll back question: no, carry on"),
+    Action("d,enter", "answer('detach')", "detach", footer=True, where=Where.LIVE, scopes=(Scope.ATTACHED_QUIT,),
+           help="quitting an attached cockpit: detach (the run trains on)"),
+    Action("s", "answer('stop')", "stop the run", footer=True, where=Where.LIVE, scopes=(Scope.ATTACHED_QUIT,),
+           help="quitting an attached cockpit: stop the run (it saves first)"),
+    Action("n,escape", "answer('')", "cancel", footer=True, where=Where.LIVE, scopes=(Scope.ATTACHED_QUIT,),
+           help="quitting an attached cockpit: cancel"),
+    Action("enter", "submit", where=Where.LIVE, scopes=(Scope.SETTING,), builtin=True,
+           help="the live-setting form: enter in the key goes to the value; in the value, sets it"),
+    Action("escape", "cancel", "cancel", footer=True, where=Where.LIVE, scopes=(Scope.SETTING,),
+           help="the live-setting form: cancel"),
+    Action("space", "select", scopes=(Scope.PICK_LIST,), builtin=True, help="compare runs: tick or untick a run"),
+    Action("enter", "screen.apply", "show the ticked runs", scopes=(Scope.PICK_LIST,),
+           help="compare runs: show the ticked runs"),
+    Action("escape", "cancel", "cancel", footer=True, scopes=(Scope.PICKER,), help="compare runs: cancel"),
+    Action("escape", "dismiss", "look at the panes", footer=True, scopes=(Scope.ERROR,),
+           help="the error screen: close it, look at the panes"),
+    Action("q", "app.quit_now", "quit", footer=True, scopes=(Scope.ERROR,), help="the error screen: quit"),
+    Action("escape,q,question_mark,f1", "dismiss", "close", footer=True, scopes=(Scope.HELP,),
+           help="this help: close it"),
+    Action("enter", "submit", scopes=(Scope.CHAT,), builtin=True, help="the chat input: send the message"),
+    Action("tab,shift+tab", "stay", scopes=(Scope.CHAT,)),  # (a space: focus leaves the input only by esc)
 )
 
 # What a viewer's help says first (pause, save, checkpoint and roll back are not in its table).
@@ -131,21 +133,26 @@ def pane_actions(panes: Sequence[PaneSlot]) -> tuple[Action, ...]:
                  for p in panes)
 
 
-def pane_keys_help(panes: Sequence[PaneSlot]) -> tuple[str, str]:
-    """The help row of the number keys: ("1 … 7", "stats loss …: show one …")."""
+def pane_keys_help(panes: Sequence[PaneSlot], show_all: str) -> tuple[str, str]:
+    """The help row of the number keys: ("1 … 7", "stats loss …: show one …"); `show_all` restores all panes."""
     keys = f"{panes[0].key} … {panes[-1].key}" if len(panes) > 1 else panes[0].key
     names = " ".join(p.pane.SHORT for p in panes)
-    return keys, f"{names}: show one (small terminal) or maximise it (big terminal; again or 0 restores)"
+    return keys, f"{names}: show one (small terminal) or maximise it (big terminal; again or {show_all} restores)"
 
 
 def keys_of(actions: Iterable[Action], action: str) -> str:
-    """The keys bound to `action`, as people read them ("" when none is)."""
-    return next((a.bound_keys() for a in actions if a.action == action and a.keys), "")
+    """The keys bound to `action` in the cockpit, as people read them ("" when none is)."""
+    return Keys(actions).all(action)
 
 
-def rows_for(actions: Iterable[Action], viewer: bool) -> list[Action]:
-    """The rows of one cockpit (live or viewer), in table order."""
-    return [a for a in actions if a.where.includes(viewer)]
+def rows_for(actions: Iterable[Action], viewer: bool, scope: Scope | None = Scope.COCKPIT) -> list[Action]:
+    """The rows of one cockpit (live or viewer), in table order: those bound in `scope` (None: all)."""
+    return [a for a in actions if a.where.includes(viewer) and (scope is None or scope in a.scopes)]
+
+
+def targets(actions: Iterable[Action]) -> dict[str, Action]:
+    """The panes' actions: action name (without its parameters) -> its row (whose ``target`` names the pane)."""
+    return {parse(a.action)[1]: a for a in actions if a.target and Scope.COCKPIT in a.scopes}
 
 
 def bindings(actions: Sequence[Action], panes: Sequence[PaneSlot], viewer: bool) -> list[Binding]:
@@ -154,19 +161,22 @@ def bindings(actions: Sequence[Action], panes: Sequence[PaneSlot], viewer: bool)
     own = [a for a in (*rows_for(actions, viewer), *pane_actions(panes)) if a.keys and a.action]
     taken = {k for a in own for k in a.keys.split(",")}
     refused = [] if not viewer else [
-        a for a in actions if a.where is Where.LIVE and a.keys and not taken & set(a.keys.split(","))]
-    out = [Binding(a.keys, a.action, a.label, show=a.footer, key_display=a.key_display) for a in own]
+        a for a in rows_for(actions, viewer=False)
+        if a.where is Where.LIVE and a.keys and not taken & set(a.keys.split(","))]
+    out = [a.binding() for a in own]
     return out + [Binding(a.keys, a.action, a.label, show=False, key_display=a.key_display) for a in refused]
 
 
 def help_rows(actions: Sequence[Action], panes: Sequence[PaneSlot], viewer: bool) -> list[tuple[str, str]]:
-    """(keys, what they do) for the help screen; the pane keys come just before the 0 key."""
+    """(keys, what they do) for the help screen: the cockpit's (the pane keys just before the 0 key),
+    then the dialogs' and the chat input's."""
+    keys = Keys(actions)
     out: list[tuple[str, str]] = []
-    for a in rows_for(actions, viewer):
+    for a in rows_for(actions, viewer, scope=None):
         if a.action == SHOW_ALL and panes:
-            out.append(pane_keys_help(panes))
+            out.append(pane_keys_help(panes, a.bound_keys()))
         if a.help:
-            out.append((a.help_text_keys(), a.help))
+            out.append((a.help_text_keys(), keys.say(a.help)))
     return out
 
 
@@ -185,4 +195,3 @@ def markdown_keys(actions: Sequence[Action] = ACTIONS, panes: Sequence[PaneSlot]
         shown = " / ".join(f"`{k}`" for k in keys.split("  "))  # two spaces part keys; "1 … 7" is one
         lines.append(f"| {shown} | {what} |")
     return "\n".join(lines)
-

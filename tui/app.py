@@ -7,49 +7,49 @@ on screen what to show at a pace the UI thread can afford (tui.pace). The keys c
 actions (tui.actions), the panes from one list (tui.panes). With ``viewer=True`` the same app views a
 run trained by another process (``babyllm-tui --watch``, see tui.watch): the training controls are not
 in its keys, help or palette, and it refuses them if they come anyway.
+
+This module is the layout and the messages; the rest of the app is in its rooms (tui.room): the snapshot
+intake (tui.intake), the training controls (tui.controls) and the lifecycle (tui.lifecycle). A pane's
+actions are the pane's own: the app runs an action on the pane its row in the table targets.
 """
 
 from __future__ import annotations
 
 import contextlib
-import signal
-import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from textual import on
+from textual.actions import ActionParseResult
+from textual.actions import parse as parse_action
 from textual.app import App, ComposeResult
 from textual.containers import Container
+from textual.dom import DOMNode
 from textual.widgets import Footer, Header, Input, Tab, Tabs
 
-from babyllm import live
 from babyllm.calligraphist import Calligraphist
 from babyllm.config import TuiConfig
-from babyllm.errors import ConfigError
-from babyllm.events import EventKind
-from babyllm.live import LR
-from babyllm.run.runfiles import SCREENSHOTS
-from babyllm.snapshot import Event, History, LiveSettings, Snapshot, TutorControl
+from babyllm.snapshot import Snapshot, TutorControl
 from babyllm.stats import REGISTRY, Registry
 from tui import actions as table
-from tui.actions import ACTIONS, VIEWER_INTRO, Action
+from tui.actions import ACTIONS, PALETTE_KEY, VIEWER_INTRO, Action
 from tui.commands import CockpitCommands
+from tui.controls import Controls
 from tui.detach import Detacher
-from tui.messages import SnapshotReady, TutorFailed, TutorFinished, TutorProgress, TutorReady, TutorSaid
-from tui.pace import TICK, UI_BUDGET_CPU, Pace, budget_for
+from tui.intake import Intake
+from tui.keys import Keys
+from tui.lifecycle import Lifecycle
+from tui.messages import Flash, RedrawWanted, TutorFailed, TutorFinished, TutorProgress, TutorReady, TutorSaid
+from tui.pace import TICK, UI_BUDGET_CPU, Pace
 from tui.panes import PANES, PaneSlot, grid_css
 from tui.refresh import Refresher
-from tui.screens import VIEWER_CHAT_HELP, AttachedQuitScreen, ConfirmScreen, ErrorScreen, HelpScreen, SettingScreen
-from tui.tutor_thread import TutorFactory, TutorThread, end_process_later, install_signal_handlers, tty
-from tui.widgets.base import Pane
-from tui.widgets.chat import ChatPane
-from tui.widgets.loss import LossPane
-from tui.widgets.stats import StatsPane
+from tui.screens import VIEWER_CHAT_HELP, ErrorScreen, HelpScreen
+from tui.tutor_thread import TutorFactory, TutorThread, install_signal_handlers, tty
+from tui.widgets.base import Pane, PaneKit
 from tui.widgets.status import StatusBar, TokenRate
-from tui.widgets.windows import WindowsPane
 
 __all__ = ["ChatFactory", "CockpitApp", "Pace", "TutorFactory"]
 
@@ -58,19 +58,18 @@ ChatFactory = Callable[[Any], Any]  # tutor -> an Infer2-like object (.stream, .
 # A terminal at least this big shows all panes at once; a smaller one shows one pane and tabs.
 WIDE_COLUMNS = 120
 WIDE_ROWS = 34
-VIEWER_REFUSAL = "viewer: training is controlled by the training process"
 VIEWER_CHAT_NOTE = ("viewer: the first message loads the run's newest save on the CPU here; "
-                    "/reload (or r) takes a newer one.")
+                    "/reload (or {reload}) takes a newer one.")
 
 
-class CockpitApp(App[int]):
+class CockpitApp(Intake, Controls, Lifecycle):
     """The training cockpit (or, with ``viewer=True``, a viewer). ``tutor_factory`` builds a TutorControl;
     tests pass a fake one, and may pass their own ``actions`` table and ``panes`` list."""
 
     CSS_PATH = "cockpit.tcss"
     TITLE = "babyllm-tui"
     COMMANDS = App.COMMANDS | {CockpitCommands}
-    COMMAND_PALETTE_BINDING = "ctrl+p"
+    COMMAND_PALETTE_BINDING = PALETTE_KEY
 
     def __init__(
         self,
@@ -93,6 +92,8 @@ class CockpitApp(App[int]):
         super().__init__()
         self.viewer = viewer
         self.actions, self.pane_slots = tuple(actions), tuple(panes)
+        self.keys = Keys(self.actions)
+        self.targets = table.targets(self.actions)  # the panes' actions: action name -> its row
         # Bound per instance, not in BINDINGS (a class attribute): they follow this app's tables and mode.
         for b in table.bindings(self.actions, self.pane_slots, viewer):
             self._bindings.bind(b.key, b.action, b.description, show=b.show, key_display=b.key_display)
@@ -104,44 +105,29 @@ class CockpitApp(App[int]):
         self.chat: Any = None
         self.sub_title = subtitle
         self.calligraphist = Calligraphist(window=window, registry=registry)
-        self.snapshot: Snapshot | None = None
+        self.snapshot = None
         self.join_timeout = join_timeout
         self.handle_signals = handle_signals
         self.paused = False
         self.quitting = False
-        self.terminal_lost = False  # SIGHUP or a dead tty: restoring the terminal may hang, see exit()
-        self.on_hangup = on_hangup  # [tui] on_hangup: "detach" or "stop"
-        self.detacher = detacher  # leaves a hung-up terminal (None: the caller does, e.g. tests)
-        self.detached = ""  # why the UI closed with the Tutor still training ("" = it did not)
-        self.attached = attached  # the Tutor trains in another process (--attach): q asks detach or stop
+        self.terminal_lost = False
+        self.on_hangup = on_hangup
+        self.detacher = detacher
+        self.detached = ""
+        self.attached = attached  # (q then asks: detach or stop the run)
         self.active_pane = "stats"
         self.compact = True
         self.exit_code = 0
-        self.failure: str | None = None
-        self._events_seen = 0
-        self._last_state = ""
+        self.failure = None
         self.pace = Pace(UI_BUDGET_CPU)
         self.token_rate = TokenRate()
         self._failures_logged: set[tuple[str, str, str]] = set()
         self.debug_lines: deque[str] = deque(maxlen=200)  # what went to debug.log from the UI (tests read it)
+        kit = PaneKit(self.calligraphist, self.keys, self.pane_failed)
         # DOM order = the wide grid's placement order (see tui.panes)
-        self.panes: list[Pane] = [s.pane(s.key, self.calligraphist) for s in self.pane_slots]
-        self.refresher = Refresher(self.panes, self.on_visible, self.pace)
-        self.status = StatusBar(self.calligraphist, self.token_rate, self.pace, id="status")
-        self.status.alert_key = table.keys_of(self.actions, "dismiss_alert")
-
-    @property
-    def tutor(self) -> Any:
-        """The Tutor (a Watcher in a viewer), or None while it is still being built."""
-        return self._tutor_thread.tutor
-
-    @property
-    def tutor_thread(self) -> TutorThread:
-        return self._tutor_thread
-
-    @property
-    def history(self) -> History | None:
-        return getattr(self.tutor, "history", None)
+        self.panes = [s.pane(s.key, kit) for s in self.pane_slots]
+        self.refresher = Refresher(self.panes, self.on_visible, self.pace, self.token_rate)
+        self.status = StatusBar(self.calligraphist, self.token_rate, self.pace, self.keys, id="status")
 
     # The snapshot tests wait for these to settle.
     @property
@@ -167,13 +153,6 @@ class CockpitApp(App[int]):
         """The screen the panes are on (dialogs stack above it)."""
         return self.screen_stack[0]
 
-    def pane(self, name: str) -> Pane:
-        return next(p for p in self.panes if name == p.NAME)
-
-    @property
-    def chat_pane(self) -> ChatPane:
-        return self.pane("chat")  # type: ignore[return-value]
-
     def on_mount(self) -> None:
         self._apply_layout(self.size.width, self.size.height)
         self.status.show(None)
@@ -183,7 +162,7 @@ class CockpitApp(App[int]):
             if not self.is_headless and tty(0):
                 self.set_interval(1.0, self._check_terminal)
         if self.viewer:
-            self.chat_pane.add_line("", VIEWER_CHAT_NOTE, "dim")
+            self.chat_pane.add_line("", VIEWER_CHAT_NOTE.format(reload=self.keys.first("reload")), "dim")
             self.pane("sample").border_subtitle = "viewer: samples are not in the run's files"
         self._tutor_thread.start()
 
@@ -226,9 +205,17 @@ class CockpitApp(App[int]):
         if event.tab.id and event.tab.id[4:] != self.active_pane:
             self._select(event.tab.id[4:])
 
-    def request_redraw(self, name: str) -> None:
-        """Redraw a pane's plot on the next tick, due or not (it was resized, its settings changed)."""
-        self.refresher.request_redraw(name)
+    def on_redraw_wanted(self, message: RedrawWanted) -> None:
+        self.refresher.request_redraw(message.pane)
+
+    def on_flash(self, message: Flash) -> None:
+        self.status.flash(message.text, message.seconds)
+
+    def _tick(self) -> None:
+        """Timer: the status line when due, then whatever the refresh scheduler finds due."""
+        self.pace.update()
+        self.status.tick()
+        self.refresher.tick()
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -308,10 +295,11 @@ class CockpitApp(App[int]):
             self.exit(self.exit_code)
             return
         self._event("state", f"training ended: {message.result or 'stopped'}")
+        how, quits = message.result or "stopped", self.keys.first("quit")
         if self.attached:  # the model lives in the run's process, which is gone: nothing left to chat with
-            self.notify(f"The run ended ({message.result or 'stopped'}); its plots stay here. q quits.")
+            self.notify(f"The run ended ({how}); its plots stay here. {quits} quits.")
         else:
-            self.notify(f"Training ended ({message.result or 'stopped'}). The chat still works; q quits.")
+            self.notify(f"Training ended ({how}). The chat still works; {quits} quits.")
 
     def on_tutor_failed(self, message: TutorFailed) -> None:
         self.failure = message.message
@@ -322,254 +310,31 @@ class CockpitApp(App[int]):
             return
         self.status.show(self.snapshot, "")
         self.bell()
-        self.push_screen(ErrorScreen(message.message, message.details))
-
-    # -- snapshots ---------------------------------------------------------------------------
-
-    def _prime_from_history(self) -> None:
-        """A resumed run (or a watched one) already has history: fill the bands' windows from it, so they
-        are not empty until a window's worth of new steps (the plots read the History directly)."""
-        history = self.history
-        if history is None or self.snapshot is not None:
-            return
-        try:
-            rows = history.rows(self.calligraphist.window)
-        except Exception:  # noqa: BLE001 - priming is a nicety; the snapshots fill the windows anyway
-            return
-        for row in rows[:-1]:  # the last row comes again with the first snapshot
-            self.calligraphist.observe(row)
-
-    def on_snapshot_ready(self, message: SnapshotReady) -> None:
-        self._show(message.snapshot)
-
-    def _step(self) -> int:
-        return self.snapshot.step if self.snapshot else 0
-
-    def _event(self, kind: EventKind, text: str) -> None:
-        self.pane("events").add(Event(self._step(), kind, text))  # type: ignore[attr-defined]
-
-    def _show(self, snap: Snapshot) -> None:
-        old = self.snapshot
-        first = old is None
-        changed = old is None or snap.step != old.step
-        self.snapshot = snap
-        if self.viewer and not self.quitting:
-            self.status.note = str(getattr(self.tutor, "note", "") or "")  # what the Watcher makes of the run
-        self.token_rate.observe(snap.tokens)
-        if changed and snap.stats:
-            self.calligraphist.observe(snap.stats)
-        if first or (snap.device and snap.device not in self.sub_title):
-            self.pace.budget = budget_for(snap.device)
-            self.sub_title = " · ".join(x for x in (snap.config_name, snap.device, snap.run_dir) if x) or self.sub_title
-        self._log_events(snap, announce=not first)
-        state_changed = snap.state != self._last_state
-        if state_changed:
-            self._state_changed(snap)
-        self.status.tell(snap, at_once=first or state_changed)
-        new_sample = snap.sample is not (old.sample if old else None)
-        self.refresher.new_snapshot(snap, first, changed or new_sample)
-
-    def _tick(self) -> None:
-        """Timer: the status line when due, then whatever the refresh scheduler finds due."""
-        self.pace.update()
-        self.status.tick()
-        self.refresher.tick()
-
-    def _log_events(self, snap: Snapshot, announce: bool = True) -> None:
-        new = snap.event_count - self._events_seen
-        if new <= 0:
-            return
-        events = snap.events[-new:] if new <= len(snap.events) else snap.events
-        log: Any = self.pane("events")
-        if new > len(snap.events):
-            log.add(Event(snap.step, "info", f"({new - len(snap.events)} older events not shown)"))
-        for e in events:
-            log.add(e)
-            if not announce:
-                continue
-            if e.kind == "alert":
-                self._alert(e.message)
-            elif e.kind in ("save", "checkpoint"):
-                self.status.flash(f"saved → {_folder(e.message)}", 6)
-            elif e.kind == "error" and ("save failed" in e.message or "not written" in e.message):
-                self.status.flash(f"save failed: see the event log ({log.key})", 10)
-        self._events_seen = snap.event_count
-
-    def _alert(self, text: str) -> None:
-        """An alert (babyllm.school.alerts): a bell, a toast, and the status banner until dismissed or a resume."""
-        self.bell()
-        self.notify(text, title="alert", severity="warning", timeout=10)
-        self.status.alert = text
-        self.status.refresh_line()
-
-    def action_dismiss_alert(self) -> None:
-        self.status.alert = ""
-        self.status.refresh_line()
-
-    def _state_changed(self, snap: Snapshot) -> None:
-        old, self._last_state = self._last_state, snap.state
-        was_paused = self.paused
-        self.paused = snap.state in ("paused", "alarm")
-        if was_paused and snap.state == "running":
-            self.status.alert = ""  # resumed: the alert that paused it has been seen
-        if was_paused != self.paused:
-            self.token_rate.reset()
-            self.refresh_bindings()  # the footer says "p resume" while paused
-        if snap.state == "alarm":
-            self.bell()
-            self.notify(f"NaN alarm at step {snap.step}: {snap.error or 'training paused'}. "
-                        "space resumes, r rolls back to the last save.", severity="error", timeout=10)
-            if not any(e.kind == "alarm" for e in snap.events[-3:]):
-                self.pane("events").add(Event(snap.step, "alarm", snap.error or "NaN/inf: training paused"))  # type: ignore[attr-defined]
-        elif snap.state == "error" and old != "error" and not self.quitting:
-            self.failure = snap.error or "the Tutor stopped with an error"
-            self.exit_code = self.exit_code or 1
-            self.bell()
-            self.push_screen(ErrorScreen(self.failure))
+        self.push_screen(ErrorScreen(message.message, message.details, keys=self.keys))
 
     # -- actions (their keys, help and palette entries: tui.actions) -------------------------
+
+    async def run_action(self, action: str | ActionParseResult, default_namespace: DOMNode | None = None,
+                         namespaces: Mapping[str, DOMNode] | None = None) -> bool:
+        """A pane's action (its row in the table names the pane) runs on that pane; any other as Textual
+        runs it (a key's, the palette's, the footer's alike)."""
+        if default_namespace is None or default_namespace is self:
+            default_namespace = self._target(action) or default_namespace
+        return await super().run_action(action, default_namespace, namespaces)
+
+    def _target(self, action: str | ActionParseResult) -> Pane | None:
+        """The pane an action of the app's own runs on (shown first, when its row says so), or None."""
+        destination, name, _ = parse_action(action) if isinstance(action, str) else action
+        row = self.targets.get(name) if not destination else None
+        if row is None:
+            return None
+        if row.show_target and self.compact:
+            self._select(row.target)
+        return self.pane(row.target)
 
     def palette_entries(self) -> list[tuple[str, str, str]]:
         """(name, action, keys) of this cockpit's palette (its mode's rows, then the panes)."""
         return table.palette_entries(self.actions, self.pane_slots, self.viewer)
-
-    def _control(self, what: str, request: str) -> Any:
-        """The Tutor to send a training control to; None, with a notice, while it is still being built,
-        and always in a viewer (the Watcher's ``request`` method only records the refusal)."""
-        if self.viewer:
-            if self.tutor is not None:
-                getattr(self.tutor, request)()
-            self.notify(f"{VIEWER_REFUSAL}: cannot {what} from here.", severity="warning")
-            return None
-        if self.tutor is None:
-            self.notify(f"Still starting: cannot {what} yet.", severity="warning")
-        return self.tutor
-
-    def _ui_event(self, text: str) -> None:
-        self._event("ui", text)
-
-    def action_pause(self) -> None:
-        self.action_toggle_pause()
-
-    def action_resume(self) -> None:
-        self.action_toggle_pause()
-
-    def action_toggle_pause(self) -> None:
-        tutor = self._control("pause or resume", "pause")
-        if tutor is None or self.quitting:
-            return
-        if self.paused:
-            tutor.resume()
-            self.paused = False
-            self._ui_event("resume requested")
-            self.status.flash("resuming…")
-        else:
-            tutor.pause()
-            self.paused = True
-            self._ui_event("pause requested")
-            self.status.flash("pausing…")
-        self.token_rate.reset()
-        self.refresh_bindings()
-
-    def action_save(self) -> None:
-        tutor = self._control("save", "request_save")
-        if tutor is not None:
-            tutor.request_save()
-            self._ui_event("save requested")
-            self.status.flash("saving…", 60)
-
-    def action_checkpoint(self) -> None:
-        tutor = self._control("checkpoint", "request_checkpoint")
-        if tutor is not None:
-            tutor.request_checkpoint()
-            self._ui_event("checkpoint requested")
-            self.status.flash("checkpointing…", 60)
-
-    def action_screenshot_svg(self) -> None:
-        """An SVG of the screen as it is now, with its colours (to look at after an SSH session)."""
-        snap = self.snapshot
-        step = snap.step if snap is not None else 0
-        # a viewer writes nothing into the run directory (another process owns it)
-        folder = Path.cwd() if self.viewer or snap is None or not snap.run_dir else Path(snap.run_dir) / SCREENSHOTS
-        name = f"cockpit-{step:08d}-{time.strftime('%Y%m%d-%H%M%S')}.svg"
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            saved = self.save_screenshot(name, str(folder))
-        except OSError as e:
-            self.notify(f"screenshot not saved: {folder}: {e.strerror or e}", severity="error")
-            return
-        self._ui_event(f"screenshot saved: {saved}")
-        self.status.flash(f"screenshot → {saved}", 10)
-
-    def action_scale_lr(self, factor: float) -> None:
-        """Ask the run for train.lr times `factor` (a live setting: babyllm.live)."""
-        old = self.snapshot.settings.get(LR) if self.snapshot is not None else None
-        if self._live_settings("change the learning rate") is None:
-            return
-        if not isinstance(old, int | float):
-            self.notify(f"This run does not say its {LR}: use babyllm ctl RUN set {LR}=...", severity="warning")
-            return
-        self.set_live([(LR, repr(float(old) * factor))])
-
-    def action_setting_form(self, key: str = "") -> None:
-        """The small form: a live setting's key and new value (also reached by typing "set lr 5e-4" in the palette)."""
-        if self._live_settings("change settings") is not None:
-            settings = dict(self.snapshot.settings) if self.snapshot is not None else {}
-            self.push_screen(SettingScreen(settings, key),
-                             lambda answer: self.set_live([answer]) if answer is not None else None)
-
-    def set_live(self, items: Sequence[tuple[str, str]]) -> None:
-        """Ask the run for live settings ((key, text after --set KEY=) pairs, applied together): an event,
-        or the one-line reason none is applied."""
-        tutor = self._live_settings("change settings")
-        if tutor is None:
-            return
-        try:
-            resolved = [(live.resolve(key), text) for key, text in items]
-            tutor.set_settings(resolved)
-        except ConfigError as e:
-            self.notify(str(e), severity="error")
-            return
-        asked = " ".join(f"{key}={text}" for key, text in resolved)
-        self._ui_event(f"set {asked} requested")
-        self.status.flash(f"set {asked}…")
-
-    def _live_settings(self, what: str) -> LiveSettings | None:
-        """The run's live-settings control, or None after saying why this cockpit cannot `what`."""
-        tutor = self.tutor
-        if self.viewer:
-            self.notify(f"{VIEWER_REFUSAL}: cannot {what} from here.", severity="warning")
-        elif tutor is None or self.snapshot is None:
-            self.notify(f"Still starting: cannot {what} yet.", severity="warning")
-        elif not isinstance(tutor, LiveSettings):
-            self.notify(f"This run cannot {what} from here (babyllm ctl RUN set KEY=VALUE).", severity="warning")
-        else:
-            return tutor
-        return None
-
-    def action_rollback(self) -> None:
-        if self._control("roll back", "rollback") is None:
-            return
-        if self.snapshot is not None and self.snapshot.state == "alarm":
-            self._do_rollback(True)
-        else:
-            self.push_screen(ConfirmScreen(self._rollback_question(), "Roll back", yes_key="ctrl+y"),
-                             self._do_rollback)
-
-    def _rollback_question(self) -> str:
-        """Name the step a rollback goes back to and how many steps it throws away."""
-        saved = self.snapshot.last_save_step if self.snapshot is not None else None
-        if not isinstance(saved, int):
-            return "Roll back to the last save? Training since then is lost."
-        lost = max(0, self._step() - saved)
-        return (f"Roll back to step {saved:,} (the last save)? The {lost:,} steps since then are lost. "
-                "ctrl+y rolls back, n or esc keeps training.")
-
-    def _do_rollback(self, yes: bool | None) -> None:
-        if yes and self.tutor is not None:
-            self.tutor.rollback()
-            self._ui_event("roll back requested")
-            self.notify("Rolling back to the last save…")
 
     def action_chat(self) -> None:
         if self.compact:
@@ -588,18 +353,11 @@ class CockpitApp(App[int]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Escape (leave) only shows, and only acts, when there is something to leave."""
-        if action in ("pause", "resume"):
-            return (action == "resume") == self.paused
         if action == "leave":
             if not self.screen_stack:
                 return False
             return isinstance(self.focused, Input) or self.main_screen.maximized is not None
-        return True
-
-    def on_unmount(self) -> None:
-        """However the app ends (but by a detach), the Tutor is told to stop (it saves); the caller joins it."""
-        if not self.detached and not self.attached:  # (an attached cockpit stops the run only when asked to)
-            self._tutor_thread.stop()
+        return super().check_action(action, parameters)
 
     def action_leave(self) -> None:
         focused = self.focused
@@ -608,47 +366,6 @@ class CockpitApp(App[int]):
         elif self.main_screen.maximized is not None:
             self.main_screen.minimize()
             self.refresher.catch_up()
-
-    @property
-    def _loss(self) -> LossPane:
-        return self.pane("loss")  # type: ignore[return-value]
-
-    def action_toggle_log(self) -> None:
-        self._loss.log_scale = not self._loss.log_scale
-        self.status.flash(f"loss plot: {self._loss.settings_text()}", 2)
-
-    def action_pick_runs(self) -> None:
-        if self.compact:
-            self._select("loss")
-        self._loss.open_picker()
-
-    def action_toggle_x_axis(self) -> None:
-        self._loss.x_tokens = not self._loss.x_tokens
-        self.status.flash(f"loss plot: {self._loss.settings_text()}", 2)
-
-    def action_toggle_window_plot(self) -> None:
-        pane: WindowsPane = self.pane("windows")  # type: ignore[assignment]
-        self.status.flash(f"windows: {pane.next_view()}", 2)
-
-    def action_toggle_smoothing(self) -> None:
-        self._loss.smoothing_on = not self._loss.smoothing_on
-        self.status.flash(f"loss plot: {self._loss.settings_text()}", 2)
-
-    def action_smoothing(self, delta: int) -> None:
-        self._loss.smoother(delta)
-        self.status.flash(f"loss plot: {self._loss.settings_text()}", 2)
-
-    @property
-    def _stats(self) -> StatsPane:
-        return self.pane("stats")  # type: ignore[return-value]
-
-    def action_cycle_stat(self, delta: int) -> None:
-        self._stats.cycle(delta)
-
-    def action_focus_stat(self, name: str) -> None:
-        if self.compact:
-            self._select("stats")
-        self._stats.set_stat(name)
 
     def action_show_pane(self, name: str) -> None:
         """Compact: switch to the pane. Wide: maximise it (again, or '' restores all panes)."""
@@ -672,131 +389,8 @@ class CockpitApp(App[int]):
         if isinstance(self.screen, HelpScreen):
             return
         rows = table.help_rows(self.actions, self.pane_slots, self.viewer)
+        title = f"{self.title} keys"
         if self.viewer:
-            self.push_screen(HelpScreen(rows, title=f"{self.title} keys", intro=VIEWER_INTRO, chat=VIEWER_CHAT_HELP))
+            self.push_screen(HelpScreen(rows, keys=self.keys, title=title, intro=VIEWER_INTRO, chat=VIEWER_CHAT_HELP))
         else:
-            self.push_screen(HelpScreen(rows, title=f"{self.title} keys"))
-
-    async def action_quit(self) -> None:
-        self._ask_quit()
-
-    def action_help_quit(self) -> None:  # ctrl+c: the same question as q
-        self._ask_quit()
-
-    def _ask_quit(self) -> None:
-        if self.viewer:  # nothing to save: the training goes on without us
-            self.begin_shutdown()
-            return
-        if self.quitting:
-            self.notify("Already stopping: saving and waiting for the Tutor…")
-            return
-        if self.attached:
-            if not self._tutor_thread.alive:  # the run has ended (or the connection is lost): nothing to ask
-                self.detach("q")
-                return
-            self.push_screen(AttachedQuitScreen(), self._attached_quit_answer)
-            return
-        self.push_screen(ConfirmScreen("Quit? The Tutor saves first, then stops.", "Quit"), self._quit_answer)
-
-    def _attached_quit_answer(self, choice: str | None) -> None:
-        if choice == "detach":
-            self.detach("q: detach")
-        elif choice == "stop":
-            self.begin_shutdown()
-
-    def _quit_answer(self, yes: bool | None) -> None:
-        if yes:
-            self.begin_shutdown()
-
-    def action_quit_now(self) -> None:
-        self.begin_shutdown()
-
-    def action_detach(self) -> None:
-        """d: the UI closes, the Tutor trains on (the caller takes the process off the terminal)."""
-        self.detach("d key")
-
-    def detach(self, why: str) -> None:
-        if self.viewer:
-            self.notify("viewer: q leaves the viewer; the training goes on without it.", severity="warning")
-            return
-        if self.quitting or self.detached:
-            if self.quitting:
-                self.notify("Already stopping: saving and waiting for the Tutor…")
-            return
-        self.detached = why
-        self.chat_pane.stop_streaming()
-        self._ui_event(f"detach ({why}): training carries on")
-        self.exit(self.exit_code)
-
-    # -- stopping ----------------------------------------------------------------------------
-
-    def begin_shutdown(self) -> None:
-        """Ask the Tutor to stop (it saves), then exit when its thread ends (or after join_timeout).
-        A viewer has nothing to save: it stops watching and exits at once (the caller joins the thread)."""
-        if self.quitting:
-            return
-        self.quitting = True
-        self.chat_pane.stop_streaming()
-        if self.viewer:
-            self._tutor_thread.stop()
-            self.exit(self.exit_code)
-            return
-        self.status.note = "saving and stopping…"
-        self.status.refresh_line()
-        self._ui_event("quit: stop requested (the Tutor saves)")
-        self._tutor_thread.stop()
-        if not self._tutor_thread.alive:
-            self.exit(self.exit_code)
-            return
-        self.set_timer(self.join_timeout, self._give_up)
-
-    def exit(self, *args: Any, **kwargs: Any) -> None:
-        """Exit; with the terminal gone, make sure the process ends even if restoring the terminal hangs.
-
-        By the time the app exits the Tutor has stopped and saved (or the join timed out), so ending
-        the process hard a few seconds later loses nothing.
-        """
-        if self.terminal_lost and not self.detached:
-            end_process_later(args[0] if args and isinstance(args[0], int) else self.exit_code)
-        super().exit(*args, **kwargs)
-
-    def _give_up(self) -> None:
-        self.failure = f"the Tutor did not stop within {self.join_timeout:.0f} s"
-        self.exit_code = 1
-        self.exit(self.exit_code)
-
-    def join_tutor(self, timeout: float | None = None) -> bool:
-        """Stop the Tutor and wait for its thread; True when it ended. Safe to call after the app exits."""
-        return self._tutor_thread.join(self.join_timeout if timeout is None else timeout)
-
-    def _on_signal(self, sig: int) -> None:
-        if sig == signal.SIGHUP:
-            self.hang_up("SIGHUP")
-            return
-        if self.attached:  # the run is not this process's to stop: a signal only ends the cockpit
-            self.detach(signal.Signals(sig).name)
-            return
-        self.status.note = f"{signal.Signals(sig).name}: saving and stopping…"
-        self.begin_shutdown()
-
-    def _check_terminal(self) -> None:
-        """A lost terminal (closed SSH session without SIGHUP) counts as a hang-up."""
-        if not self.quitting and not self.detached and not tty(0):
-            self.hang_up("terminal lost")
-
-    def hang_up(self, why: str) -> None:
-        """The terminal is gone: detach (nothing more is written to it) or save and stop, as on_hangup says."""
-        if (self.on_hangup == "detach" or self.attached) and not self.viewer and not self.quitting:
-            if self.detacher is not None and not self.detached:
-                self.detacher.hung_up(self._tutor_thread)  # first, before the UI tears down
-            self.detach(why)
-            return
-        self.status.note = f"{why}: saving and stopping…"
-        self.terminal_lost = True
-        self.begin_shutdown()
-
-
-def _folder(message: str) -> str:
-    """The save folder's name in a Tutor's "saved step N to runs/x/save-00000904" event."""
-    last = message.split()[-1] if message.split() else message
-    return last.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
+            self.push_screen(HelpScreen(rows, keys=self.keys, title=title))

@@ -3,24 +3,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import Protocol, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from babyllm import live
 from babyllm.errors import ConfigError
+from babyllm.snapshot import Snapshot
 
-if TYPE_CHECKING:
-    from tui.app import CockpitApp
+
+class PaletteHost(Protocol):
+    """What the palette needs of the app it is opened in (CockpitApp has it): its entries, the newest
+    snapshot (the stats and live settings), whether it is a viewer, and the two ways to set a live setting."""
+
+    viewer: bool
+
+    @property
+    def snapshot(self) -> Snapshot | None: ...
+
+    def palette_entries(self) -> list[tuple[str, str, str]]: ...
+
+    def set_live(self, items: Sequence[tuple[str, str]]) -> None: ...
+
+    def action_setting_form(self, key: str = "") -> None: ...
 
 
 class CockpitCommands(Provider):
     """The app's actions (its mode's rows of the action table, "Show pane …" among them) and "Thresholds of …"."""
 
+    @property
+    def host(self) -> PaletteHost:
+        return cast(PaletteHost, self.app)
+
     def commands(self) -> list[tuple[str, str, str]]:
         """(name, action, keys) for everything the palette offers: the app's action table, then stats."""
-        app: CockpitApp = self.app  # type: ignore[assignment]
+        app = self.host
         out = app.palette_entries()
         snap = app.snapshot
         for name in (snap.stats if snap else ()):
@@ -45,7 +64,7 @@ class CockpitCommands(Provider):
     def setting_hits(self, query: str) -> list[Hit]:
         """ "set lr 5e-4" (or "set train.lr=5e-4 train.min_lr=5e-5"): one hit that asks the run for it;
         "set" or "set lr": the live settings that match, each opening the form on its key."""
-        app: CockpitApp = self.app  # type: ignore[assignment]
+        app = self.host
         words = query.split()
         if app.viewer or not words or words[0].lower() != "set":
             return []
@@ -55,7 +74,7 @@ class CockpitCommands(Provider):
             try:
                 items = live.parse_items(rest)
             except ConfigError as e:
-                return [Hit(1.0, f"set: {e}", partial(app.notify, str(e), severity="error"))]
+                return [Hit(1.0, f"set: {e}", partial(self.app.notify, str(e), severity="error"))]
             shown = " ".join(f"{k}={v} (now {live.shown(now.get(k, '?'))})" for k, v in items)
             return [Hit(1.0, f"Set {shown}", partial(app.set_live, items), help="applied at the next step")]
         typed = rest[0] if rest else ""

@@ -109,6 +109,8 @@ class FakeTutor:
             Event(300, "checkpoint", "saved step 300 to runs/demo/checkpoint-00000300", 0.0),
         )
         self.last_saved_step: int | None = 250
+        self.last_save_path: str | None = None  # (the demo run has no folder)
+        self.last_save_error: str | None = None
         self._cfg = Config()  # the settings set_settings changes (babyllm.live)
         self.overrides: dict[str, object] = {}
         self._stopped = threading.Event()
@@ -119,7 +121,8 @@ class FakeTutor:
             return Snapshot(step=self.step, tokens=self.step * 1024, state=self.state, stats=fake_stats(self.step),
                             max_steps=self.max_steps, sample=SAMPLE, events=self.events, event_count=len(self.events),
                             error=self.error, device="cpu", config_name="cpu", run_dir=self.run_dir,
-                            last_save_step=self.last_saved_step, system=dict(self.system),
+                            last_save_step=self.last_saved_step, last_save_path=self.last_save_path,
+                            last_save_error=self.last_save_error, system=dict(self.system),
                             overrides=dict(self.overrides),
                             settings={k: live.get(self._cfg, k) for k in live.LIVE_KEYS})
 

@@ -1,4 +1,4 @@
-"""Messages from worker threads (the Tutor, chat streams) to the cockpit.
+"""Messages to the cockpit: from worker threads (the Tutor, chat streams), and from its panes.
 
 Every one of them is posted with ``post_message``, which is thread-safe and never blocks the poster.
 They are dataclasses (Textual's Message initialises itself in ``__post_init__``).
@@ -81,3 +81,18 @@ class ChatDone(Message):
 
     error: str | None = None
 
+
+
+@dataclass
+class Flash(Message):
+    """A pane asks for a short note on the status line (it confirms a key: "loss plot: log scale on, …")."""
+
+    text: str
+    seconds: float = 4.0
+
+
+@dataclass
+class RedrawWanted(Message):
+    """A pane's plot is to be redrawn on the next tick, due or not (it was resized, its settings changed)."""
+
+    pane: str  # its NAME

@@ -13,15 +13,19 @@ from collections.abc import Callable, Sequence
 from babyllm.snapshot import History, Snapshot
 from tui.pace import PANES_EVERY, Pace
 from tui.widgets.base import Pane, PlotPane
+from tui.widgets.status import TokenRate
 
 
 class Refresher:
-    """Tells panes the snapshot (and History) at the pace the UI thread can afford."""
+    """Tells panes the snapshot, the token rate and the History at the pace the UI thread can afford:
+    what a pane shows is pushed to it, never read from the app."""
 
-    def __init__(self, panes: Sequence[Pane], on_screen: Callable[[Pane], bool], pace: Pace) -> None:
+    def __init__(self, panes: Sequence[Pane], on_screen: Callable[[Pane], bool], pace: Pace,
+                 token_rate: TokenRate) -> None:
         self.panes = panes
         self.on_screen = on_screen
         self.pace = pace
+        self.token_rate = token_rate
         self.snapshot: Snapshot | None = None
         self.history: History | None = None
         self.panes_dirty = False  # a snapshot the panes on screen have not been told yet
@@ -72,6 +76,7 @@ class Refresher:
 
     def _tell(self, pane: Pane) -> None:
         if self.snapshot is not None and pane.snapshot is not self.snapshot:
+            pane.rate = self.token_rate.rate()
             pane.snapshot = self.snapshot  # its watcher shows it
 
     def catch_up(self) -> None:

@@ -1,5 +1,6 @@
 """Modal screens: help, a yes/no confirmation (quit, roll back), the Tutor's error, the live-setting form
-and the runs to compare."""
+and the runs to compare. Their keys are the action table's rows of their scope (tui.actions, handed in
+as a tui.keys.Keys), and so are the keys their texts name."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from rich.table import Table
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.suggester import SuggestFromList
@@ -24,6 +24,7 @@ from babyllm.infer2.commands import RELOAD, help_examples
 from babyllm.live import LIVE_KEYS
 from babyllm.run.listing import RunRow, best_text
 from babyllm.run.overlay import choices
+from tui.keys import Keys, Scope
 
 CHAT_HELP = "chat commands: " + help_examples()
 VIEWER_CHAT_HELP = "chat: " + help_examples(extra=(RELOAD,))
@@ -48,12 +49,12 @@ class Dialog(ModalScreen[Answer]):
 class HelpScreen(Dialog[None]):
     """The keys, as the app's action table gives them (tui.actions.help_rows), and the chat's commands."""
 
-    BINDINGS = [Binding("escape,q,question_mark,f1", "dismiss", "close")]
-
-    def __init__(self, rows: Sequence[tuple[str, str]], *, title: str = "babyllm-tui keys", intro: str = "",
-                 chat: str = CHAT_HELP) -> None:
+    def __init__(self, rows: Sequence[tuple[str, str]], *, keys: Keys, title: str = "babyllm-tui keys",
+                 intro: str = "", chat: str = CHAT_HELP) -> None:
         super().__init__()
         self.rows, self.heading, self.intro, self.chat = tuple(rows), title, intro, chat
+        self.keys = keys
+        keys.bind(self, Scope.HELP)
 
     def compose(self) -> ComposeResult:
         table = Table.grid(padding=(0, 2))
@@ -67,37 +68,39 @@ class HelpScreen(Dialog[None]):
             yield Static(Text(self.heading, style="bold"))
             yield Static(table)
             yield Static(Text(self.chat, style="dim"))
-            yield Static(Text("The mouse works too: click tabs, panes, buttons. Escape closes.", style="dim"))
+            closes = self.keys.first("dismiss", Scope.HELP).capitalize()
+            yield Static(Text(f"The mouse works too: click tabs, panes, buttons. {closes} closes.", style="dim"))
 
     def action_dismiss(self) -> None:  # type: ignore[override]
         self.answer_once(None)
 
 
 class ConfirmScreen(Dialog[bool]):
-    """Yes/no question; y (or ``yes_key``) = yes, n/escape = no; the buttons work too.
+    """Yes/no question, on the keys of the table's question rows; the buttons work too.
 
-    A destructive question passes a yes_key no one types by accident (ctrl+y): then neither a
-    letter nor enter confirms it, so words typed by someone who thinks they are in the chat can't.
+    A ``risky`` question (its yes loses work) is answered yes only by a key no one types by accident
+    (the risky question's row: ctrl+y): neither a letter nor enter confirms it, so words typed by
+    someone who thinks they are in the chat can't.
     """
 
-    BINDINGS = [Binding("n,escape", "answer(False)", "no")]
-
-    def __init__(self, question: str, yes: str = "Yes", yes_key: str = "y") -> None:
+    def __init__(self, question: str, yes: str = "Yes", *, keys: Keys, risky: bool = False) -> None:
         super().__init__()
         self.question = question
         self.yes = yes
-        self.yes_key = yes_key
-        self._bindings.bind(yes_key if yes_key != "y" else "y,enter", "answer(True)", "yes")
+        self.risky = risky
+        self.scope = Scope.RISKY_QUESTION if risky else Scope.QUESTION
+        self.keys = keys
+        keys.bind(self, self.scope)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-box", classes="dialog"):
             yield Static(self.question, id="confirm-question")
             with Horizontal(id="confirm-buttons"):
-                yield Button(f"{self.yes} ({self.yes_key})", variant="primary", id="yes")
-                yield Button("No (n)", id="no")
+                yield Button(f"{self.yes} ({self.keys.first('answer(True)', self.scope)})", variant="primary", id="yes")
+                yield Button(f"No ({self.keys.first('answer(False)', self.scope)})", id="no")
 
     def on_mount(self) -> None:
-        if self.yes_key != "y":  # destructive: enter or space on the focused button must not confirm
+        if self.risky:  # enter or space on the focused button must not confirm
             self.query_one("#no", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
@@ -110,12 +113,12 @@ class ConfirmScreen(Dialog[bool]):
 class ErrorScreen(Dialog[None]):
     """The Tutor stopped with an error; the panes stay readable behind it and the last save is untouched."""
 
-    BINDINGS = [Binding("escape", "dismiss", "look at the panes"), Binding("q", "app.quit_now", "quit")]
-
-    def __init__(self, message: str, details: str = "") -> None:
+    def __init__(self, message: str, details: str = "", *, keys: Keys) -> None:
         super().__init__()
         self.message = message
         self.details = details
+        self.keys = keys
+        keys.bind(self, Scope.ERROR)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="error-box", classes="dialog"):
@@ -124,7 +127,8 @@ class ErrorScreen(Dialog[None]):
             if self.details:
                 with VerticalScroll(id="error-details"):
                     yield Static(Text(self.details, style="dim"))
-            yield Static(Text("The last save is intact. q quits, escape shows the panes.", style="dim"))
+            quits, shows = self.keys.first("app.quit_now", Scope.ERROR), self.keys.first("dismiss", Scope.ERROR)
+            yield Static(Text(f"The last save is intact. {quits} quits, {shows} shows the panes.", style="dim"))
 
     def action_dismiss(self) -> None:  # type: ignore[override]
         self.answer_once(None)
@@ -133,22 +137,27 @@ class ErrorScreen(Dialog[None]):
 class AttachedQuitScreen(Dialog[str]):
     """q in an attached cockpit: leave the run training ("detach"), stop it ("stop", it saves) or cancel ("")."""
 
-    BINDINGS = [Binding("d,enter", "answer('detach')", "detach"), Binding("s", "answer('stop')", "stop the run"),
-                Binding("n,escape", "answer('')", "cancel")]
-
     DEFAULT_CSS = """
     #attached-quit-box { width: 56; }
     #attached-quit-buttons { height: auto; margin-top: 1; }
     #attached-quit-buttons Button { width: 100%; }
     """
 
+    def __init__(self, *, keys: Keys) -> None:
+        super().__init__()
+        self.keys = keys
+        keys.bind(self, Scope.ATTACHED_QUIT)
+
     def compose(self) -> ComposeResult:
+        def key(answer: str) -> str:
+            return self.keys.first(f"answer('{answer}')", Scope.ATTACHED_QUIT)
+
         with Vertical(id="attached-quit-box", classes="dialog"):
             yield Static("Leave the cockpit? Another process trains the run.")
             with Vertical(id="attached-quit-buttons"):
-                yield Button("Detach: leave it training (d)", variant="primary", id="detach")
-                yield Button("Stop the run: it saves, then stops (s)", variant="error", id="stop")
-                yield Button("Cancel (n)", id="cancel")
+                yield Button(f"Detach: leave it training ({key('detach')})", variant="primary", id="detach")
+                yield Button(f"Stop the run: it saves, then stops ({key('stop')})", variant="error", id="stop")
+                yield Button(f"Cancel ({key('')})", id="cancel")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.answer_once({"detach": "detach", "stop": "stop"}.get(event.button.id or "", ""))
@@ -158,9 +167,11 @@ class AttachedQuitScreen(Dialog[str]):
 
 
 class PickList(SelectionList[str]):
-    """The picker's list: space (or a click) ticks a run, enter shows the ticked ones."""
+    """The picker's list: a key (its pick_list rows: space) or a click ticks a run, enter shows the ticked ones."""
 
-    BINDINGS = [Binding("enter", "screen.apply", "show the ticked runs", show=False)]
+    def __init__(self, keys: Keys, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
+        super().__init__(id=id)
+        keys.bind(self, Scope.PICK_LIST)
 
 
 class RunPicker(Dialog[list[Path] | None]):
@@ -168,22 +179,25 @@ class RunPicker(Dialog[list[Path] | None]):
     `babyllm runs` lists them), those picked before ticked. Answers the ticked runs' directories, or
     None when cancelled."""
 
-    BINDINGS = [Binding("escape", "cancel", "cancel")]
-
-    def __init__(self, root: Path, current: str, picked: Sequence[Path]) -> None:
+    def __init__(self, root: Path, current: str, picked: Sequence[Path], keys: Keys) -> None:
         super().__init__()
         self.root, self.current, self.picked = root, current, {Path(p) for p in picked}
+        self.keys = keys
+        keys.bind(self, Scope.PICKER)
 
     def compose(self) -> ComposeResult:
+        keys = self.keys
+        ticks, shows = keys.first("select", Scope.PICK_LIST), keys.first("screen.apply", Scope.PICK_LIST)
+        cancels = keys.first("cancel", Scope.PICKER)
         with Vertical(id="picker-box", classes="dialog"):
             yield Static(Text(f"Compare runs: overlay runs from {self.root}/ on the loss plot", style="bold"))
-            yield Static(Text("the current run is always drawn (bright); space ticks a run, enter shows the "
-                              "ticked ones, escape cancels", style="dim"))
-            yield PickList(id="picker-list")
+            yield Static(Text(f"the current run is always drawn (bright); {ticks} ticks a run, {shows} shows the "
+                              f"ticked ones, {cancels} cancels", style="dim"))
+            yield PickList(keys, id="picker-list")
             yield Static(Text(f"reading {self.root}/…", style="dim italic"), id="picker-note")
             with Horizontal(id="picker-buttons"):
-                yield Button("Show ticked runs (enter)", variant="primary", id="show")
-                yield Button("Cancel (esc)", id="cancel")
+                yield Button(f"Show ticked runs ({shows})", variant="primary", id="show")
+                yield Button(f"Cancel ({keys.first('cancel', Scope.PICKER, short=True)})", id="cancel")
 
     def on_mount(self) -> None:
         self.query_one(PickList).focus()
@@ -238,16 +252,17 @@ class SettingScreen(Dialog[tuple[str, str] | None]):
     """A live setting to change: its key (completed from babyllm.live.LIVE_KEYS) and its new value; enter in
     the value asks the run for it ((key, text) is the answer), escape cancels (None)."""
 
-    BINDINGS = [Binding("escape", "cancel", "cancel")]
-
-    def __init__(self, settings: dict[str, object], key: str = "") -> None:
+    def __init__(self, settings: dict[str, object], key: str = "", *, keys: Keys) -> None:
         super().__init__()
         self.settings, self.key = settings, key
+        self.keys = keys
+        keys.bind(self, Scope.SETTING)
 
     def compose(self) -> ComposeResult:
+        sets, cancels = self.keys.first("submit", Scope.SETTING), self.keys.first("cancel", Scope.SETTING)
         with Vertical(id="setting-box", classes="dialog"):
-            yield Static("Change a live setting (applied at the next step; an event says so). Enter sets, "
-                         "escape cancels.")
+            yield Static(f"Change a live setting (applied at the next step; an event says so). {sets.capitalize()} "
+                         f"sets, {cancels} cancels.")
             yield Input(self.key, placeholder="key, e.g. train.lr", id="setting-key",
                         suggester=SuggestFromList(LIVE_KEYS, case_sensitive=False))
             yield Input(self._now(self.key), placeholder="value", id="setting-value")

@@ -1,11 +1,12 @@
-"""What every pane shares: a numbered border title, the snapshot and History it is told, two update
-hooks, and the guard that keeps a failing pane from taking the cockpit down."""
+"""What every pane shares: a numbered border title, the kit the app hands it (PaneKit), the snapshot and
+History it is told, two update hooks, and the guard that keeps a failing pane from taking the cockpit down."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from rich.console import RenderableType
 from rich.segment import Segment
@@ -20,23 +21,43 @@ from textual.widgets import Static
 
 from babyllm.calligraphist import Calligraphist
 from babyllm.snapshot import History, Snapshot
-
-if TYPE_CHECKING:
-    from tui.app import CockpitApp
+from tui.keys import Keys
+from tui.messages import Flash, RedrawWanted
 
 # The pane methods the app calls on every update: __init_subclass__ guards them in every pane, and
 # the ones a pane lists in its UPDATES (its own update methods, e.g. the event log's add).
 GUARDED_HOOKS = ("show_snapshot", "redraw")
 
 
+Failed = Callable[[str, str, BaseException], None]  # (pane, what failed, the error): debug.log gets it
+
+
+def _not_logged(name: str, what: str, error: BaseException) -> None:
+    """(a pane outside a cockpit, e.g. in a test: its note in the title is all there is)"""
+
+
+@dataclass(frozen=True)
+class PaneKit:
+    """What the app hands every pane instead of itself: the Calligraphist, the keys of its action table
+    (for the texts that name a key) and where a failure is logged. What a pane shows is pushed to it (the
+    refresh scheduler); it asks the app for the rest by message (tui.messages: Flash, RedrawWanted)."""
+
+    calligraphist: Calligraphist
+    keys: Keys = Keys(())
+    failed: Failed = _not_logged
+
+
+def pane_of(widget: Widget) -> Pane | None:
+    """The pane a widget is in (itself, if it is one)."""
+    return next((w for w in (widget, *widget.ancestors) if isinstance(w, Pane)), None)
+
+
 def report_failure(widget: Widget, what: str, error: BaseException) -> str:
     """Tell the app (debug.log gets the traceback, once per distinct error); return the one-line note."""
-    pane = next((w for w in (widget, *widget.ancestors) if isinstance(w, Pane)), None)
-    name = pane.NAME if pane is not None else type(widget).__name__
+    pane = pane_of(widget)
     note = f"⚠ {what} failed: {type(error).__name__}: {error}"[:200]
-    failed = getattr(widget.app, "pane_failed", None)
-    if callable(failed):
-        failed(name, what, error)
+    if pane is not None:
+        pane.kit.failed(pane.NAME, what, error)
     return note
 
 
@@ -76,7 +97,7 @@ class GuardedStatic(Guarded, Static):
 
 
 class Pane(Guarded, Vertical):
-    """A titled box, told what to show: ``snapshot`` and ``history`` are set by the app's refresh
+    """A titled box, told what to show: ``snapshot``, ``rate`` and ``history`` are set by the app's refresh
     scheduler, only while the pane is on screen, a few times a second; setting ``snapshot`` runs
     ``show_snapshot`` (cheap: text only), and the scheduler calls ``redraw`` (plots) at most every
     REDRAW_EVERY. A pane that comes into view is brought up to date at once. Every subclass's hooks
@@ -95,6 +116,7 @@ class Pane(Guarded, Vertical):
     # than showing one. init=False: nothing to show until the first snapshot comes.
     snapshot: var[Snapshot | None] = var(None, always_update=True, init=False)
     history: var[History | None] = var(None, init=False)
+    rate: float | None = None  # the header's tokens/s (a mean over seconds; None while paused or not known)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -103,10 +125,11 @@ class Pane(Guarded, Vertical):
             if hook is not None and not getattr(hook, "__cockpit_guarded__", False):
                 setattr(cls, name, _guard_hook(hook, "plot" if name == "redraw" else "update"))
 
-    def __init__(self, key: str, calligraphist: Calligraphist) -> None:
+    def __init__(self, key: str, kit: PaneKit) -> None:
         super().__init__(id=self.NAME, classes="pane")
         self.key = key  # its number key (tui.panes.PANES)
-        self.calligraphist = calligraphist
+        self.kit = kit
+        self.calligraphist = kit.calligraphist
         self.failures: dict[str, str] = {}  # guarded method -> the note of its last failure
         self.border_title = self.title_text()
 
@@ -126,9 +149,14 @@ class Pane(Guarded, Vertical):
             self.failures[method] = note
         self.border_title = self.title_text()
 
-    @property
-    def cockpit(self) -> CockpitApp:
-        return self.app  # type: ignore[return-value]
+    def flash(self, text: str, seconds: float = 4.0) -> None:
+        """A short note on the status line (the app shows it)."""
+        self.post_message(Flash(text, seconds))
+
+    def want_redraw(self) -> None:
+        """Redraw this pane's plot on the next tick, due or not: keys can come by the thousand (a paste),
+        and a redraw costs ~50 ms."""
+        self.post_message(RedrawWanted(self.NAME))
 
     def watch_snapshot(self) -> None:
         self.show_snapshot()

@@ -14,15 +14,14 @@ from typing import Any
 from rich.text import Text
 from textual import events, on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Input, Static
 from textual.worker import get_current_worker
 
-from babyllm.calligraphist import Calligraphist
 from babyllm.errors import BabyError
+from tui.keys import Keys, Scope
 from tui.messages import ChatDone, ChatPiece
-from tui.widgets.base import GuardedStatic, Pane
+from tui.widgets.base import GuardedStatic, Pane, PaneKit
 
 MAX_MESSAGES = 200
 MAX_INPUT = 4000  # characters in one chat message: a huge paste is cut here, cheaply
@@ -41,12 +40,12 @@ def clean_text(text: str) -> str:
 class ChatInput(Input):
     """The chat's input line. Focus leaves it only by esc (the app's binding): tab and shift+tab,
     typed or inside an unbracketed paste, would otherwise move focus and let the next typed words
-    fire the cockpit's keys. A bracketed paste is cleaned of control characters first."""
+    fire the cockpit's keys (its keys: the action table's chat rows). A bracketed paste is cleaned of
+    control characters first."""
 
-    BINDINGS = [Binding("tab,shift+tab", "stay", show=False)]
-
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, keys: Keys, **kwargs: Any) -> None:
         super().__init__(max_length=MAX_INPUT, **kwargs)
+        keys.bind(self, Scope.CHAT)
 
     def action_stay(self) -> None:
         """A tab is a character no chat message needs: insert a space instead of moving focus."""
@@ -73,8 +72,8 @@ class ChatPane(Pane):
     UPDATES = ("add_line", "add_notice", "start_reply", "append", "end_reply")
     TITLE = "chat"
 
-    def __init__(self, key: str, calligraphist: Calligraphist) -> None:
-        super().__init__(key, calligraphist)
+    def __init__(self, key: str, kit: PaneKit) -> None:
+        super().__init__(key, kit)
         self._reply: Static | None = None
         self._reply_text = Text()
         self.chat: Any = None  # set by connect(): an Infer2, or a viewer's WatchChat
@@ -85,10 +84,13 @@ class ChatPane(Pane):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="chat-log"):
             yield GuardedStatic(Text("Talk to the model as it trains. /help lists the settings commands.", style="dim"))
-        yield ChatInput(placeholder="say something (enter sends, esc leaves)", id="chat-input")
+        keys = self.kit.keys
+        sends, leaves = keys.first("submit", Scope.CHAT), keys.first("leave", short=True)
+        yield ChatInput(keys, placeholder=f"say something ({sends} sends, {leaves} leaves)", id="chat-input")
 
     def on_mount(self) -> None:
-        self.border_subtitle = "i chat · esc leave"
+        keys = self.kit.keys
+        self.border_subtitle = f"{keys.first('chat')} chat · {keys.first('leave', short=True)} leave"
 
     def _add(self, widget: Static) -> None:
         log = self.query_one("#chat-log", VerticalScroll)

@@ -20,12 +20,12 @@ from textual.app import ComposeResult
 from textual.reactive import var
 from textual.widgets import Static
 
-from babyllm.calligraphist import Calligraphist, format_value
+from babyllm.calligraphist import format_value
 from babyllm.run.curves import tokens_at
 from babyllm.run.overlay import Overlay, ReferenceRun, runs_root
 from babyllm.snapshot import thin
 from tui.screens import RunPicker
-from tui.widgets.base import GuardedStatic, PlotPane, update_static
+from tui.widgets.base import GuardedStatic, PaneKit, PlotPane, update_static
 from tui.widgets.plotting import Plot, ema, finite, integer_ticks
 
 MAX_POINTS = 1000
@@ -44,16 +44,18 @@ def overlay_colour(i: int) -> tuple[int, int, int]:
 
 @dataclass(frozen=True)
 class Drawn:
-    """One curve as the last redraw drew it: whose ("" = the current run), which, and its points."""
+    """One curve as the last redraw drew it: whose ("" = the current run), which, its points and its y axis."""
 
     run: str
     curve: str  # train | val | unigram
     x: list[float]
     y: list[float]
+    side: str = "left"
 
 
 class LossPane(PlotPane):
-    """Train and validation curves; log scale and smoothing are reactive attributes (the l, m, + and - keys)."""
+    """Train and validation curves; log scale, smoothing and the x axis are reactive attributes, which its
+    actions (tui.actions: they target this pane) change; other runs can be overlaid (the compare picker)."""
 
     NAME = "loss"
     SHORT = "loss"
@@ -64,28 +66,50 @@ class LossPane(PlotPane):
     smoothing: var[float] = var(0.9, init=False)  # the train curve's EMA strength (one of SMOOTHING_STEPS)
     x_tokens: var[bool] = var(False, init=False)  # x is the tokens seen (else the step)
 
-    def __init__(self, key: str, calligraphist: Calligraphist) -> None:
-        super().__init__(key, calligraphist)
+    def __init__(self, key: str, kit: PaneKit) -> None:
+        super().__init__(key, kit)
         self.overlay = Overlay()
         self.drawn: list[Drawn] = []  # what the last redraw drew (the tests check it)
         self._reading = False  # a worker is reading overlaid runs' logs
 
     def _settings_changed(self) -> None:
-        # On the next tick, not now: keys can come by the thousand (a paste), a redraw costs ~50 ms.
-        self.cockpit.request_redraw(self.NAME)
+        self.want_redraw()  # on the next tick, not now
 
     watch_log_scale = watch_smoothing_on = watch_smoothing = watch_x_tokens = _settings_changed
 
     def on_mount(self) -> None:
         self.set_interval(OVERLAY_POLL, self.poll_overlay)
 
+    # -- its actions (their keys: tui.actions) ----------------------------------------------------
+
+    def action_toggle_log(self) -> None:
+        self.log_scale = not self.log_scale
+        self._confirm()
+
+    def action_toggle_smoothing(self) -> None:
+        self.smoothing_on = not self.smoothing_on
+        self._confirm()
+
+    def action_smoothing(self, delta: int) -> None:
+        self.smoother(delta)
+        self._confirm()
+
+    def action_toggle_x_axis(self) -> None:
+        self.x_tokens = not self.x_tokens
+        self._confirm()
+
+    def _confirm(self) -> None:
+        self.flash(f"loss plot: {self.settings_text()}", 2)
+
+    def action_pick_runs(self) -> None:
+        self.open_picker()
+
     def open_picker(self) -> None:
         """The runs to compare with (tui.screens.RunPicker): the current run's siblings on this machine."""
         if isinstance(self.app.screen, RunPicker):
             return
-        snap = self.cockpit.snapshot
-        run_dir = snap.run_dir if snap else ""
-        picker = RunPicker(runs_root(run_dir), run_dir, [r.run_dir for r in self.overlay.runs])
+        run_dir = self.snapshot.run_dir if self.snapshot else ""  # (this action shows the pane: it is told one)
+        picker = RunPicker(runs_root(run_dir), run_dir, [r.run_dir for r in self.overlay.runs], self.kit.keys)
         self.app.push_screen(picker, self._picked)
 
     def _picked(self, run_dirs: list[Path] | None) -> None:
@@ -93,7 +117,7 @@ class LossPane(PlotPane):
             return
         self.pick(run_dirs)
         names = ", ".join(p.name for p in run_dirs)
-        self.cockpit.status.flash(f"loss plot: compared with {names}" if names else "loss plot: this run only", 3)
+        self.flash(f"loss plot: compared with {names}" if names else "loss plot: this run only", 3)
 
     def pick(self, run_dirs: list[Path]) -> None:
         """Overlay these runs (none: only the current run); they are read in a worker thread."""
@@ -178,9 +202,9 @@ class LossPane(PlotPane):
             ends = [min(xs), max(xs)]
             self._curve("", "unigram", ends, [unigram, unigram], "magenta", side)
             plt.text("unigram", ends[0], unigram, color="magenta", alignment="left", yside=side)
-        plt.yscale("log" if log else "linear", yside="left")
+        for axis in sorted({d.side for d in self.drawn}):  # (plotext cannot scale a log axis with nothing on it)
+            plt.yscale("log" if log else "linear", yside=axis)
         if bpb:
-            plt.yscale("log" if log else "linear", yside="right")
             plt.ylabel("nats/token", yside="left")  # type: ignore[call-arg]  # the stub calls it xside
             plt.ylabel("bits/byte", yside="right")  # type: ignore[call-arg]
         integer_ticks(plt, xs, label=self._tick_label)
@@ -213,7 +237,7 @@ class LossPane(PlotPane):
                side: str) -> None:
         if x:
             self.query_one(Plot).plt.plot(x, y, color=colour, marker="braille", yside=side)
-            self.drawn.append(Drawn(run, curve, x, y))
+            self.drawn.append(Drawn(run, curve, x, y, side))
 
     def _draw_overlay(self, points: int, strength: float, bpb: bool) -> Text:
         """The overlaid runs' curves (train, and validation in the current run's unit), each thinned to

@@ -9,7 +9,7 @@ from typing import Any, cast
 from rich.text import Text
 from textual_plotext import PlotextPlot
 
-from tui.widgets.base import Guarded
+from tui.widgets.base import Guarded, pane_of
 
 
 def ema(values: list[float], strength: float) -> list[float]:
@@ -74,9 +74,9 @@ class Plot(Guarded, PlotextPlot):
     def on_resize(self) -> None:
         """A new size means a new number of points per column: have the pane redraw on the next tick."""
         if self.drawn_size is not None and self.drawn_size != (self.size.width, self.size.height):
-            pane = next((a for a in self.ancestors if getattr(a, "NAME", None)), None)
+            pane = pane_of(self)
             if pane is not None:
-                self.app.request_redraw(pane.NAME)  # type: ignore[attr-defined]
+                pane.want_redraw()
 
     def replot(self) -> None:
         self.version += 1

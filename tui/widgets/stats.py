@@ -8,24 +8,25 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from babyllm.calligraphist import BANDS, Calligraphist, format_value
+from babyllm.calligraphist import BANDS, format_value
 from babyllm.snapshot import Snapshot
 from babyllm.stats import HIGHER, LOWER, NEUTRAL
-from tui.widgets.base import GuardedStatic, Pane, update_static
+from tui.widgets.base import GuardedStatic, Pane, PaneKit, update_static
 
 ARROWS = {LOWER: "≤", HIGHER: "≥"}
 
 
 class StatsPane(Pane):
-    """Every stat, banded by the Calligraphist, and the thresholds of the focused one ([ and ] move it)."""
+    """Every stat, banded by the Calligraphist, and the thresholds of the focused one (its cycle_stat and
+    focus_stat actions move it)."""
 
     NAME = "stats"
     SHORT = "stats"
     UPDATES = ("cycle", "set_stat")
     TITLE = "stats"
 
-    def __init__(self, key: str, calligraphist: Calligraphist) -> None:
-        super().__init__(key, calligraphist)
+    def __init__(self, key: str, kit: PaneKit) -> None:
+        super().__init__(key, kit)
         self.focus_stat = "loss"
 
     def compose(self) -> ComposeResult:
@@ -34,7 +35,8 @@ class StatsPane(Pane):
         yield GuardedStatic(id="stats-bands")
 
     def on_mount(self) -> None:
-        self.border_subtitle = "[ ] stat"
+        keys = self.kit.keys
+        self.border_subtitle = f"{keys.first('cycle_stat(-1)')} {keys.first('cycle_stat(1)')} stat"
         self.query_one("#stats-bands", Static).update(self.bands_text())
 
     def show_snapshot(self) -> None:
@@ -47,6 +49,14 @@ class StatsPane(Pane):
         grid = self.calligraphist.grid(snap.stats)
         update_static(grid_widget, grid, key=grid.line_count(grid_widget.content_region.width))
         update_static(self.query_one("#stats-bands", Static), self.bands_text())
+
+    # -- its actions (their keys: tui.actions) ----------------------------------------------------
+
+    def action_cycle_stat(self, delta: int) -> None:
+        self.cycle(delta)
+
+    def action_focus_stat(self, name: str) -> None:
+        self.set_stat(name)
 
     def cycle(self, delta: int) -> None:
         """Focus the next/previous stat (whose band thresholds are shown)."""

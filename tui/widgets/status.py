@@ -15,6 +15,7 @@ from babyllm.calligraphist import Calligraphist, format_value
 from babyllm.durations import duration
 from babyllm.events import EVENT_STYLES
 from babyllm.snapshot import Snapshot
+from tui.keys import Keys
 from tui.pace import PANES_EVERY, Pace
 from tui.widgets.timing import eta_seconds
 
@@ -66,13 +67,13 @@ class StatusBar(Static):
 
     DEFAULT_CSS = "StatusBar { height: 1; }"
 
-    def __init__(self, calligraphist: Calligraphist, token_rate: TokenRate, pace: Pace, **kwargs: Any) -> None:
+    def __init__(self, calligraphist: Calligraphist, token_rate: TokenRate, pace: Pace, keys: Keys,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.calligraphist, self.token_rate, self.pace = calligraphist, token_rate, pace
+        self.calligraphist, self.token_rate, self.pace, self.keys = calligraphist, token_rate, pace, keys
         self.snapshot: Snapshot | None = None
         self.note = ""  # lasting (stopping; what a viewer makes of the run): it wins over a flash
-        self.alert = ""  # the latest alert's text, shown until dismissed (alert_key) or a resume
-        self.alert_key = ""  # the key that dismisses it (the app's actions table says which)
+        self.alert = ""  # the latest alert's text, shown until dismissed (its dismiss_alert key) or a resume
         self._flash, self._flash_until = "", 0.0
         self._dirty = False
         self._shown = 0.0
@@ -116,9 +117,9 @@ class StatusBar(Static):
         out.append(f" {snap.state.upper()} ", style=STATE_STYLES.get(snap.state, "bold"))
         if snap.state == "alarm":
             out.append(f" {snap.error or 'NaN/inf: training paused'}  ", style="bold")
-            out.append("space", style="bold reverse")
+            out.append(self.keys.first("pause"), style="bold reverse")
             out.append(" resume  ")
-            out.append("r", style="bold reverse")
+            out.append(self.keys.first("rollback"), style="bold reverse")
             out.append(" roll back to last save")
             self.update(out, layout=False)
             return
@@ -129,9 +130,9 @@ class StatusBar(Static):
         out.append(f" step {snap.step:,}")
         if snap.max_steps:
             out.append(f"/{snap.max_steps:,}")
-        if self.alert:  # early, as the note; alert_key dismisses it
+        if self.alert:  # early, as the note; the dismiss_alert key dismisses it
             out.append("  ")
-            out.append(self.alert_key, style="bold reverse")
+            out.append(self.keys.all("dismiss_alert"), style="bold reverse")
             out.append(f" ⚠ {self.alert}", style=ALERT_STYLE)
         if note:  # early, so 80 columns never cut it off ("saved → save-00000904")
             out.append(f"  {note}", style="italic")

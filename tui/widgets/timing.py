@@ -37,16 +37,18 @@ class TimingView(Guarded):
     def __init__(self) -> None:
         super().__init__(id="timing-view")
         self.lines = 1
-        self.shown: tuple[dict[str, float], int, int] | None = None
+        self.shown: tuple[dict[str, float], int, int, float | None] | None = None
         self.calligraphist: Calligraphist | None = None
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         return self.lines
 
-    def build(self, stats: dict[str, float], step: int, max_steps: int, calligraphist: Calligraphist) -> None:
-        """Show these stats; the text itself is made in render(), so the bars always fit the current width."""
+    def build(self, stats: dict[str, float], step: int, max_steps: int, rate: float | None,
+              calligraphist: Calligraphist) -> None:
+        """Show these stats (and the header's mean tokens/s, when known); the text itself is made in render(),
+        so the bars always fit the current width."""
         lines = len(section_names(stats)) + 2
-        self.shown = (stats, step, max_steps)
+        self.shown = (stats, step, max_steps, rate)
         self.calligraphist = calligraphist
         self.refresh(layout=lines != self.lines)
         self.lines = lines
@@ -54,7 +56,7 @@ class TimingView(Guarded):
     def render(self) -> Text:
         if self.shown is None or self.calligraphist is None:
             return Text("no timings yet", style="dim")
-        stats, step, max_steps = self.shown
+        stats, step, max_steps, mean = self.shown
         calli = self.calligraphist
         names = section_names(stats)
         total = sum(stats[n] for n in names if math.isfinite(stats[n])) or 1.0
@@ -71,8 +73,6 @@ class TimingView(Guarded):
             out.append(bar(share, width), style="#5575f9")
             out.append(f" {share:4.0%}\n")
         # the header's rate (a 10 s mean), so the two never disagree; the Tutor's one-step figure until then
-        rate = getattr(self.app, "token_rate", None)
-        mean = rate.rate() if rate is not None else None
         out.append("avg tok/s " if mean is not None else "tok/s     ", style="dim")
         if mean is not None:
             out.append(format_value("tokens_per_s", mean))
@@ -106,4 +106,4 @@ class TimingPane(Pane):
         snap = self.snapshot
         if snap is None or not snap.stats:
             return
-        self.query_one(TimingView).build(snap.stats, snap.step, snap.max_steps, self.calligraphist)
+        self.query_one(TimingView).build(snap.stats, snap.step, snap.max_steps, self.rate, self.calligraphist)

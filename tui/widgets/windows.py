@@ -106,9 +106,10 @@ class GateHistograms(Guarded):
 
     DEFAULT_CSS = "GateHistograms { height: auto; }"
 
-    def __init__(self) -> None:
+    def __init__(self, view_key: str) -> None:
         super().__init__(id="gate-hist")
         self.snapshot: Snapshot | None = None
+        self.view_key = view_key  # the key that shows the next view (the pane's toggle_window_plot)
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         return 1 + len(MEMORIES) * len(GATE_SOURCES) // gate_layout(width)[0]
@@ -120,7 +121,8 @@ class GateHistograms(Guarded):
         columns, means = gate_layout(self.size.width)
         room = self.size.width // columns - LABEL_CELLS - (MEAN_CELLS if means else 0) - GAP_CELLS
         cells = max(1, room // GATE_BINS)  # each bin this many cells wide
-        head = (f"gates per neuron, {GATE_BINS} bins over 0…1{', mean' if means else ''} (w: weightings)" if hist
+        back = f" ({self.view_key}: weightings)"
+        head = (f"gates per neuron, {GATE_BINS} bins over 0…1{', mean' if means else ''}{back}" if hist
                 else "gate means (their histograms come from a live or attached run)")
         lines = [Text(head, style="dim")]
         rows = [(m, src, colour) for m in MEMORIES for src, colour in GATE_SOURCES]
@@ -143,7 +145,7 @@ class GateHistograms(Guarded):
 
 
 class WindowsPane(PlotPane):
-    """The windows' sizes and weightings now (bars), and one of VIEWS below them (the w key)."""
+    """The windows' sizes and weightings now (bars), and one of VIEWS below them (its toggle_window_plot)."""
 
     REDRAW_EVERY = 2.0  # the weightings move slowly; 7 lines are the costliest plot
     NAME = "windows"
@@ -155,6 +157,13 @@ class WindowsPane(PlotPane):
     @property
     def show_sizes(self) -> bool:
         return self.view == "sizes"
+
+    @property
+    def view_key(self) -> str:
+        return self.kit.keys.first("toggle_window_plot")
+
+    def action_toggle_window_plot(self) -> None:
+        self.flash(f"windows: {self.next_view()}", 2)
 
     def next_view(self) -> str:
         """Show the next of VIEWS; its description (the status line confirms the change with it)."""
@@ -170,7 +179,7 @@ class WindowsPane(PlotPane):
             hist.snapshot = self.snapshot
             hist.refresh(layout=True)
         self._fit()
-        self.cockpit.request_redraw(self.NAME)  # on the next tick, as the loss pane's settings
+        self.want_redraw()  # on the next tick, as the loss pane's settings
 
     def on_resize(self) -> None:
         self._fit()
@@ -187,7 +196,7 @@ class WindowsPane(PlotPane):
     def compose(self) -> ComposeResult:
         yield WindowBars()
         yield Plot(id="windows-plot")
-        hist = GateHistograms()
+        hist = GateHistograms(self.view_key)
         hist.display = False
         yield hist
 
@@ -230,7 +239,8 @@ class WindowsPane(PlotPane):
         what = "sizes over steps, log" if self.show_sizes else "weightings over steps"
         same = 1 < n <= len(PLOT_COLOURS)  # every line has its own colour, as its bar above
         # (short: plotext drops a title wider than the plot)
-        plt.title(f"{what} (#0…#{n - 1} as above; w: {'gates' if self.show_sizes else 'sizes'})" if same else what)
+        shown = f"{self.view_key}: {'gates' if self.show_sizes else 'sizes'}"
+        plt.title(f"{what} (#0…#{n - 1} as above; {shown})" if same else what)
         plt.xlabel("step")
         plot.mark_drawn()
         plot.replot()
