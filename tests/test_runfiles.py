@@ -137,10 +137,11 @@ def test_one_validator_one_set_of_messages(tmp_path):
 
 
 def test_soul_chat_and_watch_use_the_one_validator():
-    for path in ("babyllm/school/soul.py", "babyllm/commands/chat.py", "tui/watch.py"):
+    for path in ("babyllm/run/rundir.py", "babyllm/commands/chat.py", "tui/watch.py"):
         assert "check_run_dir(" in (ROOT / path).read_text(), path
     # the messages live in one place
-    for path in ("babyllm/school/soul.py", "babyllm/commands/chat.py", "tui/watch.py", "tui/cli.py"):
+    for path in ("babyllm/run/rundir.py", "babyllm/school/soul.py", "babyllm/commands/chat.py", "tui/watch.py",
+                 "tui/cli.py"):
         text = (ROOT / path).read_text()
         assert "no such run directory" not in text and "not a directory" not in text, path
 
