@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 from babyllm.errors import BabyError
+from babyllm.snapshot import Publish, Say
 from babyllm.socket.client import NoLiveRun
-from babyllm.socket.remote import Publish, RemoteTutor, Say
+from babyllm.socket.remote import RemoteTutor
 from tui.app import CockpitApp
 from tui.detach import HANGUP_GRACE_S, Detacher, silence_terminal
 from tui.tutor_thread import TutorThread, end_process_later

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from babyllm.run.runfiles import DEBUG_LOG
+from babyllm.snapshot import Say
 
 if TYPE_CHECKING:  # the launcher forks before torch (which tutor_thread brings) is imported
     from tui.tutor_thread import TutorThread
@@ -213,7 +214,7 @@ class Detacher:
         print(f"babyllm-tui: detached (pid {os.getpid()}); training carries on", file=sys.stderr, flush=True)
 
     @staticmethod
-    def _debug(thread: TutorThread) -> Callable[[str], None]:
+    def _debug(thread: TutorThread) -> Say:
         return lambda text: thread.debug_log(f"babyllm-tui (detached): {text}")
 
     @staticmethod

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from babyllm import live
 from babyllm.config import Config, ModelConfig
 from babyllm.control import DEFAULT_BY
-from babyllm.snapshot import Event, History, Sample, Snapshot, State
+from babyllm.snapshot import Event, History, Publish, Sample, Snapshot, State
 from babyllm.stats import MEMORIES, REGISTRY, WINDOW_SIZE, WINDOW_WEIGHT
 
 WINDOW_SIZES = (2.0, 3.1, 5.2, 8.4, 15.7, 31.0, 62.5)
@@ -82,7 +82,7 @@ class FakeChat:
 class FakeTutor:
     """Implements TutorControl with canned, deterministic data; ``calls`` records every request."""
 
-    def __init__(self, steps: int = 300, max_steps: int = 1000, publish: Callable[[Snapshot], None] | None = None,
+    def __init__(self, steps: int = 300, max_steps: int = 1000, publish: Publish | None = None,
                  state: State = "running", run_dir: str = "runs/demo", events: tuple[Event, ...] | None = None,
                  system: dict[str, float] | None = None) -> None:
         self.system = dict(FAKE_SYSTEM if system is None else system)

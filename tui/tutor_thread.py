@@ -16,11 +16,9 @@ from textual.message import Message
 
 from babyllm.errors import BabyError
 from babyllm.model.runtime import release_openmp_threads
-from babyllm.snapshot import Snapshot, State, TutorControl
+from babyllm.snapshot import Publish, Say, Snapshot, State, TutorControl
 from tui.messages import SnapshotReady, TutorFailed, TutorFinished, TutorReady, TutorSaid
 
-Publish = Callable[[Snapshot], None]
-Say = Callable[[str], None]
 Post = Callable[[Message], Any]
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from babyllm.errors import BabyError
 from babyllm.run.follower import Watcher
 from babyllm.run.runfiles import check_run_dir
-from babyllm.socket.remote import Publish, RemoteTutor, Say
+from babyllm.snapshot import Publish, Say
+from babyllm.socket.remote import RemoteTutor
 from tui.app import CockpitApp
 from tui.attach import stats_window
 from tui.tutor_thread import TutorFactory

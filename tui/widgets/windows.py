@@ -11,7 +11,7 @@ from textual.geometry import Size
 from textual.reactive import var
 
 from babyllm.snapshot import Snapshot
-from babyllm.stats import GATE_BINS, MEMORIES, MEMORY_GATE, REGISTRY, WINDOW_SIZE, WINDOW_WEIGHT
+from babyllm.stats import GATE_BINS, MEMORIES, MEMORY_GATE, MEMORY_SOURCES, REGISTRY, WINDOW_SIZE, WINDOW_WEIGHT
 from tui.widgets.base import Guarded, PlotPane
 from tui.widgets.plotting import Plot, finite, integer_ticks
 
@@ -24,8 +24,9 @@ TEXT_COLOURS = ("blue", "cyan", "green", "yellow", "red", "magenta", "default")
 VIEWS = ("weightings", "sizes", "gates")  # what the w key cycles through, below the bars
 VIEW_TEXT = {"weightings": "weightings over steps", "sizes": "sizes over steps",
              "gates": "memory gate histograms"}
-# The memories' sources, in model.Memory.SOURCES order (the cockpit does not import torch), with their colours.
-GATE_SOURCES = (("short", "blue"), ("long", "cyan"), ("input", "green"), ("proj", "magenta"))
+# The memories' sources (babyllm.stats.MEMORY_SOURCES, the model's order), each with its colour.
+GATE_COLOURS = ("blue", "cyan", "green", "magenta")
+GATE_SOURCES = tuple(zip(MEMORY_SOURCES, GATE_COLOURS, strict=True))
 SPARKS = "▁▂▃▄▅▆▇█"
 
 
