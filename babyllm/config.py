@@ -9,7 +9,7 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
 
 try:
     import tomllib
@@ -45,11 +45,16 @@ class DataConfig:
     text_field: str = "text"  # the field (.jsonl) or column (.csv, .parquet) holding each row's text
 
 
+AUTO: Final = "auto"  # a value some keys take (AUTO_KEYS): the run decides at start-up, on its device
+Auto = Literal["auto"]
+
+
 @dataclass
 class TrainConfig:
     """The Tutor's optimisation and bookkeeping settings."""
 
-    batch: int = 16
+    batch: int | Auto = 16  # per rank and micro-batch; "auto": fill the GPU (within what the corpus feeds)
+    accumulate: int = 1  # micro-batches summed into one optimizer step (global batch: batch x accumulate x ranks)
     steps: int = 0  # 0 = train until stopped
     minutes: float = 0.0  # training-clock budget (0 = none): stop after it; the LR schedule then runs on this clock
     lr: float = 1e-3
@@ -61,8 +66,9 @@ class TrainConfig:
     beta2: float = 0.95
     grad_clip: float = 1.0  # 0 = off
     device: str = "auto"
-    dtype: str = "fp32"
-    compile: bool = False
+    dtype: str = "auto"  # fp32, bf16, or auto: bf16 where the device computes it natively
+    tf32: bool = True  # fp32 on CUDA: matmuls on TF32 tensor cores (false: exact fp32, for comparisons)
+    compile: bool | Auto = AUTO  # torch.compile the training step; auto: on CUDA (slower on CPU, measured)
     seed: int = 1337
     eval_every: int = 250
     eval_batches: int = 4
@@ -139,12 +145,20 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     name: str = "default"
 
+    @property
+    def batch_size(self) -> int:
+        """train.batch once settled (a run settles "auto" when it starts: babyllm.school.batching)."""
+        if not isinstance(self.train.batch, int):
+            raise ConfigError("train.batch = 'auto' is settled when training starts (babyllm.school.batching)")
+        return self.train.batch
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data (for checkpoints and `--json`), sections only."""
         return {s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS}
 
 
 SECTIONS = ("model", "data", "train", "stats", "chat", "tui", "alerts", "log")
+AUTO_KEYS: dict[tuple[str, str], type] = {("train", "batch"): int, ("train", "compile"): bool}  # and their type
 DEVICES = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -214,7 +228,15 @@ def _set(cfg: Config, section: str, key: str, value: Any, where: str) -> None:
     fields = {f.name: f for f in dataclasses.fields(obj)}
     if key not in fields:
         raise ConfigError(f"{where}: unknown key '{section}.{key}'{_suggest(key, fields)}")
-    setattr(obj, key, _coerce(value, type(getattr(obj, key)), f"{where}: {section}.{key}"))
+    label = f"{where}: {section}.{key}"
+    auto = AUTO_KEYS.get((section, key))
+    if auto is not None:  # "auto" or a value of the key's own type
+        try:
+            setattr(obj, key, AUTO if value == AUTO else _coerce(value, auto, label))
+        except ConfigError:
+            raise ConfigError(f"{label} = {value!r}: expected \"auto\" or {auto.__name__}") from None
+        return
+    setattr(obj, key, _coerce(value, type(getattr(obj, key)), label))
 
 
 def _coerce(value: Any, want: type, label: str) -> Any:
@@ -261,7 +283,9 @@ def validate(cfg: Config, where: str = "config") -> None:
         (0.0 < d.val_fraction <= 0.5, f"data.val_fraction = {d.val_fraction}: must be in (0, 0.5]"),
         (d.text_field.strip() != "", f"data.text_field = {d.text_field!r}: name the field (.jsonl) or column "
                                      "(.csv, .parquet) that holds the text, e.g. \"text\""),
-        (t.batch >= 1, f"train.batch = {t.batch}: must be at least 1"),
+        (t.batch == AUTO if isinstance(t.batch, str) else t.batch >= 1,
+         f"train.batch = {t.batch}: must be at least 1, or \"auto\""),
+        (t.accumulate >= 1, f"train.accumulate = {t.accumulate}: must be at least 1 (micro-batches a step)"),
         (t.steps >= 0, f"train.steps = {t.steps}: must be >= 0 (0 = until stopped)"),
         (0 <= t.minutes < 1e6, f"train.minutes = {t.minutes}: must be >= 0 (0 = no time budget)"),
         (t.lr > 0, f"train.lr = {t.lr}: must be > 0"),

@@ -89,6 +89,7 @@ class Snapshot:
     # each memory gate's histogram: neurons per bin over [0, 1] (stats.GATE_BINS), keyed as its mean's stat
     # (mem1_gate_short, ...); refreshed with the slow stats; empty where unknown (a follower)
     gate_hist: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    global_batch: int = 0  # sequences an optimizer step trains on (batch x accumulate x ranks); 0: not known
 
 
 Publish = Callable[[Snapshot], None]  # takes each new Snapshot (the cockpit's, the endpoint's); must return at once

@@ -128,6 +128,7 @@ STATS: tuple[StatSpec, ...] = (
     StatSpec("norm_{name}", "neurons", label="|{name}|"),
     StatSpec("tokens_per_s", "timing", HIGHER, "tok/s", unit="tok/s"),
     StatSpec("step_ms", "timing", LOWER, "step ms"),
+    StatSpec("mfu", "timing", HIGHER, "MFU"),  # model FLOPs utilisation (babyllm.model.peaks)
     *(StatSpec(f"{TIMING_PREFIX}{section}", "timing", LOWER, section)
       for section in ("data", "forward", "backward", "optimizer", "stats")),
     StatSpec(TIMING_PREFIX + "{name}", "timing", LOWER, "{name}"),

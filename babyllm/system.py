@@ -4,13 +4,14 @@ READINGS is the one table of what a reading is (key, label, unit, format); the c
 and any text output derive from it. The Tutor (rank 0) puts a SystemSampler's readings in every
 Snapshot's ``system`` dict, so a cockpit attached over the control socket shows the TRAINING machine.
 
-NVIDIA's management library (``pynvml``, from the nvidia-ml-py package) is optional: without it, or
-when it fails, the GPU lines come from torch's memory statistics (no utilisation, temperature or power).
+The GPU's utilisation, temperature, power and memory come from torch.cuda's own queries, which map the
+training device to the driver's (CUDA_VISIBLE_DEVICES by index or UUID, MIG instances included) and need
+NVIDIA's management library (the nvidia-ml-py package: `pip install "babyllm-tui[gpu]"`). Without it, or when
+it fails, the GPU lines come from torch's memory statistics (no utilisation, temperature or power).
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import resource
@@ -18,7 +19,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 GIB = float(1 << 30)
 SAMPLE_EVERY = 1.0  # seconds: a reading is cached this long (the Tutor asks a few times a second)
@@ -50,12 +50,12 @@ READINGS: tuple[Reading, ...] = (
     Reading("rss_gib", "RSS", "GiB", ".2f"),  # this process's resident memory
     Reading("mem_total_gib", "memory", "GiB", ".1f"),  # the machine's
     Reading("mem_available_gib", "available", "GiB", ".1f"),
-    Reading("gpu_util", "GPU", "%", ".0f"),  # NVML only
-    Reading("gpu_mem_used_gib", "GPU mem", "GiB", ".1f"),  # NVML: the device's; torch: what it reserved
+    Reading("gpu_util", "GPU", "%", ".0f"),  # the management library's only
+    Reading("gpu_mem_used_gib", "GPU mem", "GiB", ".1f"),  # the device's; without the library: what torch reserved
     Reading("gpu_mem_allocated_gib", "allocated", "GiB", ".1f"),  # torch only: tensors alive now
     Reading("gpu_mem_total_gib", "GPU total", "GiB", ".1f"),
-    Reading("gpu_temp_c", "temp", "°C", ".0f"),  # NVML only
-    Reading("gpu_power_w", "power", "W", ".0f"),  # NVML only
+    Reading("gpu_temp_c", "temp", "°C", ".0f"),  # the management library's only
+    Reading("gpu_power_w", "power", "W", ".0f"),  # the management library's only
 )
 BY_KEY: dict[str, Reading] = {r.key: r for r in READINGS}
 GPU_KEYS = tuple(r.key for r in READINGS if r.key.startswith("gpu_"))
@@ -104,18 +104,11 @@ def machine_memory(meminfo: Path = Path("/proc/meminfo")) -> dict[str, float]:
     return {"mem_total_gib": kib["MemTotal"] * 1024 / GIB, "mem_available_gib": kib["MemAvailable"] * 1024 / GIB}
 
 
-def _nvml_index(index: int) -> int:
-    """The NVML index of CUDA device `index` (NVML ignores CUDA_VISIBLE_DEVICES; torch counts within it)."""
-    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
-    if index < len(visible) and visible[index].isdigit():
-        return int(visible[index])
-    return index
-
-
 class SystemSampler:
     """Readings of this process and its machine, at most one sample per `every` seconds (the last is cached).
 
-    ``read()`` never raises: a part that fails (no /proc, NVML gone, CUDA error) is left out of the dict.
+    ``read()`` never raises: a part that fails (no /proc, the management library gone, a CUDA error) is left
+    out of the dict.
     """
 
     def __init__(self, device: str = "cpu", every: float = SAMPLE_EVERY,
@@ -127,8 +120,7 @@ class SystemSampler:
         self._cpu = (_cpu_seconds(), time.monotonic())  # the CPU-time delta's starting point
         self._cached: dict[str, float] | None = None
         self._at = -math.inf
-        self._nvml: Any = None  # the module once initialised; False once it failed (torch from then on)
-        self._handle: Any = None
+        self._smi = True  # the management library's readings, until they fail once (torch's from then on)
 
     def read(self) -> dict[str, float]:
         """The latest readings (a new dict at most once per `every` seconds; the cached one otherwise)."""
@@ -159,26 +151,23 @@ class SystemSampler:
     def _gpu_part(self) -> dict[str, float]:
         if self.cuda_index is None:
             return {}
-        if self._nvml is not False:
+        if self._smi:
             try:
-                return self._nvml_reading()
-            except Exception:  # noqa: BLE001 - no NVML (or it failed): torch's numbers from now on
-                self._nvml = False
+                return self._smi_reading()
+            except Exception:  # noqa: BLE001 - no management library (or it failed): torch's numbers from now on
+                self._smi = False
         return self._torch_reading()
 
-    def _nvml_reading(self) -> dict[str, float]:
-        nv = self._nvml
-        if nv is None:
-            nv = importlib.import_module("pynvml")
-            nv.nvmlInit()
-            self._handle = nv.nvmlDeviceGetHandleByIndex(_nvml_index(self.cuda_index or 0))
-            self._nvml = nv
-        h = self._handle
-        mem = nv.nvmlDeviceGetMemoryInfo(h)
-        return {"gpu_util": float(nv.nvmlDeviceGetUtilizationRates(h).gpu),
-                "gpu_mem_used_gib": mem.used / GIB, "gpu_mem_total_gib": mem.total / GIB,
-                "gpu_temp_c": float(nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)),
-                "gpu_power_w": nv.nvmlDeviceGetPowerUsage(h) / 1000.0}  # milliwatts
+    def _smi_reading(self) -> dict[str, float]:
+        """torch.cuda's management-library queries, for the training device (torch maps it to the driver's)."""
+        import torch
+
+        i = self.cuda_index or 0
+        return {"gpu_util": float(torch.cuda.utilization(i)),
+                "gpu_mem_used_gib": torch.cuda.device_memory_used(i) / GIB,
+                "gpu_mem_total_gib": torch.cuda.get_device_properties(i).total_memory / GIB,
+                "gpu_temp_c": float(torch.cuda.temperature(i)),
+                "gpu_power_w": torch.cuda.power_draw(i) / 1000.0}  # milliwatts
 
     def _torch_reading(self) -> dict[str, float]:
         import torch  # here, not at the top: the cockpit imports this module for its table alone

@@ -199,15 +199,15 @@ def test_a_hung_step_raises_one_stall_alert_from_the_watchdog_and_a_pause_never_
     cfg = make_cfg(*quiet("alerts.stall_seconds=0.3", "train.eval_every=1000", "train.sample_every=1000"))
     tutor = Tutor(cfg, tmp_path / "run", say=lambda _m: None)
     release, hung = threading.Event(), threading.Event()
-    real_step = tutor.step
+    real_step = tutor.stepper.step
 
-    def step():  # the 5th step hangs (a stuck data loader, a dead collective) until released
+    def step(overlap=False):  # the 5th step hangs (a stuck data loader, a dead collective) until released
         if tutor.step_count == 4 and not release.is_set():
             hung.set()
             release.wait(10)
-        return real_step()
+        return real_step(overlap)
 
-    tutor.step = step  # type: ignore[method-assign]
+    tutor.stepper.step = step  # type: ignore[method-assign]
     thread = threading.Thread(target=tutor.run)
     thread.start()
     try:

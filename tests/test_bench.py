@@ -11,11 +11,11 @@ import pytest
 from babyllm import BabyLLM
 from babyllm.commands import bench
 from babyllm.commands.bench import command
-from babyllm.commands.bench.fill import cuda_step_bytes, fill_batch
 from babyllm.commands.bench.measure import measure_config
 from babyllm.commands.bench.peak import capped, gemm_shapes
 from babyllm.config import load_config
 from babyllm.errors import BabyError
+from babyllm.school.batching import cuda_step_bytes, fill_batch
 
 
 def args(tmp_path, **kw):
@@ -144,9 +144,9 @@ def test_fill_batch_keeps_the_base_when_the_second_probe_runs_out():
     assert fill_batch(step_bytes, base=16, budget_bytes=1e9) == 16
 
 
-def test_cuda_probe_runs_a_throwaway_tutor(monkeypatch, tmp_path):
-    """_cuda_step_bytes on the CPU with torch.cuda's memory calls faked: a Tutor at that batch trains
-    two steps, is closed, and the config passed in is left as it was."""
+def test_cuda_probe_trains_a_throwaway_model(monkeypatch, tmp_path):
+    """cuda_step_bytes on the CPU with torch.cuda's memory calls faked: a model at that batch trains two steps,
+    the memory is handed back, and the config passed in is left as it was."""
     import torch
 
     calls = []
@@ -155,5 +155,5 @@ def test_cuda_probe_runs_a_throwaway_tutor(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 12345)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty"))
     cfg = load_config("tiny", [f"data.cache_dir={json.dumps(str(tmp_path / 'cache'))}", "train.device=cpu"])
-    assert cuda_step_bytes(cfg, 3) == 12345.0
-    assert calls == ["reset", "sync", "empty"] and cfg.train.batch == load_config("tiny").train.batch
+    assert cuda_step_bytes(cfg, torch.device("cpu"), "fp32", 3) == 12345.0
+    assert calls == ["empty", "reset", "sync", "empty"] and cfg.train.batch == load_config("tiny").train.batch

@@ -42,7 +42,7 @@ def write(tmp_path, text):
         ("[model]\nnerons = 3\n", ["c.toml", "model.nerons", "did you mean 'neurons'"]),
         ("[model]\nneurons = \"many\"\n", ["c.toml", "model.neurons", "expected int"]),
         ("[model]\nneurons = 1.5\n", ["c.toml", "model.neurons", "expected int"]),
-        ("[train]\ncompile = 1\n", ["c.toml", "train.compile", "expected bool"]),
+        ("[train]\ncompile = 1\n", ["c.toml", "train.compile", "expected \"auto\" or bool"]),
         ("[model]\nwindows = [1, \"x\"]\n", ["c.toml", "model.windows", "list of numbers"]),
         ("[model]\nvocab = 10\n", ["c.toml", "model.vocab = 10", "260..65535"]),
         ("[model]\ncontext = 8\nwindows = [2, 16]\n", ["c.toml", "model.windows has 16", "model.context (8)"]),

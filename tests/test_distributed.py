@@ -28,8 +28,9 @@ RTOL = 1e-4
 
 
 def common(corpus, cache, *extra):
+    # (the CPU always: on a one-GPU machine, device auto would send rank 1 to a cuda:1 that is not there)
     return ["--config", "tiny", "--corpus", str(corpus), "--set", f"data.cache_dir={cache}",
-            "--set", "train.warmup=50", "--set", "stats.print_every=0.2", *extra]
+            "--set", "train.device=cpu", "--set", "train.warmup=50", "--set", "stats.print_every=0.2", *extra]
 
 
 def free_port():
@@ -125,12 +126,21 @@ def test_two_ranks_train_like_one_process_with_the_global_batch(two_ranks, strai
     root, ((rc0, out0, err0), (rc1, out1, err1)) = two_ranks
     assert rc0 == 0 and rc1 == 0, (err0, err1)
     run = root / "r0" / "run"
-    assert "2 ranks, global batch 8" in out0 and "finished at step 20" in out0
+    assert "2 ranks" in out0 and "global batch 8 sequences" in out0 and "finished at step 20" in out0
     assert out1 == "" and err1 == ""  # rank 1 prints nothing
     assert not (root / "r1" / "run").exists()  # ... and writes nothing
     assert_same_curve(losses(run), straight[:20])
     assert [s.step for s in list_saves(run)] == [20]
     assert (run / "tokenizer.json").exists() and (run / "best").exists()
+
+
+def test_two_ranks_accumulating_train_like_one_process_with_the_global_batch(corpus, cache, straight, tmp_path):
+    """2 ranks x batch 2 x 2 micro-batches (only the second all-reduces) = one process with batch 8."""
+    results = finish(launch(tmp_path, common(corpus, cache, "--run-dir", "run", "--steps", "12",
+                                             "--set", "train.batch=2", "--set", "train.accumulate=2")))
+    assert [r[0] for r in results] == [0, 0], results
+    assert "global batch 8 sequences" in results[0][1]
+    assert_same_curve(losses(tmp_path / "r0" / "run"), straight[:12])
 
 
 def test_two_ranks_resume_where_they_stopped(two_ranks, straight, tmp_path):

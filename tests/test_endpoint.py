@@ -32,7 +32,7 @@ from babyllm.socket.endpoint import CONTROL_METHODS, Endpoint
 from babyllm.stats import REGISTRY
 from tui.fake import FakeTutor
 
-TIMING_KEYS = {"time", "tokens_per_s", "step_ms", *REGISTRY.timings()}  # wall-clock stats: differ run to run
+TIMING_KEYS = {"time", "tokens_per_s", "step_ms", "mfu", *REGISTRY.timings()}  # wall-clock stats: differ run to run
 
 
 class Running:
@@ -146,10 +146,10 @@ def test_a_subscriber_sees_the_final_state_before_the_socket_closes(running):
 
 def test_the_socket_is_removed_when_training_fails(make_cfg, tmp_path):
     with Running(make_cfg("train.steps=0"), tmp_path / "run") as r:
-        def boom():
+        def boom(overlap=False):
             raise RuntimeError("a bug in a step")
 
-        r.tutor.step = boom  # (the loop's next step fails)
+        r.tutor.stepper.step = boom  # (the loop's next step fails)
         r.thread.join(30)
         assert r.result == ["error"] and "a bug in a step" in r.tutor.snapshot().error
     assert not socket_path(r.run_dir).exists()
@@ -206,7 +206,7 @@ def every_field_set() -> Snapshot:
         corpus=Corpus("corpora/tiny", 1000, 100), best_val=2.25, best_val_step=5, last_save_step=6,
         last_save_path="runs/x/save-00000006", last_save_error="disk full", system={"cpu_percent": 50.0},
         overrides={"train.lr": 0.002}, settings={"train.lr": 0.002, "chat.stop": None, "train.minutes": 1.5},
-        gate_hist={"mem1_gate_short": (1, 2, 3), "mem2_gate_proj": (0, 0, 6)})
+        gate_hist={"mem1_gate_short": (1, 2, 3), "mem2_gate_proj": (0, 0, 6)}, global_batch=64)
 
 
 def wire_trip(snap: Snapshot) -> Snapshot:

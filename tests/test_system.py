@@ -99,30 +99,7 @@ def test_a_failing_part_is_left_out_never_raised(monkeypatch):
     assert "cpu_percent" not in r and {"rss_gib", "mem_total_gib"} <= set(r)
 
 
-# --- the GPU: NVML when importable, torch's statistics otherwise ---------------------------------
-
-
-def fake_nvml(fail: str = "", calls: list | None = None) -> types.ModuleType:
-    """A stand-in for pynvml: one 80 GiB GPU at 87%, 61 °C and 312 W; `fail` names a function that raises."""
-    nv = types.ModuleType("pynvml")
-    nv.NVML_TEMPERATURE_GPU = 0
-    seen = calls if calls is not None else []
-
-    def fn(name, result):
-        def call(*args):
-            seen.append((name, args))
-            if name == fail:
-                raise RuntimeError(f"{name} failed")
-            return result
-        return call
-
-    nv.nvmlInit = fn("nvmlInit", None)
-    nv.nvmlDeviceGetHandleByIndex = fn("nvmlDeviceGetHandleByIndex", "handle")
-    nv.nvmlDeviceGetUtilizationRates = fn("nvmlDeviceGetUtilizationRates", types.SimpleNamespace(gpu=87, memory=40))
-    nv.nvmlDeviceGetMemoryInfo = fn("nvmlDeviceGetMemoryInfo", types.SimpleNamespace(used=12 << 30, total=80 << 30))
-    nv.nvmlDeviceGetTemperature = fn("nvmlDeviceGetTemperature", 61)
-    nv.nvmlDeviceGetPowerUsage = fn("nvmlDeviceGetPowerUsage", 312_500)  # milliwatts
-    return nv
+# --- the GPU: torch.cuda's management-library queries when they answer, torch's statistics otherwise ----
 
 
 @pytest.fixture
@@ -134,10 +111,29 @@ def fake_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(total_memory=80 << 30))
 
 
-def test_nvml_readings(monkeypatch):
+@pytest.fixture
+def fake_smi(monkeypatch, fake_cuda):
+    """torch.cuda's queries as if the management library answered: 87%, 12 GiB used, 61 °C, 312.5 W; each
+    call recorded with the device it was asked about; set `fail` to the name of one that raises."""
     calls: list = []
-    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(calls=calls))
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    state = types.SimpleNamespace(calls=calls, fail="")
+
+    def query(name, result):
+        def call(device=None):
+            calls.append((name, device))
+            if name == state.fail:
+                raise RuntimeError(f"{name} failed")  # (what torch raises without nvidia-ml-py is ModuleNotFoundError)
+            return result
+        return call
+
+    for name, result in (("utilization", 87), ("device_memory_used", 12 << 30), ("temperature", 61),
+                         ("power_draw", 312_500)):
+        monkeypatch.setattr(torch.cuda, name, query(name, result))
+    return state
+
+
+def test_gpu_readings_come_from_torchs_queries_for_the_training_device(monkeypatch, fake_smi):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-5f3e1c2a-aaaa-bbbb-cccc-0123456789ab,MIG-1")  # UUIDs and MIG
     clock = Clock()
     sampler = SystemSampler("cuda:1", clock=clock)
     r = sampler.read()
@@ -145,35 +141,36 @@ def test_nvml_readings(monkeypatch):
     assert {k: r[k] for k in GPU_KEYS if k in r} == {
         "gpu_util": 87.0, "gpu_mem_used_gib": 12.0, "gpu_mem_total_gib": 80.0, "gpu_temp_c": 61.0,
         "gpu_power_w": 312.5}
-    assert ("nvmlDeviceGetHandleByIndex", (5,)) in calls  # torch's cuda:1 is NVML's GPU 5 here
+    assert {device for _, device in fake_smi.calls} == {1}  # torch's own index: torch maps it to the driver's
     clock.now += 1.0
     sampler.read()
-    assert [name for name, _ in calls].count("nvmlInit") == 1  # initialised once
+    assert len(fake_smi.calls) == 8  # sampled again after a second, not cached for good
 
 
-@pytest.mark.parametrize("fail", ["nvmlInit", "nvmlDeviceGetHandleByIndex", "nvmlDeviceGetPowerUsage"])
-def test_nvml_failing_falls_back_to_torch(monkeypatch, fake_cuda, fail):
-    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(fail))
+@pytest.mark.parametrize("fail", ["utilization", "device_memory_used", "power_draw"])
+def test_the_queries_failing_falls_back_to_torch(fake_smi, fail):
+    fake_smi.fail = fail
     r = SystemSampler("cuda").read()
     assert {k: r[k] for k in GPU_KEYS if k in r} == {
         "gpu_mem_used_gib": 3.0, "gpu_mem_allocated_gib": 2.0, "gpu_mem_total_gib": 80.0}
     assert set(r) >= CPU_KEYS
 
 
-def test_nvml_failing_later_falls_back_too(monkeypatch, fake_cuda):
-    nv = fake_nvml()
-    monkeypatch.setitem(sys.modules, "pynvml", nv)
+def test_the_queries_failing_later_falls_back_too(fake_smi):
     clock = Clock()
     sampler = SystemSampler("cuda:0", clock=clock)
     assert sampler.read()["gpu_util"] == 87.0
-    nv.nvmlDeviceGetMemoryInfo = fake_nvml("nvmlDeviceGetMemoryInfo").nvmlDeviceGetMemoryInfo  # the driver went away
+    fake_smi.fail = "temperature"  # the driver went away
     clock.now += 1.0
     r = sampler.read()
     assert "gpu_util" not in r and r["gpu_mem_allocated_gib"] == 2.0
+    fake_smi.fail = ""
+    clock.now += 1.0
+    assert "gpu_util" not in sampler.read()  # not asked again: torch's numbers from then on
 
 
-def test_no_nvml_and_no_cuda_means_no_gpu_readings(monkeypatch):
-    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml raises ImportError
+def test_no_management_library_and_no_cuda_means_no_gpu_readings(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "utilization", lambda device=None: (_ for _ in ()).throw(ModuleNotFoundError()))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     r = SystemSampler("cuda:0").read()
     assert set(r) == CPU_KEYS

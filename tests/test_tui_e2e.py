@@ -56,7 +56,8 @@ def test_babyllm_tui_in_tmux(tmp_path: Path) -> None:
     done = tmp_path / "exit-code"
     session = f"babyllm-tui-test-{id(tmp_path)}"
     command = (f"'{exe}' --config tiny --corpus '{corpus}' --run-dir '{run_dir}' "
-               f"--set data.cache_dir='\"{tmp_path / 'cache'}\"' --set train.save_every=0; echo $? > '{done}'")
+               f"--set data.cache_dir='\"{tmp_path / 'cache'}\"' --set train.save_every=0; "
+               f"echo $? > '{done}.tmp'; mv '{done}.tmp' '{done}'")  # (whole, or not there yet)
     tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", command)
     try:
         wait_screen(session, r"RUNNING\s+step")

@@ -102,7 +102,7 @@ def test_random_keys_pastes_and_resizes_never_break_the_cockpit(tmp_path: Path) 
     session = f"babyllm-tui-monkey-{os.getpid()}"
     command = (f"'{exe}' --config tiny --corpus '{corpus}' --run-dir '{run_dir}' "
                f"--set data.cache_dir='\"{tmp_path / 'cache'}\"' --set train.save_every=40; "
-               f"echo $? > '{done}'; sleep 600")
+               f"echo $? > '{done}.tmp'; mv '{done}.tmp' '{done}'; sleep 600")  # (whole, or not yet)
     tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", command)
     try:
         wait_screen(session, r"RUNNING\s+step", timeout=90)

@@ -21,7 +21,7 @@ from babyllm.stats import REGISTRY
 
 STAT_KEYS = (
     {"step", "tokens", "loss", "loss_100", "loss_1000", "val_loss", "val_bpb", "unigram_bpb", "perplexity", "accuracy",
-     "lr", "grad_norm", "tokens_per_s", "step_ms", "entropy", "act_mean", "act_std", "act_inactive", "mem2_mix",
+     "lr", "grad_norm", "tokens_per_s", "step_ms", "mfu", "entropy", "act_mean", "act_std", "act_inactive", "mem2_mix",
      "t_data", "t_forward", "t_backward", "t_optimizer", "t_stats"}
     | {f"window_{k}_{i}" for k in ("weight", "size") for i in range(7)}
     | {f"mem{m}_{k}" for m in (1, 2) for k in ("decay_short", "decay_long", "gate_short", "gate_long",
@@ -55,7 +55,7 @@ def test_step_returns_every_stat(make_cfg, tmp_path):
     assert 0 <= stats[-1]["act_inactive"] <= 1 and 0 <= stats[-1]["accuracy"] <= 1
     assert abs(sum(stats[-1][f"window_weight_{i}"] for i in range(7)) - 1) < 1e-5
     assert stats[-1]["loss_100"] == pytest.approx(sum(s["loss"] for s in stats) / 12)
-    assert all(stats[-1][k] > 0 for k in ("t_data", "t_forward", "t_backward", "t_optimizer", "step_ms"))
+    assert all(stats[-1][k] > 0 for k in ("t_data", "t_forward", "t_backward", "t_optimizer", "step_ms", "mfu"))
     assert stats[0]["lr"] < stats[-1]["lr"]  # warming up
 
 

@@ -28,6 +28,7 @@ from rich.text import Text
 from babyllm.calligraphist import Calligraphist
 from babyllm.commands.runsetup import make_tutor, prepare_run
 from babyllm.config import Config
+from babyllm.durations import duration
 from babyllm.errors import BabyError
 from babyllm.events import EVENT_STYLES
 from babyllm.model.runtime import release_openmp_threads
@@ -118,7 +119,7 @@ def _main(args: argparse.Namespace, rank: int, world: int) -> int:
     cfg, run_dir = distributed.share(lambda: prepare_run(args))
     resume = bool(getattr(args, "resume", False))
     show(f"run dir {run_dir} · config {cfg.name}" + (" · resuming" if resume else "")
-         + (f" · {world} ranks, global batch {cfg.train.batch * world}" if world > 1 else ""))
+         + (f" · {world} ranks" if world > 1 else ""))
 
     signals_seen: list[tuple[int, float]] = []
     holder: dict[str, Any] = {}
@@ -163,8 +164,16 @@ def _main(args: argparse.Namespace, rank: int, world: int) -> int:
 def _header_line(snap: Snapshot, cfg: Config) -> str:
     c = snap.corpus
     corpus = f" · corpus {c.root} ({c.train_tokens:,} training / {c.val_tokens:,} validation tokens)" if c else ""
-    return (f"device {snap.device} · {snap.dtype} · {snap.params:,} parameters{corpus}"
-            + (f" · until step {cfg.train.steps}" if cfg.train.steps else " · until stopped"))
+    batch = f" · global batch {snap.global_batch:,} sequences" if snap.global_batch else ""
+    return f"device {snap.device} · {snap.dtype} · {snap.params:,} parameters{batch}{corpus} · {_budget(cfg)}"
+
+
+def _budget(cfg: Config) -> str:
+    """How long the run trains: a step count, a training-time budget, both (whichever comes first), or neither."""
+    t = cfg.train
+    parts = ([f"step {t.steps:,}"] if t.steps else []) + ([f"{duration(t.minutes * 60)} of training"]
+                                                           if t.minutes else [])
+    return "until " + " or ".join(parts) if parts else "until stopped"
 
 
 def _watch(tutor: TutorControl, cfg: Config, show: _Printer, signals_seen: list[Any]) -> int:

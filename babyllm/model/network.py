@@ -130,12 +130,13 @@ class Windows(nn.Module):
         """Current window weightings, summing to 1: [K], or [groups, K] with several groups."""
         return torch.softmax(self.weight_logits, dim=-1)
 
-    def readings(self) -> dict[str, float]:
-        """Each window's weighting (with groups: the groups' mean) and size, named by the stat registry."""
+    def readings(self) -> dict[str, Tensor]:
+        """Each window's weighting (with groups: the groups' mean) and size, named by the stat registry (on the
+        device: read them with BabyLLM.readings)."""
         weightings = self.weightings()
         weightings = weightings.mean(0) if weightings.dim() == 2 else weightings
-        out: dict[str, float] = {}
-        for k, (w, s) in enumerate(zip(weightings.tolist(), self.sizes().tolist(), strict=True)):
+        out: dict[str, Tensor] = {}
+        for k, (w, s) in enumerate(zip(weightings, self.sizes(), strict=True)):
             out[WINDOW_WEIGHT.format(i=k)] = w
             out[WINDOW_SIZE.format(i=k)] = s
         return out
@@ -276,11 +277,11 @@ class Memory(nn.Module):
         """[N, 4]: per-neuron weights of (short, long, input, proj), summing to 1."""
         return torch.softmax(self.gate_logits, dim=-1)
 
-    def readings(self, prefix: str) -> dict[str, float]:
+    def readings(self, prefix: str) -> dict[str, Tensor]:
         """Both decays and each source's mean gate, as `<prefix>_decay_short`, `<prefix>_gate_input`, ..."""
         out = {MEMORY_DECAY.format(memory=prefix, decay=d): v
-               for d, v in zip(MEMORY_DECAYS, self.decays().tolist(), strict=True)}
-        for src, g in zip(self.SOURCES, self.gates().mean(0).tolist(), strict=True):
+               for d, v in zip(MEMORY_DECAYS, self.decays(), strict=True)}
+        for src, g in zip(self.SOURCES, self.gates().mean(0), strict=True):
             out[MEMORY_GATE.format(memory=prefix, source=src)] = g
         return out
 
@@ -349,9 +350,9 @@ class Memory2(Memory):
         """[N]: the share of the windows output in Memory 2's input (the rest is Memory's output)."""
         return torch.sigmoid(self.mix_logits)
 
-    def readings(self, prefix: str) -> dict[str, float]:
+    def readings(self, prefix: str) -> dict[str, Tensor]:
         """Memory's readings plus the mean share of the windows output in the input (`<prefix>_mix`)."""
-        return {**super().readings(prefix), MEMORY_MIX.format(memory=prefix): self.mix().mean().item()}
+        return {**super().readings(prefix), MEMORY_MIX.format(memory=prefix): self.mix().mean()}
 
     def forward(self, windows: Tensor, memory: Tensor, carried: Tensor | None = None) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         mixed = self.mixed_input(neuron_major(windows), neuron_major(memory))
@@ -439,18 +440,33 @@ class BabyLLM(nn.Module):
         return Pass(logits, new_state, batch_major(acts))
 
     @torch.no_grad()
-    def readings(self) -> dict[str, float]:
-        """The learned mixing scalars the cockpit shows, as each part declares them (see babyllm.stats)."""
+    def reading_values(self) -> tuple[list[str], Tensor]:
+        """The learned mixing scalars the cockpit shows, as each part declares them (see babyllm.stats): their
+        names, and their values as one fp32 tensor on the device (read it when convenient: no host sync here)."""
         memory1, memory2 = MEMORIES
-        return {**self.windows.readings(), **self.memory1.readings(memory1), **self.memory2.readings(memory2)}
+        parts = {**self.windows.readings(), **self.memory1.readings(memory1), **self.memory2.readings(memory2)}
+        return list(parts), torch.stack([v.float() for v in parts.values()])
+
+    def readings(self) -> dict[str, float]:
+        """reading_values on the host: name -> value."""
+        names, values = self.reading_values()
+        return dict(zip(names, values.tolist(), strict=True))
 
     @torch.no_grad()
-    def gate_histograms(self, bins: int) -> dict[str, tuple[int, ...]]:
-        """Each memory's per-neuron gates as histograms (keyed as their mean's stat, e.g. mem1_gate_short)."""
-        counts = torch.stack([self.memory1.gate_histogram(bins), self.memory2.gate_histogram(bins)]).tolist()
+    def gate_counts(self, bins: int) -> Tensor:
+        """[memories, sources, bins]: each memory's per-neuron gates as histograms, on the device."""
+        return torch.stack([self.memory1.gate_histogram(bins), self.memory2.gate_histogram(bins)])
+
+    @staticmethod
+    def gate_histograms_from(counts: list[list[list[int]]]) -> dict[str, tuple[int, ...]]:
+        """gate_counts read on the host, keyed as their mean's stat (e.g. mem1_gate_short)."""
         return {MEMORY_GATE.format(memory=m, source=src): tuple(row)
                 for m, rows in zip(MEMORIES, counts, strict=True)
                 for src, row in zip(Memory.SOURCES, rows, strict=True)}
+
+    def gate_histograms(self, bins: int) -> dict[str, tuple[int, ...]]:
+        """Each memory's per-neuron gates as histograms (keyed as their mean's stat, e.g. mem1_gate_short)."""
+        return self.gate_histograms_from(self.gate_counts(bins).tolist())
 
     def param_counts(self) -> dict[str, int]:
         """Parameters per part, in model order."""

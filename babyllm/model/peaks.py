@@ -7,7 +7,14 @@ table, and every CPU, is judged against a peak measured on the machine (the benc
 
 from __future__ import annotations
 
+import functools
+import math
+import time
 from dataclasses import dataclass
+
+import torch
+
+from babyllm.model import gemm
 
 TERA = 1e12
 
@@ -62,3 +69,58 @@ def datasheet_flops(device_name: str, dtype: str, tf32: bool) -> float | None:
 def precision_label(dtype: str, tf32: bool) -> str:
     """Which of the datasheet's columns a run is judged against."""
     return "bf16" if dtype == "bf16" else "tf32" if tf32 else "fp32"
+
+
+PROBE_SIZE = 1024  # the square GEMM the quick probe times (large enough to run near a machine's peak)
+PROBE_SECONDS = 0.15
+
+
+@dataclass(frozen=True)
+class Peak:
+    """The FLOP/s a run's MFU is judged against, and where the figure comes from."""
+
+    flops: float
+    source: str  # "datasheet (NVIDIA H200, bf16)" or "measured (a 1024^3 GEMM, bf16, here)"
+
+
+def measured_flops(device: torch.device, dtype: str, seconds: float = PROBE_SECONDS) -> float:
+    """FLOP/s of a PROBE_SIZE^3 matmul in the run's precision on `device`, best of repeats within `seconds` (no
+    random numbers drawn: a run's RNG stays untouched)."""
+    n = PROBE_SIZE
+    a = torch.ones(n, n, device=device)
+    b = torch.full((n, n), 0.5, device=device)
+    if dtype == "bf16":
+        a, b = a.bfloat16(), b.bfloat16()
+    mm = lambda: gemm.mm(a, b)  # noqa: E731  # the products the model runs (oneDNN for fp32 on CPU where faster)
+    best = math.inf
+    deadline = time.perf_counter() + seconds
+    while True:
+        sync(device)
+        t0 = time.perf_counter()
+        mm()
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+        if time.perf_counter() > deadline:
+            break
+    return 2 * n**3 / best
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@functools.lru_cache(maxsize=8)
+def _measured(device: torch.device, dtype: str) -> float:
+    return measured_flops(device, dtype)
+
+
+def peak_for(device: torch.device, dtype: str, tf32: bool, name: str = "") -> Peak:
+    """The datasheet's dense peak for a CUDA device it knows (`name`: torch.cuda.get_device_name), else the
+    quick probe's figure (measured once per process, device and precision)."""
+    label = precision_label(dtype, tf32)
+    flops = datasheet_flops(name, dtype, tf32) if device.type == "cuda" else None
+    if flops is not None:
+        return Peak(flops, f"datasheet ({name}, {label})")
+    where = f"{name or device.type}: not in the datasheet table, " if device.type == "cuda" else ""
+    return Peak(_measured(device, dtype), f"measured ({where}a {PROBE_SIZE}^3 GEMM in {label}, here)")

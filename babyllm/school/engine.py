@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from collections.abc import Callable
@@ -90,7 +91,19 @@ class Engine:
             self.train_module = DistributedDataParallel(
                 _Runner(self.model), device_ids=[self.device.index] if cuda else None,
                 output_device=self.device.index if cuda else None)  # (no buffers to broadcast)
-        self.forward = torch.compile(self._forward) if self.cfg.train.compile else self._forward
+        self.forward = torch.compile(self._forward) if self.compiled else self._forward
+
+    @property
+    def compiled(self) -> bool:
+        """train.compile as run: "auto" compiles on CUDA only (on CPU the compiled step measured slower)."""
+        asked = self.cfg.train.compile
+        return asked if isinstance(asked, bool) else self.device.type == "cuda"
+
+    def sync_grads(self, last: bool) -> contextlib.AbstractContextManager:
+        """Around a micro-batch's forward and backward: on several ranks, gradients are all-reduced only with the
+        last micro-batch of a step (DDP's no_sync for the others)."""
+        no_sync = getattr(self.train_module, "no_sync", None)
+        return contextlib.nullcontext() if last or no_sync is None else no_sync()
 
     def _forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with autocast(self.device, self.dtype):
@@ -126,6 +139,12 @@ class Engine:
             g["initial_lr"] = t.lr
             g["lr"] = t.lr * multiplier
 
+    def unstep(self) -> None:
+        """Take back one scheduler step (its optimizer step was refused): the next step gets the rate again."""
+        self.scheduler.last_epoch -= 1
+        self.sync_optimizer(reschedule=True)
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+
     def budget_used(self) -> float | None:
         """The fraction of `train.minutes` the training clock has used; None without a time budget."""
         minutes = self.cfg.train.minutes
@@ -136,9 +155,16 @@ class Engine:
         t, p = self.cfg.train, self.progress
         return bool(t.steps and p.step_count >= t.steps) or bool(t.minutes and p.train_seconds >= t.minutes * 60)
 
+    def needs_model_after(self, n: int) -> bool:
+        """Whether the loop needs the model as of step n once it is taken (validation, a sample, a save, the end):
+        the stepper then reads step n before queueing the next."""
+        t = self.cfg.train
+        return (n % t.eval_every == 0 or n % t.sample_every == 0 or bool(t.save_every and n % t.save_every == 0)
+                or bool(t.steps and n >= t.steps))
+
     def how_it_runs(self) -> str | None:
         """A note for the event log on how the steps will run (None: nothing worth saying)."""
-        if self.cfg.train.compile:
+        if self.compiled:
             return "torch.compile: the first steps compile the model (this can take a minute)"
         if self.device.type == "cpu" and self.dtype == "fp32" and gemm.onednn_fp32():
             return f"fp32 matmuls through oneDNN (faster than torch.mm here; {gemm.MATMUL_ENV}=torch to compare)"

@@ -45,7 +45,7 @@ class Examiner:
         t = self.cfg.train
         if self._val_batches is None:  # the global batch size, so N ranks validate like one process
             self._val_batches = [b.to(self.device) for b in
-                                 self.librarian.val_batches(t.eval_batches, t.batch * self.world_size)]
+                                 self.librarian.val_batches(t.eval_batches, self.cfg.batch_size * self.world_size)]
             targets = torch.cat([b[:, 1:].reshape(-1).cpu() for b in self._val_batches]).numpy()
             self.val_bytes_per_token = float(self.token_bytes[targets].mean())
         losses = []

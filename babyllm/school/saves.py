@@ -33,15 +33,33 @@ def _finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def restore_device_rng(saved: list[torch.Tensor] | None, device: torch.device, rank: int, seed: int,
+                       step: int) -> None:
+    """Put a CUDA device's random stream back: rank 0's as saved (the save holds the stream of rank 0's device),
+    every other rank's reseeded from (train.seed, rank, step), which only its own process held. A CPU run's
+    stream is the torch one (torch_rng); a save from before this (every device's stream, from rank 0) puts
+    back the entry of the training device's index."""
+    if device.type != "cuda":
+        return
+    if rank == 0 and saved:
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        state = saved[0] if len(saved) == 1 else saved[index] if index < len(saved) else None
+        if state is not None:
+            torch.cuda.set_rng_state(state, device)
+            return
+    with torch.cuda.device(device):
+        torch.cuda.manual_seed((seed * 1_000_003 + rank * 7_919 + step) % 2**63)
+
+
 class Saves:
     """This run's saves (babyllm.school.soul writes and reads the folders). Only rank 0 writes; every rank
     applies the save rank 0 picked, so the ranks resume alike. `live` gives the live changes for the meta."""
 
     def __init__(self, run_dir: Path, cfg: Config, engine: Engine, librarian: Librarian, progress: Progress,
-                 weights_lock: threading.Lock, *, main: bool, world_size: int,
+                 weights_lock: threading.Lock, *, main: bool, rank: int = 0, world_size: int,
                  live: Callable[[], dict[str, Any]], event: Callable[[EventKind, str], None], log: Say) -> None:
         self.run_dir, self.cfg, self.engine, self.librarian, self.progress = run_dir, cfg, engine, librarian, progress
-        self.weights_lock, self.main, self.world_size = weights_lock, main, world_size
+        self.weights_lock, self.main, self.rank, self.world_size = weights_lock, main, rank, world_size
         self.live, self.event, self.log = live, event, log
         self.tokenizer_digest = soul.tokenizer_digest(librarian.tokenizer)
 
@@ -120,8 +138,8 @@ class Saves:
             "sampler": self.librarian.sampler_state(),
             "losses": torch.tensor(list(self.progress.losses), dtype=torch.float64),
         }
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        if e.device.type == "cuda":  # rank 0's training device: its dropout stream
+            state["cuda_rng"] = [torch.cuda.get_rng_state(e.device)]
         return state
 
     # --- putting one back -------------------------------------------------------------------------
@@ -155,8 +173,7 @@ class Saves:
             e.scheduler.load_state_dict(st["scheduler"])
             self.librarian.load_sampler_state(st["sampler"])
             torch.set_rng_state(st["torch_rng"])
-            if "cuda_rng" in st and torch.cuda.is_available() and len(st["cuda_rng"]) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(st["cuda_rng"])
+            restore_device_rng(st.get("cuda_rng"), e.device, self.rank, self.cfg.train.seed, int(meta["step"]))
             py = meta["python_rng"]
             random.setstate((py[0], tuple(py[1]), py[2]))
         except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:

@@ -52,7 +52,11 @@ class Steering:
 
     def take_requests(self) -> None:
         """Act on every request queued since the last turn, oldest first."""
-        for what, by, setting in self.requests.take():
+        self.act(self.requests.take())
+
+    def act(self, requests: list[tuple[Request, str, Change | None]]) -> None:
+        """Act on requests taken from the queue, oldest first."""
+        for what, by, setting in requests:
             if what == "set" and setting is not None:
                 self._change(setting, by)
                 continue

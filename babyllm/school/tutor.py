@@ -22,19 +22,15 @@ thread raises a stall from outside a stuck step, so events, state changes and pu
 recorder's lock. Chat replies take `weights_lock`, which the optimizer step holds.
 
 Several ranks (torchrun; babyllm.school.distributed must be initialised first): the model trains through
-DistributedDataParallel (`model` stays the eager module sharing its parameters); each rank trains on its
-slice of one global batch of train.batch x world_size windows; rank 0 prepares the tokenizer and picks
-the save to resume from and sends both to the others. One small all-reduce per step sums loss, accuracy,
-grad norm and the ranks' stop/pause votes, so every rank logs the global batch's loss, takes the same
-NaN-guard decision and stops or pauses at the same step. Only rank 0 writes files (header.json,
-metrics.jsonl, events.jsonl, debug.log, saves; see babyllm.run.runfiles). Validation and samples run on
-rank 0 only, with the eager model (no collectives). A failed collective (a lost rank) ends the run with
-state "error" and a one-line message naming the last save.
+DistributedDataParallel (`model` stays the eager module sharing its parameters) on each rank's slice of one
+global batch (train.batch x train.accumulate x world_size windows); rank 0 prepares the tokenizer, picks the
+save to resume from and sends both on, and alone writes files (babyllm.run.runfiles), validates and samples.
+The stepper's one all-reduce a step keeps the ranks' losses, guard decisions, stops and pauses in step. A
+failed collective (a lost rank) ends the run with state "error" and a line naming the last save.
 
-Stats (every step, one host sync for the per-step scalars; babyllm.school.stepper.Stepper lists them): the
-step's loss, accuracy, lr and grad norm, the running losses, throughput and section timings, the latest
-validation, and the costlier ones (the model's readings, entropy, activation stats, weight norms), computed
-every SLOW_STATS_EVERY steps and carried forward.
+On one CUDA device the loop reads a step's stats once the next step is queued (the stepper's overlap), except
+where it needs the model as of that step (Engine.needs_model_after: validation, samples, saves, the end; and
+requests). The stats themselves are listed by babyllm.school.stepper.Stepper.
 """
 
 from __future__ import annotations
@@ -55,11 +51,11 @@ from babyllm.config import Config
 from babyllm.control import DEFAULT_BY, WAITING, Controls, Request
 from babyllm.errors import BabyError, ConfigError
 from babyllm.infer2 import Infer2, Settings
-from babyllm.model import bpb
-from babyllm.model.runtime import pick_device, resolve_dtype
+from babyllm.model import bpb, peaks
+from babyllm.model.runtime import apply_precision, choose_precision, cuda_name, pick_device
 from babyllm.run import rundir, runfiles
 from babyllm.run.runlock import RunLock
-from babyllm.school import distributed, soul
+from babyllm.school import batching, distributed, soul
 from babyllm.school.counsellor import Counsellor, cuda_sync
 from babyllm.school.engine import Engine
 from babyllm.school.examiner import Examiner
@@ -93,9 +89,11 @@ class Tutor(Controls):
             raise BabyError(f"world_size {world_size} needs torch.distributed set up with that many ranks "
                             "(babyllm.school.distributed.init_from_env under torchrun)")
         self.device = pick_device(t.device)
-        self.dtype = resolve_dtype(t.dtype, self.device)  # "auto" settled once: fp32 or bf16
         if world_size > 1 and self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", distributed.local_rank())
+        self.precision = choose_precision(t.dtype, self.device, t.tf32)  # "auto" settled once, on this device
+        self.dtype = self.precision.dtype
+        apply_precision(self.precision)
         self.weights_lock = threading.Lock()
         self.progress = Progress()
         self.counsellor = Counsellor(enabled=True, sync=cuda_sync(self.device),  # (it opens debug.log lazily)
@@ -133,6 +131,13 @@ class Tutor(Controls):
                                                  world))
         self.librarian = hand_out(cfg, self.run_dir, resume, rank=self.rank, world_size=world,
                                   say=self._corpus_warning, progress=progress)
+        train_tokens = len(self.librarian.train_tokens)
+        settled = distributed.share(lambda: batching.settle(cfg, self.device, self.dtype, train_tokens, world))
+        cfg.train.batch = settled.batch  # (the saves keep the number: a resume trains on with it)
+        self.global_batch = settled.batch * cfg.train.accumulate * world
+        rec.event("info", f"precision: {self.precision.reason}")
+        shape = batching.global_batch_text(settled.batch, cfg.train.accumulate, world, cfg.model.context)
+        rec.event("info", f"{settled.reason}; {shape}")
         self.engine = Engine(cfg, self.device, self.dtype, world, self.progress)
         self.model, self.optimizer = self.engine.model, self.engine.optimizer  # (the engine keeps both for good)
         self.exam = Examiner(cfg, self.engine.model, self.librarian, self.progress, device=self.device,
@@ -145,7 +150,7 @@ class Tutor(Controls):
                                world_size=world, unigram_bpb=self.exam.unigram_bpb,
                                ballot=self.steering.ballot, tally=self.steering.tally)
         self.saves = Saves(self.run_dir, cfg, self.engine, self.librarian, self.progress, self.weights_lock,
-                           main=self.is_main, world_size=world, live=self.steering.saved_changes,
+                           main=self.is_main, rank=self.rank, world_size=world, live=self.steering.saved_changes,
                            event=rec.event, log=self.counsellor.log)
         discarded = False
         if resume:  # every rank applies the save rank 0 picked; History and events come from the run's logs
@@ -158,6 +163,10 @@ class Tutor(Controls):
         lib = self.librarian
         self._corpus = Corpus(str(lib.root), len(lib.train_tokens), len(lib.val_tokens))
         self._param_count = sum(p.numel() for p in self.model.parameters())
+        self.peak = peaks.peak_for(self.device, self.dtype, self.precision.tf32,
+                                   cuda_name(self.device) if self.device.type == "cuda" else "")
+        self.stepper.mfu = (self.model.train_flops_per_token(), self.peak.flops)
+        self._epoch = batching.EpochWatch(train_tokens)
         rec.start_publishing(self._fields)
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -187,6 +196,7 @@ class Tutor(Controls):
             note = self.engine.how_it_runs()
             if note is not None:
                 rec.event("info", note)
+            rec.event("info", f"mfu: against the {self.peak.source} peak, {self.peak.flops / 1e12:.3g} TFLOP/s")
             if self.is_main and not math.isfinite(p.val_loss):
                 self._validate()
             final = self._loop()
@@ -201,9 +211,12 @@ class Tutor(Controls):
 
     def _loop(self) -> State:
         """One iteration a turn until stopped or done; the state to end in."""
-        steering, rec = self.steering, self.recorder
+        steering, rec, stepper = self.steering, self.recorder, self.stepper
         while True:
-            steering.take_requests()  # queued by any thread since the last turn
+            asked = steering.requests.take()  # queued by any thread since the last turn
+            if asked or steering.stopping or self.engine.done():
+                self._after(stepper.drain())  # (they act on the model as of the last step queued)
+            steering.act(asked)
             if steering.stopping:
                 return "alarm" if rec.state == "alarm" else "stopped"
             if rec.state in WAITING:  # paused, or the alarm is up: until resume, rollback or stop
@@ -212,24 +225,33 @@ class Tutor(Controls):
                 continue
             if self.engine.done():  # train.steps or the time budget
                 return "finished"
-            stats = self.step()  # (a NaN/inf step is not applied, and raises stepper.alarm)
+            # One step (on CUDA left in flight, read once the next is queued, unless this one's model is needed)
+            self._after(stepper.step(overlap=not self.engine.needs_model_after(stepper.next_number)))
+            steering.stepped()
+            rec.publish()
+
+    def _after(self, landed: list[dict[str, float]]) -> None:
+        """Each step read: validate when due, record, then the alarm, or the alerts, sample and save when due."""
+        t, rec, steering = self.cfg.train, self.recorder, self.steering
+        for stats in landed:
             steering.settle()  # several ranks: the live changes agreed in this step
-            t, n, alarm = self.cfg.train, self.progress.step_count, self.stepper.alarm
+            n, alarm = self.progress.step_count, self.stepper.alarm
             if alarm is None and self.is_main and n % t.eval_every == 0:
                 self._validate(stats["loss_100"])  # before recording, so this step's stats carry it
                 stats.update(self.exam.latest())
             rec.record(stats)
             if alarm is not None:
                 rec.alarm(alarm, "the step was not applied, training paused")
-            else:
-                steering.judge_step(n, stats)  # the alerts
-                if self.is_main and n % t.sample_every == 0:
-                    self._sample = self.make_sample()
-                if t.save_every and n % t.save_every == 0:
-                    self.save()
-                steering.pause_if_agreed()  # several ranks: every rank pauses after the same step
-            steering.stepped()
-            rec.publish()
+                continue
+            steering.judge_step(n, stats)  # the alerts
+            if self.is_main and n % t.sample_every == 0:
+                self._sample = self.make_sample()
+            if t.save_every and n % t.save_every == 0:
+                self.save()
+            steering.pause_if_agreed()  # several ranks: every rank pauses after the same step
+            warning = self._epoch.check(n, stats["tokens_per_s"]) if self.is_main else None
+            if warning is not None:
+                rec.event("info", f"warning: {warning}")
 
     def _validate(self, train_loss: float = math.nan) -> None:
         """Validate now (rank 0); a new best goes to best/. `train_loss` is for the overfitting alert."""
@@ -289,13 +311,15 @@ class Tutor(Controls):
             last_save_error=p.last_save_error,
             system=self._system.read() if self._system is not None else {},
             overrides={k: now for k, (_, now) in self.steering.changes.items()},
-            settings={k: live.get(self.cfg, k) for k in live.LIVE_KEYS}, gate_hist=self.stepper.gate_hist)
+            settings={k: live.get(self.cfg, k) for k in live.LIVE_KEYS}, gate_hist=self.stepper.gate_hist,
+            global_batch=self.global_batch)
 
     # --- what callers use (besides run): the parts' work, from the Tutor's thread or when it is not running
 
     def step(self) -> dict[str, float]:
         """Exactly one training step; its stats. A NaN/inf step is not applied and sets `stepper.alarm`."""
-        return self.stepper.step()
+        landed = self.stepper.drain() + self.stepper.step()
+        return landed[-1]
 
     def validate(self) -> float:
         """Mean loss over the fixed validation batches (same batches every time)."""
@@ -340,45 +364,16 @@ class Tutor(Controls):
 
     # --- where the run stands (kept by the parts) -------------------------------------------------
 
-    @property
-    def state(self) -> State:
-        return self.recorder.state
-
-    @property
-    def step_count(self) -> int:
-        return self.progress.step_count
-
-    @property
-    def tokens(self) -> int:
-        return self.progress.tokens
-
-    @property
-    def train_seconds(self) -> float:
-        return self.progress.train_seconds
-
-    @property
-    def val_loss(self) -> float:
-        return self.progress.val_loss
-
-    @property
-    def best_val(self) -> float:
-        return self.progress.best_val
-
-    @property
-    def best_val_step(self) -> int:
-        return self.progress.best_val_step
-
-    @property
-    def last_saved_step(self) -> int | None:
-        return self.progress.last_saved_step
-
-    @property
-    def last_save_path(self) -> Path | None:
-        return self.progress.last_save_path
-
-    @property
-    def last_save_error(self) -> str | None:
-        return self.progress.last_save_error
+    state = property(lambda self: self.recorder.state, doc="The run's state (the recorder keeps it).")
+    step_count = property(lambda self: self.progress.step_count, doc="Steps applied.")
+    tokens = property(lambda self: self.progress.tokens, doc="Tokens trained on, over all ranks.")
+    train_seconds = property(lambda self: self.progress.train_seconds, doc="The training clock.")
+    val_loss = property(lambda self: self.progress.val_loss, doc="The latest validation loss.")
+    best_val = property(lambda self: self.progress.best_val, doc="The lowest validation loss so far.")
+    best_val_step = property(lambda self: self.progress.best_val_step, doc="The step of best_val.")
+    last_saved_step = property(lambda self: self.progress.last_saved_step, doc="The last save's step.")
+    last_save_path = property(lambda self: self.progress.last_save_path, doc="The last save's folder.")
+    last_save_error = property(lambda self: self.progress.last_save_error, doc="Why the last save failed.")
 
     def close(self) -> None:
         """Flush and close the run's files and let the run go (run() does this on the way out)."""

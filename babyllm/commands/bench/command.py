@@ -46,11 +46,13 @@ def _batch_arg(value: str | None) -> int | str | None:
 
 def scaling_specs(base: dict[str, Any]) -> list[dict[str, Any]]:
     """Three sizes each of context, neurons and batch around the base config (the others at base)."""
+    from babyllm.school.batching import BASE_BATCH
+
     cfg = load_config(base["config"], base["overrides"])
     m, t = cfg.model, cfg.train
     out = []
     for key, base_value, vary in (("model.context", m.context, "T"), ("model.neurons", m.neurons, "N"),
-                                  ("train.batch", t.batch, "B")):
+                                  ("train.batch", t.batch if isinstance(t.batch, int) else BASE_BATCH, "B")):
         for factor in (0.5, 1, 2):
             value = max(2, int(base_value * factor))
             overrides = list(base["overrides"]) + [f"{key}={value}"]

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from babyllm.commands.bench.budget import budgets
-from babyllm.commands.bench.fill import FILL_FRACTION, cuda_step_bytes, fill_batch
 from babyllm.commands.bench.generation import measure_generation, measure_naive
 from babyllm.commands.bench.memory import rss_mb
 from babyllm.commands.bench.peak import compare_fp32_paths, measure_peak, merge_peaks
@@ -29,16 +28,20 @@ def measure_config(spec: dict[str, Any]) -> dict[str, Any]:
     parts = spec.get("parts", ["peak", "train", "naive", "gen"])
     baseline_mb = rss_mb()
 
-    from babyllm.model.runtime import pick_device
+    from babyllm.model.runtime import pick_device, resolve_dtype
+    from babyllm.school.batching import BASE_BATCH, FILL_FRACTION, cuda_step_bytes, fill_batch
     from babyllm.school.tutor import Tutor
 
     filled = False
     device = pick_device(cfg.train.device)
-    if spec.get("fill") and device.type == "cuda":
+    base = cfg.train.batch if isinstance(cfg.train.batch, int) else BASE_BATCH
+    cfg.train.batch = base
+    if spec.get("fill") and device.type == "cuda":  # the probe a run's train.batch = "auto" uses, uncapped
         import torch
 
         total = torch.cuda.get_device_properties(device).total_memory
-        cfg.train.batch = fill_batch(lambda b: cuda_step_bytes(cfg, b), cfg.train.batch, FILL_FRACTION * total)
+        dtype = resolve_dtype(cfg.train.dtype, device)
+        cfg.train.batch = fill_batch(lambda b: cuda_step_bytes(cfg, device, dtype, b), base, FILL_FRACTION * total)
         filled = True
 
     with tempfile.TemporaryDirectory(prefix="babyllm-bench-") as tmp:
@@ -57,7 +60,7 @@ def _measure_with(tutor: Any, cfg: Config, budget: dict[str, float], parts: list
 
     device = tutor.device
     model = tutor.model
-    B, T = cfg.train.batch, cfg.model.context
+    B, T = cfg.batch_size, cfg.model.context
     dtype = tutor.dtype
     out: dict[str, Any] = dict(config=cfg.name, device=str(device), dtype=dtype, compile=cfg.train.compile,
                                batch=B, context=T, neurons=cfg.model.neurons, embed=cfg.model.embed,

@@ -19,8 +19,8 @@ def gemm_shapes(cfg: Config) -> list[dict[str, Any]]:
     dY @ M for the mixes and X.T @ dY for the windows' mix. Left out: the memories' low-rank
     projections (rank-thin, a few per cent of the FLOPs).
     """
-    m, t = cfg.model, cfg.train
-    T, B, D, N, V = m.context, t.batch, m.embed, m.neurons, m.vocab
+    m = cfg.model
+    T, B, D, N, V = m.context, cfg.batch_size, m.embed, m.neurons, m.vocab
     rows = B * T
     per_token = 2 * D * N
     out = [

@@ -37,7 +37,7 @@ def measure_training(tutor: Any, cfg: Config, budget: dict[str, float], baseline
         raise BabyError(f"{cfg.name}: training produced a non-finite loss during the benchmark")
     faults_per_step = (page_faults() - faults) / len(steps)
     med = statistics.median(steps)
-    tokens_per_s = cfg.train.batch * cfg.model.context / med
+    tokens_per_s = cfg.batch_size * cfg.model.context / med
     achieved = tutor.model.train_flops_per_token() * tokens_per_s / 1e9
     out: dict[str, Any] = {"train": dict(
         tokens_per_s=tokens_per_s, ms_per_step=med * 1000, steps=len(steps), warmup_steps=warm,
@@ -77,7 +77,7 @@ def _warm_up(tutor: Any, budget: dict[str, float], sync: Callable[[], None]) -> 
 def _timed_steps(tutor: Any, cfg: Config, budget: dict[str, float], sync: Callable[[], None],
                  probe_fn: Callable[[], Any], probe_flops: float) -> tuple[list[float], list[float], dict[str, float]]:
     """(seconds of each step, each step's speed over the probe's just before it, the last step's stats)."""
-    flops_per_step = tutor.model.train_flops_per_token() * cfg.train.batch * cfg.model.context
+    flops_per_step = tutor.model.train_flops_per_token() * cfg.batch_size * cfg.model.context
     steps: list[float] = []
     fractions: list[float] = []
     stats: dict[str, float] = {}
