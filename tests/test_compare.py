@@ -40,6 +40,7 @@ def test_a_summary_reads_the_live_branch_and_the_newest_save(tmp_path):
     assert s.best_val == min(vals.values()) and s.best_val_step == min(vals, key=vals.get)
     assert s.best_bpb == fake_stats(s.best_val_step)["val_bpb"]
     assert s.train_seconds == 15.0 and s.wall_seconds == 29.0
+    assert s.mfu == fake_stats(1)["mfu"]  # the median of the logged mfu
     assert s.config["train.steps"] == 30
 
 
@@ -51,6 +52,7 @@ def test_compare_prints_the_figures_and_only_the_keys_that_differ(tmp_path, caps
     assert out[0].split() == ["slow", "fast"]
     rows = {line.split("  ")[0].strip(): line.split() for line in out[1:]}
     assert rows["steps"][-2:] == ["40", "20"]
+    assert rows["MFU (median)"][-2:] == ["50.0%", "50.0%"]
     assert "config that differs:" in out
     assert rows["train.lr"][-2:] == ["0.001", "0.003"] and rows["train.steps"][-2:] == ["40", "20"]
     assert "model.neurons" not in rows  # the same in both: not shown

@@ -1,8 +1,8 @@
 """`babyllm runs --compare A B ...`: runs side by side, from their files (no torch, no live connection).
 
 Per run: best validation loss (and its step and bits per byte), steps, tokens, the training clock at
-the newest save, the wall-clock span of its metrics, and the config keys whose values differ between
-the runs (each run's config is its newest save's).
+the newest save, the wall-clock span of its metrics, the median model FLOPs utilisation, and the config
+keys whose values differ between the runs (each run's config is its newest save's).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class Summary:
     best_bpb: float | None = None
     train_seconds: float | None = None  # the training clock at the newest save (steps only, no pauses)
     wall_seconds: float | None = None  # wall clock from the first metrics line to the last (pauses included)
+    mfu: float | None = None  # the median of the logged mfu (model FLOPs utilisation) over the live branch
     config: dict[str, Any] = field(default_factory=dict)  # "section.key" -> value (newest save's)
 
 
@@ -48,12 +49,14 @@ def summarise(run_dir: Path) -> Summary:
     best = min(((v, s) for s, v in zip(vsteps, vals, strict=True) if math.isfinite(v)), default=None)
     bpb_at = dict(zip(bsteps, bpbs, strict=True))
     bpb = bpb_at.get(best[1]) if best else None
+    mfus = sorted(v for v in history.series("mfu", max_points=ALL)[1] if math.isfinite(v))
     meta = _newest_meta(d)
     return Summary(
         d.name, steps[-1] if steps else None, int(tokens[-1]) if tokens else None,
         best[0] if best else None, best[1] if best else None,
         bpb if bpb is not None and math.isfinite(bpb) else None,
-        _real(meta.get("train_seconds")), _wall_span(d), _flatten(meta.get("config") or {}))
+        _real(meta.get("train_seconds")), _wall_span(d), mfus[len(mfus) // 2] if mfus else None,
+        _flatten(meta.get("config") or {}))
 
 
 def differing_keys(runs: list[Summary]) -> list[str]:
@@ -72,6 +75,7 @@ def compare_table(runs: list[Summary]) -> list[str]:
         ("tokens", [f"{r.tokens:,}" if r.tokens is not None else MISSING for r in runs]),
         ("training time", [duration(r.train_seconds) if r.train_seconds is not None else MISSING for r in runs]),
         ("wall time", [duration(r.wall_seconds) if r.wall_seconds is not None else MISSING for r in runs]),
+        ("MFU (median)", [f"{r.mfu:.1%}" if r.mfu is not None else MISSING for r in runs]),
     ]
     differs = differing_keys(runs)
     rows += [(k, [_value(r.config.get(k)) for r in runs]) for k in differs]

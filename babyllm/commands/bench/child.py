@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+from collections import deque
 from typing import Any
 
 from babyllm.commands.bench.measure import measure_config
@@ -23,11 +25,28 @@ def child_main(spec_json: str) -> int:
 
 
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """Measure one config in a child; its progress lines pass through to stderr as they come."""
     code = "import sys; from babyllm.commands.bench.child import child_main; sys.exit(child_main(sys.argv[1]))"
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(spec)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    kept: deque[str] = deque(maxlen=8)  # the tail of anything else it said, for a failure's message
+    assert proc.stderr is not None and proc.stdout is not None
+    out: list[str] = []
+    stdout_pipe = proc.stdout
+    reader = threading.Thread(target=lambda: out.append(stdout_pipe.read()), daemon=True)  # (a full pipe never
+    reader.start()  # blocks the child while stderr is read here)
+    for line in proc.stderr:
+        if line.startswith("bench: "):
+            sys.stderr.write(line)
+            sys.stderr.flush()
+        else:
+            kept.append(line.rstrip("\n"))
+    proc.wait()
+    reader.join()
+    stdout = "".join(out)
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
+        tail = "\n".join(kept)
         raise BabyError(f"bench of config '{spec['config']}' failed (exit {proc.returncode}):\n{tail}")
     result = json.loads(lines[-1])
     if "error" in result:

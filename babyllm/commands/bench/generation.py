@@ -65,7 +65,12 @@ def measure_generation(tutor: Any, cfg: Config, budget: dict[str, float]) -> dic
         chat = Infer2(model, tutor.librarian.tokenizer, settings)
         calls[0] = 0
         t0 = time.perf_counter()
-        text = "".join(chat.stream(PROMPT))
+        pieces = []
+        for piece in chat.stream(PROMPT):  # until gen_tokens, or gen_s on a slow machine
+            pieces.append(piece)
+            if time.perf_counter() - t0 > budget["gen_s"]:
+                break
+        text = "".join(pieces)
         sync_fn(tutor.device)()
         elapsed = time.perf_counter() - t0
     finally:

@@ -10,6 +10,7 @@ from babyllm.commands.bench.budget import budgets
 from babyllm.commands.bench.generation import measure_generation, measure_naive
 from babyllm.commands.bench.memory import rss_mb
 from babyllm.commands.bench.peak import compare_fp32_paths, measure_peak, merge_peaks
+from babyllm.commands.bench.timing import progress
 from babyllm.commands.bench.training import measure_training
 from babyllm.config import Config, load_config
 
@@ -67,16 +68,36 @@ def _measure_with(tutor: Any, cfg: Config, budget: dict[str, float], parts: list
                                vocab=cfg.model.vocab, params=sum(model.param_counts().values()),
                                train_flops_per_token=model.train_flops_per_token(), threads=torch.get_num_threads())
     if "train" in parts:
+        progress(cfg.name, f"training ({B} x {T} tokens a step, {dtype})")
         out.update(measure_training(tutor, cfg, budget, baseline_mb))
     if "peak" in parts:
+        progress(cfg.name, "matmul peak (the model's GEMM shapes, fp32 and bf16)")
         _add_peak(out, cfg, device, dtype, budget)
+    if device.type == "cuda":
+        _add_datasheet(out, tutor)
     batch = tutor.librarian.batch(B).to(device)
     ids = batch[:, :-1]
     if "naive" in parts:
+        progress(cfg.name, "the one-token-per-pass reference")
         out["naive"] = measure_naive(model, ids, device, dtype, budget)
     if "gen" in parts:
+        progress(cfg.name, "chat generation")
         out["generation"] = measure_generation(tutor, cfg, budget)
+    progress(cfg.name, "done")
     return out
+
+
+def _add_datasheet(out: dict[str, Any], tutor: Any) -> None:
+    """MFU against the GPU's datasheet dense peak for the run's precision (None for a GPU the table lacks)."""
+    from babyllm.model import peaks
+    from babyllm.model.runtime import cuda_name
+
+    name = cuda_name(tutor.device)
+    flops = peaks.datasheet_flops(name, tutor.dtype, tutor.precision.tf32)
+    label = peaks.precision_label(tutor.dtype, tutor.precision.tf32)
+    out["datasheet"] = dict(gpu=name, precision=label, tflops=flops / 1e12 if flops else None)
+    if flops and "train" in out:
+        out["train"]["mfu_datasheet"] = out["train"]["gflops"] * 1e9 / flops
 
 
 def _add_peak(out: dict[str, Any], cfg: Config, device: Any, dtype: str, budget: dict[str, float]) -> None:

@@ -6,7 +6,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from babyllm.commands.bench.timing import best_time, sync_fn
+from babyllm.commands.bench.timing import best_time, matmul_rate, sync_fn
 from babyllm.config import Config
 
 
@@ -88,11 +88,12 @@ def measure_peak(cfg: Config, device: Any, dtypes: tuple[str, ...], budget: dict
     result: dict[str, Any] = {}
     for dt_name in dtypes:
         dtype = torch.bfloat16 if dt_name == "bf16" else torch.float32
+        max_flops = matmul_rate(device, dtype) * budget["call_s"]  # a call takes about call_s, however slow
         shapes: dict[str, Any] = {}
         for shape in gemm_shapes(cfg):
             if only is not None and shape["name"] not in only:
                 continue
-            dims = capped(shape, budget["gemm_flops"])
+            dims = capped(shape, max_flops)
             fn = gemm_fn(shape, dims, dtype, device)
             t = best_time(fn, sync, budget["gemm_s"])
             shapes[shape["name"]] = dict(gflops=2.0 * dims[0] * dims[1] * dims[2] / t / 1e9, m=dims[0], k=dims[1],
@@ -114,7 +115,7 @@ def compare_fp32_paths(cfg: Config, budget: dict[str, float]) -> dict[str, Any]:
     from babyllm.model import gemm
 
     shape = next(s for s in gemm_shapes(cfg) if s["name"] == "logits fwd")
-    m, k, n = capped(shape, budget["gemm_flops"])
+    m, k, n = capped(shape, matmul_rate(torch.device("cpu"), torch.float32) * budget["call_s"])
     x, w = torch.randn(m, k), torch.randn(n, k)
     flops = 2.0 * m * k * n
     out: dict[str, Any] = dict(path=gemm.path(), shape="logits fwd")

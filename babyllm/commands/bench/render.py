@@ -26,6 +26,16 @@ def _fp32_paths(r: Result) -> str:
     return f"{p['path']} {_fmt(p['model_gflops'])} ({_fmt(p['torch_mm_gflops'])})"
 
 
+def _datasheet(r: Result) -> str:
+    """The MFU against the GPU's datasheet dense peak, or why there is none (a CPU, or a GPU the table lacks)."""
+    sheet = r.get("datasheet")
+    if sheet is None:
+        return "-"
+    if sheet["tflops"] is None:
+        return f"{sheet['gpu']}: not in the table (see 'of peak')"
+    return f"{r['train']['mfu_datasheet']:.0%} of {sheet['tflops']:,.0f} TFLOP/s {sheet['precision']}"
+
+
 def _share(r: Result, key: str) -> str:
     return f"{r['train'][key]:.0%}" if key in r["train"] else "-"
 
@@ -45,6 +55,7 @@ ROWS: tuple[tuple[str, Callable[[Result], str]], ...] = (
     ("achieved GFLOP/s", lambda r: _fmt(r["train"]["gflops"], 1)),
     ("of peak", lambda r: _share(r, "fraction_of_peak")),
     ("of gemm mix", lambda r: _share(r, "fraction_of_mix")),
+    ("MFU (datasheet peak)", lambda r: _datasheet(r)),
     ("vs probe (median)", lambda r: f"{r['train']['fraction_vs_probe']:.0%}"),
     ("memory MB", lambda r: f"{_fmt(r['memory_mb'])}"),
     ("page faults/step", lambda r: _fmt(r["train"]["page_faults_per_step"])),

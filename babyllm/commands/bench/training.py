@@ -10,13 +10,15 @@ from typing import Any
 
 from babyllm.commands.bench.memory import page_faults, peak_rss_mb, reset_peak_rss
 from babyllm.commands.bench.peak import capped, gemm_fn, gemm_shapes
-from babyllm.commands.bench.timing import best_time, sync_fn
+from babyllm.commands.bench.timing import best_time, matmul_rate, progress, sync_fn
 from babyllm.config import Config
 from babyllm.errors import BabyError
 
 # The probe: the logits forward GEMM (the largest share of the FLOPs), timed before each step. A fixed
 # shape, because cut down to probe size some other shapes change kernel (see babyllm.model.gemm).
 PROBE = "logits fwd"
+PROGRESS_EVERY_S = 3.0
+OVERLAP_BLOCK = 8  # on a GPU the steps are timed in blocks, each read once the next is queued (as in training)
 
 
 def measure_training(tutor: Any, cfg: Config, budget: dict[str, float], baseline_mb: float) -> dict[str, Any]:
@@ -58,8 +60,9 @@ def _probe(cfg: Config, budget: dict[str, float], dtype: str, device: Any) -> tu
     import torch
 
     shape = next(s for s in gemm_shapes(cfg) if s["name"] == PROBE)
-    dims = capped(shape, budget["gemm_flops"] / 4)
-    fn = gemm_fn(shape, dims, torch.bfloat16 if dtype == "bf16" else torch.float32, device)
+    torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+    dims = capped(shape, matmul_rate(device, torch_dtype) * budget["call_s"] / 4)
+    fn = gemm_fn(shape, dims, torch_dtype, device)
     return fn, 2.0 * dims[0] * dims[1] * dims[2]
 
 
@@ -70,6 +73,7 @@ def _warm_up(tutor: Any, budget: dict[str, float], sync: Callable[[], None]) -> 
     while warm < budget["min_warmup"] or (warm < 3 and time.perf_counter() - start < budget["warmup_s"]):
         tutor.step()
         warm += 1
+        progress(tutor.cfg.name, f"warm-up step {warm} ({time.perf_counter() - start:.1f} s)")
     sync()
     return warm
 
@@ -78,18 +82,25 @@ def _timed_steps(tutor: Any, cfg: Config, budget: dict[str, float], sync: Callab
                  probe_fn: Callable[[], Any], probe_flops: float) -> tuple[list[float], list[float], dict[str, float]]:
     """(seconds of each step, each step's speed over the probe's just before it, the last step's stats)."""
     flops_per_step = tutor.model.train_flops_per_token() * cfg.batch_size * cfg.model.context
+    block = OVERLAP_BLOCK if tutor.stepper.overlap_ok else 1  # on a GPU, steps as the loop runs them
     steps: list[float] = []
     fractions: list[float] = []
     stats: dict[str, float] = {}
-    start = time.perf_counter()
-    while len(steps) < budget["min_steps"] or (len(steps) < budget["steps"]
-                                               and time.perf_counter() - start < budget["train_s"]):
+    start = said = time.perf_counter()
+    while len(steps) < budget["min_steps"] or time.perf_counter() - start < budget["train_s"]:
         t_probe = best_time(probe_fn, sync, 0.0, min_reps=1)
         sync()
         t0 = time.perf_counter()
-        stats = tutor.step()
+        landed: list[dict[str, float]] = []
+        for i in range(block):
+            landed += tutor.stepper.step(overlap=i < block - 1)
         sync()
-        dt = time.perf_counter() - t0
-        steps.append(dt)
+        dt = (time.perf_counter() - t0) / block
+        stats = landed[-1]
+        steps += [dt] * block
         fractions.append((flops_per_step / dt) / (probe_flops / t_probe))
+        if time.perf_counter() - said > PROGRESS_EVERY_S:
+            said = time.perf_counter()
+            progress(cfg.name, f"training: {len(steps)} timed steps, {statistics.median(steps) * 1000:.0f} ms a "
+                               f"step ({said - start:.0f} of {budget['train_s']:.0f} s)")
     return steps, fractions, stats
