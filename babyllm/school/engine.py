@@ -17,6 +17,12 @@ from babyllm.model.network import BabyLLM, next_token_loss
 from babyllm.model.runtime import autocast
 from babyllm.school.progress import Progress
 
+# torch 2.13's CPU compiler (inductor) computes LayerNorm's input and weight gradients as NaN/garbage when the
+# norm's input was permuted and a bf16 autocast linear follows it (the Logits layer: tests/test_step_paths.py
+# keeps a minimal reproduction); eager bf16 and compiled fp32 are right, so a bf16 CPU run trains eagerly.
+CPU_BF16_COMPILE = ("train.compile = true is not used: on a CPU in bf16, torch's compiler gets LayerNorm's gradient "
+                    "wrong (NaN); training eagerly (train.dtype = fp32 compiles)")
+
 
 def lr_multiplier(step: int, warmup: int, total: int, lr: float, min_lr: float,
                   fraction: float | None = None) -> float:
@@ -95,8 +101,11 @@ class Engine:
 
     @property
     def compiled(self) -> bool:
-        """train.compile as run: "auto" compiles on CUDA only (on CPU the compiled step measured slower)."""
+        """train.compile as run: "auto" compiles on CUDA only (on CPU the compiled step measured slower); never
+        bf16 on a CPU, where torch's compiler gets LayerNorm's gradient wrong (CPU_BF16_COMPILE)."""
         asked = self.cfg.train.compile
+        if self.device.type == "cpu" and self.dtype == "bf16":
+            return False
         return asked if isinstance(asked, bool) else self.device.type == "cuda"
 
     def sync_grads(self, last: bool) -> contextlib.AbstractContextManager:
@@ -166,6 +175,8 @@ class Engine:
         """A note for the event log on how the steps will run (None: nothing worth saying)."""
         if self.compiled:
             return "torch.compile: the first steps compile the model (this can take a minute)"
+        if self.cfg.train.compile is True and self.device.type == "cpu" and self.dtype == "bf16":
+            return CPU_BF16_COMPILE
         if self.device.type == "cpu" and self.dtype == "fp32" and gemm.onednn_fp32():
             return f"fp32 matmuls through oneDNN (faster than torch.mm here; {gemm.MATMUL_ENV}=torch to compare)"
         return None
