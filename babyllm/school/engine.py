@@ -17,11 +17,11 @@ from babyllm.model.network import BabyLLM, next_token_loss
 from babyllm.model.runtime import autocast
 from babyllm.school.progress import Progress
 
-# torch 2.13's CPU compiler (inductor) computes LayerNorm's input and weight gradients as NaN/garbage when the
-# norm's input was permuted and a bf16 autocast linear follows it (the Logits layer: tests/test_step_paths.py
-# keeps a minimal reproduction); eager bf16 and compiled fp32 are right, so a bf16 CPU run trains eagerly.
-CPU_BF16_COMPILE = ("train.compile = true is not used: on a CPU in bf16, torch's compiler gets LayerNorm's gradient "
-                    "wrong (NaN); training eagerly (train.dtype = fp32 compiles)")
+# torch 2.13's CPU compiler (inductor) gives this model NaN gradients in bf16 (Memory 2's decays and gates,
+# measured; tests/test_step_paths.py checks it still does), while eager bf16 and compiled fp32 are right: so a
+# bf16 CPU run trains eagerly. (CUDA compiles through Triton instead; tests/test_cuda.py compares its gradients.)
+CPU_BF16_COMPILE = ("train.compile = true is not used: on a CPU in bf16, torch's compiler gets this model's "
+                    "gradients wrong (NaN); training eagerly (train.dtype = fp32 compiles)")
 
 
 def lr_multiplier(step: int, warmup: int, total: int, lr: float, min_lr: float,
@@ -102,7 +102,7 @@ class Engine:
     @property
     def compiled(self) -> bool:
         """train.compile as run: "auto" compiles on CUDA only (on CPU the compiled step measured slower); never
-        bf16 on a CPU, where torch's compiler gets LayerNorm's gradient wrong (CPU_BF16_COMPILE)."""
+        bf16 on a CPU, where torch's compiler gets the gradients wrong (CPU_BF16_COMPILE)."""
         asked = self.cfg.train.compile
         if self.device.type == "cpu" and self.dtype == "bf16":
             return False
