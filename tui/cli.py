@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from babyllm.commands.cli import add_training_args, run_command
+from babyllm.commands.cli import add_training_args, run_command, version_line
 from babyllm.commands.runsetup import make_tutor, prepare_run
 from tui.detach import Detacher, Notifier, launch
 
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train babyLLM and watch it live: stats, loss, windows, guesses, chat. "
                     "Default: the shipped corpus with the config that suits this machine "
                     "(default on a GPU, cpu otherwise). Keys: ? in the app.")
+    p.add_argument("--version", action="version", version=version_line())
     add_training_args(p)
     p.add_argument("--watch", metavar="RUN_DIR", type=Path,
                    help="view a run trained by another process (read-only: follows its metrics, events and "

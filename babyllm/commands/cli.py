@@ -10,12 +10,25 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from babyllm.commands.plot import add_plot_args
-from babyllm.config import load_config
+from babyllm.config import load_config, machine_default
 from babyllm.errors import BabyError, exit_code
 
 
+def version_line() -> str:
+    """`--version`: babyllm's version, and the Python and torch it runs on (torch's from its metadata: no import)."""
+    from importlib import metadata
+
+    from babyllm import __version__
+
+    try:
+        torch = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch = "not installed"
+    return f"babyllm-tui {__version__} (Python {sys.version.split()[0]}, torch {torch})"
+
+
 def add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="F", help="config name in configs/ (tiny, cpu, default) or a .toml path")
+    p.add_argument("--config", metavar="F", help="a shipped config's name (tiny, cpu, default) or a .toml path")
     p.add_argument("--set", metavar="K=V", action="append", default=[], dest="overrides",
                    help="override a config value, e.g. --set model.neurons=512 (repeatable)")
 
@@ -29,7 +42,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
 def add_training_args(p: argparse.ArgumentParser) -> None:
     """Arguments shared by `babyllm train` and `babyllm-tui`."""
     add_config_args(p)
-    p.add_argument("--corpus", metavar="PATH", help="a .txt/.md file or a folder of them (default: corpora/)")
+    p.add_argument("--corpus", metavar="PATH", help="a corpus file or a folder of them (default: the shipped corpus)")
     add_run_args(p)
     p.add_argument("--steps", type=int, metavar="N", help="stop after N steps in total (default: train.steps)")
     p.add_argument("--minutes", type=float, metavar="M",
@@ -41,17 +54,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     """Parameter counts per part and training FLOPs per token for a config."""
     from babyllm.model.network import BabyLLM
 
-    cfg = load_config(args.config or "default", args.overrides)
+    name, why = (args.config, "") if args.config else machine_default()
+    cfg = load_config(name, args.overrides)
     model = BabyLLM(cfg.model)
     counts = model.param_counts()
     macs = model.forward_macs_per_token()
     total = sum(counts.values())
     flops = model.train_flops_per_token()
     if args.json:
-        print(json.dumps({"config": cfg.name, "params": counts, "total_params": total, "forward_macs_per_token": macs,
+        print(json.dumps({"config": cfg.name, "machine_default": not args.config, "params": counts, "total_params": total, "forward_macs_per_token": macs,
                           "train_flops_per_token": flops, "model": cfg.to_dict()["model"]}, indent=2))
         return 0
     m = cfg.model
+    if why:
+        print(f"no --config: {cfg.name}, what babyllm-tui and babyllm train use on this machine ({why})")
     print(f"config {cfg.name}: vocab {m.vocab:,}, embed {m.embed:,}, neurons {m.neurons:,}, context {m.context}, "
           f"{len(m.windows)} windows, memory rank {m.memory_rank}")
     print(f"{'part':<10}{'parameters':>14}{'share':>8}{'fwd MACs/token':>17}")
@@ -118,9 +134,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="babyllm", description=__doc__)
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("info", help="parameter counts and FLOPs per token of a config")
+    p = sub.add_parser("info", help="parameter counts and FLOPs per token of a config (default: this machine's)")
     add_config_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
