@@ -1,4 +1,4 @@
-"""Where the shipped configs and corpus live: inside the package, so a checkout and an installed wheel find them alike."""
+"""Where the shipped configs and corpus live: in the package, so a checkout and an installed wheel find them alike."""
 
 from pathlib import Path
 

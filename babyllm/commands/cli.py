@@ -62,7 +62,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     total = sum(counts.values())
     flops = model.train_flops_per_token()
     if args.json:
-        print(json.dumps({"config": cfg.name, "machine_default": not args.config, "params": counts, "total_params": total, "forward_macs_per_token": macs,
+        print(json.dumps({"config": cfg.name, "machine_default": not args.config, "params": counts,
+                          "total_params": total, "forward_macs_per_token": macs,
                           "train_flops_per_token": flops, "model": cfg.to_dict()["model"]}, indent=2))
         return 0
     m = cfg.model
