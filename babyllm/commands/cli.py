@@ -1,4 +1,4 @@
-"""`babyllm`: headless commands (info, train, chat, sample, bench, eval, ctl, runs)."""
+"""`babyllm`: headless commands (info, train, chat, sample, bench, eval, export, plot, ctl, runs)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from babyllm.commands.export import add_export_args
 from babyllm.commands.plot import add_plot_args
 from babyllm.config import load_config, machine_default
 from babyllm.errors import BabyError, exit_code
@@ -115,6 +116,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return eval_main(args)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from babyllm.commands.export import export_main
+
+    return export_main(args)
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from babyllm.commands.plot import plot_main
 
@@ -187,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="write a run's newest good save as a folder of its own: model.safetensors, "
+                                      "config.json, tokenizer.json and a model card (BabyLLM.from_pretrained)")
+    add_export_args(p)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("plot", help="draw runs' loss curves to a PNG/SVG/PDF (needs the [plot] extra)")
     add_plot_args(p)
