@@ -214,7 +214,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runs", help="list the runs under runs/: state, step, best validation loss, last save")
     add_runs_args(p)
     p.set_defaults(func=cmd_runs, uses_torch=False)
+
+    p = sub.add_parser("completion", help="print shell completion for babyllm and babyllm-tui: "
+                                          "eval \"$(babyllm completion bash)\" (in ~/.bashrc; zsh: ~/.zshrc)")
+    p.add_argument("shell", choices=("bash", "zsh"))
+    p.set_defaults(func=cmd_completion, uses_torch=False)
     return parser
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from babyllm.commands.completion import script
+    from tui.cli import build_parser as tui_parser
+
+    print(script(args.shell, {"babyllm": build_parser(), "babyllm-tui": tui_parser()}), end="")
+    return 0
 
 
 def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
