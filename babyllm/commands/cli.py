@@ -51,6 +51,24 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run from its latest save")
 
 
+def cockpit_parser() -> argparse.ArgumentParser:
+    """`babyllm-tui`'s arguments (tui.cli runs it)."""
+    p = argparse.ArgumentParser(
+        prog="babyllm-tui",
+        description="Train babyLLM and watch it live: stats, loss, windows, guesses, chat. "
+                    "Default: the shipped corpus with the config that suits this machine "
+                    "(default on a GPU, cpu otherwise). Keys: ? in the app.")
+    p.add_argument("--version", action="version", version=version_line())
+    add_training_args(p)
+    p.add_argument("--watch", metavar="RUN_DIR", type=Path,
+                   help="view a run trained by another process (read-only: follows its metrics, events and "
+                        "saves; chat loads its newest save); not with the training options")
+    p.add_argument("--attach", metavar="RUN_DIR", type=Path,
+                   help="the full cockpit on a run another process trains (every key, live chat), over its "
+                        "control socket; q asks: detach (it trains on) or stop it")
+    return p
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """Parameter counts per part and training FLOPs per token for a config."""
     from babyllm.model.network import BabyLLM
@@ -224,9 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_completion(args: argparse.Namespace) -> int:
     from babyllm.commands.completion import script
-    from tui.cli import build_parser as tui_parser
 
-    print(script(args.shell, {"babyllm": build_parser(), "babyllm-tui": tui_parser()}), end="")
+    print(script(args.shell, {"babyllm": build_parser(), "babyllm-tui": cockpit_parser()}), end="")
     return 0
 
 
