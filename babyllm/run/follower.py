@@ -252,10 +252,10 @@ class Watcher(Controls):
         """One look at the run's files; publishes a snapshot if anything changed. True: more to read now."""
         changed, more = self._read_metrics()
         ev_changed, ev_more = self._read_events()
-        ev_changed = self._read_samples() or ev_changed
+        sample_changed = self._read_samples()
         header_changed = self._read_header()
         saves_changed = self._check_saves()
-        changed = changed or ev_changed or header_changed or saves_changed
+        changed = changed or ev_changed or sample_changed or header_changed or saves_changed
         more = more or ev_more
         state, note = self._derive()
         if state != self._state or note != self.note:
