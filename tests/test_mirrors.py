@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -156,6 +157,43 @@ def test_a_failing_mirror_is_dropped_with_one_event_and_training_goes_on(make_cf
     assert errors == ["broken: ConnectionError: the tracker went away; logging to broken is off for this run "
                       "(metrics.jsonl has every step)"]
     assert [r["step"] for r in records(run / runfiles.METRICS_FILE)] == list(range(1, 9))
+
+
+def test_a_queued_mirror_sends_everything_in_order_before_it_closes_and_its_failure_reaches_the_fan_out():
+    class Slow(mirrors.Mirror):
+        def __init__(self) -> None:
+            self.calls: list[object] = []
+
+        def add(self, stats: dict[str, float]) -> None:
+            time.sleep(0.01)  # a tracker's round trip (half a second for all): never the training step's
+            self.calls.append(stats["step"])
+
+        def restart(self, step: int) -> None:
+            self.calls.append(("rollback_to", step))
+
+        def close(self) -> None:
+            self.calls.append("closed")
+
+    slow, said = Slow(), []
+    fan = mirrors.Mirrors(said.append)
+    fan.attach("slow", mirrors.Queued(slow, "slow"))
+    started = time.perf_counter()
+    for step in range(1, 51):
+        fan.add({"step": float(step)})
+    fan.restart(20)
+    assert time.perf_counter() - started < 0.25 and len(slow.calls) < 51  # the calls were queued, not made
+    fan.close()
+    assert slow.calls == [*map(float, range(1, 51)), ("rollback_to", 20), "closed"] and said == []
+
+    broken, said = Broken(), []
+    fan = mirrors.Mirrors(said.append)
+    fan.attach("broken", mirrors.Queued(broken, "broken"))
+    for step in range(1, 6):
+        fan.add({"step": float(step)})
+        time.sleep(0.05)  # (the worker meets the failure at the third row; the fourth call hears of it)
+    assert broken.rows == 3 and broken.closed and fan.names == []
+    assert said == ["broken: ConnectionError: the tracker went away; logging to broken is off for this run "
+                    "(metrics.jsonl has every step)"]
 
 
 def test_rows_skip_nan_and_repeat_a_validation_only_where_it_changes():

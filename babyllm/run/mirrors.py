@@ -17,6 +17,8 @@ import contextlib
 import importlib
 import importlib.util
 import math
+import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +112,66 @@ class Mirrors:
                              "(metrics.jsonl has every step)")
 
 
+class Queued(Mirror):
+    """A mirror whose calls run on a thread of its own, so a tracker's latency (W&B's log call took 5 ms a row
+    beside a training step on a busy 2-core machine) never holds up a step. The queue is bounded: a tracker
+    that falls MAX_QUEUED calls behind holds the steps up instead of losing rows. A call that raised is raised
+    again at the next call from the training side, where Mirrors drops the mirror and says why."""
+
+    def __init__(self, inner: Mirror, name: str) -> None:
+        self.inner, self.where = inner, inner.where
+        self._calls: queue.Queue[Callable[[], None] | None] = queue.Queue(MAX_QUEUED)
+        self._error: Exception | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name=f"mirror-{name}", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while (call := self._calls.get()) is not None:
+            if self._error is None:
+                try:
+                    call()
+                except Exception as e:  # noqa: BLE001 - handed to the training side (see _put)
+                    self._error = e
+
+    def _put(self, call: Callable[[], None]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._calls.put(call)
+
+    def add(self, stats: dict[str, float]) -> None:
+        row = dict(stats)
+        self._put(lambda: self.inner.add(row))
+
+    def restart(self, step: int) -> None:
+        self._put(lambda: self.inner.restart(step))
+
+    def sample(self, sample: Sample) -> None:
+        self._put(lambda: self.inner.sample(sample))
+
+    def system(self, step: int, readings: dict[str, float]) -> None:
+        got = dict(readings)
+        self._put(lambda: self.inner.system(step, got))
+
+    def flush(self) -> None:
+        self._put(self.inner.flush)
+
+    def close(self) -> None:
+        """What is queued is sent first (at most CLOSE_WAIT_S), then the tracker's run is finished (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._calls.put(None)
+        self._thread.join(CLOSE_WAIT_S)
+        self.inner.close()
+        if self._error is not None:
+            raise self._error
+
+
+MAX_QUEUED = 10_000  # calls a tracker's thread may fall behind
+CLOSE_WAIT_S = 60.0
+
+
 # --- the trackers ---------------------------------------------------------------------------------
 
 
@@ -121,10 +183,11 @@ class Tracker:
     module: str  # the adapter: a module with open_mirror(start: Start, failed: Say) -> Mirror
     package: str | None  # the top-level module it imports (None: nothing beyond babyllm's own dependencies)
     extra: str  # the pip extra that installs it
+    queued: bool = True  # its calls run on a thread of its own (Queued); False: cheap enough for the step's
 
 
 TRACKERS: tuple[Tracker, ...] = (
-    Tracker("tensorboard", "babyllm.run.tboard", None, "tensorboard"),
+    Tracker("tensorboard", "babyllm.run.tboard", None, "tensorboard", queued=False),  # (buffers, writes per flush)
     Tracker("wandb", "babyllm.run.wandb_mirror", "wandb", "wandb"),
     Tracker("trackio", "babyllm.run.trackio_mirror", "trackio", "trackio"),
 )
@@ -158,7 +221,7 @@ def open_mirrors(log: LogConfig, start: Start, mirrors: Mirrors, failed: Say) ->
             failed(f"{t.key}: did not start ({type(e).__name__}: {str(e)[:200]}); training goes on without it "
                    "(metrics.jsonl has every step)")
             continue
-        mirrors.attach(t.key, mirror)
+        mirrors.attach(t.key, Queued(mirror, t.key) if t.queued else mirror)
         if mirror.where:
             where.append(f"{t.key}: {mirror.where}")
     return where
