@@ -4,14 +4,16 @@
 One Trackio run per start of training (a new run, then each resume), named after the run directory (a
 resume as NAME@STEP) and grouped by it, in the project `[log] project`, with the config and how the run
 is trained. Its rows: every step's stats at babyLLM's step, a validation's only where it changes
-(val_bpb is held-out bits per byte), each sample as a one-row table (step, text, truth, guess, right, of)
-and the machine's readings as Trackio's system metrics. Trackio keeps every row: a rollback, or a resume
-from an older save, logs {"rollback_to": STEP} at the step it went back to, the marker metrics.jsonl holds.
+(val_bpb: the validation batches in bits per byte), each sample as a one-row table (step, text, truth,
+guess, right, of) and the machine's readings as Trackio's system metrics. Trackio keeps every row: a
+rollback, or a resume from an older save, logs {"rollback_to": STEP} at the step it went back to, the
+marker metrics.jsonl holds.
 
 Trackio writes a local SQLite database (in $TRACKIO_DIR, by default ~/.cache/huggingface/trackio; no
 network); `trackio show --project babyllm` opens its dashboard. Its own messages (printed) are kept off the
 terminal the cockpit owns; where the run goes is said as an event.
 """
+
 
 from __future__ import annotations
 

@@ -3,17 +3,18 @@
 One W&B run per start of training (a new run, then each resume), named after the run directory (a resume as
 NAME@STEP) and grouped by it, with the config and how the run is trained (device, dtype, versions). Its
 rows: every step's stats against babyLLM's `step` (W&B's own step only grows, and a rollback sends the
-run's steps back), a validation's only where it changes (val_bpb is held-out bits per byte), each sample as
-a one-row table under "samples" (step, text, truth, guess, right, of: W&B's step slider walks through them;
-one growing INCREMENTAL table slowed a tiny run's steps 50-fold) and the machine's readings as system/<key>. W&B
-cannot forget rows: a rollback, or a resume from an older save, logs {"rollback_to": STEP} at the step it
-went back to, the marker metrics.jsonl holds.
+run's steps back), a validation's only where it changes (val_bpb: the validation batches in bits per
+byte), each sample as a one-row table under "samples" (step, text, truth, guess, right, of: W&B's step
+slider walks through them; one growing INCREMENTAL table slowed a tiny run's steps 50-fold) and the
+machine's readings as system/<key>. W&B cannot forget rows: a rollback, or a resume from an older save,
+logs {"rollback_to": STEP} at the step it went back to, the marker metrics.jsonl holds.
 
 W&B's files go into the run directory's wandb/. W&B's own settings decide online or offline
 (WANDB_MODE=offline writes only local files; `wandb sync` uploads them later). It never prompts: online
 without a login is a one-line error. Its console capture and messages are off (the cockpit owns the
 terminal); where the run goes is said as an event.
 """
+
 
 from __future__ import annotations
 
