@@ -86,6 +86,14 @@ def test_export_mistakes_are_one_line_and_write_nothing(trained, tmp_path, capsy
     assert "no such run directory" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
+def test_a_run_can_be_named_as_under_runs(trained, tmp_path, monkeypatch, capsys):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "mine").symlink_to(trained)
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["export", "mine", "-o", "model", "--no-score"]) == 0
+    assert "exported mine step 12" in capsys.readouterr().out and BabyLLM.from_pretrained(tmp_path / "model")
+
+
 def test_from_pretrained_refuses_what_is_not_an_export_in_one_line(trained, tmp_path):
     with pytest.raises(CheckpointError, match="not an exported babyllm model"):
         BabyLLM.from_pretrained(trained)

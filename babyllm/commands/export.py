@@ -14,8 +14,8 @@ NOT_MEASURED = "not measured"
 
 
 def add_export_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN", type=Path, help="a run directory (its newest good save) or one save folder, "
-                                                         "e.g. runs/NAME/best")
+    p.add_argument("run", metavar="RUN", help="a run directory (its newest good save), a run's name under runs/, "
+                                              "or one save folder, e.g. runs/NAME/best")
     p.add_argument("-o", "--output", metavar="DIR", type=Path, required=True,
                    help="the folder to write (new, or empty): model.safetensors, config.json, tokenizer.json, "
                         "README.md")
@@ -28,11 +28,14 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
 def export_main(args: argparse.Namespace) -> int:
     from babyllm.model import pretrained
     from babyllm.model.network import BabyLLM
-    from babyllm.run.runfiles import check_run_dir, is_save_folder
+    from babyllm.run.runfiles import check_run_dir, is_save_folder, run_name_dir
     from babyllm.school import soul
 
     out = _check_output(args.output)
-    run = check_run_dir(args.run, "read", flag="babyllm export")
+    given = Path(args.run).expanduser()
+    if not given.exists() and "/" not in args.run:  # a run's name
+        given = run_name_dir(args.run)
+    run = check_run_dir(given, "read", flag="babyllm export")
     run_dir = run.parent if is_save_folder(run) else run
     tokenizer = soul.load_tokenizer(run_dir)
     warn = lambda m: print(f"warning: {m}", file=sys.stderr)  # noqa: E731
