@@ -1,4 +1,4 @@
-"""Typed configuration: TOML files in configs/ plus `--set section.key=value` overrides."""
+"""Typed configuration: TOML files (the shipped ones in babyllm/configs/) plus `--set section.key=value` overrides."""
 
 from __future__ import annotations
 
@@ -6,18 +6,14 @@ import dataclasses
 import difflib
 import re
 import shlex
+import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python < 3.11
-    import tomli as tomllib  # type: ignore[no-redef]
-
 from babyllm.errors import ConfigError
-from babyllm.paths import CONFIGS, ROOT
+from babyllm.paths import CONFIGS
 
 
 @dataclass
@@ -39,7 +35,7 @@ class ModelConfig:
 class DataConfig:
     """Where the corpus is and how it is split."""
 
-    corpus: str = ""  # "" = the corpus shipped in corpora/
+    corpus: str = ""  # "" = the corpus shipped in babyllm/corpora/
     val_fraction: float = 0.1
     cache_dir: str = ""  # "" = $BABYLLM_CACHE or ~/.cache/babyllm
     text_field: str = "text"  # the field (.jsonl) or column (.csv, .parquet) holding each row's text
@@ -98,6 +94,7 @@ class ChatConfig:
 
 
 HANGUP_CHOICES = ("detach", "stop")
+ALERT_ACTIONS = ("none", "pause", "stop")
 
 
 @dataclass
@@ -119,7 +116,7 @@ class AlertsConfig:
     stall_seconds: float = 300.0  # no training step for this long while running
     throughput_drop: float = 0.5  # tokens/s (median of the last throughput_steps) below this fraction of ...
     throughput_steps: int = 20  # ... its running median (after 5 x throughput_steps steps of warm-up)
-    pause: bool = False  # an alert also pauses the run
+    action: str = "none"  # what an alert also does: none, pause (until resumed) or stop (save and end the run)
     command: str = ""  # run with the alert text as its last argument and in $BABYLLM_ALERT ("" = none)
     command_timeout: float = 30.0  # seconds before the command is killed
 
@@ -129,6 +126,9 @@ class LogConfig:
     """What the run writes besides metrics.jsonl and events.jsonl."""
 
     tensorboard: bool = False  # TensorBoard event files in runs/NAME/tensorboard/ (babyllm.run.tboard)
+    wandb: bool = False  # Weights & Biases (the [wandb] extra; babyllm.run.wandb_mirror)
+    trackio: bool = False  # Trackio, Hugging Face's local tracker (the [trackio] extra; babyllm.run.trackio_mirror)
+    project: str = "babyllm"  # the W&B / Trackio project the runs are logged to
 
 
 @dataclass
@@ -160,23 +160,25 @@ class Config:
 SECTIONS = ("model", "data", "train", "stats", "chat", "tui", "alerts", "log")
 AUTO_KEYS: dict[tuple[str, str], type] = {("train", "batch"): int, ("train", "compile"): bool}  # and their type
 DEVICES = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+PROJECT = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:
-    """A config name ("cpu") means configs/cpu.toml; anything else is a path."""
-    p = Path(name_or_path)
+    """A config name ("cpu") means the shipped babyllm/configs/cpu.toml; anything else is a path. A path to a
+    shipped config as older docs wrote it ("configs/cpu.toml", "babyllm/configs/cpu.toml") works from any folder."""
+    p = Path(name_or_path).expanduser()
     if p.suffix != ".toml" and p.parent == Path(".") and (CONFIGS / f"{p}.toml").exists():
         return CONFIGS / f"{p}.toml"
-    if not p.exists() and not p.is_absolute() and (ROOT / p).exists():
-        return ROOT / p  # "configs/cpu.toml" works from any directory
-    if not p.exists():
-        known = ", ".join(sorted(q.stem for q in CONFIGS.glob("*.toml")))
-        raise ConfigError(f"{p}: config file not found (shipped configs: {known})")
-    return p
+    if p.exists():
+        return p
+    if not p.is_absolute() and p.parent.as_posix() in ("configs", "babyllm/configs") and (CONFIGS / p.name).exists():
+        return CONFIGS / p.name
+    known = ", ".join(sorted(q.stem for q in CONFIGS.glob("*.toml")))
+    raise ConfigError(f"{p}: config file not found (shipped configs: {known})")
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
-    """Load a TOML config (default: configs/default.toml), apply overrides, validate."""
+    """Load a TOML config (default: the shipped default.toml), apply overrides, validate."""
     src = resolve_config_path(path if path is not None else "default")
     try:
         raw = tomllib.loads(src.read_text(encoding="utf-8"))
@@ -225,6 +227,10 @@ def apply_override(cfg: Config, item: str) -> None:
 
 def _set(cfg: Config, section: str, key: str, value: Any, where: str) -> None:
     obj = getattr(cfg, section)
+    if (section, key) == ("alerts", "pause"):  # the key before alerts.action (saved configs still have it)
+        if _coerce(value, bool, f"{where}: alerts.pause"):
+            obj.action = "pause"
+        return
     fields = {f.name: f for f in dataclasses.fields(obj)}
     if key not in fields:
         raise ConfigError(f"{where}: unknown key '{section}.{key}'{_suggest(key, fields)}")
@@ -309,6 +315,8 @@ def validate(cfg: Config, where: str = "config") -> None:
         (0 < c.top_p <= 1, f"chat.top_p = {c.top_p}: must be in (0, 1]"),
         (c.repetition_penalty >= 1, f"chat.repetition_penalty = {c.repetition_penalty}: must be >= 1"),
         (c.max_tokens >= 1, f"chat.max_tokens = {c.max_tokens}: must be at least 1"),
+        (bool(PROJECT.match(cfg.log.project)),
+         f"log.project = {cfg.log.project!r}: use letters, digits, '.', '_' and '-' (the W&B / Trackio project)"),
         (u.on_hangup in HANGUP_CHOICES,
          f"tui.on_hangup = {u.on_hangup!r}: use \"detach\" (a lost terminal leaves the run training) "
          "or \"stop\" (it saves and stops)"),
@@ -340,12 +348,21 @@ def _alerts_checks(a: AlertsConfig) -> list[tuple[bool, str]]:
         (a.throughput_steps >= 1, f"alerts.throughput_steps = {a.throughput_steps}: must be at least 1"),
         (not split, split),
         (bool(words) or not a.command.strip(), f"alerts.command = {a.command!r}: name a program (\"\" = none)"),
+        (a.action in ALERT_ACTIONS, f"alerts.action = {a.action!r}: use \"none\", \"pause\" (until resumed) or "
+                                    "\"stop\" (save and end the run)"),
         (0 < a.command_timeout < 1e6, f"alerts.command_timeout = {a.command_timeout}: must be > 0 seconds"),
     ]
 
 
-def default_config_name() -> str:
-    """The seed-size config on a GPU, the CPU config otherwise."""
+def machine_default() -> tuple[str, str]:
+    """The config `babyllm-tui` and `babyllm train` use without --config on this machine, and why."""
     import torch
 
-    return "default" if torch.cuda.is_available() else "cpu"
+    if torch.cuda.is_available():
+        return "default", "a CUDA GPU is present: the seed's sizes"
+    return "cpu", "no CUDA GPU found"
+
+
+def default_config_name() -> str:
+    """The seed-size config on a GPU, the CPU config otherwise."""
+    return machine_default()[0]

@@ -1,7 +1,7 @@
-"""Where the project's shipped folders live, so commands work from any directory."""
+"""Where the shipped configs and corpus live: in the package, so a checkout and an installed wheel find them alike."""
 
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = ROOT / "configs"
-CORPORA = ROOT / "corpora"
+PACKAGE = Path(__file__).resolve().parent
+CONFIGS = PACKAGE / "configs"  # package data (pyproject.toml's [tool.setuptools.package-data])
+CORPORA = PACKAGE / "corpora"

@@ -182,7 +182,7 @@ def main() -> int:
          out / "train.txt"),
         ("cockpit", [py, str(Path(__file__).resolve()), "--part", "cockpit", "--out", str(out), "--work", str(work),
                      "--config",
-                     args.config, "--device", args.device, "--corpus", args.corpus or str(ROOT / "corpora")]
+                     args.config, "--device", args.device, "--corpus", args.corpus or str(ROOT / "babyllm" / "corpora")]
          + (["--quick"] if args.quick else []), out / "cockpit.json"),
     ]
     wanted = set(args.parts.split(","))

@@ -131,12 +131,20 @@ def test_throughput_drop_fires_after_warmup_and_ignores_noise_and_single_slow_st
     ("alerts.plateau_evals=-1", "alerts.plateau_evals = -1: must be >= 0 (0 = off)"),
     ("alerts.command=\"notify-send 'oops\"", "No closing quotation; fix its quoting"),
     ("alerts.pause=3", "alerts.pause = 3: expected bool"),
+    ("alerts.action=halt", "alerts.action = 'halt': use \"none\", \"pause\" (until resumed) or \"stop\""),
     ("alerts.stal_seconds=3", "unknown key 'alerts.stal_seconds' (did you mean 'stall_seconds'?)"),
 ])
 def test_bad_alert_settings_are_one_line_errors(item, says):
     with pytest.raises(ConfigError) as e:
         load_config("tiny", [item])
     assert says in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_older_pause_key_means_action_pause_and_is_not_written_back():
+    assert load_config("tiny").alerts.action == "none"
+    assert load_config("tiny", ["alerts.pause=true"]).alerts.action == "pause"
+    assert load_config("tiny", ["alerts.action=stop", "alerts.pause=false"]).alerts.action == "stop"
+    assert "pause" not in load_config("tiny", ["alerts.pause=true"]).to_dict()["alerts"]  # one key from now on
 
 
 # --- the user command ----------------------------------------------------------------------------
@@ -250,6 +258,17 @@ def test_pause_true_pauses_the_run_and_runs_the_command(make_cfg, tmp_path):
     finally:
         tutor.stop()
         thread.join(30)
+
+
+def test_action_stop_saves_and_ends_the_run_like_early_stopping(make_cfg, tmp_path):
+    cfg = make_cfg(*quiet("alerts.plateau_evals=2", "train.eval_every=2", "train.lr=1e-12", "train.min_lr=0",
+                          "alerts.action=stop", "train.steps=50"))
+    tutor = Tutor(cfg, tmp_path / "run", say=lambda _m: None)
+    assert tutor.run() == "stopped"  # long before train.steps
+    [alert] = events(tutor.run_dir, "alert")
+    assert alert["message"].startswith("plateau:") and tutor.step_count == alert["step"] == 4
+    assert any(e["message"] == "stop requested by alert (plateau)" for e in events(tutor.run_dir, "info"))
+    assert runfiles.latest_step(tutor.run_dir) == 4  # saved on the way out: --resume continues it
 
 
 # --- the cockpit and the viewer ------------------------------------------------------------------

@@ -121,3 +121,40 @@ def test_auto_dtype_is_bf16_only_where_the_device_computes_it_natively(monkeypat
     assert runtime.resolve_dtype("auto", cpu) == "fp32"  # e.g. a laptop without AVX512-BF16: bf16 would be slower
     monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
     assert runtime.resolve_dtype("auto", cpu) == "bf16"
+
+
+def test_info_without_config_describes_what_the_cockpit_would_train_here(monkeypatch, capsys):
+    import torch
+
+    from babyllm.commands.cli import main
+    from babyllm.commands.runsetup import config_from_args
+    from tui.cli import build_parser
+
+    for gpu, name in ((False, "cpu"), (True, "default")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda gpu=gpu: gpu)
+        assert main(["info"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"no --config: {name}, what babyllm-tui and babyllm train use on this machine (")
+        assert f"config {name}: vocab" in out
+        assert config_from_args(build_parser().parse_args([])).name == name  # the cockpit's own choice
+
+
+def test_shipped_configs_resolve_by_name_and_by_the_older_paths_from_any_folder(tmp_path, monkeypatch):
+    from babyllm.config import resolve_config_path
+    from babyllm.paths import CONFIGS
+
+    monkeypatch.chdir(tmp_path)
+    for given in ("cpu", "configs/cpu.toml", "babyllm/configs/cpu.toml"):
+        assert resolve_config_path(given) == CONFIGS / "cpu.toml"
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "cpu.toml").write_text("[train]\nbatch = 3\n")  # a file of yours wins over the shipped
+    assert load_config("configs/cpu.toml").train.batch == 3
+
+
+def test_version_names_babyllm_python_and_torch(capsys):
+    from babyllm import __version__
+    from babyllm.commands.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith(f"babyllm-tui {__version__} (Python 3.")

@@ -32,7 +32,8 @@ from babyllm.socket.endpoint import CONTROL_METHODS, Endpoint
 from babyllm.stats import REGISTRY
 from tui.fake import FakeTutor
 
-TIMING_KEYS = {"time", "tokens_per_s", "step_ms", "mfu", *REGISTRY.timings()}  # wall-clock stats: differ run to run
+# wall-clock stats and the machine's readings: differ run to run
+TIMING_KEYS = {"time", "tokens_per_s", "step_ms", "mfu", "system", *REGISTRY.timings()}
 
 
 class Running:

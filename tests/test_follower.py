@@ -196,8 +196,8 @@ def test_watching_a_real_training_run(tmp_path):
     assert snap.config_name == "tiny" and snap.device == "cpu" and w.save_step == 200
     assert any(e.kind == "save" for e in snap.events)
     names = {p.name for p in run.iterdir()}  # only what the trainer writes: the viewer made nothing
-    assert names <= {"header.json", "metrics.jsonl", "events.jsonl", "debug.log", "tokenizer.json", "best",
-                     "train.lock", "save-00000150", "save-00000200"}, names
+    assert names <= {"header.json", "metrics.jsonl", "events.jsonl", "samples.jsonl", "debug.log", "tokenizer.json",
+                     "best", "train.lock", "save-00000150", "save-00000200"}, names
     assert w.history.series("loss", 10_000)[0] == list(range(1, 201))
     # the viewer (a fresh Watcher, and the chat loading the newest save) leaves the run as it is
     before = fingerprint(run)

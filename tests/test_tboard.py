@@ -13,7 +13,8 @@ import pytest
 from babyllm import load_config
 from babyllm.errors import ConfigError
 from babyllm.run import tboard
-from babyllm.run.runfiles import METRICS_FILE, TENSORBOARD
+from babyllm.run.mirrors import SYSTEM_PREFIX
+from babyllm.run.runfiles import METRICS_FILE, SYSTEM, TENSORBOARD
 from babyllm.school.tutor import Tutor
 
 # --- an independent reader: CRC-32C bit by bit, TFRecord framing, the protobuf wire format ---------
@@ -170,7 +171,12 @@ def test_a_tiny_run_writes_what_metrics_jsonl_has(make_cfg, tmp_path):
     events = [parse_event(r) for r in read_records(path)]
     assert events[0]["file_version"] == "brain.Event:2" and events[0]["values"] == {}
     shown, logged = scalars(events[1:]), metrics(run)
-    assert set(shown) == {"loss", "lr", "val_loss", "val_bpb", "unigram_bpb"}
+    system = {tag for tag in shown if tag.startswith(SYSTEM_PREFIX)}
+    assert set(shown) - system == {"loss", "lr", "val_loss", "val_bpb", "unigram_bpb"}
+    records = [json.loads(x) for x in (run / METRICS_FILE).read_text().splitlines()]
+    readings = [(r["step"], r[SYSTEM]) for r in records if SYSTEM in r]  # the machine's, every few seconds
+    assert readings and system == {SYSTEM_PREFIX + k for _, got in readings for k in got}
+    assert shown[SYSTEM_PREFIX + "rss_gib"] == [(step, f32(got["rss_gib"])) for step, got in readings]
     for tag in ("loss", "lr"):  # every step
         assert shown[tag] == [(s, f32(logged[s][tag])) for s in range(1, 26)]
     # validations only: the one before step 1 (carried by step 1's record) and step 20's

@@ -17,7 +17,8 @@ from babyllm.config import load_config
 from babyllm.run import runfiles
 from babyllm.run.curves import read_curves, tokens_at
 from babyllm.run.overlay import Overlay, ReferenceRun, choices, runs_root
-from babyllm.run.runfiles import Header, RunWriter, write_header
+from babyllm.run.runfiles import Header, write_header
+from babyllm.run.writer import RunWriter
 from babyllm.school.tutor import Tutor
 from babyllm.snapshot import thin
 from tui.app import CockpitApp

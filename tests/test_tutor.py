@@ -74,7 +74,8 @@ def test_run_writes_metrics_events_samples_and_finishes(make_cfg, tmp_path):
     assert t.run() == "finished"
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == list(range(1, 26))
-    assert set(lines[0]) == STAT_KEYS | {"time"}  # rows carry a wall-clock time (issue 13)
+    assert set(lines[0]) == STAT_KEYS | {"time", "system"}  # a wall-clock time (issue 13), the machine's readings
+    assert [x["step"] for x in lines if "system" in x][0] == 1  # (then every few seconds)
     events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
     kinds = [e["kind"] for e in events]
     assert kinds.count("val") == 2 and "save" in kinds  # at the start and step 20; the final save

@@ -11,28 +11,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from babyllm.commands.cli import add_training_args, run_command
+from babyllm.commands.cli import cockpit_parser, run_command
 from babyllm.commands.runsetup import make_tutor, prepare_run
 from tui.detach import Detacher, Notifier, launch
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="babyllm-tui",
-        description="Train babyLLM and watch it live: stats, loss, windows, guesses, chat. "
-                    "Default: the shipped corpus with the config that suits this machine "
-                    "(default on a GPU, cpu otherwise). Keys: ? in the app.")
-    add_training_args(p)
-    p.add_argument("--watch", metavar="RUN_DIR", type=Path,
-                   help="view a run trained by another process (read-only: follows its metrics, events and "
-                        "saves; chat loads its newest save); not with the training options")
-    p.add_argument("--attach", metavar="RUN_DIR", type=Path,
-                   help="the full cockpit on a run another process trains (every key, live chat), over its "
-                        "control socket; q asks: detach (it trains on) or stop it")
-    return p
+    return cockpit_parser()  # (in babyllm.commands.cli, beside babyllm's: shell completion is made from both)
 
 
 def cockpit(args: argparse.Namespace, notifier: Notifier | None = None) -> int:

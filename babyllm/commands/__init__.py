@@ -1,2 +1,2 @@
-"""The command-line entry points (babyllm train, chat, sample, info, bench, eval, plot, ctl, runs); nothing
-outside this folder imports it (babyllm-tui's tui.cli takes its shared arguments from commands.cli)."""
+"""The command-line entry points (babyllm train, chat, sample, info, bench, eval, export, plot, ctl, runs,
+completion); nothing outside this folder imports it (babyllm-tui's tui.cli takes its parser from commands.cli)."""

@@ -13,6 +13,7 @@ from typing import TextIO
 
 from babyllm.errors import BabyError, CheckpointError
 from babyllm.infer2 import Infer2, Settings
+from babyllm.model.pretrained import is_export
 from babyllm.run.chatlog import ChatLog, visible
 from babyllm.run.runfiles import CHAT_LOG, RUNS, check_run_dir, is_save_folder, run_name_dir
 
@@ -134,9 +135,11 @@ def chat_main(args: argparse.Namespace) -> int:
     print(f"{infer.describe()}\ntype /help for commands, /quit or Ctrl-D to leave")
     with contextlib.suppress(ImportError):
         import readline  # noqa: F401  (line editing and history for input())
-    log_dir = run_dir.parent if is_save_folder(run_dir) else run_dir
-    log = ChatLog(log_dir / CHAT_LOG, lambda m: print(m, file=sys.stderr))
-    log.write("info", f"chat with step {step} of {run_dir}")
+    log = None  # (an exported model's folder is for sharing: no chat.log is added to it)
+    if not is_export(run_dir):
+        log_dir = run_dir.parent if is_save_folder(run_dir) else run_dir
+        log = ChatLog(log_dir / CHAT_LOG, lambda m: print(m, file=sys.stderr))
+        log.write("info", f"chat with step {step} of {run_dir}")
     return chat_loop(infer, log)
 
 

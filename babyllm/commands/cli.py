@@ -1,4 +1,4 @@
-"""`babyllm`: headless commands (info, train, chat, sample, bench, eval, ctl, runs)."""
+"""`babyllm`: headless commands (info, train, chat, sample, bench, eval, export, plot, ctl, runs)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,27 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from babyllm.commands.export import add_export_args
 from babyllm.commands.plot import add_plot_args
-from babyllm.config import load_config
+from babyllm.config import load_config, machine_default
 from babyllm.errors import BabyError, exit_code
 
 
+def version_line() -> str:
+    """`--version`: babyllm's version, and the Python and torch it runs on (torch's from its metadata: no import)."""
+    from importlib import metadata
+
+    from babyllm import __version__
+
+    try:
+        torch = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch = "not installed"
+    return f"babyllm-tui {__version__} (Python {sys.version.split()[0]}, torch {torch})"
+
+
 def add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="F", help="config name in configs/ (tiny, cpu, default) or a .toml path")
+    p.add_argument("--config", metavar="F", help="a shipped config's name (tiny, cpu, default) or a .toml path")
     p.add_argument("--set", metavar="K=V", action="append", default=[], dest="overrides",
                    help="override a config value, e.g. --set model.neurons=512 (repeatable)")
 
@@ -29,7 +43,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
 def add_training_args(p: argparse.ArgumentParser) -> None:
     """Arguments shared by `babyllm train` and `babyllm-tui`."""
     add_config_args(p)
-    p.add_argument("--corpus", metavar="PATH", help="a .txt/.md file or a folder of them (default: corpora/)")
+    p.add_argument("--corpus", metavar="PATH", help="a corpus file or a folder of them (default: the shipped corpus)")
     add_run_args(p)
     p.add_argument("--steps", type=int, metavar="N", help="stop after N steps in total (default: train.steps)")
     p.add_argument("--minutes", type=float, metavar="M",
@@ -37,21 +51,43 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run from its latest save")
 
 
+def cockpit_parser() -> argparse.ArgumentParser:
+    """`babyllm-tui`'s arguments (tui.cli runs it)."""
+    p = argparse.ArgumentParser(
+        prog="babyllm-tui",
+        description="Train babyLLM and watch it live: stats, loss, windows, guesses, chat. "
+                    "Default: the shipped corpus with the config that suits this machine "
+                    "(default on a GPU, cpu otherwise). Keys: ? in the app.")
+    p.add_argument("--version", action="version", version=version_line())
+    add_training_args(p)
+    p.add_argument("--watch", metavar="RUN_DIR", type=Path,
+                   help="view a run trained by another process (read-only: follows its metrics, events and "
+                        "saves; chat loads its newest save); not with the training options")
+    p.add_argument("--attach", metavar="RUN_DIR", type=Path,
+                   help="the full cockpit on a run another process trains (every key, live chat), over its "
+                        "control socket; q asks: detach (it trains on) or stop it")
+    return p
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """Parameter counts per part and training FLOPs per token for a config."""
     from babyllm.model.network import BabyLLM
 
-    cfg = load_config(args.config or "default", args.overrides)
+    name, why = (args.config, "") if args.config else machine_default()
+    cfg = load_config(name, args.overrides)
     model = BabyLLM(cfg.model)
     counts = model.param_counts()
     macs = model.forward_macs_per_token()
     total = sum(counts.values())
     flops = model.train_flops_per_token()
     if args.json:
-        print(json.dumps({"config": cfg.name, "params": counts, "total_params": total, "forward_macs_per_token": macs,
+        print(json.dumps({"config": cfg.name, "machine_default": not args.config, "params": counts,
+                          "total_params": total, "forward_macs_per_token": macs,
                           "train_flops_per_token": flops, "model": cfg.to_dict()["model"]}, indent=2))
         return 0
     m = cfg.model
+    if why:
+        print(f"no --config: {cfg.name}, what babyllm-tui and babyllm train use on this machine ({why})")
     print(f"config {cfg.name}: vocab {m.vocab:,}, embed {m.embed:,}, neurons {m.neurons:,}, context {m.context}, "
           f"{len(m.windows)} windows, memory rank {m.memory_rank}")
     print(f"{'part':<10}{'parameters':>14}{'share':>8}{'fwd MACs/token':>17}")
@@ -98,6 +134,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return eval_main(args)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from babyllm.commands.export import export_main
+
+    return export_main(args)
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from babyllm.commands.plot import plot_main
 
@@ -118,9 +160,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="babyllm", description=__doc__)
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("info", help="parameter counts and FLOPs per token of a config")
+    p = sub.add_parser("info", help="parameter counts and FLOPs per token of a config (default: this machine's)")
     add_config_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
@@ -170,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("export", help="write a run's newest good save as a folder of its own: model.safetensors, "
+                                      "config.json, tokenizer.json and a model card (BabyLLM.from_pretrained)")
+    add_export_args(p)
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("plot", help="draw runs' loss curves to a PNG/SVG/PDF (needs the [plot] extra)")
     add_plot_args(p)
     p.set_defaults(func=cmd_plot, uses_torch=False)
@@ -184,7 +232,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runs", help="list the runs under runs/: state, step, best validation loss, last save")
     add_runs_args(p)
     p.set_defaults(func=cmd_runs, uses_torch=False)
+
+    p = sub.add_parser("completion", help="print shell completion for babyllm and babyllm-tui: "
+                                          "eval \"$(babyllm completion bash)\" (in ~/.bashrc; zsh: ~/.zshrc)")
+    p.add_argument("shell", choices=("bash", "zsh"))
+    p.set_defaults(func=cmd_completion, uses_torch=False)
     return parser
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from babyllm.commands.completion import script
+
+    print(script(args.shell, {"babyllm": build_parser(), "babyllm-tui": cockpit_parser()}), end="")
+    return 0
 
 
 def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from babyllm.config import Config, apply_override, default_config_name, load_config, validate
 from babyllm.errors import BabyError
+from babyllm.run.mirrors import check_installed
 from babyllm.run.runfiles import RUNS
 
 if TYPE_CHECKING:  # torch is imported only once the arguments are known to be good
@@ -53,8 +54,10 @@ def prepare_run(args: argparse.Namespace, runs_root: Path = RUNS) -> tuple[Confi
             apply_override(cfg, item)
         apply_run_args(cfg, args)
         validate(cfg, where=f"{run_dir} (saved config)")
+        check_installed(cfg.log)  # (a tracker switched on with no package: one line, before anything starts)
         return cfg, run_dir
     cfg = config_from_args(args)
+    check_installed(cfg.log)
     return cfg, resolve_run_dir(run, run_dir_arg, resume, cfg.name, runs_root)
 
 

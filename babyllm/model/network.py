@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -407,6 +408,14 @@ class BabyLLM(nn.Module):
         self.memory1 = Memory(cfg.neurons, cfg.memory_rank, mlp=cfg.memory_mlp)
         self.memory2 = Memory2(cfg.neurons, cfg.memory_rank, mlp=cfg.memory_mlp)
         self.logits = Logits(cfg.neurons, cfg.vocab)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> BabyLLM:
+        """The model a `babyllm export` folder holds (config.json, model.safetensors), in eval mode on `device`;
+        its tokenizer: tokenizers.Tokenizer.from_file(folder / "tokenizer.json")."""
+        from babyllm.model.pretrained import build
+
+        return build(cls, folder, device)
 
     def forward(self, ids: Tensor) -> Tensor:
         return self.run(ids).logits

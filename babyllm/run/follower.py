@@ -40,7 +40,7 @@ from babyllm.durations import duration
 from babyllm.errors import BabyError, CheckpointError
 from babyllm.events import EventKind
 from babyllm.run import runfiles
-from babyllm.snapshot import Event, History, Publish, Say, Snapshot, State
+from babyllm.snapshot import Event, History, Publish, Sample, Say, Snapshot, State
 
 POLL_S = 0.5  # seconds between looks at the run's files
 PUBLISH_EVERY = 0.25  # at most this often a snapshot while catching up on a long file
@@ -49,6 +49,7 @@ CHUNK = 4 << 20  # bytes read per file per look (a long file is caught up on ove
 METRICS_TAIL = 48 << 20  # a metrics.jsonl longer than this is read from this far before its end
 MAX_LINE = 16 << 20  # a "line" longer than this (no newline in sight) is dropped as damaged
 HEAD_BYTES = 256  # a file whose first bytes change was rewritten by a new run: read it again
+SAMPLES_TAIL = 1 << 20  # only the newest sample is shown: a long samples.jsonl is read from this far before its end
 
 
 # --- following a file another process appends to ------------------------------------------------
@@ -183,6 +184,8 @@ class Watcher(Controls):
         self.replay = runfiles.Replay(self.history)  # metrics.jsonl as the log means it (rollbacks, resumes)
         self.metrics = JsonlTail(self.run_dir / runfiles.METRICS_FILE, start_within=METRICS_TAIL)
         self.events_tail = JsonlTail(self.run_dir / runfiles.EVENTS_FILE, start_within=METRICS_TAIL)
+        self.samples = JsonlTail(self.run_dir / runfiles.SAMPLES_FILE, start_within=SAMPLES_TAIL)
+        self.sample: Sample | None = None  # the newest of the live branch (a stopped run's too)
         self.refused: list[Request] = []  # control requests a viewer cannot carry out
         self.lines = 0  # metrics lines taken in
         self.stats: dict[str, float] = {}
@@ -249,9 +252,10 @@ class Watcher(Controls):
         """One look at the run's files; publishes a snapshot if anything changed. True: more to read now."""
         changed, more = self._read_metrics()
         ev_changed, ev_more = self._read_events()
+        sample_changed = self._read_samples()
         header_changed = self._read_header()
         saves_changed = self._check_saves()
-        changed = changed or ev_changed or header_changed or saves_changed
+        changed = changed or ev_changed or sample_changed or header_changed or saves_changed
         more = more or ev_more
         state, note = self._derive()
         if state != self._state or note != self.note:
@@ -270,7 +274,7 @@ class Watcher(Controls):
     def _fields(self) -> dict[str, Any]:
         """The Snapshot's fields (the board adds the recent events)."""
         return dict(step=self.step, tokens=self.tokens, state=self._state, stats=self.stats,
-                    max_steps=self.max_steps, sample=None, device=self.device,
+                    max_steps=self.max_steps, sample=self.sample, device=self.device,
                     config_name=self.config_name, run_dir=str(self.run_dir),
                     dtype=self.header.dtype if self.header is not None else "",
                     last_save_step=self.save_step)
@@ -315,6 +319,21 @@ class Watcher(Controls):
                 continue
             self._add_event(ev)
         return bool(records) or restarted, more
+
+    def _read_samples(self) -> bool:
+        """The newest sample of the live branch (a rollback marker drops a newer one); whether it changed."""
+        records, restarted, _more = self.samples.records()
+        before = self.sample
+        if restarted:
+            self.sample = None
+        for rec in records:
+            back = runfiles.rollback_step(rec)
+            if back is not None:
+                if self.sample is not None and self.sample.step > back:
+                    self.sample = None
+            else:
+                self.sample = runfiles.parse_sample(rec) or self.sample
+        return self.sample is not before
 
     def _read_header(self) -> bool:
         """The config name and device from header.json, read again whenever the trainer rewrites it."""

@@ -4,51 +4,55 @@ A run directory (``runs/NAME/``) holds::
 
     header.json               who trains it: config name, device, dtype, versions, start time, pid (each start)
     tokenizer.json            the run's tokenizer (written once, checked against every save)
-    metrics.jsonl             one JSON object of stats per training step (non-finite values as null),
-                              and {"rollback_to": STEP} where later steps were discarded
+    metrics.jsonl             one JSON object of stats per training step (non-finite values as null), every
+                              few seconds with a "system" object of readings (babyllm.system's keys), and
+                              {"rollback_to": STEP} where later steps were discarded
     events.jsonl              saves, checkpoints, validation results, alarms, errors: {step, kind, message, time}
+    samples.jsonl             guess-versus-truth samples: {step, text, truth, guess, time} (truth and guess one
+                              token each per position), and rollback markers as in metrics.jsonl
     debug.log                 the Counsellor's debug log (for people: nothing parses it)
     chat.log                  the cockpit's and `babyllm chat`'s conversations
     train.lock                held by the one process that trains the run (babyllm.run.runlock)
     control.sock              the live run's control socket (babyllm.socket.wire), owner-only; gone once it stops
     screenshots/              the cockpit's SVG screenshots (the S key)
     tensorboard/              TensorBoard event files ([log] tensorboard = true; babyllm.run.tboard), one per start
+    wandb/                    Weights & Biases' own files ([log] wandb = true; babyllm.run.wandb_mirror)
     save-00000500/            rolling resume points (the last train.keep are kept)
     checkpoint-00001000/      step-numbered snapshots, never pruned
     best/                     the weights with the lowest validation loss (model only, not resumable)
 
-The Tutor writes through RunWriter; the follower, a resume, `runs`, `plot` and `--compare` read through the
-parse functions and Replay here, so a record's shape and a rollback's meaning are defined once. Nothing here
-imports torch.
+The Tutor writes through babyllm.run.writer.RunWriter (with the records made here); the follower, a resume,
+`runs`, `plot` and `--compare` read through the parse functions and Replay here, so a record's shape and a
+rollback's meaning are defined once. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import MappingProxyType
-from typing import IO, Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple
 
 from babyllm.errors import BabyError, CheckpointError
-from babyllm.snapshot import Event, History
+from babyllm.snapshot import Event, History, Sample
 
 HEADER_FILE = "header.json"
 TOKENIZER_FILE = "tokenizer.json"
 METRICS_FILE = "metrics.jsonl"
 EVENTS_FILE = "events.jsonl"
+SAMPLES_FILE = "samples.jsonl"
 DEBUG_LOG = "debug.log"
 CHAT_LOG = "chat.log"
 LOCK_FILE = "train.lock"
 CONTROL_SOCKET = "control.sock"
 SCREENSHOTS = "screenshots"
 TENSORBOARD = "tensorboard"
+WANDB = "wandb"
 BEST = "best"
 RESUMABLE_KINDS = ("save", "checkpoint")
 # Inside a save folder:
@@ -63,6 +67,7 @@ RECENT_EVENTS = 50  # events a Snapshot carries (and a resume reloads)
 ALL_STEPS = 1 << 62  # replay every step the log holds
 TIME = "time"  # every metrics record's wall clock (seconds since the epoch)
 ROLLBACK_TO = "rollback_to"  # a rollback marker's step
+SYSTEM = "system"  # a metrics record's readings of the machine (every few seconds)
 UNKNOWN = "unknown"  # a header field its record lacks (or has in an unusable form)
 
 _SAVE_NAME = re.compile(r"^(save|checkpoint)-(\d+)$")
@@ -217,11 +222,41 @@ def read_header(run_dir: Path) -> Header | None:
 # --- records --------------------------------------------------------------------------------------
 
 
-def metrics_record(stats: dict[str, float], when: float | None = None) -> dict[str, Any]:
-    """One step's stats as written: non-finite values as null, plus the wall clock when recorded."""
-    rec: dict[str, Any] = {k: (v if math.isfinite(v) else None) for k, v in stats.items()}
+def metrics_record(stats: dict[str, float], when: float | None = None,
+                   system: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """One step's stats as written: non-finite values as null, plus the wall clock when recorded and, when given,
+    the machine's readings (a nested object: readers of stats skip it)."""
+    rec: dict[str, Any] = _finite(stats)
     rec[TIME] = time.time() if when is None else when
+    if system:
+        rec[SYSTEM] = _finite(system)
     return rec
+
+
+def _finite(values: Mapping[str, float]) -> dict[str, float | None]:
+    return {k: (v if math.isfinite(v) else None) for k, v in values.items()}
+
+
+def record_system(record: dict[str, Any]) -> dict[str, float]:
+    """A metrics record's readings of the machine ({} when it carries none; a null reading -> nan)."""
+    system = record.get(SYSTEM)
+    return metrics_values(system) if isinstance(system, dict) else {}
+
+
+def sample_record(sample: Sample, when: float | None = None) -> dict[str, Any]:
+    """A guess-versus-truth sample as samples.jsonl holds it."""
+    return {"step": sample.step, "text": sample.context, "truth": list(sample.truths), "guess": list(sample.guesses),
+            TIME: time.time() if when is None else when}
+
+
+def parse_sample(record: dict[str, Any]) -> Sample | None:
+    """A samples.jsonl record as a Sample; None for a damaged one (or a rollback marker)."""
+    step, text, truth, guess = (record.get(k) for k in ("step", "text", "truth", "guess"))
+    if not (isinstance(step, int) and not isinstance(step, bool) and step >= 0 and isinstance(text, str)
+            and isinstance(truth, list) and isinstance(guess, list)
+            and all(isinstance(t, str) for t in (*truth, *guess))):
+        return None
+    return Sample(step, text, tuple(guess), tuple(truth))
 
 
 def rollback_record(step: int) -> dict[str, Any]:
@@ -387,112 +422,3 @@ def replay_history(run_dir: Path, history: History, step: int) -> tuple[bool, li
 
 def _is_real(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-# --- writing the logs -----------------------------------------------------------------------------
-
-
-def open_log(path: Path, mode: str) -> IO[str]:
-    """Open a JSON-lines log for appending ("a") or afresh ("w"); a torn last line (a crash or a full disk
-    mid-write) is cut first, so the next line never glues onto it. Failure is one line naming the file."""
-    try:
-        if mode == "a" and path.exists():
-            with open(path, "rb+") as fh:
-                data = fh.read()
-                if data and not data.endswith(b"\n"):
-                    fh.truncate(data.rfind(b"\n") + 1)
-        return open(path, mode, encoding="utf-8")  # noqa: SIM115 - kept open until close()
-    except OSError as e:
-        raise BabyError(f"{path}: cannot open for writing ({e.strerror or e}); free space or fix permissions "
-                        "(the run's saves are intact)") from None
-
-
-LogName = Literal["metrics", "events"]
-_FILES: Mapping[LogName, str] = MappingProxyType({"metrics": METRICS_FILE, "events": EVENTS_FILE})
-
-
-class MetricsMirror(Protocol):
-    """Another home for the metrics (babyllm.run.tboard.EventWriter): fed each step, flushed with metrics.jsonl."""
-
-    def add(self, stats: dict[str, float]) -> None: ...
-
-    def restart(self, step: int) -> None: ...  # every step after `step` was discarded
-
-    def flush(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-@dataclass
-class RunWriter:
-    """Appends the Tutor's records to metrics.jsonl and events.jsonl (a failed write drops that log: see _write)."""
-
-    run_dir: Path
-    failed: Callable[[str, OSError], None]
-    flush_every: float = 1.0  # seconds between flushes of metrics.jsonl (events are flushed at once)
-    mirror: MetricsMirror | None = None  # (it handles its own failures)
-    _files: dict[LogName, IO[str] | None] = field(default_factory=dict)
-    _last_flush: float = field(default_factory=time.monotonic)
-
-    def open(self, mode: str, only: tuple[LogName, ...] = ("metrics", "events")) -> None:
-        for name in only:
-            self._files[name] = open_log(Path(self.run_dir) / _FILES[name], mode)
-
-    def metrics(self, stats: dict[str, float]) -> None:
-        flush = time.monotonic() - self._last_flush >= self.flush_every
-        if self.mirror is not None:
-            self.mirror.add(stats)
-        self._write("metrics", json.dumps(metrics_record(stats)) + "\n", flush)
-
-    def rollback(self, step: int) -> None:
-        if self.mirror is not None:
-            self.mirror.restart(step)
-        self._write("metrics", json.dumps(rollback_record(step)) + "\n", flush=True)
-
-    def event(self, ev: Event) -> None:
-        self._write("events", json.dumps(event_record(ev)) + "\n", flush=True)
-        self.flush()
-
-    def flush(self) -> None:
-        """Flush metrics.jsonl now (an event or a state change: a follower should see the steps before it)."""
-        self._write("metrics", "", flush=True)
-
-    def reopen(self) -> list[str]:
-        """Reopen any log that failed (once the user has freed space); the errors of those that still fail."""
-        errors = []
-        for name in _FILES:
-            if name in self._files and self._files[name] is None:
-                try:
-                    self.open("a", (name,))
-                except BabyError as e:
-                    errors.append(str(e))
-        return errors
-
-    def close(self) -> None:
-        if self.mirror is not None:
-            self.mirror.close()
-        for f in self._files.values():
-            if f is not None and not f.closed:
-                with contextlib.suppress(OSError):  # a full disk at the very end: the saves are intact
-                    f.close()  # (flushes)
-        self._files = {name: None for name in self._files}
-
-    def _write(self, name: LogName, text: str, flush: bool) -> None:
-        """Write and/or flush one log; an OSError (a full disk) drops it and calls `failed(file name, error)`."""
-        f = self._files.get(name)
-        if f is None:
-            return
-        try:
-            if text:
-                f.write(text)
-            if flush:
-                f.flush()
-                if name == "metrics":
-                    self._last_flush = time.monotonic()
-                    if self.mirror is not None:
-                        self.mirror.flush()
-        except OSError as e:
-            self._files[name] = None
-            with contextlib.suppress(OSError):
-                f.close()
-            self.failed(_FILES[name], e)

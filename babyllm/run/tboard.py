@@ -8,7 +8,8 @@ file_version (string, field 3: "brain.Event:2", the first record), a Summary (fi
 (field 1 = 1). A START at step S tells TensorBoard (purge_orphaned_data, its default) to drop what it
 read at steps >= S: written where a resume or rollback continues, so the discarded branch disappears.
 
-Records are buffered and written when the metrics log flushes (RunWriter); a failed write drops the
+This is one of the run's mirrors (babyllm.run.mirrors): records are buffered and written when the metrics
+log flushes (RunWriter); the machine's readings go in as ``system/<key>`` scalars. A failed write drops the
 file (one event says so) and training goes on. Nothing here imports torch.
 """
 
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 from typing import IO
 
+from babyllm.run.mirrors import SYSTEM_PREFIX, Mirror, Start
 from babyllm.run.runfiles import TENSORBOARD
 from babyllm.snapshot import Say
 from babyllm.stats import REGISTRY, STEPWISE
@@ -112,7 +114,12 @@ def event_file_name(when: float | None = None) -> str:
     return f"events.out.tfevents.{int(time.time() if when is None else when):010d}.{socket.gethostname()}.{os.getpid()}"
 
 
-class EventWriter:
+def open_mirror(start: Start, failed: Say) -> EventWriter:
+    """`[log] tensorboard = true`: this start's event file (the tracker's entry in babyllm.run.mirrors)."""
+    return EventWriter(start.run_dir, start.step, failed)
+
+
+class EventWriter(Mirror):
     """Appends the run's scalars to one event file; `failed(reason)` hears of a write that failed (then it stops).
 
     Opened at `start_step` (the step a resumed run continues from: a SessionLog START there, after 0).
@@ -123,6 +130,7 @@ class EventWriter:
         self._pending: list[bytes] = []
         self._last: dict[str, float] = {}
         self._file: IO[bytes] | None = None
+        self._started: int | None = None  # the step of the last START written, until a step is added
         folder = Path(run_dir) / TENSORBOARD
         self.path = folder / event_file_name()
         try:
@@ -131,6 +139,7 @@ class EventWriter:
         except OSError as e:
             self._drop(e)
             return
+        self.where = str(self.path)
         self._pending.append(record(event(time.time(), 0, file_version=FILE_VERSION)))
         if start_step:
             self.restart(start_step)
@@ -151,11 +160,18 @@ class EventWriter:
                 values[k] = self._last[k] = v
         if values:
             self._pending.append(record(event(time.time(), int(stats["step"]), values=values)))
+        self._started = None
+
+    def system(self, step: int, readings: dict[str, float]) -> None:
+        values = {SYSTEM_PREFIX + k: v for k, v in readings.items() if math.isfinite(v)}
+        if self._file is not None and values:
+            self._pending.append(record(event(time.time(), step, values=values)))
 
     def restart(self, step: int) -> None:
         """Everything logged after `step` was discarded (a resume or a rollback): TensorBoard purges it."""
-        if self._file is None:
+        if self._file is None or self._started == step:  # (said already: this file's start at a resume)
             return
+        self._started = step
         self._pending.append(record(event(time.time(), step + 1, session_start=True)))
 
     def flush(self) -> None:

@@ -5,7 +5,7 @@ clock), its config keys (the first is its threshold: 0 turns the rule off) and i
 pure (no torch, no UI): fed the stats, it returns the alerts to raise. A rule fires once when its
 condition starts to hold and re-arms only once it has cleared, so a condition gives one alert, not one
 per step. The Tutor raises each as an "alert" event (headless, the viewer and the cockpit show events),
-pauses if `alerts.pause`, and runs `alerts.command` with the text (run_command).
+pauses or stops the run as `alerts.action` says, and runs `alerts.command` with the text (run_command).
 
 Stall is the clock's rule: a stuck step cannot notice itself, so the Tutor's watchdog thread asks
 `Alerts.clock` how long the loop has gone without a step.

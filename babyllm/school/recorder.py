@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from babyllm.board import Board, Publish
+from babyllm.config import Config
 from babyllm.errors import BabyError
 from babyllm.events import EventKind
-from babyllm.run import runfiles, tboard
+from babyllm.run import mirrors, runfiles
+from babyllm.run.writer import RunWriter
 from babyllm.school.progress import Progress
-from babyllm.snapshot import Event, History, Say, Snapshot, State, TutorControl
+from babyllm.snapshot import Event, History, Sample, Say, Snapshot, State, TutorControl
 from babyllm.socket.endpoint import Endpoint
+from babyllm.system import SystemSampler
 
 METRICS_FLUSH_S = 1.0
-
-
+SYSTEM_EVERY_S = 5.0  # seconds between the machine's readings in metrics.jsonl (and the trackers)
 
 
 class Recorder:
-    """Every step's stats (the bounded `history`, metrics.jsonl and its TensorBoard mirror), events
+    """Every step's stats (the bounded `history`, metrics.jsonl and its mirrors: TensorBoard, W&B, Trackio),
+    the samples (samples.jsonl), the machine's readings every SYSTEM_EVERY_S (from `system`), events
     (events.jsonl, debug.log, the Board's recent events), the run's state and its error; Snapshots of
     `fields()` published to the subscriber and, on rank 0 while it trains, the control socket.
 
@@ -30,11 +36,15 @@ class Recorder:
     (a full disk) raises the alarm, naming what is safe."""
 
     def __init__(self, run_dir: Path, progress: Progress, *, main: bool, publish: Publish | None,
-                 publish_every: float, log: Say) -> None:
+                 publish_every: float, log: Say, system: SystemSampler | None = None) -> None:
         self.run_dir, self.progress, self.main, self.log = run_dir, progress, main, log
+        self.system = system  # rank 0's machine (None on the other ranks)
         self.history = History()
         self.board = Board(publish, publish_every, on_error=self._publish_failed)
-        self.writer = runfiles.RunWriter(run_dir, self._log_failed, METRICS_FLUSH_S)
+        self.writer = RunWriter(run_dir, self._log_failed, METRICS_FLUSH_S, mirrors.Mirrors(self._mirror_failed))
+        self.header: runfiles.Header | None = None  # as written at this start (the trackers are told it)
+        self.clock = time.monotonic  # (for the readings' cadence; a test's own clock)
+        self._system_at = -math.inf
         self.lock = threading.RLock()
         self.state: State = "starting"
         self.error: str | None = None  # the one-line reason for "alarm" or "error"
@@ -49,6 +59,7 @@ class Recorder:
             self.writer.open(mode, only=("events",))
 
     def write_header(self, header: runfiles.Header) -> None:
+        self.header = header
         try:
             runfiles.write_header(self.run_dir, header)
         except OSError as e:  # a viewer then shows the config and device as unknown; training is unharmed
@@ -62,15 +73,19 @@ class Recorder:
         self.board.restore(events)
         return discarded
 
-    def open_metrics(self, mode: str, step: int, discarded: bool, tensorboard: bool) -> None:
-        """metrics.jsonl (steps logged after `step` marked discarded) and the TensorBoard mirror."""
+    def open_metrics(self, mode: str, step: int, discarded: bool, cfg: Config) -> None:
+        """metrics.jsonl and samples.jsonl (steps logged after `step` marked discarded) and the mirrors [log]
+        switches on (a resumed run's start where the save left off; each says where it logs, in an event)."""
         if not self.main:
             return
-        self.writer.open(mode, only=("metrics",))
+        self.writer.open(mode, only=("metrics", "samples"))
+        header = dataclasses.asdict(self.header) if self.header is not None else {}
+        start = mirrors.Start(self.run_dir, self.run_dir.resolve().name, cfg.log.project, step,
+                              {**cfg.to_dict(), "run": {**header, "start_step": step}})
+        for where in mirrors.open_mirrors(cfg.log, start, self.writer.mirrors, self._mirror_failed):
+            self.event("info", f"logging to {where}")
         if discarded:  # steps logged after the save resumed from are discarded: say so
             self.writer.rollback(step)
-        if tensorboard:  # (a resumed run's file starts where the save left off)
-            self.writer.mirror = tboard.EventWriter(self.run_dir, step, self._tboard_failed)
 
     def reopen(self) -> None:
         """After an alarm: reopen a log that failed (once the user has freed space), cutting a torn line."""
@@ -84,11 +99,20 @@ class Recorder:
     # --- records, events, state -------------------------------------------------------------------
 
     def record(self, stats: dict[str, float]) -> None:
-        """One step's stats."""
+        """One step's stats (and, every SYSTEM_EVERY_S, the machine's readings with them)."""
         self.last_stats = stats
         self.history.add(int(stats["step"]), stats)
+        readings = None
+        if self.system is not None and self.clock() - self._system_at >= SYSTEM_EVERY_S:
+            self._system_at = self.clock()
+            readings = self.system.read()
         with self.lock:
-            self.writer.metrics(stats)
+            self.writer.metrics(stats, readings)
+
+    def write_sample(self, sample: Sample) -> None:
+        """A guess-versus-truth sample, to samples.jsonl and the mirrors."""
+        with self.lock:
+            self.writer.sample(sample)
 
     def rewind(self, step: int) -> None:
         """A rollback to `step`: the steps after it are dropped (History) and marked discarded (the logs)."""
@@ -128,8 +152,8 @@ class Recorder:
         if self.state in ("running", "paused", "starting"):
             self.set_state("alarm")
 
-    def _tboard_failed(self, message: str) -> None:
-        """The TensorBoard file could not be written: it is dropped (one event), training goes on."""
+    def _mirror_failed(self, message: str) -> None:
+        """A mirror (TensorBoard, a tracker) failed: it is dropped (one event), training goes on."""
         self.event("error", message)
 
     # --- publishing -------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ a full disk part-way leaves every earlier save untouched.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -36,6 +37,7 @@ from tokenizers import Tokenizer
 
 from babyllm.config import Config, _apply_table, validate
 from babyllm.errors import CheckpointError, ConfigError
+from babyllm.model import pretrained
 from babyllm.model.network import BabyLLM
 from babyllm.run.runfiles import (
     BEST,
@@ -410,10 +412,12 @@ def load_for_inference(run_dir: Path, device: str | torch.device = "cpu",
                        say: Say | None = None) -> tuple[Config, BabyLLM, Tokenizer, int]:
     """The newest good save's config, model (eval mode, on `device`), tokenizer and step.
 
-    `run_dir` is a run directory (its newest usable save is taken, older ones on damage) or one save
-    folder such as runs/x/best (the tokenizer is then read from its parent).
+    `run_dir` is a run directory (its newest usable save is taken, older ones on damage), one save
+    folder such as runs/x/best (the tokenizer is then read from its parent), or a `babyllm export` folder.
     """
     run_dir = Path(run_dir)
+    if pretrained.is_export(run_dir):
+        return load_export(run_dir, device)
     if is_save_folder(run_dir):
         folders, tok_dir = [run_dir], run_dir.parent
     else:
@@ -437,3 +441,15 @@ def load_for_inference(run_dir: Path, device: str | torch.device = "cpu",
         return cfg, model.to(device).eval(), tokenizer, loaded.step
 
     return first_usable(folders, load, run_dir, say)
+
+
+def load_export(folder: Path, device: str | torch.device = "cpu") -> tuple[Config, BabyLLM, Tokenizer, int]:
+    """An export folder's config (the run's, with the model's sizes), model, tokenizer and step."""
+    sizes, info = pretrained.read_config(folder)
+    where = str(Path(folder) / pretrained.CONFIG_FILE)
+    saved = info.get("config")
+    saved = saved if isinstance(saved, dict) else {}
+    cfg = config_from_dict({**saved, "model": dataclasses.asdict(sizes)}, str(info.get("config_name", "exported")),
+                           where)
+    step = info.get("step", 0)
+    return cfg, BabyLLM.from_pretrained(folder, device), pretrained.load_tokenizer(folder), step if _is_int(step) else 0

@@ -21,6 +21,7 @@ from babyllm.school.progress import Progress
 from babyllm.snapshot import State
 
 IDLE_WAIT_S = 0.1  # a waiting loop's turn: it wakes at once for a request
+ALERT_REQUESTS: dict[str, Request] = {"pause": "pause", "stop": "stop"}  # alerts.action -> its request
 
 
 class Steering:
@@ -205,14 +206,16 @@ class Steering:
             self._raise_alert(alert)
 
     def _raise_alert(self, alert: Alert) -> None:
-        """An alert's event; the configured command (in the background) and pause (through the request queue,
-        so on several ranks the vote: every rank pauses at the same step)."""
+        """An alert's event; the configured command (in the background) and action: a pause, or a stop that saves
+        and ends the run like early stopping (through the request queue, so on several ranks the vote: every rank
+        acts at the same step)."""
         a = self.cfg.alerts
         self.event("alert", alert.message)
         if a.command.strip():
             run_command(a.command, alert.message, a.command_timeout, lambda why: self.event("error", why))
-        if a.pause:
-            self.requests.put("pause", f"alert ({alert.rule})")
+        what = ALERT_REQUESTS.get(a.action)  # ("none": nothing)
+        if what is not None:
+            self.requests.put(what, f"alert ({alert.rule})")
 
     def start_watchdog(self) -> threading.Thread | None:
         """Rank 0's stall watchdog, when the stall rule is on (stop_watchdog ends it)."""

@@ -98,11 +98,11 @@ class Tutor(Controls):
         self.progress = Progress()
         self.counsellor = Counsellor(enabled=True, sync=cuda_sync(self.device),  # (it opens debug.log lazily)
                                      log_path=self.run_dir / runfiles.DEBUG_LOG if self.is_main else None)
-        self.recorder = Recorder(self.run_dir, self.progress, main=self.is_main, publish=publish,
-                                 publish_every=publish_every, log=self.counsellor.log)
-        self.history = self.recorder.history
-        # rank 0's process and machine in every snapshot, so an attached cockpit shows the training side's
+        # rank 0's process and machine in every snapshot (an attached cockpit shows the training side's) and the logs
         self._system = SystemSampler(str(self.device)) if self.is_main else None
+        self.recorder = Recorder(self.run_dir, self.progress, main=self.is_main, publish=publish,
+                                 publish_every=publish_every, log=self.counsellor.log, system=self._system)
+        self.history = self.recorder.history
         self._sample: Sample | None = None
 
         created = not self.run_dir.exists()
@@ -159,7 +159,7 @@ class Tutor(Controls):
             discarded = rec.replay(loaded.step)
             rec.event("info", f"resumed from {loaded.path.name} (step {loaded.step})")
         self.engine.wrap()
-        rec.open_metrics(mode, self.progress.step_count, discarded, cfg.log.tensorboard)
+        rec.open_metrics(mode, self.progress.step_count, discarded, cfg)
         lib = self.librarian
         self._corpus = Corpus(str(lib.root), len(lib.train_tokens), len(lib.val_tokens))
         self._param_count = sum(p.numel() for p in self.model.parameters())
@@ -246,6 +246,7 @@ class Tutor(Controls):
             steering.judge_step(n, stats)  # the alerts
             if self.is_main and n % t.sample_every == 0:
                 self._sample = self.make_sample()
+                rec.write_sample(self._sample)
             if t.save_every and n % t.save_every == 0:
                 self.save()
             steering.pause_if_agreed()  # several ranks: every rank pauses after the same step
