@@ -2,7 +2,7 @@
 
 import torch
 
-from babyllm.model.network import Memory
+from babyllm.model.memory import Memory
 
 
 def stir(*memories: Memory) -> None:

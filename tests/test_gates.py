@@ -12,7 +12,8 @@ from runhelpers import pilot_wait
 from test_tui import make_app, started
 
 from babyllm.config import load_config
-from babyllm.model.network import BabyLLM, Memory
+from babyllm.model.memory import Memory
+from babyllm.model.network import BabyLLM
 from babyllm.school.stepper import SLOW_STATS_EVERY
 from babyllm.school.tutor import Tutor
 from babyllm.snapshot import Snapshot

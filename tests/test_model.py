@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from babyllm import BabyLLM, load_config
-from babyllm.model.network import GatedLeakyAverages, Memory, Memory2, Windows, next_token_loss
+from babyllm.model.memory import GatedLeakyAverages, Memory, Memory2
+from babyllm.model.network import Windows, next_token_loss
 
 from memories import stir
 

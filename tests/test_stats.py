@@ -110,7 +110,8 @@ def test_model_readings_are_registered(make_cfg):
 
 def test_the_memories_readings_are_named_once_in_the_registry(make_cfg):
     """The model computes exactly the memory rows the registry has, its gates' columns in MEMORY_SOURCES order."""
-    from babyllm.model.network import BabyLLM, Memory
+    from babyllm.model.memory import Memory
+    from babyllm.model.network import BabyLLM
 
     cfg = make_cfg()
     model = BabyLLM(cfg.model)
