@@ -36,6 +36,7 @@ from babyllm.snapshot import Snapshot, TutorControl
 from babyllm.stats import REGISTRY, Registry
 from tui import actions as table
 from tui.actions import ACTIONS, PALETTE_KEY, VIEWER_INTRO, Action
+from tui.asked import Asked
 from tui.commands import CockpitCommands
 from tui.controls import Controls
 from tui.detach import Detacher
@@ -106,6 +107,7 @@ class CockpitApp(Intake, Controls, Lifecycle):
         self.sub_title = subtitle
         self.calligraphist = Calligraphist(window=window, registry=registry)
         self.snapshot = None
+        self.asked = Asked()
         self.join_timeout = join_timeout
         self.handle_signals = handle_signals
         self.paused = False

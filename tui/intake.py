@@ -47,6 +47,7 @@ class Intake(Room):
         first = old is None
         changed = old is None or snap.step != old.step
         self.snapshot = snap
+        self.asked.seen(snap)
         if self.viewer and not self.quitting:
             self.status.note = str(getattr(self.tutor, "note", "") or "")  # what the Watcher makes of the run
         self.token_rate.observe(snap.tokens)

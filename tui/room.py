@@ -15,6 +15,7 @@ from textual.app import App
 from babyllm.calligraphist import Calligraphist
 from babyllm.events import EventKind
 from babyllm.snapshot import Event, History, Snapshot
+from tui.asked import Asked
 from tui.keys import Action, Keys
 from tui.pace import Pace
 from tui.refresh import Refresher
@@ -45,6 +46,7 @@ class Room(App[int]):
     exit_code: int
     failure: str | None
     _tutor_thread: TutorThread
+    asked: Asked  # the live settings asked for and not yet shown by a snapshot
 
     @property
     def tutor(self) -> Any:

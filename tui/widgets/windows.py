@@ -12,7 +12,7 @@ from textual.reactive import var
 
 from babyllm.snapshot import Snapshot
 from babyllm.stats import GATE_BINS, MEMORIES, MEMORY_GATE, MEMORY_SOURCES, REGISTRY, WINDOW_SIZE, WINDOW_WEIGHT
-from tui.widgets.base import Guarded, PlotPane
+from tui.widgets.base import GuardedWidget, PlotPane
 from tui.widgets.plotting import Plot, finite, integer_ticks
 
 MAX_POINTS = 400  # per window
@@ -44,7 +44,7 @@ def bar(fraction: float, width: int) -> str:
     return ("█" * full + (" ▏▎▍▌▋▊▉"[part] if part else "")).ljust(width)
 
 
-class WindowBars(Guarded):
+class WindowBars(GuardedWidget):
     """One line per window: its size (tokens) and its weighting as bars."""
 
     DEFAULT_CSS = "WindowBars { height: auto; }"
@@ -102,7 +102,7 @@ def gate_layout(width: int) -> tuple[int, bool]:
     return 1, True
 
 
-class GateHistograms(Guarded):
+class GateHistograms(GuardedWidget):
     """The memories' per-neuron gates, one histogram per source over [0, 1], with each source's mean."""
 
     DEFAULT_CSS = "GateHistograms { height: auto; }"
