@@ -16,6 +16,7 @@ actions are the pane's own: the app runs an action on the pane its row in the ta
 from __future__ import annotations
 
 import contextlib
+import os
 import traceback
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -28,9 +29,10 @@ from textual.actions import parse as parse_action
 from textual.app import App, ComposeResult
 from textual.containers import Container
 from textual.dom import DOMNode
+from textual.filter import LineFilter, Monochrome, NoColor
 from textual.widgets import Footer, Header, Input, Tab, Tabs
 
-from babyllm.calligraphist import Calligraphist
+from babyllm.calligraphist import Calligraphist, Depth, colour_depth
 from babyllm.config import TuiConfig
 from babyllm.snapshot import Snapshot, TutorControl
 from babyllm.stats import REGISTRY, Registry
@@ -89,8 +91,12 @@ class CockpitApp(Intake, Controls, Lifecycle):
         on_hangup: str = TuiConfig.on_hangup,
         detacher: Detacher | None = None,
         attached: bool = False,
+        depth: Depth | None = None,
     ) -> None:
-        super().__init__()
+        depth = colour_depth(os.environ) if depth is None else depth  # (tests pass theirs)
+        # Among 16 colours or none, ANSI colours stay ANSI: the panes' hues were picked for the terminal's
+        # own 16 (babyllm.calligraphist.Hue), and Textual would otherwise map them through its truecolour theme.
+        super().__init__(ansi_color=True if depth in (Depth.NONE, Depth.STANDARD) else None)
         self.viewer = viewer
         self.actions, self.pane_slots = tuple(actions), tuple(panes)
         self.keys = Keys(self.actions)
@@ -105,7 +111,8 @@ class CockpitApp(Intake, Controls, Lifecycle):
         self._chat_factory = chat_factory
         self.chat: Any = None
         self.sub_title = subtitle
-        self.calligraphist = Calligraphist(window=window, registry=registry)
+        self.calligraphist = Calligraphist(window=window, registry=registry, depth=depth)
+        self._no_colour = NoColor()
         self.snapshot = None
         self.asked = Asked()
         self.join_timeout = join_timeout
@@ -218,6 +225,14 @@ class CockpitApp(Intake, Controls, Lifecycle):
         self.pace.update()
         self.status.tick()
         self.refresher.tick()
+
+    def get_line_filters(self) -> list[LineFilter]:
+        """No colour at all when the terminal has none (NO_COLOR, TERM=dumb): Textual itself would still
+        send truecolour greys for NO_COLOR, and colours for a dumb TERM."""
+        filters = list(super().get_line_filters())
+        if self.calligraphist.depth is Depth.NONE:
+            filters = [f for f in filters if not isinstance(f, Monochrome | NoColor)] + [self._no_colour]
+        return filters
 
     # -- faults ------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from rich.console import Console
 from rich.text import Text
 
-from babyllm.calligraphist import Calligraphist
+from babyllm.calligraphist import Calligraphist, colour_depth
 from babyllm.commands.runsetup import make_tutor, prepare_run
 from babyllm.config import Config
 from babyllm.errors import BabyError
@@ -172,7 +172,7 @@ def _watch(tutor: TutorControl, cfg: Config, show: _Printer, signals_seen: list[
 
     result: list[str] = []
     thread = threading.Thread(target=lambda: result.append(tutor.run()), name="tutor", daemon=True)
-    calli = Calligraphist(window=cfg.stats.window)
+    calli = Calligraphist(window=cfg.stats.window, depth=colour_depth(os.environ))  # (Rich drops colour off a tty)
     start = time.monotonic()
     next_line = start + cfg.stats.print_every
     seen_step: float | None = -1
