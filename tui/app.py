@@ -19,18 +19,18 @@ import contextlib
 import os
 import traceback
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from textual import on
 from textual.actions import ActionParseResult
 from textual.actions import parse as parse_action
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.containers import Container
 from textual.dom import DOMNode
 from textual.filter import LineFilter, Monochrome, NoColor
-from textual.widgets import Footer, Header, Input, Tab, Tabs
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Tab, Tabs
 
 from babyllm.calligraphist import Calligraphist, Depth, colour_depth
 from babyllm.config import TuiConfig
@@ -51,21 +51,19 @@ from tui.panes import PANES, PaneSlot, grid_css
 from tui.refresh import Refresher
 from tui.screens import VIEWER_CHAT_HELP, ErrorScreen, HelpScreen
 from tui.tutor_thread import TutorFactory, TutorThread, install_signal_handlers, tty
+from tui.views import WIDE_COLUMNS, WIDE_ROWS, Views
 from tui.widgets.base import Pane, PaneKit
 from tui.widgets.status import StatusBar, TokenRate
 
-__all__ = ["ChatFactory", "CockpitApp", "Pace", "TutorFactory"]
+__all__ = ["WIDE_COLUMNS", "WIDE_ROWS", "ChatFactory", "CockpitApp", "Pace", "TutorFactory"]
 
 ChatFactory = Callable[[Any], Any]  # tutor -> an Infer2-like object (.stream, .command, .notices)
 
-# A terminal at least this big shows all panes at once; a smaller one shows one pane and tabs.
-WIDE_COLUMNS = 120
-WIDE_ROWS = 34
 VIEWER_CHAT_NOTE = ("viewer: the first message loads the run's newest save on the CPU here; "
                     "/reload (or {reload}) takes a newer one.")
 
 
-class CockpitApp(Intake, Controls, Lifecycle):
+class CockpitApp(Intake, Controls, Lifecycle, Views):
     """The training cockpit (or, with ``viewer=True``, a viewer). ``tutor_factory`` builds a TutorControl;
     tests pass a fake one, and may pass their own ``actions`` table and ``panes`` list."""
 
@@ -157,11 +155,6 @@ class CockpitApp(Intake, Controls, Lifecycle):
             yield from self.panes
         yield Footer()
 
-    @property
-    def main_screen(self) -> Any:
-        """The screen the panes are on (dialogs stack above it)."""
-        return self.screen_stack[0]
-
     def on_mount(self) -> None:
         self._apply_layout(self.size.width, self.size.height)
         self.status.show(None)
@@ -174,45 +167,6 @@ class CockpitApp(Intake, Controls, Lifecycle):
             self.chat_pane.add_line("", VIEWER_CHAT_NOTE.format(reload=self.keys.first("reload")), "dim")
             self.pane("sample").border_subtitle = "viewer: samples are not in the run's files"
         self._tutor_thread.start()
-
-    def on_resize(self, event: Any) -> None:
-        self._apply_layout(event.size.width, event.size.height)
-
-    def _apply_layout(self, width: int, height: int) -> None:
-        compact = width < WIDE_COLUMNS or height < WIDE_ROWS
-        first = not self.query_one("#panes").has_class("-compact", "-wide")
-        if compact == self.compact and not first:
-            return
-        self.compact = compact
-        panes = self.query_one("#panes")
-        panes.set_class(compact, "-compact")
-        panes.set_class(not compact, "-wide")
-        self.query_one("#tabs").display = compact
-        if compact and self.main_screen.maximized is not None:
-            self.main_screen.minimize()
-        self._select(self.active_pane)
-
-    def _select(self, name: str) -> None:
-        """Make a pane the active one (the one shown in compact mode)."""
-        self.active_pane = name
-        for p in self.panes:
-            p.set_class(name == p.NAME, "-active")
-        tabs = self.query_one("#tabs", Tabs)
-        if tabs.active != f"tab-{name}":
-            tabs.active = f"tab-{name}"
-        self.refresher.catch_up()
-
-    def on_visible(self, pane: Pane) -> bool:
-        """Is a pane on screen now (so worth updating)?"""
-        if self.compact:
-            return self.active_pane == pane.NAME
-        maximized = self.screen_stack[0].maximized if self.screen_stack else None
-        return maximized is None or maximized is pane
-
-    @on(Tabs.TabActivated, "#tabs")
-    def _tab_clicked(self, event: Tabs.TabActivated) -> None:
-        if event.tab.id and event.tab.id[4:] != self.active_pane:
-            self._select(event.tab.id[4:])
 
     def on_redraw_wanted(self, message: RedrawWanted) -> None:
         self.refresher.request_redraw(message.pane)
@@ -353,13 +307,10 @@ class CockpitApp(Intake, Controls, Lifecycle):
         """(name, action, keys) of this cockpit's palette (its mode's rows, then the panes)."""
         return table.palette_entries(self.actions, self.pane_slots, self.viewer)
 
-    def action_chat(self) -> None:
-        if self.compact:
-            self._select("chat")
-        elif self.main_screen.maximized is not None and self.main_screen.maximized is not self.chat_pane:
-            self.main_screen.minimize()
-            self.refresher.catch_up()
-        self.query_one("#chat-input", Input).focus()
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """Of Textual's own palette entries only the themes: its Quit, Keys, Maximize and Screenshot would sit
+        beside the cockpit's own (which save first, say the keys, keep the header, write into the run)."""
+        yield from (c for c in super().get_system_commands(screen) if c.callback == self.action_change_theme)
 
     def action_reload(self) -> None:
         """A viewer's r: the chat loads the newest save at the next message."""
@@ -367,40 +318,6 @@ class CockpitApp(Intake, Controls, Lifecycle):
             self.notify("Still starting.", severity="warning")
             return
         self.notify(self.chat_pane.reload(), timeout=3)
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Escape (leave) only shows, and only acts, when there is something to leave."""
-        if action == "leave":
-            if not self.screen_stack:
-                return False
-            return isinstance(self.focused, Input) or self.main_screen.maximized is not None
-        return super().check_action(action, parameters)
-
-    def action_leave(self) -> None:
-        focused = self.focused
-        if isinstance(focused, Input):
-            self.set_focus(None)
-        elif self.main_screen.maximized is not None:
-            self.main_screen.minimize()
-            self.refresher.catch_up()
-
-    def action_show_pane(self, name: str) -> None:
-        """Compact: switch to the pane. Wide: maximise it (again, or '' restores all panes)."""
-        if not name:
-            if self.main_screen.maximized is not None:
-                self.main_screen.minimize()
-                self.refresher.catch_up()
-            return
-        if self.compact:
-            self._select(name)
-            return
-        pane = self.pane(name)
-        if self.main_screen.maximized is pane:
-            self.main_screen.minimize()
-        else:
-            self.main_screen.maximize(pane, container=False)
-        self.refresher.catch_up()
-        self.refresh_bindings()
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):

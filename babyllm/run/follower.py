@@ -374,7 +374,7 @@ class Watcher(Controls):
         """(state, status-bar note) from what the files say."""
         save = f"save {self.save_step:,}" if self.save_step is not None else "no save yet"
         if self.replay.last_step is None:
-            name, folder = self.metrics.path.name, self.metrics.path.parent  # (the name first: a narrow line cuts the end)
+            name, folder = self.metrics.path.name, self.metrics.path.parent  # (the name first: a line cuts the end)
             if not self.metrics.exists:
                 return "waiting", f"waiting for {name} in {folder}"
             return "waiting", f"waiting for the first step in {name} in {folder}"
