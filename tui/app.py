@@ -129,6 +129,7 @@ class CockpitApp(Intake, Controls, Lifecycle, Views):
         self.pace = Pace(UI_BUDGET_CPU)
         self.token_rate = TokenRate()
         self._failures_logged: set[tuple[str, str, str]] = set()
+        self._said_while_building: list[str] = []  # (see on_tutor_said)
         self.debug_lines: deque[str] = deque(maxlen=200)  # what went to debug.log from the UI (tests read it)
         kit = PaneKit(self.calligraphist, self.keys, self.pane_failed)
         # DOM order = the wide grid's placement order (see tui.panes)
@@ -250,8 +251,12 @@ class CockpitApp(Intake, Controls, Lifecycle, Views):
         self._event("error", message)
 
     def on_tutor_said(self, message: TutorSaid) -> None:
+        """A line for the user. While the Tutor is being built (a corpus's bad rows) it is only shown: the
+        Tutor's events say it again, and the log takes it from them (or, if the building fails, from here)."""
         if self.snapshot is None:
             self.status.show(None, message.text)
+            self._said_while_building.append(message.text)
+            return
         self._event("info", message.text)
 
     def on_tutor_progress(self, message: TutorProgress) -> None:
@@ -273,6 +278,8 @@ class CockpitApp(Intake, Controls, Lifecycle, Views):
             self.notify(f"Training ended ({how}). The chat still works; {quits} quits.")
 
     def on_tutor_failed(self, message: TutorFailed) -> None:
+        for text in self._said_while_building if self.snapshot is None else ():
+            self._event("info", text)
         self.failure = message.message
         self.exit_code = self.exit_code or message.exit_code
         self._event("error", message.message)

@@ -19,6 +19,7 @@ from textual.widgets import Input, Static
 from textual.worker import get_current_worker
 
 from babyllm.errors import BabyError
+from babyllm.infer2.commands import cut_at_limit
 from tui.keys import Keys, Scope
 from tui.messages import ChatDone, ChatPiece
 from tui.widgets.base import GuardedStatic, Pane, PaneKit
@@ -137,7 +138,7 @@ class ChatPane(Pane):
 
     def end_reply(self, error: str | None = None, hit_limit: bool = False) -> None:
         if hit_limit and self._reply is not None:
-            self._reply_text.append(" [stopped at the token limit: /max N for longer replies]", style="dim italic")
+            self._reply_text.append(f" {cut_at_limit()}", style="dim italic")
             self._reply.update(self._reply_text)
         if error:
             self.add_line("", error, "red")
