@@ -1,5 +1,6 @@
 """Windows pane: the window weightings and sizes now (bars) and, below them, one of three views (the w key):
-the weightings over steps, the sizes over steps (plots), or the memories' per-neuron gates as histograms."""
+the weightings over steps, the sizes over steps (plots, or a sparkline per window where a plot is too short),
+or the memories' per-neuron gates as histograms."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from textual.reactive import var
 from babyllm.calligraphist import Depth, Hue
 from babyllm.snapshot import History, Snapshot
 from babyllm.stats import GATE_BINS, MEMORIES, MEMORY_GATE, MEMORY_SOURCES, REGISTRY, WINDOW_SIZE, WINDOW_WEIGHT
-from tui.widgets.base import GuardedWidget, PlotPane
+from tui.widgets.base import GuardedWidget, PlotPane, pane_of
 from tui.widgets.plotting import Plot, finite, integer_ticks, plot_colour
 
 MAX_POINTS = 400  # per window
@@ -122,6 +123,14 @@ class WindowTrends(GuardedWidget):
         self.depth = depth
         self.series: list[list[float]] = []  # per window, oldest first (as many points as there are cells)
         self.log_scale = False
+        self.drawn_cells = 0  # the width the series were thinned for
+
+    def on_resize(self) -> None:
+        """Another width, another number of points: have the pane take them on the next tick."""
+        if self.cells != self.drawn_cells:
+            pane = pane_of(self)
+            if pane is not None:
+                pane.want_redraw()
 
     @property
     def cells(self) -> int:
@@ -320,7 +329,7 @@ class WindowsPane(PlotPane):
         if self.trends_shown:
             trends = self.query_one(WindowTrends)
             trends.series = [series(self.history, REGISTRY.key(stat, i), trends.cells) for i in range(n)]
-            trends.log_scale = self.show_sizes
+            trends.log_scale, trends.drawn_cells = self.show_sizes, trends.cells
             trends.refresh(layout=True)
             self.border_subtitle = self._what(n)  # (no room for a title line)
             return
