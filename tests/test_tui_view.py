@@ -201,24 +201,32 @@ def log_rows(app: CockpitApp) -> list[str]:
     return [strip.text for strip in log.lines]
 
 
-async def test_event_lines_added_while_the_log_is_hidden_wrap_at_its_width_under_their_message():
+@pytest.mark.parametrize("shown_before", [True, False])
+async def test_event_lines_added_while_the_log_is_hidden_wrap_at_its_width_under_their_message(shown_before):
     """At 80x24 one pane shows at a time: lines added while the log was hidden wrapped at RichLog's min_width
-    (20 columns), and every wrapped line started at column 0 instead of under its message."""
+    (20 columns), every wrapped line started at column 0 instead of under its message, and the log could
+    come back scrolled to its oldest lines."""
     from babyllm.snapshot import Event
     from tui.widgets.events import EventLog
 
     app = make_app()
     async with app.run_test(size=SMALL) as pilot:
         await pilot_wait(pilot, lambda: app.snapshot is not None)
-        await pilot.press("7")  # the log on screen once (its width known), then hidden again
-        await pilot.pause(0.2)
-        await pilot.press("1")
+        if shown_before:
+            await pilot.press("7")  # the log on screen once (its width known), then hidden again
+            await pilot.pause(0.2)
+            await pilot.press("1")
+        for i in range(20):
+            app.pane("events").add(Event(280 + i, "info", f"an event, number {i}"))
         long = "saved step 301 to /a/rather/long/path/of/folders/runs/demo/checkpoint-00000301 " * 2
         app.pane("events").add(Event(301, "checkpoint", long.strip()))
         await pilot.press("7")
         await pilot.pause(0.3)
         log = app.query_one(EventLog)
         rows = log_rows(app)
+        top = round(log.scroll_y)
+        shown = rows[max(0, top):top + log.scrollable_content_region.height]
+        assert shown[-1] == rows[-1] and "301 checkpoint" in "".join(shown), shown  # the newest at the bottom
         mine = rows[next(i for i, r in enumerate(rows) if "checkpoint" in r and "301" in r):]
         width = log.scrollable_content_region.width
         assert len(mine) <= 5 and max(len(r.rstrip()) for r in mine) > 50, mine  # not 10 lines of 20
@@ -312,7 +320,9 @@ async def test_a_maximised_pane_keeps_the_header_and_the_status_line():
             await pilot.press(key)
             await pilot.pause(0.2)
             assert app.main_screen.maximized is app.pane(app.pane_slots[int(key) - 1].pane.NAME)
-            assert app.status.region.height == 1 and app.query_one(Header).region.height >= 1
+            header, status, pane = app.query_one(Header).region, app.status.region, app.main_screen.maximized.region
+            assert header.height >= 1 and status.height == 1 and status.y == header.bottom, (header, status)
+            assert pane.y >= status.bottom and pane.bottom <= app.size.height - 1  # (the footer below)
             assert "step 300" in str(app.status.render())
             await pilot.press(key)
 

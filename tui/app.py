@@ -26,7 +26,7 @@ from typing import Any
 from textual.actions import ActionParseResult
 from textual.actions import parse as parse_action
 from textual.app import App, ComposeResult, SystemCommand
-from textual.containers import Container
+from textual.containers import Container, Vertical
 from textual.dom import DOMNode
 from textual.filter import LineFilter, Monochrome, NoColor
 from textual.screen import Screen
@@ -149,8 +149,9 @@ class CockpitApp(Intake, Controls, Lifecycle, Views):
     # -- layout ------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield Header(icon="◉")
-        yield self.status
+        with Vertical(id="top"):
+            yield Header(icon="◉")
+            yield self.status
         yield Tabs(*(Tab(f"{p.key} {p.SHORT}", id=f"tab-{p.NAME}") for p in self.panes), id="tabs")
         with Container(id="panes"):
             yield from self.panes
@@ -254,14 +255,16 @@ class CockpitApp(Intake, Controls, Lifecycle, Views):
         """A line for the user. While the Tutor is being built (a corpus's bad rows) it is only shown: the
         Tutor's events say it again, and the log takes it from them (or, if the building fails, from here)."""
         if self.snapshot is None:
-            self.status.show(None, message.text)
+            self.status.starting = message.text
+            self.status.refresh_line()
             self._said_while_building.append(message.text)
             return
         self._event("info", message.text)
 
     def on_tutor_progress(self, message: TutorProgress) -> None:
         if self.snapshot is None:
-            self.status.show(None, message.text)
+            self.status.starting = message.text
+            self.status.refresh_line()
 
     def on_tutor_finished(self, message: TutorFinished) -> None:
         if self.tutor is not None:

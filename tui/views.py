@@ -25,7 +25,7 @@ class Views(Room):
     """The compact and the wide layout, the active pane, maximising and leaving."""
 
     # What a maximised pane leaves on screen besides itself (Textual's default keeps only the footer).
-    ALLOW_IN_MAXIMIZED_VIEW = "Header, #status, Footer"
+    ALLOW_IN_MAXIMIZED_VIEW = "#top, Footer"  # (#top: the header and the status line, docked)
 
     def _on_notify(self, event: Notify) -> None:
         super()._on_notify(event)

@@ -53,6 +53,11 @@ class EventLog(Guarded, RichLog):
         else:
             self.write(hanging(line, 0))  # (RichLog holds it until its size is known)
 
+    def on_mount(self) -> None:
+        # Anchored: the newest lines stay in view as lines come, at every size and when the pane is shown
+        # again (a scroll while hidden does nothing), until the user scrolls up to read.
+        self.anchor()
+
     def _width(self) -> int:
         return self.scrollable_content_region.width
 
@@ -64,16 +69,13 @@ class EventLog(Guarded, RichLog):
         self._rewrap()
 
     def _rewrap(self) -> None:
-        """At a new width (or the first one), write every line again; then the newest in view."""
+        """At a new width (or the first one), write every line again."""
         width = self._width()
         if width > 0 and width != self._wrapped_at:
             self._wrapped_at = width
             self.clear()
             for line in self.texts:
                 self.write(hanging(line, width), width=width)
-        # The newest lines in view at every size: RichLog scrolls after each write, but a scroll decided
-        # before the layout settles (the first sizes of a pane) can leave it at the top.
-        self.call_after_refresh(self.scroll_end, animate=False, immediate=True)
 
 
 class EventsPane(Pane):

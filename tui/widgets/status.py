@@ -112,6 +112,7 @@ class StatusBar(Static):
         self.snapshot: Snapshot | None = None
         self.note = ""  # lasting (stopping): it wins over a flash
         self.about = ""  # what a viewer makes of the run: shown when there is neither a note nor a flash
+        self.starting = ""  # what the Tutor's building says (a corpus's progress): shown until the first snapshot
         self.alert = ""  # the latest alert's text, shown until dismissed (its dismiss_alert key) or a resume
         self._flash, self._flash_until = "", 0.0
         self._dirty = False
@@ -145,6 +146,9 @@ class StatusBar(Static):
         self._shown = time.monotonic()
         flash = self._flash if time.monotonic() < self._flash_until else ""
         said = self.note or flash
+        if self.snapshot is None:
+            self.show(None, said or self.starting)
+            return
         self.show(self.snapshot, said or self.about, standing=not said)
 
     def show(self, snap: Snapshot | None, note: str = "", standing: bool = False) -> None:
