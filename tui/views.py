@@ -28,6 +28,7 @@ class Views(Room):
     ALLOW_IN_MAXIMIZED_VIEW = "#top, Footer"  # (#top: the header and the status line, docked)
 
     def _on_notify(self, event: Notify) -> None:
+        """Keep the newest MAX_TOASTS (Textual has no public cap: its own handler, then its own removal)."""
         super()._on_notify(event)
         for old in list(self._notifications)[:-MAX_TOASTS]:
             self._unnotify(old)

@@ -344,15 +344,16 @@ class Watcher(Controls):
         from babyllm.school.soul import config_from_dict, read_meta, saved_config  # (torch: only once saves appear)
 
         try:
-            step = runfiles.latest_step(self.run_dir)
+            saves = runfiles.list_saves(self.run_dir)
         except OSError:
             return False
+        step = saves[0].step if saves else None
         changed = step != self.save_step
         self.save_step = step
         try:
             if changed and step is not None:
                 self._take_config(saved_config(self.run_dir))
-                seconds = read_meta(runfiles.list_saves(self.run_dir)[0].path).get("train_seconds")
+                seconds = read_meta(saves[0].path).get("train_seconds")
                 self.save_seconds = float(seconds) if isinstance(seconds, int | float) else math.nan
             elif not self._have_config and runfiles.is_save_folder(self.run_dir / runfiles.BEST):
                 meta = read_meta(self.run_dir / runfiles.BEST)
