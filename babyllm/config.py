@@ -209,20 +209,45 @@ def _apply_table(cfg: Config, raw: dict[str, Any], where: str, base: Path) -> No
         cfg.data.corpus = str((base / corpus).resolve())
 
 
+def full_key(name: str, where: str) -> str:
+    """A config key from what someone typed: "train.lr" as it is, a bare "lr" or "top_k" as the one section's
+    key of that name (--set, `ctl set` and the cockpit's palette all resolve names here); ConfigError names
+    a bare name no section (or more than one) has. A dotted key is checked where it is set."""
+    name = name.strip()
+    if "." in name:
+        return name
+    every = [f"{s}.{f.name}" for s in SECTIONS for f in dataclasses.fields(getattr(Config(), s))]
+    names = [k.partition(".")[2] for k in every]
+    found = [k for k, n in zip(every, names, strict=True) if n == name]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise ConfigError(f"{where}: '{name}' is in several sections ({', '.join(found)}): name one")
+    close = difflib.get_close_matches(name, names, n=1)
+    guess = f" (did you mean '{every[names.index(close[0])]}'?)" if close else ""
+    raise ConfigError(f"{where}: no config key '{name}'{guess}; keys are section.key, e.g. train.lr")
+
+
+def parse_value(text: str) -> Any:
+    """A value as --set reads it: TOML, else the bare word as a string (cuda, bf16)."""
+    try:
+        return tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text.strip()
+
+
 def apply_override(cfg: Config, item: str) -> None:
-    """Apply one `section.key=value` override; the value is read as TOML, else as a string."""
+    """Apply one `section.key=value` (or `key=value`, see full_key) override; the value as parse_value reads it."""
     where = f"--set {item}"
     key_path, sep, text = item.partition("=")
-    section, dot, key = key_path.strip().partition(".")
-    if not sep or not dot or not key:
+    if not sep or not key_path.strip():
+        raise ConfigError(f"{where}: expected section.key=value, e.g. --set model.neurons=512")
+    section, _, key = full_key(key_path, where).partition(".")
+    if not key:
         raise ConfigError(f"{where}: expected section.key=value, e.g. --set model.neurons=512")
     if section not in SECTIONS:
         raise ConfigError(f"{where}: unknown section '{section}'{_suggest(section, SECTIONS)}")
-    try:
-        value = tomllib.loads(f"v = {text.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = text.strip()  # bare words such as cuda or bf16
-    _set(cfg, section, key, value, where)
+    _set(cfg, section, key, parse_value(text), where)
 
 
 def _set(cfg: Config, section: str, key: str, value: Any, where: str) -> None:

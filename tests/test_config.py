@@ -65,7 +65,7 @@ def test_bad_config_files_name_file_key_and_fix(tmp_path, text, fragments):
     "override, fragment",
     [
         ("model.neurons", "expected section.key=value"),
-        ("neurons=3", "expected section.key=value"),
+        ("nerons=3", "no config key 'nerons' (did you mean 'model.neurons'?)"),
         ("nosuch.key=3", "unknown section 'nosuch'"),
         ("model.neurons=abc", "model.neurons = 'abc': expected int"),
         ("model.windows=[1,300]", "model.windows has 300"),

@@ -20,12 +20,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.text import Text
 
-from babyllm.calligraphist import Calligraphist
+from babyllm.calligraphist import Calligraphist, colour_depth
 from babyllm.commands.runsetup import make_tutor, prepare_run
 from babyllm.config import Config
 from babyllm.durations import duration
@@ -155,17 +156,21 @@ def _main(args: argparse.Namespace, rank: int, world: int) -> int:
             if progress is not None:
                 progress.finish()
         holder["tutor"] = tutor
-        return _watch(tutor, cfg, show, signals_seen)
+        return _watch(tutor, cfg, show, signals_seen, resume)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
 
 
-def _header_line(snap: Snapshot, cfg: Config) -> str:
+def _header_line(snap: Snapshot, cfg: Config, resumed: bool) -> str:
+    """What the built Tutor is: device, size, corpus, the save it resumed from, how long it trains."""
     c = snap.corpus
     corpus = f" · corpus {c.root} ({c.train_tokens:,} training / {c.val_tokens:,} validation tokens)" if c else ""
+    since = (f" · resumed from {Path(snap.last_save_path).name} (step {snap.last_save_step})"
+             if resumed and snap.last_save_path else "")
     batch = f" · global batch {snap.global_batch:,} sequences" if snap.global_batch else ""
-    return f"device {snap.device} · {snap.dtype} · {snap.params:,} parameters{batch}{corpus} · {_budget(cfg)}"
+    return (f"device {snap.device} · {snap.dtype} · {snap.params:,} parameters{batch}{corpus}{since}"
+            f" · {_budget(cfg)}")
 
 
 def _budget(cfg: Config) -> str:
@@ -176,17 +181,21 @@ def _budget(cfg: Config) -> str:
     return "until " + " or ".join(parts) if parts else "until stopped"
 
 
-def _watch(tutor: TutorControl, cfg: Config, show: _Printer, signals_seen: list[Any]) -> int:
-    show(_header_line(tutor.snapshot(), cfg))
+def _watch(tutor: TutorControl, cfg: Config, show: _Printer, signals_seen: list[Any], resumed: bool) -> int:
+    first = tutor.snapshot()
+    show(_header_line(first, cfg, resumed))
 
     result: list[str] = []
     thread = threading.Thread(target=lambda: result.append(tutor.run()), name="tutor", daemon=True)
-    calli = Calligraphist(window=cfg.stats.window)
+    calli = Calligraphist(window=cfg.stats.window, depth=colour_depth(os.environ))  # (Rich drops colour off a tty)
     start = time.monotonic()
     next_line = start + cfg.stats.print_every
     seen_step: float | None = -1
     summarised: float | None = -1
-    printed, told_stop, alarm_handled = 0, False, False
+    # The events from before: a resumed run's earlier ones (its log has them), and those of the Tutor's building,
+    # each said as it happened (a corpus's bad rows, a damaged save skipped) or in the header (the save resumed
+    # from): printed again, the warnings came twice.
+    printed, told_stop, alarm_handled = first.event_count, False, False
     release_openmp_threads()  # the main thread's pool would slow the Tutor's (see runtime)
     thread.start()
 

@@ -192,6 +192,9 @@ class Watcher(Controls):
         self.step = 0
         self.tokens = 0
         self.save_step: int | None = None
+        self.save_error: str | None = None  # the latest save_error event's message, until a save is written
+        self.save_seconds = math.nan  # the newest save's training time (for a budget of train.minutes)
+        self.max_minutes = 0.0
         self.header: runfiles.Header | None = None  # None: not written yet, or a run from before headers
         self.config_name = ""
         self.device = ""
@@ -277,7 +280,7 @@ class Watcher(Controls):
                     max_steps=self.max_steps, sample=self.sample, device=self.device,
                     config_name=self.config_name, run_dir=str(self.run_dir),
                     dtype=self.header.dtype if self.header is not None else "",
-                    last_save_step=self.save_step)
+                    last_save_step=self.save_step, last_save_error=self.save_error)
 
     def _local_event(self, kind: EventKind, message: str) -> None:
         self._add_event(Event(self.step, kind, message))
@@ -286,6 +289,10 @@ class Watcher(Controls):
         self._board.add(ev)
         if ev.kind == "alarm":
             self._alarm = ev
+        elif ev.kind == "save_error":  # (its kind says so: the message is passed on, never read)
+            self.save_error = ev.message
+        elif ev.kind in runfiles.RESUMABLE_KINDS:
+            self.save_error = None
 
     # -- the files ---------------------------------------------------------------------------------
 
@@ -356,14 +363,17 @@ class Watcher(Controls):
         from babyllm.school.soul import config_from_dict, read_meta, saved_config  # (torch: only once saves appear)
 
         try:
-            step = runfiles.latest_step(self.run_dir)
+            saves = runfiles.list_saves(self.run_dir)
         except OSError:
             return False
+        step = saves[0].step if saves else None
         changed = step != self.save_step
         self.save_step = step
         try:
             if changed and step is not None:
                 self._take_config(saved_config(self.run_dir))
+                seconds = read_meta(saves[0].path).get("train_seconds")
+                self.save_seconds = float(seconds) if isinstance(seconds, int | float) else math.nan
             elif not self._have_config and runfiles.is_save_folder(self.run_dir / runfiles.BEST):
                 meta = read_meta(self.run_dir / runfiles.BEST)
                 self._take_config(config_from_dict(meta["config"], meta.get("config_name", "saved")))
@@ -375,6 +385,7 @@ class Watcher(Controls):
     def _take_config(self, cfg: Any) -> None:
         self._have_config = True
         self.max_steps = int(cfg.train.steps)
+        self.max_minutes = float(cfg.train.minutes)
         if self.header is None:  # a run from before headers: the saved config is the best guess
             self.config_name = self.config_name or cfg.name
             self.device = self.device or str(cfg.train.device)
@@ -383,9 +394,10 @@ class Watcher(Controls):
         """(state, status-bar note) from what the files say."""
         save = f"save {self.save_step:,}" if self.save_step is not None else "no save yet"
         if self.replay.last_step is None:
+            name, folder = self.metrics.path.name, self.metrics.path.parent  # (the name first: a line cuts the end)
             if not self.metrics.exists:
-                return "waiting", f"waiting for {self.metrics.path}"
-            return "waiting", f"waiting for the first step in {self.metrics.path}"
+                return "waiting", f"waiting for {name} in {folder}"
+            return "waiting", f"waiting for the first step in {name} in {folder}"
         if self.max_steps and self.step >= self.max_steps:
             return "finished", f"viewer · {save}"
         step_s = self.stats.get("step_ms", math.nan) / 1000.0
@@ -397,6 +409,10 @@ class Watcher(Controls):
             return "running", f"viewer · {save}"
         if not self.metrics.exists:
             return "idle", f"{self.metrics.path.name} is gone · {save}"
+        if not (self.run_dir / runfiles.CONTROL_SOCKET).exists():  # the trainer let go of the run (a killed one
+            if self.max_minutes and self.save_seconds >= 60 * self.max_minutes:  # leaves it: "idle" says so)
+                return "finished", f"viewer · the {self.max_minutes:g} minutes' budget was spent · {save}"
+            return "stopped", f"viewer · stopped at step {self.step:,} · {save}"
         return "idle", f"no new step for {duration(quiet)} · {save}"
 
 
