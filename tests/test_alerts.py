@@ -128,7 +128,7 @@ def test_throughput_drop_fires_after_warmup_and_ignores_noise_and_single_slow_st
 
 @pytest.mark.parametrize("item, says", [
     ("alerts.throughput_drop=1.5", "alerts.throughput_drop = 1.5: must be in [0, 1)"),
-    ("alerts.plateau_evals=-1", "alerts.plateau_evals = -1: must be >= 0 (0 = off)"),
+    ("alerts.plateau_evals=-1", "alerts.plateau_evals = -1: must be a whole number 0..1000000 (0 = off)"),
     ("alerts.command=\"notify-send 'oops\"", "No closing quotation; fix its quoting"),
     ("alerts.pause=3", "alerts.pause = 3: expected bool"),
     ("alerts.stal_seconds=3", "unknown key 'alerts.stal_seconds' (did you mean 'stall_seconds'?)"),

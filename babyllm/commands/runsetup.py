@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from babyllm.config import Config, apply_override, default_config_name, load_config, validate
+from babyllm.config import Config, apply_override, default_config_name, load_config, range_problem, validate
 from babyllm.errors import BabyError
 from babyllm.run.runfiles import RUNS
 
@@ -20,17 +20,17 @@ def config_from_args(args: argparse.Namespace, default: str | None = None) -> Co
 
 
 def apply_run_args(cfg: Config, args: argparse.Namespace) -> Config:
-    """Apply --corpus (relative to the shell's directory) and --steps to a loaded config."""
+    """Apply --corpus (relative to the shell's directory), --steps and --minutes to a loaded config, checked as
+    the config's own values are (babyllm.config.validate)."""
     if getattr(args, "corpus", None):
         cfg.data.corpus = str(Path(args.corpus).expanduser().resolve())
-    if getattr(args, "steps", None) is not None:
-        if args.steps < 0:
-            raise BabyError(f"--steps {args.steps}: must be >= 0 (0 = until stopped)")
-        cfg.train.steps = args.steps
-    if getattr(args, "minutes", None) is not None:
-        if not 0 <= args.minutes < 1e6:
-            raise BabyError(f"--minutes {args.minutes:g}: must be >= 0 (0 = no time budget)")
-        cfg.train.minutes = args.minutes
+    for flag, key in (("steps", "train.steps"), ("minutes", "train.minutes")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            problem = range_problem(key, value)
+            if problem:
+                raise BabyError(f"--{flag} {value}: {problem.partition(': ')[2]}")
+            setattr(cfg.train, flag, value)
     return cfg
 
 
