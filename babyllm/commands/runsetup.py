@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,14 +42,14 @@ def prepare_run(args: argparse.Namespace, runs_root: Path = RUNS) -> tuple[Confi
     and --steps); otherwise the config comes from --config (or the one that suits this machine).
     """
     from babyllm.run.rundir import resolve_run_dir
-    from babyllm.school.soul import saved_config  # torch: only once arguments parse
+    from babyllm.school.soul import resume_config  # torch: only once arguments parse
 
     run = getattr(args, "run", None)
     run_dir_arg = getattr(args, "run_dir", None)
     resume = bool(getattr(args, "resume", False))
     if resume and not getattr(args, "config", None):
         run_dir = resolve_run_dir(run, run_dir_arg, True, "", runs_root)
-        cfg = saved_config(run_dir)
+        cfg = resume_config(run_dir, say=lambda message: print(f"warning: {message}", file=sys.stderr))
         for item in getattr(args, "overrides", None) or ():
             apply_override(cfg, item)
         apply_run_args(cfg, args)

@@ -37,6 +37,7 @@ from types import MappingProxyType
 from typing import IO, Any, Literal, NamedTuple, Protocol
 
 from babyllm.errors import BabyError, CheckpointError
+from babyllm.run.safefile import cut_torn_line, read_bounded, read_tail, writable_log
 from babyllm.snapshot import Event, History
 
 HEADER_FILE = "header.json"
@@ -154,6 +155,11 @@ def _check_watchable(d: Path) -> Path:
     raise CheckpointError(f"{d}: not a babyllm run (no metrics.jsonl, events.jsonl, tokenizer.json or saves)")
 
 
+# What a file read whole may hold (a save's weights and state: by its config, babyllm.school.soul); the logs
+# are read by their tail (HISTORY_TAIL_BYTES), never whole. A tokenizer of 65,535 tokens is a few MB.
+READ_LIMITS: Mapping[str, int] = MappingProxyType({HEADER_FILE: 1 << 20, META_FILE: 16 << 20, TOKENIZER_FILE: 64 << 20})
+
+
 # --- the header -----------------------------------------------------------------------------------
 
 
@@ -209,8 +215,8 @@ def write_header(run_dir: Path, header: Header) -> None:
 def read_header(run_dir: Path) -> Header | None:
     """The run's header; None when there is none (a run started before headers existed) or it is unreadable."""
     try:
-        return Header.from_record(json.loads((Path(run_dir) / HEADER_FILE).read_text(encoding="utf-8")))
-    except (OSError, ValueError, RecursionError):
+        return Header.from_record(json.loads(read_bounded(Path(run_dir) / HEADER_FILE, READ_LIMITS[HEADER_FILE])))
+    except (OSError, ValueError, RecursionError, CheckpointError):
         return None
 
 
@@ -277,11 +283,8 @@ def parse_event(record: dict[str, Any], default_time: float | None = None) -> Ev
 def read_jsonl(path: Path, tail_bytes: int = HISTORY_TAIL_BYTES) -> list[dict[str, Any]]:
     """The JSON objects in the last `tail_bytes` of a JSON-lines log; torn or damaged lines are skipped."""
     try:
-        with open(path, "rb") as fh:
-            size = fh.seek(0, 2)
-            fh.seek(max(0, size - tail_bytes))
-            data = fh.read()
-    except OSError:
+        data, size = read_tail(path, 0, tail_bytes)
+    except (OSError, CheckpointError):
         return []
     lines = data.split(b"\n")
     if size > tail_bytes:
@@ -294,11 +297,8 @@ def read_jsonl_since(path: Path, offset: int = 0,
     """The JSON objects in the whole lines after byte `offset` (at most the last `tail_bytes` of them) and
     the offset after the last whole line: a follower reads only what was appended since. A torn last line
     (still being written) is left for the next read. OSError if the file cannot be read."""
-    with open(path, "rb") as fh:
-        size = fh.seek(0, 2)
-        start = max(offset, size - tail_bytes)
-        fh.seek(start)
-        data = fh.read()
+    data, size = read_tail(path, offset, tail_bytes)
+    start = max(offset, size - tail_bytes)
     end = data.rfind(b"\n") + 1
     lines = data[:end].split(b"\n")
     if start > offset:
@@ -396,11 +396,8 @@ def open_log(path: Path, mode: str) -> IO[str]:
     """Open a JSON-lines log for appending ("a") or afresh ("w"); a torn last line (a crash or a full disk
     mid-write) is cut first, so the next line never glues onto it. Failure is one line naming the file."""
     try:
-        if mode == "a" and path.exists():
-            with open(path, "rb+") as fh:
-                data = fh.read()
-                if data and not data.endswith(b"\n"):
-                    fh.truncate(data.rfind(b"\n") + 1)
+        if writable_log(path) and mode == "a":
+            cut_torn_line(path)
         return open(path, mode, encoding="utf-8")  # noqa: SIM115 - kept open until close()
     except OSError as e:
         raise BabyError(f"{path}: cannot open for writing ({e.strerror or e}); free space or fix permissions "
@@ -453,9 +450,10 @@ class RunWriter:
         self._write("events", json.dumps(event_record(ev)) + "\n", flush=True)
         self.flush()
 
-    def flush(self) -> None:
-        """Flush metrics.jsonl now (an event or a state change: a follower should see the steps before it)."""
-        self._write("metrics", "", flush=True)
+    def flush(self, sync: bool = False) -> None:
+        """Flush metrics.jsonl now (an event or a state change: a follower should see the steps before it);
+        `sync`: onto the disk too (before a save: a step saved is a step logged, whatever kills the process)."""
+        self._write("metrics", "", flush=True, sync=sync)
 
     def reopen(self) -> list[str]:
         """Reopen any log that failed (once the user has freed space); the errors of those that still fail."""
@@ -477,7 +475,7 @@ class RunWriter:
                     f.close()  # (flushes)
         self._files = {name: None for name in self._files}
 
-    def _write(self, name: LogName, text: str, flush: bool) -> None:
+    def _write(self, name: LogName, text: str, flush: bool, sync: bool = False) -> None:
         """Write and/or flush one log; an OSError (a full disk) drops it and calls `failed(file name, error)`."""
         f = self._files.get(name)
         if f is None:
@@ -487,6 +485,8 @@ class RunWriter:
                 f.write(text)
             if flush:
                 f.flush()
+                if sync:
+                    os.fsync(f.fileno())
                 if name == "metrics":
                     self._last_flush = time.monotonic()
                     if self.mirror is not None:
