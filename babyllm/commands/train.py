@@ -27,6 +27,7 @@ from rich.text import Text
 
 from babyllm.calligraphist import Calligraphist
 from babyllm.commands.runsetup import make_tutor, prepare_run
+from babyllm.commands.startup import Interrupted, caught_before, second_signal
 from babyllm.config import Config
 from babyllm.errors import BabyError
 from babyllm.events import EVENT_STYLES
@@ -129,18 +130,18 @@ def _main(args: argparse.Namespace, rank: int, world: int) -> int:
             return  # torchrun's copy of a Ctrl-C the terminal already delivered
         signals_seen.append((signum, now))
         if len(signals_seen) > 1:
-            try:
-                os.write(2, b"second signal: exiting now (the last save is intact)\n")
-            finally:
-                os._exit(128 + signum)
+            second_signal(signum)
         tutor = holder.get("tutor")
-        if tutor is None:
-            raise KeyboardInterrupt
-        tutor.stop(by=f"{signal.Signals(signum).name} to babyllm train (pid {os.getpid()})")
+        if tutor is not None:
+            tutor.stop(by=_stopped_by(signum))
+        # (still starting: remembered, and acted on where stopping is clean; see commands.startup)
 
     in_main = threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, on_signal) for s in SIGNALS} if in_main else {}
     try:
+        early = caught_before(previous.values())  # one that came while the command started
+        if early is not None:
+            raise Interrupted(early)
         progress = ProgressLine(sys.stderr, cfg.stats.print_every) if rank == 0 else None
 
         def say(message: str) -> None:
@@ -148,16 +149,28 @@ def _main(args: argparse.Namespace, rank: int, world: int) -> int:
                 progress.finish()  # a warning starts on a line of its own, not after the progress line
                 show(message, err=True, style="yellow")
 
+        def preparing(p: Progress) -> None:  # called often while the corpus is prepared: a clean place to stop
+            if signals_seen:
+                raise Interrupted(signals_seen[0][0])  # (the Tutor removes a run directory it made)
+            if progress is not None:
+                progress(p)
+
         try:
-            tutor = make_tutor(cfg, run_dir, resume, say=say, rank=rank, world_size=world, progress=progress)
+            tutor = make_tutor(cfg, run_dir, resume, say=say, rank=rank, world_size=world, progress=preparing)
         finally:
             if progress is not None:
                 progress.finish()
         holder["tutor"] = tutor
+        if signals_seen:  # one came after the corpus was ready: the usual stop, at the first step boundary
+            tutor.stop(by=_stopped_by(signals_seen[0][0]))
         return _watch(tutor, cfg, show, signals_seen)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def _stopped_by(signum: int) -> str:
+    return f"{signal.Signals(signum).name} to babyllm train (pid {os.getpid()})"
 
 
 def _header_line(snap: Snapshot, cfg: Config) -> str:
@@ -168,7 +181,8 @@ def _header_line(snap: Snapshot, cfg: Config) -> str:
 
 
 def _watch(tutor: TutorControl, cfg: Config, show: _Printer, signals_seen: list[Any]) -> int:
-    show(_header_line(tutor.snapshot(), cfg))
+    first = tutor.snapshot()
+    show(_header_line(first, cfg))
 
     result: list[str] = []
     thread = threading.Thread(target=lambda: result.append(tutor.run()), name="tutor", daemon=True)
@@ -177,7 +191,7 @@ def _watch(tutor: TutorControl, cfg: Config, show: _Printer, signals_seen: list[
     next_line = start + cfg.stats.print_every
     seen_step: float | None = -1
     summarised: float | None = -1
-    printed, told_stop, alarm_handled = 0, False, False
+    printed, told_stop, alarm_handled = first.history_events, False, False  # (a resume's old events: not news)
     release_openmp_threads()  # the main thread's pool would slow the Tutor's (see runtime)
     thread.start()
 
