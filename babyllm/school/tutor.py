@@ -40,7 +40,6 @@ every SLOW_STATS_EVERY steps and carried forward.
 from __future__ import annotations
 
 import math
-import shutil
 import sys
 import threading
 import traceback
@@ -55,10 +54,9 @@ from babyllm.config import Config
 from babyllm.control import DEFAULT_BY, WAITING, Controls, Request
 from babyllm.errors import BabyError, ConfigError
 from babyllm.infer2 import Infer2, Settings
-from babyllm.model import bpb
+from babyllm.model import bpb, footprint
 from babyllm.model.runtime import pick_device, resolve_dtype
 from babyllm.run import rundir, runfiles
-from babyllm.run.runlock import RunLock
 from babyllm.school import distributed, soul
 from babyllm.school.counsellor import Counsellor, cuda_sync
 from babyllm.school.engine import Engine
@@ -107,19 +105,18 @@ class Tutor(Controls):
         self._system = SystemSampler(str(self.device)) if self.is_main else None
         self._sample: Sample | None = None
 
-        created = not self.run_dir.exists()
-        self._lock: RunLock | None = None
+        footprint.check(cfg, self.device, world_size)  # a config too big for the machine: one line, nothing made
+        self._claim: rundir.Claim | None = None
         try:
             if self.is_main:  # one owner per run: taken before anything in the run directory is touched
-                rundir.make_run_dir(self.run_dir)
-                self._lock = RunLock(self.run_dir).acquire()
-                rundir.check_start(self.run_dir, resume, owner=True)
+                self._claim = rundir.claim(self.run_dir, resume)
                 soul.clean_temp(self.run_dir)
             self._build(resume, progress)
-        except BaseException:
+        except BaseException:  # (a mistake, e.g. an empty corpus, or a signal: no half-made run is left behind)
+            claim, self._claim = self._claim, None
             self.close()
-            if created and self.is_main:  # a mistake (e.g. an empty corpus) leaves no half-made run behind
-                shutil.rmtree(self.run_dir, ignore_errors=True)
+            if claim is not None:
+                claim.abandon()  # a directory this start made goes, before its lock does
             raise
 
     def _build(self, resume: bool, progress: ProgressFn | None) -> None:
@@ -311,6 +308,7 @@ class Tutor(Controls):
 
     def save(self, kind: str = "save") -> Path | None:
         """Write a "save", "checkpoint" or "best" now; None if not written (a failure is an event)."""
+        self.recorder.before_save()  # (metrics.jsonl holds every step a save has, before the save exists)
         return self.saves.save(kind)
 
     def budget_used(self) -> float | None:
@@ -384,9 +382,9 @@ class Tutor(Controls):
         """Flush and close the run's files and let the run go (run() does this on the way out)."""
         self.recorder.close()
         self.counsellor.close()
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        if self._claim is not None:
+            self._claim.lock.release()
+            self._claim = None
 
     def __enter__(self) -> Tutor:
         return self
