@@ -18,8 +18,6 @@ from babyllm.socket.endpoint import Endpoint
 METRICS_FLUSH_S = 1.0
 
 
-
-
 class Recorder:
     """Every step's stats (the bounded `history`, metrics.jsonl and its TensorBoard mirror), events
     (events.jsonl, debug.log, the Board's recent events), the run's state and its error; Snapshots of
@@ -89,6 +87,12 @@ class Recorder:
         self.history.add(int(stats["step"]), stats)
         with self.lock:
             self.writer.metrics(stats)
+
+    def before_save(self) -> None:
+        """A save is about to be written: the steps recorded so far go onto the disk first, so the log never
+        lacks a step that a save (and a resume from it) has."""
+        with self.lock:
+            self.writer.flush(sync=True)
 
     def rewind(self, step: int) -> None:
         """A rollback to `step`: the steps after it are dropped (History) and marked discarded (the logs)."""
