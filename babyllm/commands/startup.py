@@ -1,5 +1,5 @@
 """Signals while a command starts: SIGINT, SIGTERM or SIGHUP before the command handles them itself end it cleanly
-(exit 128 + N, no traceback, nothing half-written) at the next point where stopping is clean.
+(exit 128 + N, no traceback, nothing half-written). They are acted on at the next point where stopping is clean.
 
 A signal is remembered, never raised where the main thread happens to be: Python's own KeyboardInterrupt lands
 inside an import or a finalizer, where it is swallowed (the run then trained on) or leaves a module half

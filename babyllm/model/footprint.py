@@ -1,6 +1,6 @@
 """FOOTPRINT: the memory a config needs (weights, gradients, optimizer state, activations, validation batches),
-estimated before anything is allocated and checked against what the machine has, so a config too large for it
-is one line naming the key that makes it so, never an allocator traceback or an out-of-memory kill.
+estimated before anything is allocated and checked against what the machine has. A config too large for it is
+one line naming the key that makes it so, never an allocator traceback or an out-of-memory kill.
 
 The parameters are counted on torch's meta device (shapes only, no memory), so the count is the network's own.
 The per-element costs of the activations were measured on CPU in fp32 (the worst case: bf16 keeps less) and

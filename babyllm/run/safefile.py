@@ -1,5 +1,5 @@
 """Reading and mending a run's files safely: never more than a bound, never through a link out of the run,
-never a device or a FIFO (so a 2 GB sparse file or a link to /dev/zero is one line, not an out-of-memory kill)."""
+never a device or a FIFO. A 2 GB sparse file or a link to /dev/zero is then one line, not an out-of-memory kill."""
 
 from __future__ import annotations
 
