@@ -12,7 +12,11 @@ from babyllm.errors import BabyError, CheckpointError
 
 class Refused(CheckpointError):
     """A file of a run that is not read: a link out of the run directory, not a regular file, or larger than a
-    file of its kind can be."""
+    file of its kind can be (`why`, without the path)."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(f"{path}: {why}")
+        self.path, self.why = Path(path), why
 
 
 def open_checked(path: Path, root: Path | None = None) -> tuple[int, int]:
@@ -23,12 +27,12 @@ def open_checked(path: Path, root: Path | None = None) -> tuple[int, int]:
     real = path.resolve(strict=True)
     inside = Path(root if root is not None else path.parent).resolve()
     if not real.is_relative_to(inside):
-        raise Refused(f"{path}: a link out of the run directory (to {real}); refused, not read")
+        raise Refused(path, f"a link out of the run directory (to {real}); refused, not read")
     fd = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise Refused(f"{path}: not a regular file; refused, not read")
+            raise Refused(path, "not a regular file; refused, not read")
     except BaseException:
         os.close(fd)
         raise
@@ -40,8 +44,8 @@ def read_bounded(path: Path, limit: int, root: Path | None = None, what: str = "
     fd, size = open_checked(path, root)
     try:
         if size > limit:
-            raise Refused(f"{path}: {size:,} bytes, more than {what or 'a ' + Path(path).name} can hold "
-                          f"({limit:,}); not read")
+            raise Refused(path, f"{size:,} bytes, more than {what or 'a ' + Path(path).name} can hold "
+                                f"({limit:,}); not read")
         chunks, got = [], 0
         while got <= limit and (chunk := os.read(fd, min(1 << 20, limit + 1 - got))):
             chunks.append(chunk)
@@ -49,7 +53,7 @@ def read_bounded(path: Path, limit: int, root: Path | None = None, what: str = "
     finally:
         os.close(fd)
     if got > limit:  # it grew while being read
-        raise Refused(f"{path}: grew past {limit:,} bytes while being read; not read")
+        raise Refused(path, f"grew past {limit:,} bytes while being read; not read")
     return b"".join(chunks)
 
 
