@@ -42,12 +42,12 @@ def cockpit(args: argparse.Namespace, notifier: Notifier | None = None, guard: S
     """The training cockpit in this process; ``notifier`` tells the launcher (tui.detach) of a detach; ``guard``
     holds a signal that came while it started (it ends the start-up before the app takes the signals over)."""
     from babyllm.commands.runsetup import make_tutor, prepare_run
-    from tui.detach import Detacher
-
-    guard = guard or StartupGuard()
     from babyllm.model import footprint
     from babyllm.model.runtime import pick_device
     from babyllm.school.corpus import find_corpus
+    from tui.detach import Detacher
+
+    guard = guard or StartupGuard()
 
     # Everything that can be checked cheaply is checked here, so it is a one-line error, not a screen.
     cfg, run_dir = prepare_run(args)  # as `babyllm train`: --resume alone continues with the saved config

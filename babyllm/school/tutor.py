@@ -105,9 +105,9 @@ class Tutor(Controls):
         self._system = SystemSampler(str(self.device)) if self.is_main else None
         self._sample: Sample | None = None
 
-        footprint.check(cfg, self.device, world_size)  # a config too big for the machine: one line, nothing made
         self._claim: rundir.Claim | None = None
         try:
+            footprint.check(cfg, self.device, world_size)  # a config too big for the machine: one line, nothing made
             if self.is_main:  # one owner per run: taken before anything in the run directory is touched
                 self._claim = rundir.claim(self.run_dir, resume)
                 soul.clean_temp(self.run_dir)
