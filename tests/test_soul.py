@@ -17,6 +17,7 @@ from babyllm.config import load_config
 from babyllm.errors import BabyError, CheckpointError
 from babyllm.run.rundir import resolve_run_dir
 from babyllm.run.runfiles import list_saves
+from babyllm.school.savecheck import sha256
 from babyllm.school.soul import load_for_inference
 from babyllm.school.tutor import Tutor
 
@@ -171,7 +172,7 @@ def test_loading_never_runs_code_from_the_file(two_saves):
     data = buf.getvalue()
     (folder / "state.pt").write_bytes(data)
     meta = json.loads((folder / "meta.json").read_text())
-    meta["files"]["state.pt"] = {"bytes": len(data), "sha256": soul._sha256(data)}  # a "valid" hostile save
+    meta["files"]["state.pt"] = {"bytes": len(data), "sha256": sha256(data)}  # a "valid" hostile save
     (folder / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="state.pt: damaged or unsafe"):
         soul.read_save(folder)

@@ -28,6 +28,7 @@ from rich.text import Text
 
 from babyllm.calligraphist import Calligraphist, colour_depth
 from babyllm.commands.runsetup import make_tutor, prepare_run
+from babyllm.commands.startup import Interrupted, caught_before, second_signal
 from babyllm.config import Config
 from babyllm.durations import duration
 from babyllm.errors import BabyError
@@ -131,18 +132,18 @@ def _main(args: argparse.Namespace, rank: int, world: int) -> int:
             return  # torchrun's copy of a Ctrl-C the terminal already delivered
         signals_seen.append((signum, now))
         if len(signals_seen) > 1:
-            try:
-                os.write(2, b"second signal: exiting now (the last save is intact)\n")
-            finally:
-                os._exit(128 + signum)
+            second_signal(signum)
         tutor = holder.get("tutor")
-        if tutor is None:
-            raise KeyboardInterrupt
-        tutor.stop(by=f"{signal.Signals(signum).name} to babyllm train (pid {os.getpid()})")
+        if tutor is not None:
+            tutor.stop(by=_stopped_by(signum))
+        # (still starting: remembered, and acted on where stopping is clean; see commands.startup)
 
     in_main = threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, on_signal) for s in SIGNALS} if in_main else {}
     try:
+        early = caught_before(previous.values())  # one that came while the command started
+        if early is not None:
+            raise Interrupted(early)
         progress = ProgressLine(sys.stderr, cfg.stats.print_every) if rank == 0 else None
 
         def say(message: str) -> None:
@@ -150,16 +151,28 @@ def _main(args: argparse.Namespace, rank: int, world: int) -> int:
                 progress.finish()  # a warning starts on a line of its own, not after the progress line
                 show(message, err=True, style="yellow")
 
+        def preparing(p: Progress) -> None:  # called often while the corpus is prepared: a clean place to stop
+            if signals_seen:
+                raise Interrupted(signals_seen[0][0])  # (the Tutor removes a run directory it made)
+            if progress is not None:
+                progress(p)
+
         try:
-            tutor = make_tutor(cfg, run_dir, resume, say=say, rank=rank, world_size=world, progress=progress)
+            tutor = make_tutor(cfg, run_dir, resume, say=say, rank=rank, world_size=world, progress=preparing)
         finally:
             if progress is not None:
                 progress.finish()
         holder["tutor"] = tutor
+        if signals_seen:  # one came after the corpus was ready: the usual stop, at the first step boundary
+            tutor.stop(by=_stopped_by(signals_seen[0][0]))
         return _watch(tutor, cfg, show, signals_seen, resume)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def _stopped_by(signum: int) -> str:
+    return f"{signal.Signals(signum).name} to babyllm train (pid {os.getpid()})"
 
 
 def _header_line(snap: Snapshot, cfg: Config, resumed: bool) -> str:
@@ -194,7 +207,7 @@ def _watch(tutor: TutorControl, cfg: Config, show: _Printer, signals_seen: list[
     summarised: float | None = -1
     # The events from before: a resumed run's earlier ones (its log has them), and those of the Tutor's building,
     # each said as it happened (a corpus's bad rows, a damaged save skipped) or in the header (the save resumed
-    # from): printed again, the warnings came twice.
+    # from): printed again, they came twice. (How it runs, precision and batch, is said once it starts.)
     printed, told_stop, alarm_handled = first.event_count, False, False
     release_openmp_threads()  # the main thread's pool would slow the Tutor's (see runtime)
     thread.start()

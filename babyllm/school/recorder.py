@@ -114,6 +114,12 @@ class Recorder:
         with self.lock:
             self.writer.sample(sample)
 
+    def before_save(self) -> None:
+        """A save is about to be written: the steps recorded so far go onto the disk first, so the log never
+        lacks a step that a save (and a resume from it) has."""
+        with self.lock:
+            self.writer.flush(sync=True)
+
     def rewind(self, step: int) -> None:
         """A rollback to `step`: the steps after it are dropped (History) and marked discarded (the logs)."""
         self.error = None
