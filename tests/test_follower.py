@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from babyllm.errors import BabyError
-from babyllm.run.follower import JsonlTail, LineTail, SavedChat, Watcher
+from babyllm.run.follower import SavedChat, Watcher
+from babyllm.run.tails import JsonlTail, LineTail
 from babyllm.run.runfiles import Header, write_header
 
 sys.path.insert(0, str(Path(__file__).parent))
