@@ -14,8 +14,8 @@ import pytest
 
 from babyllm.errors import BabyError
 from babyllm.run.follower import SavedChat, Watcher
-from babyllm.run.tails import JsonlTail, LineTail
 from babyllm.run.runfiles import Header, write_header
+from babyllm.run.tails import JsonlTail, LineTail
 
 sys.path.insert(0, str(Path(__file__).parent))
 from runhelpers import append, fingerprint, line, write_save  # noqa: E402
