@@ -19,7 +19,7 @@ from rich.measure import Measurement
 from rich.style import Style
 from rich.text import Text
 
-from babyllm.stats import HIGHER, INT, LOWER, NEUTRAL, REGISTRY, SCI, SECTIONS, Registry
+from babyllm.stats import HIGHER, INT, LOWER, NEUTRAL, PCT, REGISTRY, SCI, SECTIONS, Registry
 
 __all__ = [
     "BANDS", "BAND_COLOURS", "BAND_HUES", "BAND_PERCENTILES", "HIGHER", "LOWER", "MIDDLE_BANDS", "NEUTRAL", "SECTIONS",
@@ -148,6 +148,8 @@ def format_value(name: str, value: Any, steady: bool = False, registry: Registry
         return f"{value:.1e}"
     if fmt == INT:
         return str(round(value))
+    if fmt == PCT:
+        return f"{value:.{3 if steady else 1}%}"
     if abs(value) >= 1e6:
         return _si(value)
     if abs(value) >= 1000:

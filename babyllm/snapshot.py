@@ -31,6 +31,7 @@ class Event:
     kind: EventKind
     message: str
     time: float = field(default_factory=time.time)
+    said: bool = False  # told the user as it happened (the Tutor's `say`, e.g. a corpus's bad row): not again
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from babyllm import safefile
 from babyllm.config import RANGES, load_config
 from babyllm.errors import BabyError, CheckpointError, ConfigError
 from babyllm.model import footprint
 from babyllm.model.network import BabyLLM
-from babyllm.run import runfiles, safefile
+from babyllm.run import runfiles, writer
 from babyllm.school import soul
 from babyllm.school.tutor import Tutor
 from babyllm.snapshot import History
@@ -112,7 +113,8 @@ def test_train_and_the_cockpit_refuse_a_config_too_big_in_one_line_making_nothin
 
 
 def test_info_counts_a_huge_model_without_allocating_it():
-    r = subprocess.run([sys.executable, "-m", "babyllm", "info", "--json", "--set", "model.neurons=1048576",
+    r = subprocess.run([sys.executable, "-m", "babyllm", "info", "--json", "--config", "default",
+                        "--set", "model.neurons=1048576",
                         "--set", "model.embed=65536"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["total_params"] == 73_696_678_010  # 295 GB of fp32 weights: counted, not made
@@ -215,7 +217,7 @@ def test_a_spoiled_log_is_read_by_its_tail_at_most(two_saves, reads, name, how):
     assert sum(reads) <= runfiles.HISTORY_TAIL_BYTES + (1 << 20)
     if how != "sparse 2 GB":  # a link: refused for writing too (it could truncate or fill another file)
         with pytest.raises(BabyError, match="not a regular file"):
-            runfiles.open_log(two_saves / name, "a")
+            writer.open_log(two_saves / name, "a")
 
 
 def test_chat_on_a_run_with_a_link_to_dev_zero_for_a_tokenizer_exits_in_one_line(two_saves):
@@ -239,7 +241,7 @@ def test_the_one_reader_refuses_more_than_its_limit_and_a_fifo(tmp_path):
 
 def test_every_reader_of_a_run_directory_goes_through_the_bounded_reader():
     """No module reads a run's file whole by itself: read_text/read_bytes/json.load/from_file on run files are
-    the bounded reader's business (babyllm.run.safefile)."""
+    the bounded reader's business (babyllm.safefile)."""
     root = Path(__file__).resolve().parent.parent
     for path in [*root.glob("babyllm/**/*.py"), *root.glob("tui/*.py")]:
         text = path.read_text()

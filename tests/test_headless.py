@@ -125,7 +125,7 @@ def bad_rows_corpus(folder: Path, good: int = 300) -> Path:
 
 def test_each_warning_and_event_is_printed_once_and_a_resume_reprints_nothing(cache, tmp_path, capsys):
     """A bad row is said while the Tutor is built (stderr) and is an event of the run: it was printed twice.
-    A resume printed the earlier session's events again; what it resumed from is in the header instead."""
+    A resume printed the earlier session's events again; what it resumed from is said once, as its event."""
     corpus = bad_rows_corpus(tmp_path / "corpus")
     run = tmp_path / "run"
     base = ["train", "--config", "tiny", "--corpus", str(corpus), "--set", f"data.cache_dir={tmp_path / 'c'}",
@@ -138,5 +138,5 @@ def test_each_warning_and_event_is_printed_once_and_a_resume_reprints_nothing(ca
     assert both.count("[val] step 0") == 1
     assert cli_main([*base, "--steps", "5", "--resume"]) == 0
     out = capsys.readouterr().out
-    assert "resumed from save-00000003 (step 3)" in out.splitlines()[1]  # the header
+    assert out.count("resumed from save-00000003 (step 3)") == 1 and "[info] step 3: resumed from" in out
     assert "[save] step 3" not in out and "[val] step 0" not in out and "[save] step 5" in out

@@ -35,13 +35,14 @@ def test_live_keys_are_real_config_keys():
     assert set(live.SCHEDULE) <= set(live.LIVE_KEYS)
 
 
-@pytest.mark.parametrize("bare, key", [("lr", "train.lr"), ("top_k", "chat.top_k"), ("warmup", "train.warmup")])
-def test_a_bare_name_means_the_same_key_for_set_ctl_set_and_the_palette(bare, key):
+@pytest.mark.parametrize("bare, key, value", [("lr", "train.lr", "0.5"), ("top_k", "chat.top_k", "3"),
+                                             ("warmup", "train.warmup", "3")])
+def test_a_bare_name_means_the_same_key_for_set_ctl_set_and_the_palette(bare, key, value):
     """One resolver (babyllm.config.full_key): `--set lr=...`, `babyllm ctl RUN set lr=...` (live.parse_items)
     and the palette's "set lr ..." (the same) all take the bare name, and refuse a wrong one alike."""
-    cfg = load_config("tiny", [f"{bare}=3"])
-    assert live.get(cfg, key) == 3
-    assert live.parse_items([f"{bare}=3"]) == live.parse_items([bare, "3"]) == [(key, "3")]
+    cfg = load_config("tiny", [f"{bare}={value}"])
+    assert live.get(cfg, key) == float(value)
+    assert live.parse_items([f"{bare}={value}"]) == live.parse_items([bare, value]) == [(key, value)]
     with pytest.raises(ConfigError) as by_set:
         load_config("tiny", [f"{bare}x=3"])
     with pytest.raises(ConfigError) as by_ctl:

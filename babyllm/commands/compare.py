@@ -16,7 +16,7 @@ from typing import Any
 from babyllm.durations import duration
 from babyllm.errors import BabyError
 from babyllm.run import runfiles
-from babyllm.run.safefile import read_bounded
+from babyllm.safefile import read_bounded
 from babyllm.snapshot import History
 
 ALL = runfiles.ALL_STEPS  # every step the log holds, unthinned

@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
@@ -179,11 +178,8 @@ def _header_line(snap: Snapshot, cfg: Config, resumed: bool) -> str:
     """What the built Tutor is: device, size, corpus, the save it resumed from, how long it trains."""
     c = snap.corpus
     corpus = f" · corpus {c.root} ({c.train_tokens:,} training / {c.val_tokens:,} validation tokens)" if c else ""
-    since = (f" · resumed from {Path(snap.last_save_path).name} (step {snap.last_save_step})"
-             if resumed and snap.last_save_path else "")
     batch = f" · global batch {snap.global_batch:,} sequences" if snap.global_batch else ""
-    return (f"device {snap.device} · {snap.dtype} · {snap.params:,} parameters{batch}{corpus}{since}"
-            f" · {_budget(cfg)}")
+    return f"device {snap.device} · {snap.dtype} · {snap.params:,} parameters{batch}{corpus} · {_budget(cfg)}"
 
 
 def _budget(cfg: Config) -> str:
@@ -205,10 +201,7 @@ def _watch(tutor: TutorControl, cfg: Config, show: _Printer, signals_seen: list[
     next_line = start + cfg.stats.print_every
     seen_step: float | None = -1
     summarised: float | None = -1
-    # The events from before: a resumed run's earlier ones (its log has them), and those of the Tutor's building,
-    # each said as it happened (a corpus's bad rows, a damaged save skipped) or in the header (the save resumed
-    # from): printed again, they came twice. (How it runs, precision and batch, is said once it starts.)
-    printed, told_stop, alarm_handled = first.event_count, False, False
+    printed, told_stop, alarm_handled = first.history_events, False, False  # (a resume's old events: not news)
     release_openmp_threads()  # the main thread's pool would slow the Tutor's (see runtime)
     thread.start()
 
@@ -221,7 +214,8 @@ def _watch(tutor: TutorControl, cfg: Config, show: _Printer, signals_seen: list[
         new = snap.event_count - printed
         if new > 0:
             for ev in snap.events[-new:] if new <= len(snap.events) else snap.events:
-                show(f"[{ev.kind}] step {ev.step}: {ev.message}", style=EVENT_STYLES.get(ev.kind))
+                if not ev.said:  # (a warning said as it happened, while the corpus was prepared: once is enough)
+                    show(f"[{ev.kind}] step {ev.step}: {ev.message}", style=EVENT_STYLES.get(ev.kind))
             printed = snap.event_count
         if signals_seen and not told_stop:
             told_stop = True

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from babyllm.run import listing, runfiles
 from babyllm.run.curves import CURVE_STATS, Curves, curves_from_history
-from babyllm.run.safefile import Refused
+from babyllm.safefile import Refused
 from babyllm.snapshot import History
 
 CURVE_POINTS = 1000  # per curve, as read (the pane thins them further to its width)

@@ -40,7 +40,7 @@ from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
 from babyllm.errors import BabyError, CheckpointError
-from babyllm.run.safefile import read_bounded, read_tail
+from babyllm.safefile import read_bounded, read_tail
 from babyllm.snapshot import Event, History, Sample
 
 HEADER_FILE = "header.json"

@@ -24,7 +24,7 @@ from babyllm.run.runfiles import (
     rollback_record,
     sample_record,
 )
-from babyllm.run.safefile import cut_torn_line, writable_log
+from babyllm.safefile import cut_torn_line, writable_log
 from babyllm.snapshot import Event, Sample
 
 

@@ -26,7 +26,7 @@ from babyllm.config import Config
 from babyllm.errors import CorpusError
 from babyllm.model.footprint import host_available
 from babyllm.run.runfiles import READ_LIMITS, TOKENIZER_FILE
-from babyllm.run.safefile import read_bounded
+from babyllm.safefile import read_bounded
 from babyllm.school.corpus import (
     END_OF_TEXT,
     SAMPLE_CHARS,

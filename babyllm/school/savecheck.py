@@ -14,7 +14,7 @@ from babyllm.config import MAX_SEED, MAX_STEPS, Config, Range
 from babyllm.errors import CheckpointError
 from babyllm.model import footprint
 from babyllm.run.runfiles import META_FILE, MODEL_FILE, READ_LIMITS
-from babyllm.run.safefile import open_checked, read_bounded
+from babyllm.safefile import open_checked, read_bounded
 
 
 def sha256(data: bytes) -> str:

@@ -49,7 +49,7 @@ from babyllm.run.runfiles import (
     list_saves,
     save_name,
 )
-from babyllm.run.safefile import read_bounded
+from babyllm.safefile import read_bounded
 from babyllm.school.librarian import atomic_write_bytes, tokenizer_digest
 from babyllm.school.savecheck import (
     is_int,

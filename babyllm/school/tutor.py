@@ -290,12 +290,12 @@ class Tutor(Controls):
         self.recorder.event("error", error)
 
     def _corpus_warning(self, message: str) -> None:
-        self.say(f"warning: {message}")
-        self.recorder.event("info", message)
+        self.say(f"warning: {message}")  # now (a large corpus takes minutes to prepare), and in the log
+        self.recorder.event("info", message, said=True)
 
     def _fallback_note(self, message: str) -> None:
         self.say(message)
-        self.recorder.event("error", message)
+        self.recorder.event("error", message, said=True)
 
     def _fields(self) -> dict[str, Any]:
         """The Snapshot's fields (the recorder's board adds the recent events)."""

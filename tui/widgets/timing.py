@@ -82,6 +82,9 @@ class TimingView(GuardedWidget):
         out.append("   step ", style="dim")
         out.append_text(calli.text("step_ms", stats["step_ms"]) if "step_ms" in stats else Text("?"))
         out.append(" ms", style="dim")
+        if "mfu" in stats:  # model FLOPs utilisation: the run's first events say against which peak
+            out.append("   MFU ", style="dim")
+            out.append_text(calli.text("mfu", stats["mfu"]))
         left = eta_seconds(step, max_steps, stats.get("step_ms", math.nan))
         out.append("\n")
         if max_steps > 0:
