@@ -19,7 +19,8 @@ from rich.measure import Measurement
 from rich.style import Style
 from rich.text import Text
 
-from babyllm.stats import HIGHER, INT, LOWER, NEUTRAL, PCT, REGISTRY, SCI, SECTIONS, Registry
+from babyllm.durations import duration
+from babyllm.stats import HIGHER, INT, LOWER, NEUTRAL, PCT, REGISTRY, SCI, SECONDS, SECTIONS, Registry
 
 __all__ = [
     "BANDS", "BAND_COLOURS", "BAND_HUES", "BAND_PERCENTILES", "HIGHER", "LOWER", "MIDDLE_BANDS", "NEUTRAL", "SECTIONS",
@@ -150,6 +151,8 @@ def format_value(name: str, value: Any, steady: bool = False, registry: Registry
         return str(round(value))
     if fmt == PCT:
         return f"{value:.{3 if steady else 1}%}"
+    if fmt == SECONDS:
+        return duration(value)
     if abs(value) >= 1e6:
         return _si(value)
     if abs(value) >= 1000:

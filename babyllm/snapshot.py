@@ -69,6 +69,7 @@ class Snapshot:
     state: State = "idle"
     stats: dict[str, float] = field(default_factory=dict)
     max_steps: int = 0  # 0 = no limit
+    max_minutes: float = 0.0  # train.minutes: a budget of the training clock (the train_s stat); 0 = none
     sample: Sample | None = None
     events: tuple[Event, ...] = ()  # the most recent events, oldest first
     event_count: int = 0  # total events so far, so a reader can tell which ones are new
@@ -92,6 +93,17 @@ class Snapshot:
     # (mem1_gate_short, ...); refreshed with the slow stats; empty where unknown (a follower)
     gate_hist: dict[str, tuple[int, ...]] = field(default_factory=dict)
     global_batch: int = 0  # sequences an optimizer step trains on (batch x accumulate x ranks); 0: not known
+
+    def seconds_left(self) -> float | None:
+        """Training time to the nearer limit: train.steps at the latest step time, or what is left of the
+        train.minutes budget; None without a limit (or before a step says how fast it goes)."""
+        s, left = self.stats, []
+        step_ms = s.get("step_ms", math.nan)
+        if self.max_steps > 0 and math.isfinite(step_ms) and step_ms > 0:
+            left.append(max(0, self.max_steps - self.step) * step_ms / 1000.0)
+        if self.max_minutes > 0 and math.isfinite(s.get("train_s", math.nan)):
+            left.append(max(0.0, 60.0 * self.max_minutes - s["train_s"]))
+        return min(left) if left else None
 
 
 Publish = Callable[[Snapshot], None]  # takes each new Snapshot (the cockpit's, the endpoint's); must return at once

@@ -33,6 +33,7 @@ SIG = "sig"
 INT = "int"
 SCI = "sci"
 PCT = "pct"  # a fraction shown as a percentage (42.3%)
+SECONDS = "seconds"  # seconds shown as a duration (3m07s)
 
 # Sections of the stats grid, in order; a stat no row describes goes to "other".
 SECTIONS: tuple[str, ...] = ("loss", "learning", "windows", "memory", "logits", "neurons", "timing", "other")
@@ -110,6 +111,8 @@ STATS: tuple[StatSpec, ...] = (
     StatSpec("accuracy", "loss", HIGHER, "acc"),
     StatSpec("step", "learning", fmt=INT),
     StatSpec("tokens", "learning", changes=CUMULATIVE, curve=True),
+    # the training clock (steps only: not validation, saves or pauses); train.minutes is a budget of it
+    StatSpec("train_s", "timing", label="trained", fmt=SECONDS, changes=CUMULATIVE),
     StatSpec("epoch", "learning", optional=True),
     StatSpec("lr", "learning", fmt=SCI, tensorboard=True),
     StatSpec("grad_norm", "learning", label="grad"),

@@ -285,7 +285,7 @@ def test_text_is_coloured_by_band() -> None:
     ("tokens_per_s", 4210.4, "4,210"), ("tokens", 9_830_400.0, "9.83M"),
     ("tokens", 2.5e9, "2.5G"), ("step", 1200.0, "1200"), ("loss", math.nan, "nan"),
     ("loss", math.inf, "inf"), ("loss", -math.inf, "-inf"), ("grad_norm", 123456.0, "123,456"),
-    ("act_mean", -0.0, "0"), ("window_size_6", 256.0, "256"),
+    ("act_mean", -0.0, "0"), ("window_size_6", 256.0, "256"), ("train_s", 187.4, "3m07s"), ("mfu", 0.4231, "42.3%"),
 ])
 def test_format_value(name: str, value: float, expected: str) -> None:
     assert format_value(name, value) == expected

@@ -33,7 +33,7 @@ from babyllm.stats import REGISTRY
 from tui.fake import FakeTutor
 
 # wall-clock stats and the machine's readings: differ run to run
-TIMING_KEYS = {"time", "tokens_per_s", "step_ms", "mfu", "system", *REGISTRY.timings()}
+TIMING_KEYS = {"time", "tokens_per_s", "step_ms", "mfu", "train_s", "system", *REGISTRY.timings()}
 
 
 class Running:
@@ -201,6 +201,7 @@ def every_field_set() -> Snapshot:
     """A snapshot with every field (and every nested record's) away from its default."""
     return Snapshot(
         step=7, tokens=70, state="paused", stats={"loss": 2.5, "val_loss": math.nan, "lr": 1e-3}, max_steps=100,
+        max_minutes=2.5,
         sample=Sample(6, "the kettle", ("the", "sang"), ("a", "sang")),
         events=(Event(1, "save", "saved step 1", 10.5), Event(2, "alarm", "loss is nan", 11.0)), event_count=9,
         history_events=5,

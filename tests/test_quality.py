@@ -99,6 +99,33 @@ def test_tutor_stops_when_the_training_clock_reaches_the_budget(make_cfg, tmp_pa
         assert t.optimizer.param_groups[0]["lr"] == pytest.approx(cfg.train.min_lr, rel=2e-2)
         assert 0 < t.step_count < 1000
         assert math.isfinite(t.recorder.last_stats["val_bpb"])
+        # it ends validated at its last step: best val and the final save describe what the budget produced
+        last, *_ = t.exam.curve[-1]
+        assert last == t.step_count and t.progress.last_saved_step == t.step_count
+        assert t.recorder.last_stats["train_s"] == pytest.approx(t.train_seconds)
+
+
+@pytest.mark.parametrize("steps, every, validated", [(7, 5, [0, 5, 7]), (10, 5, [0, 5, 10]), (3, 100, [0, 3])])
+def test_a_run_that_reaches_its_step_limit_validates_at_its_last_step(make_cfg, tmp_path, steps, every, validated):
+    """Every eval_every steps, and once at the last step unless that was one: never twice, never a stale best."""
+    cfg = make_cfg(f"train.steps={steps}", f"train.eval_every={every}", "train.save_every=0")
+    with Tutor(cfg, tmp_path / "run", say=lambda m: None) as t:
+        assert t.run() == "finished"
+        assert [n for n, _, _ in t.exam.curve] == validated
+        seconds = [s for _, s, _ in t.exam.curve]
+        assert seconds == sorted(seconds) and seconds[0] == 0.0
+        assert t.snapshot().stats["val_bpb"] == pytest.approx(t.exam.curve[-1][2])
+
+
+def test_a_stopped_run_is_not_validated_again(make_cfg, tmp_path):
+    """Only a run that reached its limit gets the final validation; stop (the user's) ends at once."""
+    cfg = make_cfg("train.eval_every=5", "train.save_every=0")
+    with Tutor(cfg, tmp_path / "run", say=lambda m: None) as t:
+        for _ in range(3):
+            t.step()
+        t.stop()
+        assert t.run() == "stopped"
+        assert [n for n, _, _ in t.exam.curve] == [3]  # the run's opening validation only
 
 
 def test_val_bpb_and_unigram_reference_are_stats(make_cfg, tmp_path):
@@ -124,6 +151,22 @@ def test_eval_and_bench_quality_commands(corpus, cache, tmp_path, capsys):
     bench = json.loads(capsys.readouterr().out)
     assert bench["config"] == "tiny" and bench["steps"] > 0 and bench["tokens_per_s"] > 0
     assert bench["bpb"] > 0 and bench["unigram_bpb"] > 0
+    # time to quality: a validation at the start and at the last step, by training time
+    curve = bench["curve"]
+    assert curve[0]["step"] == 0 and curve[-1]["step"] == bench["steps"] and len(curve) >= 2
+    assert all(a["train_seconds"] <= b["train_seconds"] for a, b in zip(curve, curve[1:], strict=False))
+    assert all(0 < c["val_bpb"] < 20 for c in curve)
+    assert cli_main(["bench", "--quality", *common, "--corpus", str(corpus), "--minutes", "0.01"]) == 0
+    assert "validation bits per byte by training time: 0s " in capsys.readouterr().out
+
+
+def test_thinned_keeps_the_ends_and_spreads_the_rest():
+    from babyllm.commands.quality import thinned
+
+    assert thinned([1, 2, 3], 8) == [1, 2, 3]
+    rows = list(range(100))
+    picked = thinned(rows, 8)
+    assert len(picked) == 8 and picked[0] == 0 and picked[-1] == 99 and picked == sorted(picked)
 
 
 def test_eval_and_bench_quality_mistakes_are_one_line(tmp_path, capsys):

@@ -179,9 +179,9 @@ def test_a_tiny_run_writes_what_metrics_jsonl_has(make_cfg, tmp_path):
     assert shown[SYSTEM_PREFIX + "rss_gib"] == [(step, f32(got["rss_gib"])) for step, got in readings]
     for tag in ("loss", "lr"):  # every step
         assert shown[tag] == [(s, f32(logged[s][tag])) for s in range(1, 26)]
-    # validations only: the one before step 1 (carried by step 1's record) and step 20's
-    assert [s for s, _ in shown["val_loss"]] == [1, 20]
-    assert shown["val_bpb"] == [(s, f32(logged[s]["val_bpb"])) for s in (1, 20)]
+    # validations only: the one before step 1 (carried by step 1's record), step 20's and the last step's
+    assert [s for s, _ in shown["val_loss"]] == [1, 20, 25]
+    assert shown["val_bpb"] == [(s, f32(logged[s]["val_bpb"])) for s in (1, 20, 25)]
     assert len(shown["unigram_bpb"]) == 1
     assert all(math.isfinite(v) for pts in shown.values() for _, v in pts)
     walls = [e["wall_time"] for e in events]

@@ -330,6 +330,36 @@ def test_pace_stretches_updates_to_the_ui_cpu_budget(monkeypatch):
     assert pace.stretch == 1.0
 
 
+@pytest.mark.parametrize("max_steps, minutes, eta", [(0, 5.0, "4m00s"), (1000, 5.0, "2m20s"), (1000, 1.5, "30s")])
+async def test_a_time_budget_shows_in_the_header_and_the_timing_pane(max_steps, minutes, eta):
+    """train.minutes: the training clock used of the budget, what is left, and the ETA to the nearer limit
+    (the fake: step 300 at 200 ms a step, 60 s trained)."""
+    from tui.widgets.status import StatusBar
+    from tui.widgets.timing import TimingView
+
+    app = CockpitApp(lambda publish, say: FakeTutor(publish=publish, max_steps=max_steps, max_minutes=minutes),
+                     handle_signals=False)
+    async with app.run_test(size=BIG) as pilot:
+        view = app.query_one(TimingView)
+        await pilot_wait(pilot, lambda: "budget" in str(view.render()))
+        text = str(view.render())
+        budget = f"{minutes * 60:.0f}s" if minutes < 1 else ("5m00s" if minutes == 5 else "1m30s")
+        assert f"budget    1m00s of {budget} trained" in text and f"ETA {eta}" in text
+        status = str(app.query_one(StatusBar).render())
+        assert f"1m00s/{budget}" in status and f"ETA {eta}" in status
+
+
+def test_seconds_left_is_the_nearer_limit():
+    from babyllm.snapshot import Snapshot
+
+    stats = {"step_ms": 100.0, "train_s": 30.0}
+    assert Snapshot(step=10, stats=stats).seconds_left() is None
+    assert Snapshot(step=10, max_steps=110, stats=stats).seconds_left() == pytest.approx(10.0)
+    assert Snapshot(step=10, max_minutes=1.0, stats=stats).seconds_left() == pytest.approx(30.0)
+    assert Snapshot(step=10, max_steps=110, max_minutes=0.2, stats=stats).seconds_left() == 0.0  # spent
+    assert Snapshot(step=10, max_minutes=1.0, stats={}).seconds_left() is None  # before the first step
+
+
 async def test_the_timing_pane_shows_the_mfu():
     """The live mfu stat (model FLOPs utilisation, babyllm.model.peaks) beside tokens/s, as a percentage."""
     from tui.widgets.timing import TimingView

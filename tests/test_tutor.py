@@ -23,7 +23,8 @@ from textgen import sentences
 
 STAT_KEYS = (
     {"step", "tokens", "loss", "loss_100", "loss_1000", "val_loss", "val_bpb", "unigram_bpb", "perplexity", "accuracy",
-     "lr", "grad_norm", "tokens_per_s", "step_ms", "mfu", "entropy", "act_mean", "act_std", "act_inactive", "mem2_mix",
+     "lr", "grad_norm", "tokens_per_s", "step_ms", "mfu", "train_s", "entropy", "act_mean", "act_std", "act_inactive",
+     "mem2_mix",
      "t_data", "t_forward", "t_backward", "t_optimizer", "t_stats"}
     | {f"window_{k}_{i}" for k in ("weight", "size") for i in range(7)}
     | {f"mem{m}_{k}" for m in (1, 2) for k in ("decay_short", "decay_long", "gate_short", "gate_long",
@@ -80,7 +81,7 @@ def test_run_writes_metrics_events_samples_and_finishes(make_cfg, tmp_path):
     assert [x["step"] for x in lines if "system" in x][0] == 1  # (then every few seconds)
     events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
     kinds = [e["kind"] for e in events]
-    assert kinds.count("val") == 2 and "save" in kinds  # at the start and step 20; the final save
+    assert kinds.count("val") == 3 and "save" in kinds  # at the start, step 20 and the last; the final save
     assert snaps[-1].state == "finished" and snaps[-1].step == 25
     sample = snaps[-1].sample
     assert sample is not None and sample.step == 20 and len(sample.guesses) == len(sample.truths) == 16

@@ -31,7 +31,7 @@ def fake_stats(step: int) -> dict[str, float]:
         "loss_1000": loss + 0.2, "val_loss": loss + 0.12, "perplexity": math.exp(loss),
         "accuracy": max(0.0, 0.45 - loss / 20), "lr": 2e-3 * min(1.0, step / 50),
         "grad_norm": 0.8 + 0.1 * math.cos(step),
-        "tokens_per_s": 5120.0 + 10 * math.sin(step), "step_ms": 200.0,
+        "tokens_per_s": 5120.0 + 10 * math.sin(step), "step_ms": 200.0, "train_s": step * 0.2,
         # bits per byte of the held-out text (about 3.3 bytes a token) and its unigram reference
         "val_bpb": (loss + 0.12) / math.log(2) / BYTES_PER_TOKEN, "unigram_bpb": UNIGRAM_BPB,
         "mem2_mix": 0.5, "entropy": loss * 0.9, "act_mean": 0.12, "act_std": 0.4, "act_inactive": 0.31,
@@ -84,7 +84,7 @@ class FakeTutor:
 
     def __init__(self, steps: int = 300, max_steps: int = 1000, publish: Publish | None = None,
                  state: State = "running", run_dir: str = "runs/demo", events: tuple[Event, ...] | None = None,
-                 system: dict[str, float] | None = None) -> None:
+                 system: dict[str, float] | None = None, max_minutes: float = 0.0) -> None:
         self.system = dict(FAKE_SYSTEM if system is None else system)
         self.history = History()
         for s in range(1, steps + 1):
@@ -94,7 +94,7 @@ class FakeTutor:
                 stats.pop("val_bpb")
             self.history.add(s, stats)
         self.step = steps
-        self.max_steps = max_steps
+        self.max_steps, self.max_minutes = max_steps, max_minutes
         self.state: State = state
         self.error: str | None = None
         self.publish = publish
@@ -119,7 +119,8 @@ class FakeTutor:
     def snapshot(self) -> Snapshot:
         with self._lock:
             return Snapshot(step=self.step, tokens=self.step * 1024, state=self.state, stats=fake_stats(self.step),
-                            max_steps=self.max_steps, sample=SAMPLE, events=self.events, event_count=len(self.events),
+                            max_steps=self.max_steps, max_minutes=self.max_minutes, sample=SAMPLE, events=self.events,
+                            event_count=len(self.events),
                             error=self.error, device="cpu", config_name="cpu", run_dir=self.run_dir,
                             last_save_step=self.last_saved_step, last_save_path=self.last_save_path,
                             last_save_error=self.last_save_error, system=dict(self.system),

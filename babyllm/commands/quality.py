@@ -14,10 +14,20 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from babyllm.config import Config
+from babyllm.durations import duration
 from babyllm.errors import BabyError
 from babyllm.model.bpb import Score, score
 
+CURVE_POINTS = 8  # the text report's time-to-quality line shows at most this many validations (--json: all)
+
 # --- commands: `babyllm eval` and `babyllm bench --quality` ---------------------------------------------
+
+
+def thinned(rows: list[Any], most: int) -> list[Any]:
+    """At most `most` rows, evenly spread, always with the first and the last."""
+    if len(rows) <= most:
+        return list(rows)
+    return [rows[round(i * (len(rows) - 1) / (most - 1))] for i in range(most)]
 
 
 def held_out_split(cfg: Config, tokenizer: Tokenizer, corpus: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -82,12 +92,17 @@ def bench_quality(args: argparse.Namespace) -> int:
             raise BabyError(f"training ended {state}: {tutor.snapshot().error or 'see above'}")
         s = tutor.score_held_out()
         corpus = tutor.snapshot().corpus
+        curve = tutor.exam.curve
     extra = {"config": cfg.name, "corpus": Path(corpus.root).as_posix() if corpus else "", "minutes": minutes,
              "steps": tutor.step_count,
              "tokens_trained": tutor.tokens, "tokens_per_s": tutor.tokens / max(tutor.train_seconds, 1e-9),
-             "device": str(tutor.device), "dtype": tutor.dtype}
+             "device": str(tutor.device), "dtype": tutor.dtype,
+             # time to quality: each validation's bits per byte (on the run's validation batches) by training time
+             "curve": [{"step": n, "train_seconds": round(s, 2), "val_bpb": round(b, 4)} for n, s, b in curve]}
     if not args.json:
         print(f"{cfg.name}: {tutor.step_count:,} steps, {tutor.tokens:,} tokens in {minutes:g} min "
               f"({extra['tokens_per_s']:,.0f} tokens/s on {tutor.device}, {tutor.dtype})")
+        print("validation bits per byte by training time: "
+              + ", ".join(f"{duration(s)} {b:.3f}" for _, s, b in thinned(curve, CURVE_POINTS)))
     print_score(f"{cfg.name} held-out", s, extra, args.json)
     return 0

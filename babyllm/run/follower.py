@@ -166,7 +166,7 @@ class Watcher(Controls):
     def _fields(self) -> dict[str, Any]:
         """The Snapshot's fields (the board adds the recent events)."""
         return dict(step=self.step, tokens=self.tokens, state=self._state, stats=self.stats,
-                    max_steps=self.max_steps, sample=self.sample, device=self.device,
+                    max_steps=self.max_steps, max_minutes=self.max_minutes, sample=self.sample, device=self.device,
                     config_name=self.config_name, run_dir=str(self.run_dir),
                     dtype=self.header.dtype if self.header is not None else "",
                     last_save_step=self.save_step, last_save_error=self.save_error)

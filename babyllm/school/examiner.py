@@ -38,6 +38,7 @@ class Examiner:
             bpb.unigram_nats(lib.train_tokens, lib.val_tokens, lib.vocab_size), held_bytes)
         self.val_bytes_per_token = math.nan  # of the validation batches' targets, set with them
         self._val_batches: list[torch.Tensor] | None = None
+        self.curve: list[tuple[int, float, float]] = []  # each validation: (step, training clock s, bits per byte)
         self._token_text: list[str] | None = None
 
     @torch.no_grad()
@@ -62,6 +63,7 @@ class Examiner:
         val = self.validate()
         p.val_loss = val
         p.val_bpb = val / max(self.val_bytes_per_token, 1e-9) / bpb.LN2
+        self.curve.append((p.step_count, p.train_seconds, p.val_bpb))
         if math.isfinite(val) and val < p.best_val:
             p.best_val, p.best_val_step = val, p.step_count
             self.event("val", f"val loss {val:.4f} (new best)")

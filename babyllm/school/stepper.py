@@ -279,6 +279,7 @@ class Stepper:
         return {
             "step": number,
             "tokens": p.tokens,
+            "train_s": p.train_seconds,
             "loss": loss,
             "loss_100": loss_100,
             "loss_1000": loss_1000,

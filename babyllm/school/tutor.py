@@ -234,7 +234,9 @@ class Tutor(Controls):
         for stats in landed:
             steering.settle()  # several ranks: the live changes agreed in this step
             n, alarm = self.progress.step_count, self.stepper.alarm
-            if alarm is None and self.is_main and n % t.eval_every == 0:
+            # validated every eval_every steps, and at the last step of a run that reached its limit (so
+            # best val, best/ and the final save describe the model the steps or the budget produced)
+            if alarm is None and self.is_main and (n % t.eval_every == 0 or self.engine.done()):
                 self._validate(stats["loss_100"])  # before recording, so this step's stats carry it
                 stats.update(self.exam.latest())
             rec.record(stats)
@@ -303,7 +305,8 @@ class Tutor(Controls):
         path = p.last_save_path
         return dict(
             step=p.step_count, tokens=p.tokens, state=rec.state, stats=rec.last_stats,
-            max_steps=self.cfg.train.steps, sample=self._sample, error=rec.error, device=str(self.device),
+            max_steps=self.cfg.train.steps, max_minutes=self.cfg.train.minutes, sample=self._sample, error=rec.error,
+            device=str(self.device),
             config_name=self.cfg.name, run_dir=str(self.run_dir), dtype=self.dtype, params=self._param_count,
             corpus=self._corpus, best_val=p.best_val, best_val_step=p.best_val_step,
             last_save_step=p.last_saved_step, last_save_path=str(path) if path is not None else None,

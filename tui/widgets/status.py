@@ -18,7 +18,6 @@ from babyllm.events import EVENT_STYLES
 from babyllm.snapshot import Snapshot
 from tui.keys import Keys
 from tui.pace import PANES_EVERY, Pace
-from tui.widgets.timing import eta_seconds
 
 STATE_STYLES = {
     "starting": "bold yellow", "running": "bold green", "paused": "bold yellow", "alarm": "bold white on red",
@@ -176,6 +175,8 @@ class StatusBar(Static):
             self.update(out, layout=False)
             return
         step = f" step {snap.step:,}" + (f"/{snap.max_steps:,}" if snap.max_steps else "")
+        if snap.max_minutes > 0:  # the time budget: training clock used of train.minutes
+            step += f" · {duration(snap.stats.get('train_s', 0.0))}/{duration(60 * snap.max_minutes)}"
         parts = [Part(out, HEAD), Part(Text(step), HEAD)]
         if self.alert:  # early, and cut first: the dismiss_alert key dismisses it
             banner = Text("  ")
@@ -202,7 +203,7 @@ class StatusBar(Static):
         if rate is not None:
             # "avg": a mean over the last RATE_SECONDS, unlike loss and val (the last step's)
             out.append(Part(Text(f"  avg {format_value('tokens_per_s', rate)} tok/s", style="dim"), RATE))
-        left = eta_seconds(snap.step, snap.max_steps, s.get("step_ms", float("nan")))
+        left = snap.seconds_left()
         if left is not None:
             out.append(Part(Text(f"  ETA {duration(left)}", style="dim"), ETA))
         return out

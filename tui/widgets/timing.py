@@ -10,18 +10,12 @@ from textual.geometry import Size
 
 from babyllm.calligraphist import Calligraphist, format_value
 from babyllm.durations import duration
+from babyllm.snapshot import Snapshot
 from babyllm.stats import REGISTRY, TIMING_PREFIX
 from tui.widgets.base import GuardedWidget, Pane
 from tui.widgets.windows import bar
 
 ORDER = REGISTRY.timings()
-
-
-def eta_seconds(step: int, max_steps: int, step_ms: float) -> float | None:
-    """Seconds left when a step limit is set, from the (smoothed) step time."""
-    if max_steps <= 0 or not math.isfinite(step_ms) or step_ms <= 0:
-        return None
-    return max(0, max_steps - step) * step_ms / 1000.0
 
 
 def section_names(stats: dict[str, float]) -> list[str]:
@@ -37,18 +31,17 @@ class TimingView(GuardedWidget):
     def __init__(self) -> None:
         super().__init__(id="timing-view")
         self.lines = 1
-        self.shown: tuple[dict[str, float], int, int, float | None] | None = None
+        self.shown: tuple[Snapshot, float | None] | None = None
         self.calligraphist: Calligraphist | None = None
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         return self.lines
 
-    def build(self, stats: dict[str, float], step: int, max_steps: int, rate: float | None,
-              calligraphist: Calligraphist) -> None:
-        """Show these stats (and the header's mean tokens/s, when known); the text itself is made in render(),
-        so the bars always fit the current width."""
-        lines = len(section_names(stats)) + 2
-        self.shown = (stats, step, max_steps, rate)
+    def build(self, snap: Snapshot, rate: float | None, calligraphist: Calligraphist) -> None:
+        """Show this snapshot's timings (and the header's mean tokens/s, when known); the text itself is made
+        in render(), so the bars always fit the current width."""
+        lines = len(section_names(snap.stats)) + 2 + (snap.max_minutes > 0)
+        self.shown = (snap, rate)
         self.calligraphist = calligraphist
         self.refresh(layout=lines != self.lines)
         self.lines = lines
@@ -56,7 +49,8 @@ class TimingView(GuardedWidget):
     def render(self) -> Text:
         if self.shown is None or self.calligraphist is None:
             return Text("no timings yet", style="dim")
-        stats, step, max_steps, mean = self.shown
+        snap, mean = self.shown
+        stats = snap.stats
         calli = self.calligraphist
         names = section_names(stats)
         total = sum(stats[n] for n in names if math.isfinite(stats[n])) or 1.0
@@ -85,13 +79,22 @@ class TimingView(GuardedWidget):
         if "mfu" in stats:  # model FLOPs utilisation: the run's first events say against which peak
             out.append("   MFU ", style="dim")
             out.append_text(calli.text("mfu", stats["mfu"]))
-        left = eta_seconds(step, max_steps, stats.get("step_ms", math.nan))
-        out.append("\n")
-        if max_steps > 0:
-            out.append(f"steps     {step:,}/{max_steps:,} ({step / max_steps:.0%})", style="dim")
-            out.append(f"   ETA {duration(left) if left is not None else '?'}", style="bold")
-        else:
-            out.append(f"steps     {step:,} (no limit: ETA -)", style="dim")
+        out.append_text(self._limits(snap))
+        return out
+
+    @staticmethod
+    def _limits(snap: Snapshot) -> Text:
+        """The step limit and the time budget (train.minutes), each with its progress, then the ETA."""
+        out, left = Text(), snap.seconds_left()
+        eta = Text(f"   ETA {duration(left) if left is not None else '?'}", style="bold")
+        step, limit = snap.step, snap.max_steps
+        out.append(f"\nsteps     {step:,}" + (f"/{limit:,} ({step / limit:.0%})" if limit else " (no limit)"),
+                   style="dim")
+        if snap.max_minutes > 0:
+            used, budget = snap.stats.get("train_s", 0.0), 60.0 * snap.max_minutes
+            out.append(f"\nbudget    {duration(used)} of {duration(budget)} trained ({used / budget:.0%}), "
+                       f"{duration(max(0.0, budget - used))} left", style="dim")
+        out.append_text(eta if left is not None or limit else Text("   ETA -", style="dim"))
         return out
 
 
@@ -109,4 +112,4 @@ class TimingPane(Pane):
         snap = self.snapshot
         if snap is None or not snap.stats:
             return
-        self.query_one(TimingView).build(snap.stats, snap.step, snap.max_steps, self.rate, self.calligraphist)
+        self.query_one(TimingView).build(snap, self.rate, self.calligraphist)
