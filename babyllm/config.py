@@ -29,6 +29,8 @@ class ModelConfig:
     window_groups: int = 1  # groups of neurons, each with its own window weightings (must divide neurons)
     dropout: float = 0.0  # dropout on the neuron activations and on Logits' input, in training steps only
     memory_mlp: bool = False  # the memories' projected path: a GELU bottleneck over their input, not linear on L
+    token_shift: bool = False  # the Neurons see each token blended, per channel and by the data, with the one before it
+    activation: str = "gelu"  # the Neurons' nonlinearity: "gelu" or "relu2" (ReLU squared)
 
 
 @dataclass
@@ -58,6 +60,7 @@ class TrainConfig:
     warmup: int = 200
     decay_steps: int = 20_000  # cosine from lr to min_lr over this many steps (or `steps` if set)
     weight_decay: float = 0.1
+    optimizer: str = "adamw"  # "adamw", or "muon": Muon for the hidden weight matrices, AdamW for the rest
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # 0 = off
@@ -158,6 +161,8 @@ class Config:
 
 
 SECTIONS = ("model", "data", "train", "stats", "chat", "tui", "alerts", "log")
+ACTIVATIONS = ("gelu", "relu2")  # model.activation (babyllm.model.network.Neurons)
+OPTIMIZERS = ("adamw", "muon")  # train.optimizer (babyllm.school.optimizers)
 AUTO_KEYS: dict[tuple[str, str], type] = {("train", "batch"): int, ("train", "compile"): bool}  # and their type
 DEVICES = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 PROJECT = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -281,6 +286,7 @@ def validate(cfg: Config, where: str = "config") -> None:
         (m.embed >= 1, f"model.embed = {m.embed}: must be at least 1"),
         (m.neurons >= 1, f"model.neurons = {m.neurons}: must be at least 1"),
         (m.context >= 2, f"model.context = {m.context}: must be at least 2"),
+        (m.activation in ACTIVATIONS, f"model.activation = {m.activation!r}: use one of {', '.join(ACTIVATIONS)}"),
         (len(m.windows) >= 1, "model.windows = []: give at least one window size"),
         (m.window_groups >= 1 and m.neurons % m.window_groups == 0,
          f"model.window_groups = {m.window_groups}: must be at least 1 and divide model.neurons ({m.neurons})"),
@@ -291,6 +297,7 @@ def validate(cfg: Config, where: str = "config") -> None:
                                      "(.csv, .parquet) that holds the text, e.g. \"text\""),
         (t.batch == AUTO if isinstance(t.batch, str) else t.batch >= 1,
          f"train.batch = {t.batch}: must be at least 1, or \"auto\""),
+        (t.optimizer in OPTIMIZERS, f"train.optimizer = {t.optimizer!r}: use one of {', '.join(OPTIMIZERS)}"),
         (t.accumulate >= 1, f"train.accumulate = {t.accumulate}: must be at least 1 (micro-batches a step)"),
         (t.steps >= 0, f"train.steps = {t.steps}: must be >= 0 (0 = until stopped)"),
         (0 <= t.minutes < 1e6, f"train.minutes = {t.minutes}: must be >= 0 (0 = no time budget)"),
