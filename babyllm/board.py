@@ -22,6 +22,7 @@ class Board:
         self.on_error = on_error
         self.events: deque[Event] = deque(maxlen=RECENT_EVENTS)
         self.count = 0  # events so far (a reader compares it with the last count it saw)
+        self.history = 0  # of them, those read back from the run's log: not news (a resume)
         self.current: Snapshot | None = None
         self._last = -math.inf
 
@@ -30,14 +31,14 @@ class Board:
         self.count += 1
 
     def restore(self, events: Iterable[Event]) -> None:
-        """Start from events read back from a run's log (a resume)."""
+        """Start from events read back from a run's log (a resume): shown as the run's history, never as news."""
         self.events.clear()
         self.events.extend(events)
-        self.count = len(self.events)
+        self.count = self.history = len(self.events)
 
     def build(self, **fields: Any) -> Snapshot:
         """A Snapshot of `fields` with the recent events (not published: see offer)."""
-        return Snapshot(events=tuple(self.events), event_count=self.count, **fields)
+        return Snapshot(events=tuple(self.events), event_count=self.count, history_events=self.history, **fields)
 
     def due(self, force: bool = False) -> bool:
         return force or time.monotonic() - self._last >= self.every

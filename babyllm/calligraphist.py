@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
@@ -17,11 +19,11 @@ from rich.measure import Measurement
 from rich.style import Style
 from rich.text import Text
 
-from babyllm.stats import HIGHER, INT, LOWER, NEUTRAL, REGISTRY, SCI, SECTIONS, Registry
+from babyllm.stats import HIGHER, INT, LOWER, NEUTRAL, PCT, REGISTRY, SCI, SECTIONS, Registry
 
 __all__ = [
-    "BANDS", "BAND_COLOURS", "BAND_PERCENTILES", "HIGHER", "LOWER", "MIDDLE_BANDS", "NEUTRAL", "SECTIONS",
-    "Calligraphist", "direction", "format_value", "label", "section_of",
+    "BANDS", "BAND_COLOURS", "BAND_HUES", "BAND_PERCENTILES", "HIGHER", "LOWER", "MIDDLE_BANDS", "NEUTRAL", "SECTIONS",
+    "Calligraphist", "Depth", "Hue", "colour_depth", "direction", "format_value", "label", "section_of",
 ]
 
 # Band names, best first. superPerfect = at/beyond the best value ever seen; omgwtf! = at/beyond
@@ -39,12 +41,62 @@ BAND_PERCENTILES: Mapping[str, float] = MappingProxyType(
     {band: 100.0 * i / (len(MIDDLE_BANDS) - 1) for i, band in enumerate(MIDDLE_BANDS)}
 )
 
-# Blue -> purple -> red, best first. Mid-luminance so they read on dark and light backgrounds
-# (contrast >= 3.2:1 against white and >= 4.6:1 against black); rich downgrades hex as needed.
-BAND_COLOURS: tuple[str, ...] = (
-    "#1e90ff", "#3087fd", "#437efb", "#5575f9", "#686cf7", "#7a63f5", "#8c5af3", "#9f51f1",
-    "#ae49e2", "#b943c6", "#c53daa", "#d1378e", "#dc3072", "#e82a56", "#f3243a", "#ff1e1e",
-)
+
+class Depth(Enum):
+    """How many colours the terminal shows, decided once from the environment (colour_depth); the value is
+    Rich's name for it (None: no colour at all)."""
+
+    NONE = None  # NO_COLOR, TERM=dumb: no colour, only bold and the like
+    STANDARD = "standard"  # the 16 ANSI colours, whose shades the terminal's own palette decides
+    EIGHT_BIT = "256"
+    TRUECOLOR = "truecolor"
+
+
+_RICH_DEPTHS = {None: Depth.NONE, "standard": Depth.STANDARD, "windows": Depth.STANDARD, "256": Depth.EIGHT_BIT,
+                "truecolor": Depth.TRUECOLOR}
+
+
+def colour_depth(environ: Mapping[str, str]) -> Depth:
+    """The terminal's colour depth: none with NO_COLOR (https://no-color.org; as Textual, any value) or a dumb
+    TERM; else TEXTUAL_COLOR_SYSTEM where it names one; else what Rich (and so Textual) detects from
+    COLORTERM and TERM (truecolor, 256 colours, or the 16 ANSI colours)."""
+    if "NO_COLOR" in environ or environ.get("TERM", "").strip().lower() in ("dumb", "unknown"):
+        return Depth.NONE
+    forced = environ.get("TEXTUAL_COLOR_SYSTEM", "auto").strip().lower()
+    if forced in _RICH_DEPTHS and forced != "windows":
+        return _RICH_DEPTHS[forced]
+    detected = Console(force_terminal=True, _environ=dict(environ)).color_system
+    return _RICH_DEPTHS.get(detected, Depth.STANDARD)
+
+
+@dataclass(frozen=True)
+class Hue:
+    """One colour at every depth: a hex (truecolour; Rich finds the nearest of 256) and the ANSI colour it
+    is among 16, chosen so that a table of hues stays apart there too (nearest-colour downgrading would
+    merge neighbours: the sixteen bands became four)."""
+
+    hex: str
+    ansi: str
+
+    def at(self, depth: Depth) -> str | None:
+        """The Rich colour at this depth (None: no colour)."""
+        if depth is Depth.NONE:
+            return None
+        return self.ansi if depth is Depth.STANDARD else self.hex
+
+    def style(self, depth: Depth, bold: bool = False) -> Style:
+        return Style(color=self.at(depth), bold=bold or None)
+
+
+# Blue -> purple -> red, best first. Mid-luminance hexes so they read on dark and light backgrounds
+# (contrast >= 3.2:1 against white and >= 4.6:1 against black); among 16 colours, eight steps in order.
+BAND_HUES: tuple[Hue, ...] = tuple(Hue(h, a) for h, a in (
+    ("#1e90ff", "bright_cyan"), ("#3087fd", "bright_cyan"), ("#437efb", "cyan"), ("#5575f9", "bright_blue"),
+    ("#686cf7", "bright_blue"), ("#7a63f5", "blue"), ("#8c5af3", "blue"), ("#9f51f1", "bright_magenta"),
+    ("#ae49e2", "bright_magenta"), ("#b943c6", "magenta"), ("#c53daa", "magenta"), ("#d1378e", "red"),
+    ("#dc3072", "red"), ("#e82a56", "bright_red"), ("#f3243a", "bright_red"), ("#ff1e1e", "bright_red"),
+))
+BAND_COLOURS: tuple[str, ...] = tuple(h.hex for h in BAND_HUES)
 
 _RECORD_BANDS = frozenset({BANDS[0], BANDS[-1]})
 
@@ -96,6 +148,8 @@ def format_value(name: str, value: Any, steady: bool = False, registry: Registry
         return f"{value:.1e}"
     if fmt == INT:
         return str(round(value))
+    if fmt == PCT:
+        return f"{value:.{3 if steady else 1}%}"
     if abs(value) >= 1e6:
         return _si(value)
     if abs(value) >= 1000:
@@ -259,10 +313,12 @@ class Calligraphist:
     """
 
     def __init__(self, window: int = 100, min_history: int = 5,
-                 directions: Mapping[str, str] | None = None, registry: Registry = REGISTRY) -> None:
+                 directions: Mapping[str, str] | None = None, registry: Registry = REGISTRY,
+                 depth: Depth = Depth.TRUECOLOR) -> None:
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         self.registry = registry
+        self.depth = depth  # the terminal's colours (colour_depth): every colour this draws is picked for it
         self.window = window
         self.min_history = min_history
         self._overrides = dict(directions or {})
@@ -341,12 +397,11 @@ class Calligraphist:
                 return band
         return MIDDLE_BANDS[-1]
 
-    @staticmethod
-    def style(band: str | None) -> Style:
-        """Rich style for a band; records are bold, None (neutral) is plain."""
+    def style(self, band: str | None) -> Style:
+        """Rich style for a band at this depth; records are bold, None (neutral) is plain."""
         if band is None:
             return Style()
-        return Style(color=BAND_COLOURS[BANDS.index(band)], bold=band in _RECORD_BANDS)
+        return BAND_HUES[BANDS.index(band)].style(self.depth, bold=band in _RECORD_BANDS)
 
     # -- rendering ---------------------------------------------------------------------------
 

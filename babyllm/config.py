@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import shlex
 import tomllib
@@ -214,20 +215,45 @@ def _apply_table(cfg: Config, raw: dict[str, Any], where: str, base: Path) -> No
         cfg.data.corpus = str((base / corpus).resolve())
 
 
+def full_key(name: str, where: str) -> str:
+    """A config key from what someone typed: "train.lr" as it is, a bare "lr" or "top_k" as the one section's
+    key of that name (--set, `ctl set` and the cockpit's palette all resolve names here); ConfigError names
+    a bare name no section (or more than one) has. A dotted key is checked where it is set."""
+    name = name.strip()
+    if "." in name:
+        return name
+    every = [f"{s}.{f.name}" for s in SECTIONS for f in dataclasses.fields(getattr(Config(), s))]
+    names = [k.partition(".")[2] for k in every]
+    found = [k for k, n in zip(every, names, strict=True) if n == name]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise ConfigError(f"{where}: '{name}' is in several sections ({', '.join(found)}): name one")
+    close = difflib.get_close_matches(name, names, n=1)
+    guess = f" (did you mean '{every[names.index(close[0])]}'?)" if close else ""
+    raise ConfigError(f"{where}: no config key '{name}'{guess}; keys are section.key, e.g. train.lr")
+
+
+def parse_value(text: str) -> Any:
+    """A value as --set reads it: TOML, else the bare word as a string (cuda, bf16)."""
+    try:
+        return tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text.strip()
+
+
 def apply_override(cfg: Config, item: str) -> None:
-    """Apply one `section.key=value` override; the value is read as TOML, else as a string."""
+    """Apply one `section.key=value` (or `key=value`, see full_key) override; the value as parse_value reads it."""
     where = f"--set {item}"
     key_path, sep, text = item.partition("=")
-    section, dot, key = key_path.strip().partition(".")
-    if not sep or not dot or not key:
+    if not sep or not key_path.strip():
+        raise ConfigError(f"{where}: expected section.key=value, e.g. --set model.neurons=512")
+    section, _, key = full_key(key_path, where).partition(".")
+    if not key:
         raise ConfigError(f"{where}: expected section.key=value, e.g. --set model.neurons=512")
     if section not in SECTIONS:
         raise ConfigError(f"{where}: unknown section '{section}'{_suggest(section, SECTIONS)}")
-    try:
-        value = tomllib.loads(f"v = {text.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = text.strip()  # bare words such as cuda or bf16
-    _set(cfg, section, key, value, where)
+    _set(cfg, section, key, parse_value(text), where)
 
 
 def _set(cfg: Config, section: str, key: str, value: Any, where: str) -> None:
@@ -260,7 +286,10 @@ def _coerce(value: Any, want: type, label: str) -> Any:
             return value
     elif want is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # a whole number beyond any float
+                raise ConfigError(f"{label} = a {len(str(abs(value)))}-digit number: too large") from None
     elif want is str:
         if isinstance(value, str):
             return value
@@ -268,7 +297,7 @@ def _coerce(value: Any, want: type, label: str) -> Any:
         if isinstance(value, list) and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
         ):
-            return [float(v) for v in value]
+            return [_coerce(v, float, label) for v in value]
         raise ConfigError(f"{label} = {value!r}: expected a list of numbers")
     raise ConfigError(f"{label} = {value!r}: expected {want.__name__}, got {type(value).__name__}")
 
@@ -278,86 +307,164 @@ def _suggest(word: str, options: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(options)})"
 
 
+MAX_STEPS = 10**12  # steps, step counts and intervals: far beyond any run, well inside a float's exact integers
+MAX_SEED = 2**63 - 1  # torch's generators take 64 bits
+
+
+@dataclass(frozen=True)
+class Range:
+    """The sane values of one numeric setting: lo..hi (whole numbers) or an interval (floats); `note` says
+    what a special value means ("0 = off")."""
+
+    lo: float
+    hi: float
+    note: str = ""
+    open_lo: bool = False  # lo itself is not allowed (floats)
+    open_hi: bool = False
+
+    def holds(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False  # (a whole number is compared exactly, however large)
+        above = value > self.lo if self.open_lo else value >= self.lo
+        below = value < self.hi if self.open_hi else value <= self.hi
+        return above and below
+
+    def text(self, whole: bool) -> str:
+        if whole:
+            return f"a whole number {int(self.lo)}..{int(self.hi)}"
+        return f"in {'(' if self.open_lo else '['}{self.lo:g}, {self.hi:g}{')' if self.open_hi else ']'}"
+
+
+_ANY_STEP = Range(0, MAX_STEPS)
+_SOME_STEPS = Range(1, MAX_STEPS)
+
+# The ONE table of every numeric setting's sane range, checked at start, for --set, for a save's config and for
+# live changes (babyllm.live): a value outside it (inf, nan, 1e308, a huge integer) is refused before it can
+# allocate, overflow or wreck the weights. Relations between keys (min_lr <= lr, ...) are _relations'.
+RANGES: dict[str, Range] = {
+    "model.vocab": Range(260, 65_535, "256 bytes + specials"),
+    "model.embed": Range(1, 1 << 16),
+    "model.neurons": Range(1, 1 << 20),
+    "model.context": Range(2, 1 << 16),
+    "model.memory_rank": Range(1, 1 << 20),
+    "model.window_groups": Range(1, 1 << 20),
+    "model.dropout": Range(0.0, 1.0, "0 = off", open_hi=True),
+    "data.val_fraction": Range(0.0, 0.5, open_lo=True),
+    "train.batch": Range(1, 1 << 20),
+    "train.accumulate": Range(1, 1 << 16, "micro-batches a step"),
+    "train.steps": Range(0, MAX_STEPS, "0 = until stopped"),
+    "train.minutes": Range(0.0, 1e6, "0 = no time budget", open_hi=True),
+    "train.lr": Range(0.0, 1.0, open_lo=True),
+    "train.min_lr": Range(0.0, 1.0),
+    "train.warmup": _ANY_STEP,
+    "train.decay_steps": _SOME_STEPS,
+    "train.weight_decay": Range(0.0, 100.0, "0 = off"),
+    "train.beta1": Range(0.0, 1.0, open_hi=True),
+    "train.beta2": Range(0.0, 1.0, open_hi=True),
+    "train.grad_clip": Range(0.0, 1e6, "0 = off"),
+    "train.seed": Range(0, MAX_SEED),
+    "train.eval_every": _SOME_STEPS,
+    "train.eval_batches": Range(1, 10_000),
+    "train.sample_every": _SOME_STEPS,
+    "train.save_every": Range(0, MAX_STEPS, "0 = on demand only"),
+    "train.keep": Range(1, 10_000),
+    "stats.window": Range(2, 1_000_000),
+    "stats.print_every": Range(0.0, 86_400.0, open_lo=True),
+    "chat.temperature": Range(0.0, 100.0, "0 = greedy"),
+    "chat.top_k": Range(0, 1 << 20, "0 = off"),
+    "chat.top_p": Range(0.0, 1.0, open_lo=True),
+    "chat.repetition_penalty": Range(1.0, 100.0, "1 = off"),
+    "chat.penalty_window": Range(0, 1 << 20, "0 = off"),
+    "chat.max_tokens": Range(1, 1 << 20),
+    "alerts.divergence_pct": Range(0.0, 1e6, "0 = off"),
+    "alerts.divergence_steps": Range(2, 1_000_000),
+    "alerts.plateau_evals": Range(0, 1_000_000, "0 = off"),
+    "alerts.overfit_gap": Range(0.0, 1e3, "0 = off"),
+    "alerts.overfit_evals": Range(1, 1_000_000),
+    "alerts.stall_seconds": Range(0.0, 1e7, "0 = off", open_hi=True),
+    "alerts.throughput_drop": Range(0.0, 1.0, "a fraction of the median; 0 = off", open_hi=True),
+    "alerts.throughput_steps": Range(1, 1_000_000),
+    "alerts.command_timeout": Range(0.0, 1e6, "seconds", open_lo=True, open_hi=True),
+}
+MAX_WINDOWS = 64  # model.windows: how many window sizes
+_WHOLE_FALLBACK = Range(-MAX_SEED, MAX_SEED)  # a whole number no table entry covers: at least one torch can hold
+_FINITE = Range(-math.inf, math.inf)  # a float no table entry covers: finite
+
+
+def numeric_settings(cfg: Config) -> dict[str, int | float]:
+    """Every numeric setting (not bools, texts or lists) as "section.key" -> value."""
+    return {f"{s}.{k}": v for s in SECTIONS for k, v in dataclasses.asdict(getattr(cfg, s)).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def range_problem(key: str, value: int | float) -> str | None:
+    """What is wrong with a numeric setting's value (not finite, or outside RANGES), or None."""
+    whole = isinstance(value, int)
+    r = RANGES.get(key, _WHOLE_FALLBACK if whole else _FINITE)
+    if r.holds(value):
+        return None
+    note = f" ({r.note})" if r.note else ""
+    shown = f"a {len(str(abs(value)))}-digit number" if whole and abs(value) > MAX_SEED else str(value)
+    return f"{key} = {shown}: must be {r.text(whole) if math.isfinite(r.hi) else 'a finite number'}{note}"
+
+
 def validate(cfg: Config, where: str = "config") -> None:
-    """Range and consistency checks; each failure names the key, the value and the fix."""
-    m, d, t, s, c, u = cfg.model, cfg.data, cfg.train, cfg.stats, cfg.chat, cfg.tui
-    checks: list[tuple[bool, str]] = [
-        (260 <= m.vocab <= 65_535, f"model.vocab = {m.vocab}: must be 260..65535 (256 bytes + specials)"),
-        (m.embed >= 1, f"model.embed = {m.embed}: must be at least 1"),
-        (m.neurons >= 1, f"model.neurons = {m.neurons}: must be at least 1"),
-        (m.context >= 2, f"model.context = {m.context}: must be at least 2"),
-        (m.activation in ACTIVATIONS, f"model.activation = {m.activation!r}: use one of {', '.join(ACTIVATIONS)}"),
-        (len(m.windows) >= 1, "model.windows = []: give at least one window size"),
-        (m.window_groups >= 1 and m.neurons % m.window_groups == 0,
-         f"model.window_groups = {m.window_groups}: must be at least 1 and divide model.neurons ({m.neurons})"),
-        (1 <= m.memory_rank <= m.neurons,
-         f"model.memory_rank = {m.memory_rank}: must be 1..model.neurons ({m.neurons})"),
-        (0.0 < d.val_fraction <= 0.5, f"data.val_fraction = {d.val_fraction}: must be in (0, 0.5]"),
-        (d.text_field.strip() != "", f"data.text_field = {d.text_field!r}: name the field (.jsonl) or column "
-                                     "(.csv, .parquet) that holds the text, e.g. \"text\""),
-        (t.batch == AUTO if isinstance(t.batch, str) else t.batch >= 1,
-         f"train.batch = {t.batch}: must be at least 1, or \"auto\""),
-        (t.optimizer in OPTIMIZERS, f"train.optimizer = {t.optimizer!r}: use one of {', '.join(OPTIMIZERS)}"),
-        (t.accumulate >= 1, f"train.accumulate = {t.accumulate}: must be at least 1 (micro-batches a step)"),
-        (t.steps >= 0, f"train.steps = {t.steps}: must be >= 0 (0 = until stopped)"),
-        (0 <= t.minutes < 1e6, f"train.minutes = {t.minutes}: must be >= 0 (0 = no time budget)"),
-        (t.lr > 0, f"train.lr = {t.lr}: must be > 0"),
-        (0 <= t.min_lr <= t.lr, f"train.min_lr = {t.min_lr}: must be between 0 and train.lr ({t.lr})"),
-        (t.warmup >= 0, f"train.warmup = {t.warmup}: must be >= 0"),
-        (t.decay_steps >= 1, f"train.decay_steps = {t.decay_steps}: must be at least 1"),
-        (t.weight_decay >= 0, f"train.weight_decay = {t.weight_decay}: must be >= 0"),
-        (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1/beta2: must be in [0, 1)"),
-        (t.grad_clip >= 0, f"train.grad_clip = {t.grad_clip}: must be >= 0 (0 = off)"),
-        (bool(DEVICES.match(t.device)), f"train.device = '{t.device}': use auto, cpu, cuda, cuda:N or mps"),
-        (t.dtype in ("fp32", "bf16", "auto"),
-         f"train.dtype = '{t.dtype}': use fp32, bf16 or auto (bf16 where the device computes it natively)"),
-        (t.eval_every >= 1 and t.eval_batches >= 1, "train.eval_every and train.eval_batches: must be at least 1"),
-        (t.sample_every >= 1, f"train.sample_every = {t.sample_every}: must be at least 1"),
-        (t.save_every >= 0, f"train.save_every = {t.save_every}: must be >= 0 (0 = on demand only)"),
-        (t.keep >= 1, f"train.keep = {t.keep}: must be at least 1"),
-        (s.window >= 2, f"stats.window = {s.window}: must be at least 2"),
-        (s.print_every > 0, f"stats.print_every = {s.print_every}: must be > 0"),
-        (c.temperature >= 0, f"chat.temperature = {c.temperature}: must be >= 0 (0 = greedy)"),
-        (c.top_k >= 0, f"chat.top_k = {c.top_k}: must be >= 0 (0 = off)"),
-        (0 < c.top_p <= 1, f"chat.top_p = {c.top_p}: must be in (0, 1]"),
-        (c.repetition_penalty >= 1, f"chat.repetition_penalty = {c.repetition_penalty}: must be >= 1"),
-        (c.max_tokens >= 1, f"chat.max_tokens = {c.max_tokens}: must be at least 1"),
-        (bool(PROJECT.match(cfg.log.project)),
-         f"log.project = {cfg.log.project!r}: use letters, digits, '.', '_' and '-' (the W&B / Trackio project)"),
-        (u.on_hangup in HANGUP_CHOICES,
-         f"tui.on_hangup = {u.on_hangup!r}: use \"detach\" (a lost terminal leaves the run training) "
-         "or \"stop\" (it saves and stops)"),
-    ]
-    checks += _alerts_checks(cfg.alerts)
-    for w in m.windows:
-        checks.append((1 <= w <= m.context,
-                       f"model.windows has {w:g}: each window must be 1..model.context ({m.context})"))
-    for ok, message in checks:
+    """Every numeric setting within RANGES, then the relations between settings; each failure is one line
+    naming the key, the value and the fix."""
+    for key, value in numeric_settings(cfg).items():
+        problem = range_problem(key, value)
+        if problem:
+            raise ConfigError(f"{where}: {problem}")
+    for ok, message in _relations(cfg) + _alerts_checks(cfg.alerts):
         if not ok:
             raise ConfigError(f"{where}: {message}")
 
 
+def _relations(cfg: Config) -> list[tuple[bool, str]]:
+    """The checks that are not one key's range: relations between keys, choices among words, lists."""
+    m, d, t, u = cfg.model, cfg.data, cfg.train, cfg.tui
+    checks: list[tuple[bool, str]] = [
+        (1 <= len(m.windows) <= MAX_WINDOWS,
+         f"model.windows has {len(m.windows)} sizes: give 1..{MAX_WINDOWS} window sizes"),
+        (m.neurons % m.window_groups == 0,
+         f"model.window_groups = {m.window_groups}: must divide model.neurons ({m.neurons})"),
+        (m.memory_rank <= m.neurons,
+         f"model.memory_rank = {m.memory_rank}: must be 1..model.neurons ({m.neurons})"),
+        (d.text_field.strip() != "", f"data.text_field = {d.text_field!r}: name the field (.jsonl) or column "
+                                     "(.csv, .parquet) that holds the text, e.g. \"text\""),
+        (t.min_lr <= t.lr, f"train.min_lr = {t.min_lr}: must be between 0 and train.lr ({t.lr})"),
+        (t.lr * t.weight_decay < 1,
+         f"train.weight_decay = {t.weight_decay}: train.lr x train.weight_decay must be below 1 (each step "
+         f"scales the weights by 1 - {t.lr:g} x {t.weight_decay:g}); lower one of them"),
+        (bool(DEVICES.match(t.device)), f"train.device = '{t.device}': use auto, cpu, cuda, cuda:N or mps"),
+        (m.activation in ACTIVATIONS, f"model.activation = {m.activation!r}: use one of {', '.join(ACTIVATIONS)}"),
+        (t.optimizer in OPTIMIZERS, f"train.optimizer = {t.optimizer!r}: use one of {', '.join(OPTIMIZERS)}"),
+        (t.dtype in ("fp32", "bf16", "auto"),
+         f"train.dtype = '{t.dtype}': use fp32, bf16 or auto (bf16 where the device computes it natively)"),
+        (u.on_hangup in HANGUP_CHOICES,
+         f"tui.on_hangup = {u.on_hangup!r}: use \"detach\" (a lost terminal leaves the run training) "
+         "or \"stop\" (it saves and stops)"),
+        (bool(PROJECT.match(cfg.log.project)),
+         f"log.project = {cfg.log.project!r}: use letters, digits, '.', '_' and '-' (the W&B / Trackio project)"),
+    ]
+    for w in m.windows:
+        checks.append((1 <= w <= m.context,
+                       f"model.windows has {w:g}: each window must be 1..model.context ({m.context})"))
+    return checks
+
+
 def _alerts_checks(a: AlertsConfig) -> list[tuple[bool, str]]:
     try:
-        words = shlex.split(a.command)
+        shlex.split(a.command)
         split = ""
     except ValueError as e:
-        words, split = [], f"alerts.command = {a.command!r}: {e}; fix its quoting"
+        split = f"alerts.command = {a.command!r}: {e}; fix its quoting"
+    words = shlex.split(a.command) if not split else []
     return [
-        (a.divergence_pct >= 0, f"alerts.divergence_pct = {a.divergence_pct}: must be >= 0 (0 = off)"),
-        (a.divergence_steps >= 2, f"alerts.divergence_steps = {a.divergence_steps}: must be at least 2"),
-        (a.plateau_evals >= 0, f"alerts.plateau_evals = {a.plateau_evals}: must be >= 0 (0 = off)"),
-        (a.overfit_gap >= 0, f"alerts.overfit_gap = {a.overfit_gap}: must be >= 0 (0 = off)"),
-        (a.overfit_evals >= 1, f"alerts.overfit_evals = {a.overfit_evals}: must be at least 1"),
-        (0 <= a.stall_seconds < 1e7, f"alerts.stall_seconds = {a.stall_seconds}: must be >= 0 (0 = off)"),
-        (0 <= a.throughput_drop < 1,
-         f"alerts.throughput_drop = {a.throughput_drop}: must be in [0, 1) (a fraction of the median; 0 = off)"),
-        (a.throughput_steps >= 1, f"alerts.throughput_steps = {a.throughput_steps}: must be at least 1"),
         (not split, split),
         (bool(words) or not a.command.strip(), f"alerts.command = {a.command!r}: name a program (\"\" = none)"),
         (a.action in ALERT_ACTIONS, f"alerts.action = {a.action!r}: use \"none\", \"pause\" (until resumed) or "
                                     "\"stop\" (save and end the run)"),
-        (0 < a.command_timeout < 1e6, f"alerts.command_timeout = {a.command_timeout}: must be > 0 seconds"),
     ]
 
 

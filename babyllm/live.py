@@ -14,7 +14,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from babyllm.config import ChatConfig, Config, apply_override, validate
+from babyllm.config import ChatConfig, Config, apply_override, full_key, validate
 from babyllm.errors import ConfigError
 
 LR = "train.lr"  # (the cockpit's halve / double keys change it)
@@ -48,14 +48,10 @@ _WHY_NOT = {
 
 
 def resolve(name: str) -> str:
-    """A live setting's key from what someone typed: "train.lr" as it is, a bare "lr" or "top_k" when exactly
-    one live key ends in it; ConfigError otherwise (a full key is checked later, as --set checks it)."""
-    if "." in name:
-        return name
-    found = [k for k in LIVE_KEYS if k.partition(".")[2] == name]
-    if len(found) != 1:
-        raise ConfigError(f"{name!r} is not a live setting; they are: {', '.join(LIVE_KEYS)}")
-    return found[0]
+    """A live setting's key from what someone typed: "train.lr", or a bare "lr" or "top_k" resolved as --set
+    resolves it (babyllm.config.full_key; ConfigError for a name no section has). Whether the key may change
+    mid-run is check's to say, with why not."""
+    return full_key(name, where=f"set {name.strip()}")
 
 
 def parse_items(words: Sequence[str]) -> list[tuple[str, str]]:

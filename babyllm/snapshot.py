@@ -31,6 +31,7 @@ class Event:
     kind: EventKind
     message: str
     time: float = field(default_factory=time.time)
+    said: bool = False  # told the user as it happened (the Tutor's `say`, e.g. a corpus's bad row): not again
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class Snapshot:
     sample: Sample | None = None
     events: tuple[Event, ...] = ()  # the most recent events, oldest first
     event_count: int = 0  # total events so far, so a reader can tell which ones are new
+    history_events: int = 0  # the first this many of event_count were read back from the run's log (a resume)
     error: str | None = None  # the message when state is "error" or "alarm"
     device: str = ""
     config_name: str = ""

@@ -32,6 +32,7 @@ CUMULATIVE = "cumulative"
 SIG = "sig"
 INT = "int"
 SCI = "sci"
+PCT = "pct"  # a fraction shown as a percentage (42.3%)
 
 # Sections of the stats grid, in order; a stat no row describes goes to "other".
 SECTIONS: tuple[str, ...] = ("loss", "learning", "windows", "memory", "logits", "neurons", "timing", "other")
@@ -128,7 +129,7 @@ STATS: tuple[StatSpec, ...] = (
     StatSpec("norm_{name}", "neurons", label="|{name}|"),
     StatSpec("tokens_per_s", "timing", HIGHER, "tok/s", unit="tok/s"),
     StatSpec("step_ms", "timing", LOWER, "step ms"),
-    StatSpec("mfu", "timing", HIGHER, "MFU"),  # model FLOPs utilisation (babyllm.model.peaks)
+    StatSpec("mfu", "timing", HIGHER, "MFU", fmt=PCT),  # model FLOPs utilisation (babyllm.model.peaks)
     *(StatSpec(f"{TIMING_PREFIX}{section}", "timing", LOWER, section)
       for section in ("data", "forward", "backward", "optimizer", "stats")),
     StatSpec(TIMING_PREFIX + "{name}", "timing", LOWER, "{name}"),

@@ -1,5 +1,7 @@
 """Shared test set-up."""
 
+import os
+
 import pytest
 import torch
 
@@ -13,6 +15,15 @@ from textgen import sentences
 # default intra-op pool, OpenMP threads spin against each other on a 2-core machine and tiny steps
 # slow down 100x. One thread keeps the suite fast and deterministic.
 torch.set_num_threads(1)
+
+# The cockpit picks its colours for the terminal it runs in (babyllm.calligraphist.colour_depth): the tests'
+# cockpits (the snapshots' too) draw in truecolour whatever terminal, or none, runs the tests; a test of
+# another depth passes its own.
+for _name in ("NO_COLOR", "TEXTUAL_COLOR_SYSTEM"):
+    os.environ.pop(_name, None)
+os.environ["COLORTERM"] = "truecolor"
+if os.environ.get("TERM", "") in ("", "dumb", "unknown"):
+    os.environ["TERM"] = "xterm-256color"
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import random
 import re
+import subprocess
 import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -18,7 +20,7 @@ from babyllm.config import AlertsConfig, load_config
 from babyllm.errors import ConfigError
 from babyllm.run import runfiles
 from babyllm.run.follower import Watcher
-from babyllm.school.alerts import COMMAND_ENV, RULES, Alert, Alerts, run_command
+from babyllm.school.alerts import COMMAND_ENV, RULES, Alert, Alerts, Commands, run_command
 from babyllm.school.tutor import Tutor
 from tui.app import CockpitApp
 from tui.widgets.status import StatusBar
@@ -128,7 +130,7 @@ def test_throughput_drop_fires_after_warmup_and_ignores_noise_and_single_slow_st
 
 @pytest.mark.parametrize("item, says", [
     ("alerts.throughput_drop=1.5", "alerts.throughput_drop = 1.5: must be in [0, 1)"),
-    ("alerts.plateau_evals=-1", "alerts.plateau_evals = -1: must be >= 0 (0 = off)"),
+    ("alerts.plateau_evals=-1", "alerts.plateau_evals = -1: must be a whole number 0..1000000 (0 = off)"),
     ("alerts.command=\"notify-send 'oops\"", "No closing quotation; fix its quoting"),
     ("alerts.pause=3", "alerts.pause = 3: expected bool"),
     ("alerts.action=halt", "alerts.action = 'halt': use \"none\", \"pause\" (until resumed) or \"stop\""),
@@ -269,6 +271,77 @@ def test_action_stop_saves_and_ends_the_run_like_early_stopping(make_cfg, tmp_pa
     assert alert["message"].startswith("plateau:") and tutor.step_count == alert["step"] == 4
     assert any(e["message"] == "stop requested by alert (plateau)" for e in events(tutor.run_dir, "info"))
     assert runfiles.latest_step(tutor.run_dir) == 4  # saved on the way out: --resume continues it
+
+
+# --- what a command forks, and what it writes, stays bounded (issue 25, item 14) ---------------------------
+
+
+def alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (a killed orphan may wait for a reaper that never comes)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def forker(tmp_path: Path, detach: bool) -> tuple[str, Path]:
+    """A command that leaves a grandchild sleeping: detached from its stderr (the command ends at once) or not."""
+    pidfile = tmp_path / "grandchild.pid"
+    script = tmp_path / "forker.py"
+    script.write_text(textwrap.dedent(f"""
+        import subprocess, sys, time
+        out = subprocess.DEVNULL if {detach} else None
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], stdout=out, stderr=out)
+        open({str(pidfile)!r}, "w").write(str(child.pid))
+        {"" if detach else "time.sleep(300)"}
+    """))
+    return f"{sys.executable} {script}", pidfile
+
+
+def test_a_command_that_forks_is_killed_with_what_it_forked_at_its_timeout(tmp_path):
+    command, pidfile = forker(tmp_path, detach=False)
+    failures: list[str] = []
+    run_command(command, "x", 1.5, failures.append).join(30)
+    assert failures == [f"alerts.command '{sys.executable}' killed after 1.5 s (alerts.command_timeout)"]
+    wait(lambda: not alive(int(pidfile.read_text())), timeout=10)
+
+
+def test_what_a_command_forked_is_killed_when_the_run_ends(tmp_path):
+    command, pidfile = forker(tmp_path, detach=True)
+    commands = Commands()
+    failures: list[str] = []
+    commands.run(command, "x", 30, failures.append).join(30)  # the command itself is done at once ...
+    grandchild = int(pidfile.read_text())
+    assert failures == [] and alive(grandchild)  # ... what it forked is not
+    commands.close(grace=0.2)
+    wait(lambda: not alive(grandchild), timeout=10)
+
+
+def test_a_run_that_ends_kills_what_its_alert_command_forked(make_cfg, tmp_path):
+    command, pidfile = forker(tmp_path, detach=True)
+    cfg = make_cfg(*quiet("alerts.plateau_evals=1", "train.eval_every=1", "train.lr=1e-12", "train.min_lr=0",
+                          "train.steps=4", f"alerts.command={json.dumps(command)}"))
+    assert Tutor(cfg, tmp_path / "run", say=lambda _m: None).run() == "finished"
+    wait(pidfile.exists)
+    wait(lambda: not alive(int(pidfile.read_text())), timeout=10)
+
+
+def test_a_command_flooding_its_stderr_costs_a_bounded_tail():
+    flood = (f"{sys.executable} -c 'import sys; [sys.stderr.write(\"x\" * 1048575 + \"\\n\") for _ in range(300)];"
+             f" sys.stderr.write(\"the last line\\n\"); sys.exit(3)'")
+    code = textwrap.dedent(f"""
+        import resource
+        from babyllm.school.alerts import run_command
+        failures = []
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        run_command({flood!r}, "x", 120, failures.append).join(120)
+        print(failures[0])
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    failure, grew_kib = r.stdout.strip().splitlines()
+    assert failure == f"alerts.command '{sys.executable}' exited 3: the last line"
+    assert int(grew_kib) < 64 * 1024  # 300 MB went through; a few KB were kept
 
 
 # --- the cockpit and the viewer ------------------------------------------------------------------

@@ -163,3 +163,24 @@ def test_cuda_probe_trains_a_throwaway_model(monkeypatch, tmp_path):
     cfg = load_config("tiny", [f"data.cache_dir={json.dumps(str(tmp_path / 'cache'))}", "train.device=cpu"])
     assert cuda_step_bytes(cfg, torch.device("cpu"), "fp32", 3) == 12345.0
     assert calls == ["empty", "reset", "sync", "empty"] and cfg.train.batch == load_config("tiny").train.batch
+
+
+@pytest.mark.parametrize("flags, says, never", [
+    ({"avx2"}, "none (AVX2, no AVX512-BF16 or AMX)", "no AVX2"),  # the issue's: AVX2 without bf16
+    ({"avx2", "avx512f"}, "none (AVX-512, no AVX512-BF16 or AMX)", "native"),
+    (set(), "none (no AVX2, no AVX512-BF16 or AMX)", "native"),
+    ({"avx2", "avx512f", "avx512_bf16"}, "native (AVX512-BF16)", "none"),
+    ({"avx2", "avx512f", "amx_bf16", "amx_tile"}, "native (AMX)", "none"),
+])
+def test_the_benchmark_header_says_the_cpus_bf16_support_as_runtime_judges_it(monkeypatch, flags, says, never):
+    """One judgement of the CPU's bf16 (model.runtime.cpu_bf16_text): the header once read "bf16 matmul: no avx2"
+    on a CPU with AVX2 and no bf16 (a yes/no glued to a list of flags)."""
+    from babyllm.commands.bench import machine, render
+    from babyllm.model import runtime
+
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(machine, "cpu_flags", lambda: frozenset(flags))
+    info = machine.machine_info()
+    header = render._header(info)
+    assert f"bf16 matmul: {says})" in header and never not in header.partition("bf16 matmul:")[2]
+    assert info["bf16_matmul"] == says.startswith("native")

@@ -264,6 +264,34 @@ def test_chat_turns_are_separated_by_new_lines(tmp_path) -> None:
     assert seen == ["first", "\nsecond", "third"]  # a forgotten conversation starts afresh
 
 
+def test_a_reply_cut_at_the_token_limit_is_marked_as_in_the_cockpit() -> None:
+    """`babyllm chat` said nothing when a reply stopped at max_tokens; the cockpit marked it. One mark for both
+    (infer2.commands.cut_at_limit), only on a reply that was cut."""
+    from babyllm.infer2.commands import cut_at_limit
+
+    cfg = load_config("tiny")
+    tok = train_tokenizer(iter([sentences(100)]), cfg.model.vocab)
+    torch.manual_seed(0)
+    infer = Infer2(BabyLLM(cfg.model), tok, Settings(max_tokens=3, seed=0))
+    out = io.StringIO()
+    assert chat_loop(infer, None, scripted(["hello", "/quit"]), out) == 0
+    assert infer.hit_limit and out.getvalue().count(cut_at_limit()) == 1
+    assert "/max N" in cut_at_limit()
+
+    class Ended:  # a reply that ended by itself (the end-of-text token)
+        hit_limit = False
+
+        def stream(self, prompt: str):
+            yield "done."
+
+        def take_notices(self) -> list[str]:
+            return []
+
+    out = io.StringIO()
+    assert chat_loop(Ended(), None, scripted(["hi", "/quit"]), out) == 0  # type: ignore[arg-type]
+    assert "baby> done." in out.getvalue() and "token limit" not in out.getvalue()
+
+
 def test_chat_with_one_save_folder(run_dir, capsys, monkeypatch) -> None:
     monkeypatch.setattr(builtins, "input", scripted(["hello", "/quit"]))
     (run_dir / "chat.log").unlink(missing_ok=True)

@@ -1,11 +1,13 @@
 """Configs: shipped files load, overrides apply, and every bad input is one clear line."""
 
+import re
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
-from babyllm.config import load_config
+from babyllm.config import RANGES, Config, load_config, numeric_settings
 from babyllm.errors import ConfigError
 
 
@@ -46,7 +48,7 @@ def write(tmp_path, text):
         ("[model]\nwindows = [1, \"x\"]\n", ["c.toml", "model.windows", "list of numbers"]),
         ("[model]\nvocab = 10\n", ["c.toml", "model.vocab = 10", "260..65535"]),
         ("[model]\ncontext = 8\nwindows = [2, 16]\n", ["c.toml", "model.windows has 16", "model.context (8)"]),
-        ("[train]\nlr = -1\n", ["c.toml", "train.lr = -1", "> 0"]),
+        ("[train]\nlr = -1\n", ["c.toml", "train.lr = -1", "in (0, 1]"]),
         ("[train]\ndtype = \"fp8\"\n", ["c.toml", "train.dtype", "fp32, bf16 or auto"]),
         ("[train]\ndevice = \"gpu\"\n", ["c.toml", "train.device", "auto, cpu, cuda"]),
         ("model = 3\n", ["c.toml", "[model] table"]),
@@ -65,7 +67,7 @@ def test_bad_config_files_name_file_key_and_fix(tmp_path, text, fragments):
     "override, fragment",
     [
         ("model.neurons", "expected section.key=value"),
-        ("neurons=3", "expected section.key=value"),
+        ("nerons=3", "no config key 'nerons' (did you mean 'model.neurons'?)"),
         ("nosuch.key=3", "unknown section 'nosuch'"),
         ("model.neurons=abc", "model.neurons = 'abc': expected int"),
         ("model.windows=[1,300]", "model.windows has 300"),
@@ -158,3 +160,69 @@ def test_version_names_babyllm_python_and_torch(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.startswith(f"babyllm-tui {__version__} (Python 3.")
+
+
+# --- every numeric setting is finite and in a sane range, wherever it comes from (issue 25, item 11) -----------
+
+
+def _wild(value):
+    """Values no numeric setting may take: not finite, absurdly large or absurdly negative."""
+    return ["inf", "-inf", "nan", "1e308", "-1e308"] if isinstance(value, float) else [str(10**30), str(-(10**30))]
+
+
+def _setting(cfg, key):
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
+NUMERIC = sorted(numeric_settings(Config()))
+
+
+def test_every_numeric_setting_has_a_range_in_the_one_table():
+    assert NUMERIC and set(RANGES) == set(NUMERIC)
+
+
+@pytest.mark.parametrize("key", NUMERIC)
+def test_a_wild_value_is_refused_from_every_source(key, tmp_path):
+    from babyllm import live
+    from babyllm.errors import CheckpointError
+    from babyllm.school.soul import config_from_dict
+
+    section, name = key.split(".")
+    for text in _wild(_setting(Config(), key)):
+        with pytest.raises(ConfigError, match=re.escape(key)) as e:
+            load_config("tiny", [f"{key}={text}"])  # --set at start
+        assert "\n" not in str(e.value) and len(str(e.value)) < 300
+        with pytest.raises(ConfigError, match=re.escape(key)):
+            load_config(write(tmp_path, f"[{section}]\n{name} = {text}\n"))  # a TOML file
+        saved = load_config("tiny").to_dict()
+        saved[section][name] = tomllib.loads(f"v = {text}")["v"]
+        with pytest.raises(CheckpointError, match=re.escape(key)):
+            config_from_dict(saved, where="runs/x/save-00000010/meta.json")  # a save's config
+        if key in live.LIVE_KEYS:
+            with pytest.raises(ConfigError, match=re.escape(key)):
+                live.check(load_config("tiny"), [(key, text)])  # ctl set / the cockpit, mid-run
+
+
+@pytest.mark.parametrize("item, says", [
+    ("model.dropout=1.5", "model.dropout = 1.5: must be in [0, 1)"),
+    ("chat.penalty_window=-3", "chat.penalty_window = -3: must be a whole number 0..1048576"),
+    ("train.lr=1e308", "train.lr = 1e+308: must be in (0, 1]"),
+    ("train.weight_decay=400", "train.weight_decay = 400.0: must be in [0, 100]"),
+    ("train.eval_batches=100000000", "train.eval_batches = 100000000: must be a whole number 1..10000"),
+])
+def test_values_that_used_to_pass_and_fail_later_are_refused_at_once(item, says):
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny", [item])
+    assert says in str(e.value)
+
+
+def test_lr_times_weight_decay_must_leave_the_weights_a_positive_scale():
+    load_config("tiny", ["train.lr=0.01", "train.weight_decay=50"])  # 0.5: fine
+    with pytest.raises(ConfigError, match="train.lr x train.weight_decay must be below 1"):
+        load_config("tiny", ["train.lr=0.1", "train.weight_decay=50"])
+
+
+def test_a_whole_number_beyond_any_float_is_one_line():
+    with pytest.raises(ConfigError, match=r"train.lr = a 400-digit number: too large"):
+        load_config("tiny", ["train.lr=" + "9" * 400])

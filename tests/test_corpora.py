@@ -439,3 +439,95 @@ def test_training_on_a_jsonl_corpus_warns_of_its_bad_rows(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 0 and "Traceback" not in err
     assert f"warning: {f}: line 41: not valid JSON" in err
+
+
+# --- bad text and text of any length (issue 25, item 10) ---------------------------------------------
+
+
+def test_a_lone_surrogate_in_a_row_is_replaced_naming_file_and_line_and_training_goes_on(tmp_path):
+    texts = stories(20)
+    lines = [json.dumps({"text": t}) for t in texts]
+    lines[2] = '{"text": "half an emoji \\ud83d here, and a whole one \\ud83d\\udc23"}'
+    lines[5] = '{"text": "\\udfff at the start"}'
+    f = tmp_path / "rows.jsonl"
+    f.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    said = []
+    lib = Librarian(config(tmp_path, f), say=said.append)
+    assert any("rows.jsonl: line 3: lone UTF-16 surrogates in the text; replaced with U+FFFD" in m for m in said)
+    assert any("rows.jsonl: line 6:" in m for m in said)
+    docs = documents(lib)
+    assert "half an emoji \ufffd here, and a whole one 🐣" in docs and "\ufffd at the start" in docs
+
+
+def test_surrogates_are_mended_in_every_record_format(tmp_path):
+    """The mending is the rows' one text gate (corpus._row_text), whatever format the row came from."""
+    said = []
+    bad = C._BadRows(tmp_path / "x.parquet", said.append)
+    assert C._row_text("a\ud800b", "text", bad, "row 7") == "a\ufffdb"
+    assert said == [f"{tmp_path / 'x.parquet'}: row 7: lone UTF-16 surrogates in the text; replaced with U+FFFD"]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_a_line_longer_than_a_record_may_be_is_skipped_unread_naming_it(tmp_path, monkeypatch, suffix):
+    monkeypatch.setattr(C, "MAX_RECORD", 50_000)
+    monkeypatch.setattr(C, "CHUNK", 4096)
+    texts = stories(30)
+    f = tmp_path / f"rows{suffix}"
+    if suffix == ".jsonl":
+        lines = [json.dumps({"text": t}) for t in texts]
+        lines.insert(4, json.dumps({"text": "w " * 200_000}))  # 400 KB: one line
+        f.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    else:
+        with f.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["text"])
+            w.writerows([[t] for t in texts[:4]] + [["w " * 200_000]] + [[t] for t in texts[4:]])
+    where = "line {}".format(next(n for n, line in enumerate(f.read_text().split("\n"), 1) if len(line) > 50_000))
+    said = []
+    lib = Librarian(config(tmp_path, f), say=said.append)
+    assert any(f"{f.name}: {where}: longer than 50,000 bytes; skipped" in m for m in said), said
+    docs = documents(lib)
+    assert texts[0] in docs and texts[-1] in docs and not any("w w w" in d for d in docs)
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".parquet"])
+def test_text_without_a_space_for_megabytes_is_cut_into_bounded_pieces_and_words(tmp_path, monkeypatch, suffix):
+    """Encoding a piece takes ~200 bytes a character and the tokenizer's trainer time by its words' length:
+    neither ever sees more than MAX_CARRY characters, or a word longer than MAX_WORD (the issue's case: 50 MB)."""
+    monkeypatch.setattr(C, "MAX_CARRY", 20_000)
+    monkeypatch.setattr(C, "CHUNK", 4096)
+    rng = random.Random(3)
+    blob = "".join(rng.choice("abcdefghij") for _ in range(300_000))  # 300 KB of letters, not one space
+    f = tmp_path / f"blob{suffix}"
+    if suffix == ".txt":
+        f.write_text(sentences(200, seed=1) + blob, encoding="utf-8")
+    elif suffix == ".jsonl":
+        f.write_text(json.dumps({"text": sentences(200, seed=1)}) + "\n" + json.dumps({"text": blob}) + "\n")
+    else:
+        pa = pytest.importorskip("pyarrow")
+        import pyarrow.parquet as pq
+        pq.write_table(pa.table({"text": [sentences(200, seed=1), blob]}), f)
+    pieces = [p for p, _ in C.read_corpus(C.list_corpus(f, lambda m: None), "text", lambda m: None)]
+    assert max(len(p) for p in pieces) <= 20_000 and "".join(pieces).count(blob[:1000]) == 1
+    trained = []
+    real = L.train_tokenizer
+    monkeypatch.setattr(L, "train_tokenizer", lambda texts, vocab: real(iter(trained.extend(texts) or trained), vocab))
+    lib = Librarian(config(tmp_path, f), say=lambda m: None)
+    assert max(len(w) for t in trained for w in t.split()) <= C.MAX_WORD
+    assert "".join(documents(lib)).count(blob[:5000]) == 1  # the text itself is all there, encoded
+
+
+def test_words_for_the_tokenizer_are_bounded_in_length_and_in_total():
+    words = list(C.bounded_words(["ab " + "x" * 600 + " cd", "é" * 300, "!" * 257 + " " * 300]))
+    assert [len(w) for w in words] == [3, 256, 256, 88, 3, 256, 44, 256, 1, 256, 44]
+    assert "".join(words) == "ab " + "x" * 600 + " cd" + "é" * 300 + "!" * 257 + " " * 300  # cut, not lost
+    assert sum(map(len, C.bounded_words(["y" * 10_000], budget=1000))) == 1000  # long runs: a budget in all
+    cjk = "日本語の文章です。" * 40  # (no spaces, but sentence marks: its words are short and kept whole)
+    assert list(C.bounded_words([cjk])) == [cjk]
+
+
+def test_the_tokenizer_sample_shrinks_to_what_the_machine_can_hold(monkeypatch):
+    monkeypatch.setattr(L, "host_available", lambda: (4 << 30, "MemAvailable"))
+    assert L.sample_limit() == (4 << 30) // (2 * L.TRAINER_BYTES_PER_CHAR) < L.SAMPLE_CHARS
+    monkeypatch.setattr(L, "host_available", lambda: (1 << 40, "MemAvailable"))
+    assert L.sample_limit() == L.SAMPLE_CHARS

@@ -203,6 +203,7 @@ def every_field_set() -> Snapshot:
         step=7, tokens=70, state="paused", stats={"loss": 2.5, "val_loss": math.nan, "lr": 1e-3}, max_steps=100,
         sample=Sample(6, "the kettle", ("the", "sang"), ("a", "sang")),
         events=(Event(1, "save", "saved step 1", 10.5), Event(2, "alarm", "loss is nan", 11.0)), event_count=9,
+        history_events=5,
         error="loss is nan", device="cpu", config_name="tiny", run_dir="runs/x", dtype="bf16", params=1234,
         corpus=Corpus("corpora/tiny", 1000, 100), best_val=2.25, best_val_step=5, last_save_step=6,
         last_save_path="runs/x/save-00000006", last_save_error="disk full", system={"cpu_percent": 50.0},

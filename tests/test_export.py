@@ -101,7 +101,7 @@ def test_from_pretrained_refuses_what_is_not_an_export_in_one_line(trained, tmp_
     assert cli_main(["export", str(trained), "-o", str(out), "--no-score"]) == 0
     config = json.loads((out / "config.json").read_text())
     (out / "config.json").write_text(json.dumps({**config, "neurons": 0}))
-    with pytest.raises(CheckpointError, match=r"config.json: model.neurons = 0: must be at least 1"):
+    with pytest.raises(CheckpointError, match=r"config.json: model.neurons = 0: must be a whole number 1..1048576"):
         BabyLLM.from_pretrained(out)
     (out / "config.json").write_text(json.dumps({**config, "embed": 48}))
     with pytest.raises(CheckpointError, match=r"model.safetensors: the weights do not fit config.json"):

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from babyllm.errors import BabyError
-from babyllm.run.follower import JsonlTail, LineTail, SavedChat, Watcher
+from babyllm.run.follower import SavedChat, Watcher
 from babyllm.run.runfiles import Header, write_header
+from babyllm.run.tails import JsonlTail, LineTail
 
 sys.path.insert(0, str(Path(__file__).parent))
 from runhelpers import append, fingerprint, line, write_save  # noqa: E402
@@ -108,9 +109,13 @@ def test_watcher_nulls_repeated_steps_events_saves_and_states(tmp_path):
     snap = w.snapshot()
     assert snap.events[-1].message == "saved step 5" and snap.event_count == 1
     assert (snap.config_name, snap.device, snap.max_steps) == ("tiny", "cuda:0", 10) and "save 5" in w.note
+    (run / "control.sock").touch()  # (the trainer's socket: it still holds the run)
     time.sleep(0.5)
     w.poll_once()
     assert w.snapshot().state == "idle" and "no new step" in w.note
+    (run / "control.sock").unlink()  # gone: the trainer let go of the run before train.steps
+    w.poll_once()
+    assert w.snapshot().state == "stopped" and "stopped at step 8" in w.note
     append(m, line(9) + line(10))
     w.poll_once()
     assert w.snapshot().state == "finished" and w.snapshot().step == 10
@@ -120,6 +125,52 @@ def test_watcher_nulls_repeated_steps_events_saves_and_states(tmp_path):
     assert w.snapshot().step == 1 and w.history.series("loss")[0] == [1]
     assert "started over" in w.snapshot().events[-1].message
     assert published and published[-1] is w.snapshot()
+
+
+def test_a_run_that_spent_its_minutes_is_finished_not_idle(tmp_path):
+    """A run on a time budget (train.minutes, no train.steps) that spent it and let go: "finished"; one that let
+    go before: "stopped"; only a run whose trainer still holds it (its socket) is "idle" when quiet."""
+    run = tmp_path / "run"
+    run.mkdir()
+    append(run / "metrics.jsonl", "".join(line(s) for s in range(1, 21)))
+    folder = write_save(run, 20)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["config"]["train"]["minutes"] = 0.5
+    meta["train_seconds"] = 30.2
+    (folder / "meta.json").write_text(json.dumps(meta))
+    os.utime(run / "metrics.jsonl", (time.time() - 60, time.time() - 60))
+    w = Watcher(run, idle_after=0.3)
+    w.poll_once()
+    assert w.snapshot().state == "finished" and "budget" in w.note
+    meta["train_seconds"] = 12.0  # stopped half way through its budget
+    (folder / "meta.json").write_text(json.dumps(meta))
+    (folder.rename(run / "save-00000021"))
+    append(run / "metrics.jsonl", line(21))
+    os.utime(run / "metrics.jsonl", (time.time() - 60, time.time() - 60))
+    w.poll_once()
+    assert w.snapshot().state == "stopped"
+
+
+def test_a_failed_save_is_the_snapshots_last_save_error_from_the_events_kind(tmp_path):
+    """The viewer's cockpit flashes a failed save from the event's kind; the Watcher passes its message on as
+    last_save_error (never reading it), until a save is written."""
+    run = tmp_path / "run"
+    run.mkdir()
+    append(run / "metrics.jsonl", "".join(line(s) for s in range(1, 6)))
+    w = Watcher(run)
+    w.poll_once()
+    assert w.snapshot().last_save_error is None
+    failed = "disk full (whatever the text)"
+    events = run / "events.jsonl"
+    for step in (4, 5):
+        append(events, json.dumps({"step": step, "kind": "save_error", "message": failed, "time": 1.0}) + "\n")
+        w.poll_once()
+        snap = w.snapshot()
+        assert snap.last_save_error == failed and snap.events[-1].kind == "save_error"
+    append(events, json.dumps({"step": 5, "kind": "error", "message": "save failed, says a text", "time": 1.0}) + "\n")
+    append(events, json.dumps({"step": 5, "kind": "checkpoint", "message": "saved", "time": 1.0}) + "\n")
+    w.poll_once()
+    assert w.snapshot().last_save_error is None
 
 
 def test_the_viewers_stats_are_the_runs_not_the_records_clock(tmp_path):

@@ -129,8 +129,9 @@ async def test_the_windows_pane_shows_a_real_runs_histograms(make_cfg, tmp_path,
                 cells = bars[:: len(bars) // GATE_BINS]  # one character per bin
                 assert [c == "·" for c in cells] == [n == 0 for n in counts], bars
                 assert cells[counts.index(max(counts))] == SPARKS[-1], bars  # the fullest bin is a full block
-        await pilot.press("w")  # back to the weightings plot: the bars and the plot as before
-        await pilot_wait(pilot, lambda: pane.view == "weightings" and plot.display and not hist.display)
+        await pilot.press("w")  # back to the weightings: the bars and the plot (or, at 80x24, the trends) as before
+        await pilot_wait(pilot, lambda: pane.view == "weightings" and (plot.display or pane.trends_shown)
+                         and not hist.display)
         await pilot.press("q", "y")
         await pilot_wait(pilot, lambda: not app.is_running)
     assert app.join_tutor(timeout=10)

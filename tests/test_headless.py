@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -110,3 +111,32 @@ def test_sigterm_saves_and_exits_zero(corpus, cache, tmp_path):
     assert "stopping: saving" in out and "stopped at step" in out
     _, _, _, step = load_for_inference(run)
     assert step > 0 and f"saved step {step} to" in out
+
+
+def bad_rows_corpus(folder: Path, good: int = 300) -> Path:
+    """A JSONL corpus with two bad rows (one not JSON, one without its text field) among good ones."""
+    rows = [json.dumps({"text": f"a line of made-up text, number {i}, with a few words in it"}) for i in range(good)]
+    rows.insert(5, "{not json")
+    rows.insert(9, json.dumps({"nope": 1}))
+    folder.mkdir()
+    (folder / "rows.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_each_warning_and_event_is_printed_once_and_a_resume_reprints_nothing(cache, tmp_path, capsys):
+    """A bad row is said while the Tutor is built (stderr) and is an event of the run: it was printed twice.
+    A resume printed the earlier session's events again; what it resumed from is said once, as its event."""
+    corpus = bad_rows_corpus(tmp_path / "corpus")
+    run = tmp_path / "run"
+    base = ["train", "--config", "tiny", "--corpus", str(corpus), "--set", f"data.cache_dir={tmp_path / 'c'}",
+            "--run-dir", str(run)]
+    assert cli_main([*base, "--steps", "3"]) == 0
+    got = capsys.readouterr()
+    both = got.out + got.err
+    for row in ("line 6: not valid JSON", "line 10: no 'text' value"):
+        assert both.count(row) == 1, both
+    assert both.count("[val] step 0") == 1
+    assert cli_main([*base, "--steps", "5", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("resumed from save-00000003 (step 3)") == 1 and "[info] step 3: resumed from" in out
+    assert "[save] step 3" not in out and "[val] step 0" not in out and "[save] step 5" in out

@@ -235,6 +235,28 @@ def test_stream_decoding_holds_back_split_characters(tok) -> None:
     assert "" in pieces[:-1]  # some character really was split across tokens (and held back)
 
 
+def test_a_token_on_its_own_shows_a_lone_byte_as_what_it_is(tok) -> None:
+    """A guess-versus-truth sample shows each token alone: the bytes of a character byte-level BPE split
+    across tokens cannot decode alone and show as <0xE2>, never as U+FFFD, for every token of the vocabulary."""
+    table = TokenText(tok)
+    shown = [table.shown(i) for i in range(table.size)]
+    assert not any("\ufffd" in s for s in shown)
+    lone = [i for i in range(table.size) if table.bytes[i] and not _decodes(table.bytes[i])]
+    assert lone, "a byte-level vocabulary has tokens for single bytes of multi-byte characters"
+    for i in lone:
+        assert shown[i].count("<0x") >= 1 and tok.decode([i]).count("\ufffd") >= 1
+    em_dash = next(i for i in range(table.size) if table.bytes[i] == b"\xe2")
+    assert shown[em_dash] == "<0xE2>" and table.shown(table.size) == "?"
+
+
+def _decodes(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def test_unseen_characters_are_encoded_and_chat_works(model, tok) -> None:
     inf = Infer2(model, tok, Settings(max_tokens=20, seed=0))
     out = inf.reply("猫と🙂 ελληνικά")

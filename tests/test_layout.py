@@ -183,7 +183,7 @@ def test_no_pane_dialog_or_palette_imports_the_app_or_its_rooms():
 ROOMS = (  # the Tutor and the parts it holds; the App and the rooms beside it
     *(f"babyllm.school.{m}" for m in ("tutor", "progress", "handout", "engine", "stepper", "examiner", "saves",
                                       "steering", "recorder")),
-    "tui.app", "tui.room", "tui.intake", "tui.controls", "tui.lifecycle")
+    "tui.app", "tui.room", "tui.intake", "tui.controls", "tui.lifecycle", "tui.views")
 
 
 def test_the_tutor_and_the_app_and_their_rooms_are_under_400_lines():

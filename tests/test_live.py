@@ -35,6 +35,22 @@ def test_live_keys_are_real_config_keys():
     assert set(live.SCHEDULE) <= set(live.LIVE_KEYS)
 
 
+@pytest.mark.parametrize("bare, key, value", [("lr", "train.lr", "0.5"), ("top_k", "chat.top_k", "3"),
+                                             ("warmup", "train.warmup", "3")])
+def test_a_bare_name_means_the_same_key_for_set_ctl_set_and_the_palette(bare, key, value):
+    """One resolver (babyllm.config.full_key): `--set lr=...`, `babyllm ctl RUN set lr=...` (live.parse_items)
+    and the palette's "set lr ..." (the same) all take the bare name, and refuse a wrong one alike."""
+    cfg = load_config("tiny", [f"{bare}={value}"])
+    assert live.get(cfg, key) == float(value)
+    assert live.parse_items([f"{bare}={value}"]) == live.parse_items([bare, value]) == [(key, value)]
+    with pytest.raises(ConfigError) as by_set:
+        load_config("tiny", [f"{bare}x=3"])
+    with pytest.raises(ConfigError) as by_ctl:
+        live.parse_items([f"{bare}x=3"])
+    assert by_set.value.args[0].partition(": ")[2] == by_ctl.value.args[0].partition(": ")[2]
+    assert f"no config key '{bare}x' (did you mean '{key}'?)" in str(by_ctl.value)
+
+
 @pytest.mark.parametrize("key, why", [("train.batch", "it shapes the batches"),
                                       ("model.neurons", "it shapes the model"),
                                       ("data.corpus", "it chose the corpus")])

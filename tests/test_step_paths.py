@@ -120,12 +120,14 @@ def test_the_global_batch_and_the_epoch_warning_say_what_to_do():
 
 
 def test_a_run_says_its_precision_batch_and_peak_and_publishes_mfu(make_cfg, tmp_path):
-    with Tutor(make_cfg("train.accumulate=2"), tmp_path / "run", say=lambda m: None) as t:
-        stats = t.step()
-        events = [e.message for e in t.snapshot().events]
+    t = Tutor(make_cfg("train.accumulate=2", "train.steps=2"), tmp_path / "run", say=lambda m: None)
+    assert t.run() == "finished"
+    stats = t.history.rows(1)[0]
+    events = [e.message for e in t.snapshot().events]
+    assert events.index(next(m for m in events if m.startswith("precision:"))) < 3  # the run's first lines
     assert any(m.startswith("precision: fp32 (train.dtype = fp32; this CPU's bf16:") for m in events)
     assert any("train.batch = 4; global batch 8 sequences (4 x 2 micro-batches)" in m for m in events)
-    assert t.snapshot().global_batch == 8 and stats["tokens"] == 8 * 16
+    assert t.snapshot().global_batch == 8 and stats["tokens"] == 2 * 8 * 16
     assert 0 < stats["mfu"] < 1 and t.peak.source.startswith("measured (a 1024^3 GEMM in fp32")
 
 

@@ -328,3 +328,15 @@ def test_pace_stretches_updates_to_the_ui_cpu_budget(monkeypatch):
     for _ in range(12):
         run(Pace.PERIOD, 0.01)
     assert pace.stretch == 1.0
+
+
+async def test_the_timing_pane_shows_the_mfu():
+    """The live mfu stat (model FLOPs utilisation, babyllm.model.peaks) beside tokens/s, as a percentage."""
+    from tui.widgets.timing import TimingView
+
+    app = CockpitApp(lambda publish, say: FakeTutor(publish=publish), handle_signals=False)
+    async with app.run_test(size=BIG) as pilot:
+        await pilot_wait(pilot, lambda: app.snapshot is not None and "mfu" in app.snapshot.stats)
+        view = app.query_one(TimingView)
+        await pilot_wait(pilot, lambda: "MFU" in str(view.render()))
+        assert f"MFU {app.snapshot.stats['mfu']:.1%}" in str(view.render())

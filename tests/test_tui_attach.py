@@ -265,11 +265,29 @@ async def test_the_attached_cockpits_keys_reach_the_run_and_q_detaches(running):
     assert not any("stop requested" in m for m in said)
 
 
-def test_attach_with_nothing_live_is_one_line_and_exit_2(tmp_path, capsys):
-    assert tui_main(["--attach", str(tmp_path)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert f"no live run answers at {tmp_path}" in err and "--watch" in err and "--resume" in err
-    assert "\n" not in err
+def test_attach_with_nothing_live_is_one_line_and_exit_2_and_suggests_only_what_works(tmp_path, capsys):
+    """--watch on a missing path fails, --resume without a save fails: each is suggested only where it works."""
+    from runhelpers import write_save
+
+    def attach(path: Path) -> str:
+        assert tui_main(["--attach", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err
+        return err
+
+    err = attach(tmp_path / "nothere")
+    assert "no such run directory" in err and "--watch" not in err and "--resume" not in err
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("not a run")
+    err = attach(tmp_path / "notes")
+    assert "not a babyllm run" in err and "--watch" not in err and "--resume" not in err
+    (tmp_path / "empty").mkdir()
+    err = attach(tmp_path / "empty")  # a run about to start (--watch waits for it); no save to resume
+    assert f"no live run answers at {tmp_path / 'empty'}" in err and f"--watch {tmp_path / 'empty'}" in err
+    assert "--resume" not in err
+    write_save(tmp_path / "run", 5)
+    err = attach(tmp_path / "run")
+    assert f"--watch {tmp_path / 'run'}" in err and f"--run-dir {tmp_path / 'run'} --resume" in err
 
 
 def test_checkpoint_and_rollback_over_the_socket_rewind_the_history(running):

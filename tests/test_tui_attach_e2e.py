@@ -20,6 +20,7 @@ from runhelpers import kill_trainer, wait_for
 from test_tui_e2e import screen, step_on_screen, tmux, wait_screen
 
 from babyllm.run.runfiles import DEBUG_LOG, EVENTS_FILE, METRICS_FILE, latest_step
+from tui.actions import ACTIONS, Keys, Scope
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")]
 
@@ -82,7 +83,7 @@ def test_detach_kill_the_terminal_then_attach_pause_and_chat(tmp_path):
         time.sleep(0.5)
         tmux("send-keys", "-t", second, "q")
         wait_screen(second, r"Stop the run", timeout=10)
-        tmux("send-keys", "-t", second, "s")
+        tmux("send-keys", "-t", second, Keys(ACTIONS).first("answer('stop')", Scope.ATTACHED_QUIT))
         wait_screen(second, r"attach-done rc=0", timeout=60)
         assert "the run stopped" in screen(second)
         wait_for(lambda: not alive(pid), what="the detached run to end after its stop", timeout=30)

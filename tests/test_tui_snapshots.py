@@ -11,6 +11,7 @@ from tui.app import CockpitApp
 from tui.fake import FakeTutor
 from tui.widgets.events import EventLog
 from tui.widgets.plotting import Plot
+from tui.widgets.windows import WindowTrends
 
 
 def fake_app() -> CockpitApp:
@@ -29,6 +30,8 @@ async def settled(pilot) -> None:
             return "the snapshot and the panes"
         if any(p.drawn_size != (p.size.width, p.size.height) for p in plots):
             return "the plots at their size"
+        if any(t.drawn_cells != t.cells for t in app.query(WindowTrends) if t.size.width > 0):
+            return "the windows' trends at their width"
         if any(log.scroll_y < len(log.lines) - log.size.height for log in logs):
             return "the event log's newest lines in view"
         return ""

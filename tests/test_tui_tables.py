@@ -143,6 +143,23 @@ def test_each_key_does_one_thing_in_each_cockpit():
             assert len(acts) == 1 or acts == {"pause", "resume"}, (viewer, key, acts)
 
 
+def test_a_letter_in_a_dialog_means_what_it_means_in_the_cockpit_or_nothing_there():
+    """s saves in the cockpit: in the attached cockpit's quit dialog it stopped the run. A dialog's letter (or
+    digit, or sign) the cockpit also binds must do what its cockpit row does (its footer word: d detaches in
+    both) or only close the dialog (q and ? close the help); named keys (enter, escape, ...) are the dialog's."""
+    closes = {"dismiss", "cancel", "answer('')", "answer(False)"}
+    cockpit = {k: a for a in ACTIONS if Scope.COCKPIT in a.scopes for k in a.key_list()}
+    cockpit.update({p.key: a for p in PANES for a in [Action(p.key, f"show_pane('{p.pane.NAME}')", "pane")]})
+    checked = 0
+    for row in (a for a in ACTIONS if Scope.COCKPIT not in a.scopes and a.action):
+        for key in row.key_list():
+            same = cockpit.get(key)
+            if len(key) == 1 and same is not None and row.action not in closes:
+                checked += 1
+                assert row.label.split()[0] == same.label.split()[0], (key, row.scopes, row.label, same.label)
+    assert checked >= 2  # (d: detach; q: quit from the error screen)
+
+
 def test_the_viewer_offers_no_training_controls_but_answers_their_keys():
     rows = [a for a in ACTIONS if a.action in CONTROLS]
     assert rows and all(a.where is Where.LIVE for a in rows)

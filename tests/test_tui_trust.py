@@ -250,13 +250,13 @@ async def test_a_new_save_shows_its_folder_in_the_status_line_not_a_toast():
         assert not app._notifications
 
 
-# What the Tutor reports when a save fails: an error event and the snapshot's last_save_error (babyllm.school.tutor)
+# What the Tutor reports when a save fails: a save_error event and the snapshot's last_save_error (school/saves.py)
 FAILED_SAVE = "step 300: {kind} failed: [Errno 28] No space left on device; earlier saves are intact"
 
 
 @pytest.mark.parametrize(("key", "kind", "asked"), [("c", "checkpoint", "checkpointing…"), ("s", "save", "saving…")])
 async def test_a_failed_checkpoint_or_save_is_flashed_in_the_status_line(key, kind, asked):
-    """From the snapshot's last_save_error, not from the event's text (a failed checkpoint went unsaid)."""
+    """From the event's kind, not from its text (a failed checkpoint went unsaid), each time it fails."""
     app, made = make_app()
     async with app.run_test(size=SMALL) as pilot:
         await started(pilot, app)
@@ -264,7 +264,7 @@ async def test_a_failed_checkpoint_or_save_is_flashed_in_the_status_line(key, ki
         await pilot.press(key)
         assert asked in status_text(app)
         tutor.last_save_error = FAILED_SAVE.format(kind=kind)
-        tutor.events = (*tutor.events, Event(300, "error", tutor.last_save_error, 0.0))
+        tutor.events = (*tutor.events, Event(300, "save_error", tutor.last_save_error, 0.0))
         tutor.step = 301
         app._show(tutor.snapshot())
         await pilot.pause(0.1)
@@ -275,6 +275,11 @@ async def test_a_failed_checkpoint_or_save_is_flashed_in_the_status_line(key, ki
         app._show(tutor.snapshot())
         await pilot.pause(0.1)
         assert "loss plot: a note" in status_text(app)
+        tutor.events = (*tutor.events, Event(302, "save_error", tutor.last_save_error, 0.0))  # the same again
+        tutor.step = 303
+        app._show(tutor.snapshot())
+        await pilot.pause(0.1)
+        assert "save failed: see the event log (7)" in status_text(app)
 
 
 async def test_a_save_names_the_folder_of_the_snapshots_last_save_path():
@@ -453,6 +458,8 @@ async def test_w_cycles_the_windows_plot_through_sizes_on_a_log_axis_gates_and_b
         await started(pilot, app)
         pane = app.pane("windows")
         plot = pane.query_one(Plot)
+        await pilot.press("4")  # maximised: room for the plot (the wide grid's pane shows the trends: test_tui_view)
+        await pilot_wait(pilot, lambda: not pane.trends_shown)
         for view in ("sizes", "gates", "weightings", "sizes"):
             await pilot.press("w")
             await pilot_wait(pilot, lambda want=view: pane.view == want)

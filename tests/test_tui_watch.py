@@ -95,6 +95,27 @@ async def test_viewer_follows_appended_metrics_and_refuses_controls(tmp_path):
     assert made["watcher"].refused == ["pause", "pause", "save", "checkpoint"]
 
 
+async def test_viewer_flashes_each_failed_save_from_the_events_kind(tmp_path):
+    """A run's save_error events (school/saves.py): the viewer flashes each one, the same failure twice too."""
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    append(run / "metrics.jsonl", "".join(line(s) for s in range(1, 6)))
+    app, made = make_app(run)
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot_wait(pilot, lambda: app.snapshot is not None and app.snapshot.step == 5)
+        for step in (5, 6):
+            append(run / "events.jsonl", json.dumps({"step": step, "kind": "save_error", "time": 1.0,
+                                                     "message": "step 5: save failed: [Errno 28] disk full"}) + "\n")
+            await pilot_wait(pilot, lambda: "save failed: see the event log" in status_text(app))
+            assert app.snapshot.last_save_error == "step 5: save failed: [Errno 28] disk full"
+            app.status.flash("something else since")
+            await pilot_wait(pilot, lambda: "something else since" in status_text(app))
+        await pilot.press("q")
+    assert app.join_tutor(timeout=2)
+
+
 # --- a live run: its snapshot stream, read-only --------------------------------------------------------
 
 

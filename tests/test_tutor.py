@@ -19,6 +19,8 @@ from babyllm.school.tutor import Tutor
 from babyllm.snapshot import Snapshot
 from babyllm.stats import REGISTRY
 
+from textgen import sentences
+
 STAT_KEYS = (
     {"step", "tokens", "loss", "loss_100", "loss_1000", "val_loss", "val_bpb", "unigram_bpb", "perplexity", "accuracy",
      "lr", "grad_norm", "tokens_per_s", "step_ms", "mfu", "entropy", "act_mean", "act_std", "act_inactive", "mem2_mix",
@@ -86,6 +88,24 @@ def test_run_writes_metrics_events_samples_and_finishes(make_cfg, tmp_path):
     assert t.history.series("loss")[0] == list(range(1, 26))
     assert [s.step for s in list_saves(run)] == [25]
     assert (run / "best" / "model.safetensors").exists() and (run / "tokenizer.json").exists()
+
+
+def test_a_sample_shows_the_bytes_of_a_split_character_not_replacement_characters(make_cfg, tmp_path):
+    """Each guess and truth is one token alone: a lone byte of a multi-byte character shows as <0xE2> (its
+    text), never U+FFFD (examiner.make_sample, babyllm.infer2.detokenizer.TokenText.shown)."""
+    import random
+
+    rng = random.Random(5)
+    rare = "猫犬鳥魚花雨雪風🙂👍🏽—é"
+    text = "".join(w + (rng.choice(rare) if rng.random() < 0.3 else " ") for w in sentences(400, seed=4).split(" "))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "text.txt").write_text(text, encoding="utf-8")
+    with Tutor(make_cfg(corpus_path=corpus), tmp_path / "run", say=lambda m: None) as t:
+        samples = [t.exam.make_sample(step) for step in range(1, 40)]  # (a different snippet each step)
+    shown = [s for sample in samples for s in (*sample.guesses, *sample.truths)]
+    assert not any("\ufffd" in s for s in shown)
+    assert any("<0x" in s for s in shown)  # (the case itself: split characters among the truths)
 
 
 def test_publish_is_throttled(make_cfg, tmp_path):

@@ -101,7 +101,8 @@ ACTIONS: tuple[Action, ...] = (
            help="the quit or roll back question: no, carry on"),
     Action("d,enter", "answer('detach')", "detach", footer=True, where=Where.LIVE, scopes=(Scope.ATTACHED_QUIT,),
            help="quitting an attached cockpit: detach (the run trains on)"),
-    Action("s", "answer('stop')", "stop the run", footer=True, where=Where.LIVE, scopes=(Scope.ATTACHED_QUIT,),
+    # (t, not s: s saves everywhere else, and a letter in a dialog means what it means in the cockpit, or nothing)
+    Action("t", "answer('stop')", "stop the run", footer=True, where=Where.LIVE, scopes=(Scope.ATTACHED_QUIT,),
            help="quitting an attached cockpit: stop the run (it saves first)"),
     Action("n,escape", "answer('')", "cancel", footer=True, where=Where.LIVE, scopes=(Scope.ATTACHED_QUIT,),
            help="quitting an attached cockpit: cancel"),

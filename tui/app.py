@@ -16,26 +16,29 @@ actions are the pane's own: the app runs an action on the pane its row in the ta
 from __future__ import annotations
 
 import contextlib
+import os
 import traceback
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from textual import on
 from textual.actions import ActionParseResult
 from textual.actions import parse as parse_action
-from textual.app import App, ComposeResult
-from textual.containers import Container
+from textual.app import App, ComposeResult, SystemCommand
+from textual.containers import Container, Vertical
 from textual.dom import DOMNode
-from textual.widgets import Footer, Header, Input, Tab, Tabs
+from textual.filter import LineFilter, Monochrome, NoColor
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Tab, Tabs
 
-from babyllm.calligraphist import Calligraphist
+from babyllm.calligraphist import Calligraphist, Depth, colour_depth
 from babyllm.config import TuiConfig
 from babyllm.snapshot import Snapshot, TutorControl
 from babyllm.stats import REGISTRY, Registry
 from tui import actions as table
 from tui.actions import ACTIONS, PALETTE_KEY, VIEWER_INTRO, Action
+from tui.asked import Asked
 from tui.commands import CockpitCommands
 from tui.controls import Controls
 from tui.detach import Detacher
@@ -48,21 +51,19 @@ from tui.panes import PANES, PaneSlot, grid_css
 from tui.refresh import Refresher
 from tui.screens import VIEWER_CHAT_HELP, ErrorScreen, HelpScreen
 from tui.tutor_thread import TutorFactory, TutorThread, install_signal_handlers, tty
+from tui.views import WIDE_COLUMNS, WIDE_ROWS, Views
 from tui.widgets.base import Pane, PaneKit
 from tui.widgets.status import StatusBar, TokenRate
 
-__all__ = ["ChatFactory", "CockpitApp", "Pace", "TutorFactory"]
+__all__ = ["WIDE_COLUMNS", "WIDE_ROWS", "ChatFactory", "CockpitApp", "Pace", "TutorFactory"]
 
 ChatFactory = Callable[[Any], Any]  # tutor -> an Infer2-like object (.stream, .command, .notices)
 
-# A terminal at least this big shows all panes at once; a smaller one shows one pane and tabs.
-WIDE_COLUMNS = 120
-WIDE_ROWS = 34
 VIEWER_CHAT_NOTE = ("viewer: the first message loads the run's newest save on the CPU here; "
                     "/reload (or {reload}) takes a newer one.")
 
 
-class CockpitApp(Intake, Controls, Lifecycle):
+class CockpitApp(Intake, Controls, Lifecycle, Views):
     """The training cockpit (or, with ``viewer=True``, a viewer). ``tutor_factory`` builds a TutorControl;
     tests pass a fake one, and may pass their own ``actions`` table and ``panes`` list."""
 
@@ -88,8 +89,12 @@ class CockpitApp(Intake, Controls, Lifecycle):
         on_hangup: str = TuiConfig.on_hangup,
         detacher: Detacher | None = None,
         attached: bool = False,
+        depth: Depth | None = None,
     ) -> None:
-        super().__init__()
+        depth = colour_depth(os.environ) if depth is None else depth  # (tests pass theirs)
+        # Among 16 colours or none, ANSI colours stay ANSI: the panes' hues were picked for the terminal's
+        # own 16 (babyllm.calligraphist.Hue), and Textual would otherwise map them through its truecolour theme.
+        super().__init__(ansi_color=True if depth in (Depth.NONE, Depth.STANDARD) else None)
         self.viewer = viewer
         self.actions, self.pane_slots = tuple(actions), tuple(panes)
         self.keys = Keys(self.actions)
@@ -104,8 +109,10 @@ class CockpitApp(Intake, Controls, Lifecycle):
         self._chat_factory = chat_factory
         self.chat: Any = None
         self.sub_title = subtitle
-        self.calligraphist = Calligraphist(window=window, registry=registry)
+        self.calligraphist = Calligraphist(window=window, registry=registry, depth=depth)
+        self._no_colour = NoColor()
         self.snapshot = None
+        self.asked = Asked()
         self.join_timeout = join_timeout
         self.handle_signals = handle_signals
         self.paused = False
@@ -122,6 +129,7 @@ class CockpitApp(Intake, Controls, Lifecycle):
         self.pace = Pace(UI_BUDGET_CPU)
         self.token_rate = TokenRate()
         self._failures_logged: set[tuple[str, str, str]] = set()
+        self._said_while_building: list[str] = []  # (see on_tutor_said)
         self.debug_lines: deque[str] = deque(maxlen=200)  # what went to debug.log from the UI (tests read it)
         kit = PaneKit(self.calligraphist, self.keys, self.pane_failed)
         # DOM order = the wide grid's placement order (see tui.panes)
@@ -141,17 +149,13 @@ class CockpitApp(Intake, Controls, Lifecycle):
     # -- layout ------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield Header(icon="◉")
-        yield self.status
+        with Vertical(id="top"):
+            yield Header(icon="◉")
+            yield self.status
         yield Tabs(*(Tab(f"{p.key} {p.SHORT}", id=f"tab-{p.NAME}") for p in self.panes), id="tabs")
         with Container(id="panes"):
             yield from self.panes
         yield Footer()
-
-    @property
-    def main_screen(self) -> Any:
-        """The screen the panes are on (dialogs stack above it)."""
-        return self.screen_stack[0]
 
     def on_mount(self) -> None:
         self._apply_layout(self.size.width, self.size.height)
@@ -166,45 +170,6 @@ class CockpitApp(Intake, Controls, Lifecycle):
             self.pane("sample").border_subtitle = "viewer: samples are not in the run's files"
         self._tutor_thread.start()
 
-    def on_resize(self, event: Any) -> None:
-        self._apply_layout(event.size.width, event.size.height)
-
-    def _apply_layout(self, width: int, height: int) -> None:
-        compact = width < WIDE_COLUMNS or height < WIDE_ROWS
-        first = not self.query_one("#panes").has_class("-compact", "-wide")
-        if compact == self.compact and not first:
-            return
-        self.compact = compact
-        panes = self.query_one("#panes")
-        panes.set_class(compact, "-compact")
-        panes.set_class(not compact, "-wide")
-        self.query_one("#tabs").display = compact
-        if compact and self.main_screen.maximized is not None:
-            self.main_screen.minimize()
-        self._select(self.active_pane)
-
-    def _select(self, name: str) -> None:
-        """Make a pane the active one (the one shown in compact mode)."""
-        self.active_pane = name
-        for p in self.panes:
-            p.set_class(name == p.NAME, "-active")
-        tabs = self.query_one("#tabs", Tabs)
-        if tabs.active != f"tab-{name}":
-            tabs.active = f"tab-{name}"
-        self.refresher.catch_up()
-
-    def on_visible(self, pane: Pane) -> bool:
-        """Is a pane on screen now (so worth updating)?"""
-        if self.compact:
-            return self.active_pane == pane.NAME
-        maximized = self.screen_stack[0].maximized if self.screen_stack else None
-        return maximized is None or maximized is pane
-
-    @on(Tabs.TabActivated, "#tabs")
-    def _tab_clicked(self, event: Tabs.TabActivated) -> None:
-        if event.tab.id and event.tab.id[4:] != self.active_pane:
-            self._select(event.tab.id[4:])
-
     def on_redraw_wanted(self, message: RedrawWanted) -> None:
         self.refresher.request_redraw(message.pane)
 
@@ -216,6 +181,14 @@ class CockpitApp(Intake, Controls, Lifecycle):
         self.pace.update()
         self.status.tick()
         self.refresher.tick()
+
+    def get_line_filters(self) -> list[LineFilter]:
+        """No colour at all when the terminal has none (NO_COLOR, TERM=dumb): Textual itself would still
+        send truecolour greys for NO_COLOR, and colours for a dumb TERM."""
+        filters = list(super().get_line_filters())
+        if self.calligraphist.depth is Depth.NONE:
+            filters = [f for f in filters if not isinstance(f, Monochrome | NoColor)] + [self._no_colour]
+        return filters
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -279,13 +252,19 @@ class CockpitApp(Intake, Controls, Lifecycle):
         self._event("error", message)
 
     def on_tutor_said(self, message: TutorSaid) -> None:
+        """A line for the user. While the Tutor is being built (a corpus's bad rows) it is only shown: the
+        Tutor's events say it again, and the log takes it from them (or, if the building fails, from here)."""
         if self.snapshot is None:
-            self.status.show(None, message.text)
+            self.status.starting = message.text
+            self.status.refresh_line()
+            self._said_while_building.append(message.text)
+            return
         self._event("info", message.text)
 
     def on_tutor_progress(self, message: TutorProgress) -> None:
         if self.snapshot is None:
-            self.status.show(None, message.text)
+            self.status.starting = message.text
+            self.status.refresh_line()
 
     def on_tutor_finished(self, message: TutorFinished) -> None:
         if self.tutor is not None:
@@ -302,6 +281,8 @@ class CockpitApp(Intake, Controls, Lifecycle):
             self.notify(f"Training ended ({how}). The chat still works; {quits} quits.")
 
     def on_tutor_failed(self, message: TutorFailed) -> None:
+        for text in self._said_while_building if self.snapshot is None else ():
+            self._event("info", text)
         self.failure = message.message
         self.exit_code = self.exit_code or message.exit_code
         self._event("error", message.message)
@@ -336,13 +317,10 @@ class CockpitApp(Intake, Controls, Lifecycle):
         """(name, action, keys) of this cockpit's palette (its mode's rows, then the panes)."""
         return table.palette_entries(self.actions, self.pane_slots, self.viewer)
 
-    def action_chat(self) -> None:
-        if self.compact:
-            self._select("chat")
-        elif self.main_screen.maximized is not None and self.main_screen.maximized is not self.chat_pane:
-            self.main_screen.minimize()
-            self.refresher.catch_up()
-        self.query_one("#chat-input", Input).focus()
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """Of Textual's own palette entries only the themes: its Quit, Keys, Maximize and Screenshot would sit
+        beside the cockpit's own (which save first, say the keys, keep the header, write into the run)."""
+        yield from (c for c in super().get_system_commands(screen) if c.callback == self.action_change_theme)
 
     def action_reload(self) -> None:
         """A viewer's r: the chat loads the newest save at the next message."""
@@ -350,40 +328,6 @@ class CockpitApp(Intake, Controls, Lifecycle):
             self.notify("Still starting.", severity="warning")
             return
         self.notify(self.chat_pane.reload(), timeout=3)
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Escape (leave) only shows, and only acts, when there is something to leave."""
-        if action == "leave":
-            if not self.screen_stack:
-                return False
-            return isinstance(self.focused, Input) or self.main_screen.maximized is not None
-        return super().check_action(action, parameters)
-
-    def action_leave(self) -> None:
-        focused = self.focused
-        if isinstance(focused, Input):
-            self.set_focus(None)
-        elif self.main_screen.maximized is not None:
-            self.main_screen.minimize()
-            self.refresher.catch_up()
-
-    def action_show_pane(self, name: str) -> None:
-        """Compact: switch to the pane. Wide: maximise it (again, or '' restores all panes)."""
-        if not name:
-            if self.main_screen.maximized is not None:
-                self.main_screen.minimize()
-                self.refresher.catch_up()
-            return
-        if self.compact:
-            self._select(name)
-            return
-        pane = self.pane(name)
-        if self.main_screen.maximized is pane:
-            self.main_screen.minimize()
-        else:
-            self.main_screen.maximize(pane, container=False)
-        self.refresher.catch_up()
-        self.refresh_bindings()
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):

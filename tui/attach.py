@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from babyllm.errors import BabyError
+from babyllm.run.runfiles import check_run_dir, latest_step
 from babyllm.snapshot import Publish, Say
 from babyllm.socket.client import NoLiveRun
 from babyllm.socket.remote import RemoteTutor
@@ -29,8 +30,14 @@ WAIT_S = 5.0  # for the stream's thread once the cockpit has closed
 
 
 def no_live_run(run_dir: Path) -> str:
-    return (f"no live run answers at {run_dir}; follow its files with --watch {run_dir}, "
-            f"or resume with --run-dir {run_dir} --resume")
+    """Why nothing answers and what to do instead, naming only what works on this directory: no directory or
+    no run in it is the one-line error --watch gives; --watch follows any run's files (an empty folder: a run
+    about to start), and --resume needs a save."""
+    run_dir = check_run_dir(run_dir, "watch", "--attach")
+    ways = [f"follow its files with --watch {run_dir}"]
+    if latest_step(run_dir) is not None:
+        ways.append(f"resume it with --run-dir {run_dir} --resume")
+    return f"no live run answers at {run_dir}; {', or '.join(ways)}"
 
 
 def connect(run_dir: Path, publish: Publish, say: Say) -> RemoteTutor:

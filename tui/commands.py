@@ -25,6 +25,8 @@ class PaletteHost(Protocol):
 
     def palette_entries(self) -> list[tuple[str, str, str]]: ...
 
+    def live_values(self) -> dict[str, object]: ...
+
     def set_live(self, items: Sequence[tuple[str, str]]) -> None: ...
 
     def action_setting_form(self, key: str = "") -> None: ...
@@ -68,7 +70,7 @@ class CockpitCommands(Provider):
         words = query.split()
         if app.viewer or not words or words[0].lower() != "set":
             return []
-        now = app.snapshot.settings if app.snapshot is not None else {}
+        now = app.live_values()  # (a value asked for and not yet applied: that one)
         rest = words[1:]
         if len(rest) >= 2 or (rest and "=" in rest[0]):
             try:

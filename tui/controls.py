@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from babyllm import live
+from babyllm.config import parse_value
 from babyllm.errors import ConfigError
 from babyllm.live import LR
 from babyllm.run.runfiles import SCREENSHOTS
@@ -20,8 +21,6 @@ from tui.screens import ConfirmScreen, SettingScreen
 
 VIEWER_REFUSAL = "viewer: training is controlled by the training process"
 SAVE_FLASH_S = 60.0  # "saving…" until the save's own flash replaces it (a save can take a while)
-
-
 class Controls(Room):
     """The keys that steer training, each asking the Tutor through its control interface."""
 
@@ -110,9 +109,14 @@ class Controls(Room):
 
     # -- live settings (babyllm.live) --------------------------------------------------------
 
+    def live_values(self) -> dict[str, object]:
+        """The live settings as the run will have them once what this cockpit asked is applied (Asked)."""
+        return self.asked.values(self.snapshot.settings if self.snapshot is not None else {})
+
     def action_scale_lr(self, factor: float) -> None:
-        """Ask the run for train.lr times `factor` (a live setting: babyllm.live)."""
-        old = self.snapshot.settings.get(LR) if self.snapshot is not None else None
+        """Ask the run for train.lr times `factor` (a live setting: babyllm.live): the rate asked last, if the
+        run has not taken it yet, else the run's."""
+        old = self.live_values().get(LR)
         if self._live_settings("change the learning rate") is None:
             return
         if not isinstance(old, int | float):
@@ -123,8 +127,7 @@ class Controls(Room):
     def action_setting_form(self, key: str = "") -> None:
         """The small form: a live setting's key and new value (also reached by typing "set lr 5e-4" in the palette)."""
         if self._live_settings("change settings") is not None:
-            settings = dict(self.snapshot.settings) if self.snapshot is not None else {}
-            self.push_screen(SettingScreen(settings, key, keys=self.keys),
+            self.push_screen(SettingScreen(self.live_values(), key, keys=self.keys),
                              lambda answer: self.set_live([answer]) if answer is not None else None)
 
     def set_live(self, items: Sequence[tuple[str, str]]) -> None:
@@ -139,6 +142,8 @@ class Controls(Room):
         except ConfigError as e:
             self.notify(str(e), severity="error")
             return
+        for key, text in resolved:
+            self.asked.ask(key, parse_value(text), self.snapshot)
         asked = " ".join(f"{key}={text}" for key, text in resolved)
         self._ui_event(f"set {asked} requested")
         self.status.flash(f"set {asked}…")

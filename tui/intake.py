@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import PurePath
 
+from babyllm.events import EventKind
 from babyllm.run.runfiles import RESUMABLE_KINDS, save_name
 from babyllm.snapshot import Event, Snapshot
 from tui.messages import SnapshotReady
@@ -16,7 +17,7 @@ from tui.screens import ErrorScreen
 
 SAVED_FLASH_S = 6.0
 SAVE_FAILED_FLASH_S = 10.0
-SaveFields = tuple[int | None, str | None, str | None]  # a Snapshot's last_save_step, _path, _error
+SAVE_ERROR: EventKind = "save_error"
 
 
 class Intake(Room):
@@ -24,7 +25,6 @@ class Intake(Room):
 
     _events_seen = 0  # the snapshots' event_count so far
     _last_state = ""
-    _save_fields: SaveFields | None = None  # the previous snapshot's (None: none yet)
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
         self._show(message.snapshot)
@@ -47,8 +47,9 @@ class Intake(Room):
         first = old is None
         changed = old is None or snap.step != old.step
         self.snapshot = snap
+        self.asked.seen(snap)
         if self.viewer and not self.quitting:
-            self.status.note = str(getattr(self.tutor, "note", "") or "")  # what the Watcher makes of the run
+            self.status.about = str(getattr(self.tutor, "note", "") or "")  # what the Watcher makes of the run
         self.token_rate.observe(snap.tokens)
         if changed and snap.stats:
             self.calligraphist.observe(snap.stats)
@@ -81,16 +82,16 @@ class Intake(Room):
         return events if announce else []
 
     def _save_news(self, snap: Snapshot, new: Sequence[Event]) -> None:
-        """Flash a save's outcome from the snapshot's save fields, never from an event's text: a new
-        last_save_error is a save, checkpoint (or nan weights' refusal) that failed; a save or checkpoint
-        event (its kind) is one written, shown by the folder its fields name."""
-        old, self._save_fields = self._save_fields, (snap.last_save_step, snap.last_save_path, snap.last_save_error)
-        if old is None:
-            return  # the first snapshot: what it says was before this cockpit
-        saved = [e for e in new if e.kind in RESUMABLE_KINDS]
-        if snap.last_save_error and snap.last_save_error != old[2]:
+        """Flash a save's outcome from the new events' kinds, never from their text: each save_error is a save,
+        checkpoint (or nan weights' refusal) not written, flashed every time (the same failure twice flashes
+        twice); a save or checkpoint event is one written, shown by the folder the snapshot names."""
+        kinds = [e.kind for e in new if e.kind in (SAVE_ERROR, *RESUMABLE_KINDS)]
+        if not kinds:
+            return
+        if kinds[-1] == SAVE_ERROR:
             self.status.flash(f"save failed: see the event log ({self.events_pane.key})", SAVE_FAILED_FLASH_S)
-        elif saved:
+        else:
+            saved = [e for e in new if e.kind in RESUMABLE_KINDS]
             self.status.flash(f"saved → {self._folder(snap, saved[-1])}", SAVED_FLASH_S)
 
     @staticmethod
@@ -102,9 +103,8 @@ class Intake(Room):
         return save_name(event.kind, event.step)
 
     def _alert(self, text: str) -> None:
-        """An alert (babyllm.school.alerts): a bell, a toast, and the status banner until dismissed or a resume."""
-        self.bell()
-        self.notify(text, title="alert", severity="warning", timeout=10)
+        """An alert (babyllm.school.alerts): a bell and the status banner until dismissed or a resume."""
+        self.bell()  # (no toast: the banner says it, and a toast would cover the panes, the chat input too)
         self.status.alert = text
         self.status.refresh_line()
 

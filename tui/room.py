@@ -1,7 +1,7 @@
 """Room: what the cockpit's rooms share. CockpitApp (tui.app: the layout and the messages) is made of
 rooms, each a mixin in its own module: the snapshot intake (tui.intake), the training controls
-(tui.controls) and the lifecycle (tui.lifecycle). They are mixins, not objects the app holds, because
-Textual looks a key's action (``action_…``), a message's handler (``on_…``) and its overrides
+(tui.controls), the lifecycle (tui.lifecycle) and the views (tui.views). They are mixins, not objects
+the app holds, because Textual looks a key's action (``action_…``), a message's handler (``on_…``) and its overrides
 (``check_action``, ``exit``) up on the App itself, and because they share the app's state: the newest
 snapshot, paused, quitting. That state is declared here, once, and set by CockpitApp.__init__.
 """
@@ -15,6 +15,7 @@ from textual.app import App
 from babyllm.calligraphist import Calligraphist
 from babyllm.events import EventKind
 from babyllm.snapshot import Event, History, Snapshot
+from tui.asked import Asked
 from tui.keys import Action, Keys
 from tui.pace import Pace
 from tui.refresh import Refresher
@@ -42,9 +43,11 @@ class Room(App[int]):
     paused: bool
     quitting: bool
     compact: bool  # one pane at a time (a small terminal)
+    active_pane: str  # the pane shown when compact (its tab is selected)
     exit_code: int
     failure: str | None
     _tutor_thread: TutorThread
+    asked: Asked  # the live settings asked for and not yet shown by a snapshot
 
     @property
     def tutor(self) -> Any:

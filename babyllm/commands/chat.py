@@ -13,6 +13,7 @@ from typing import TextIO
 
 from babyllm.errors import BabyError, CheckpointError
 from babyllm.infer2 import Infer2, Settings
+from babyllm.infer2.commands import cut_at_limit
 from babyllm.model.pretrained import is_export
 from babyllm.run.chatlog import ChatLog, visible
 from babyllm.run.runfiles import CHAT_LOG, RUNS, check_run_dir, is_save_folder, run_name_dir
@@ -114,7 +115,8 @@ def chat_loop(
             for piece in infer.stream(prompt):
                 pieces.append(piece)
                 print(visible(piece), end="", file=out, flush=True)
-            say("" if pieces else "(no reply: the model ended the text at once)")
+            cut = f" {cut_at_limit()}" if infer.hit_limit else ""
+            say(cut if pieces else "(no reply: the model ended the text at once)")
         except KeyboardInterrupt:
             say(" [interrupted]")
         except BabyError as e:

@@ -9,9 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from babyllm.commands.export import add_export_args
-from babyllm.commands.plot import add_plot_args
-from babyllm.config import load_config, machine_default
+from babyllm.commands import startup
 from babyllm.errors import BabyError, exit_code
 
 
@@ -71,11 +69,15 @@ def cockpit_parser() -> argparse.ArgumentParser:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Parameter counts per part and training FLOPs per token for a config."""
+    import torch
+
+    from babyllm.config import load_config, machine_default
     from babyllm.model.network import BabyLLM
 
     name, why = (args.config, "") if args.config else machine_default()
     cfg = load_config(name, args.overrides)
-    model = BabyLLM(cfg.model)
+    with torch.device("meta"):  # shapes only: counting never allocates the weights
+        model = BabyLLM(cfg.model)
     counts = model.param_counts()
     macs = model.forward_macs_per_token()
     total = sum(counts.values())
@@ -170,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train headless, printing banded stats")
     add_training_args(p)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, takes_signals=True)  # (it handles SIGINT, SIGTERM and SIGHUP: commands.train)
 
     p = sub.add_parser("chat", help="chat with a run's latest save")
     add_run_args(p)
@@ -212,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_eval)
+
+    from babyllm.commands.export import add_export_args
+    from babyllm.commands.plot import add_plot_args
 
     p = sub.add_parser("export", help="write a run's newest good save as a folder of its own: model.safetensors, "
                                       "config.json, tokenizer.json and a model card (BabyLLM.from_pretrained)")
@@ -258,20 +263,29 @@ def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
     except BabyError as e:
         print(f"error: {e}", file=sys.stderr)
         return exit_code(e)
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as e:
+        return startup.exit_code(e)
     except BrokenPipeError:  # output piped into `head` and closed early: not an error worth a traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if getattr(args, "uses_torch", True):  # (runtime imports torch: ctl and runs answer without it)
-        from babyllm.model.runtime import tune_malloc
+    guard = startup.StartupGuard().install()  # first: a signal while starting ends it cleanly (commands.startup)
+    try:
+        args = build_parser().parse_args(argv)
+        if getattr(args, "uses_torch", True):  # (runtime imports torch: ctl and runs answer without it)
+            from babyllm.model.runtime import tune_malloc
 
-        tune_malloc()  # before the command allocates anything
-    return run_command(args.func, args)
+            tune_malloc()  # before the command allocates anything
+        if not getattr(args, "takes_signals", False):
+            guard.release()  # (a command that does not handle them itself keeps Python's defaults)
+        guard.check()  # (one that came while starting: nothing is done yet)
+        return run_command(args.func, args)
+    except KeyboardInterrupt as e:
+        return startup.exit_code(e)
+    finally:
+        guard.release()  # (main may be called in a process that goes on: a test, a script)
 
 
 if __name__ == "__main__":

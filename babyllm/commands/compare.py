@@ -16,6 +16,7 @@ from typing import Any
 from babyllm.durations import duration
 from babyllm.errors import BabyError
 from babyllm.run import runfiles
+from babyllm.safefile import read_bounded
 from babyllm.snapshot import History
 
 ALL = runfiles.ALL_STEPS  # every step the log holds, unthinned
@@ -132,8 +133,9 @@ def _newest_meta(d: Path) -> dict[str, Any]:
     """The newest readable save's meta.json (checked saves are soul's business; this only reads figures)."""
     for info in runfiles.list_saves(d):
         try:
-            meta = json.loads((info.path / runfiles.META_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            meta = json.loads(read_bounded(info.path / runfiles.META_FILE,
+                                           runfiles.READ_LIMITS[runfiles.META_FILE], d))
+        except (OSError, ValueError, RecursionError, BabyError):
             continue
         if isinstance(meta, dict):
             return meta

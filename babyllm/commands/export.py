@@ -143,11 +143,11 @@ by `babyllm export` (babyllm-tui {info['babyllm_version']}).
 
 ```python
 import torch
-from tokenizers import Tokenizer
 from babyllm import BabyLLM
+from babyllm.model.pretrained import load_tokenizer
 
 model = BabyLLM.from_pretrained("path/to/this/folder")             # eval mode, on the CPU
-tokenizer = Tokenizer.from_file("path/to/this/folder/tokenizer.json")
+tokenizer = load_tokenizer("path/to/this/folder")                   # (tokenizers.Tokenizer, size-checked)
 logits = model(torch.tensor([tokenizer.encode("Once upon a time").ids]))   # [1, T, vocab]
 ```
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from babyllm.config import Config, apply_override, default_config_name, load_config, validate
+from babyllm.config import Config, apply_override, default_config_name, load_config, range_problem, validate
 from babyllm.errors import BabyError
 from babyllm.run.mirrors import check_installed
 from babyllm.run.runfiles import RUNS
@@ -21,17 +22,17 @@ def config_from_args(args: argparse.Namespace, default: str | None = None) -> Co
 
 
 def apply_run_args(cfg: Config, args: argparse.Namespace) -> Config:
-    """Apply --corpus (relative to the shell's directory) and --steps to a loaded config."""
+    """Apply --corpus (relative to the shell's directory), --steps and --minutes to a loaded config, checked as
+    the config's own values are (babyllm.config.validate)."""
     if getattr(args, "corpus", None):
         cfg.data.corpus = str(Path(args.corpus).expanduser().resolve())
-    if getattr(args, "steps", None) is not None:
-        if args.steps < 0:
-            raise BabyError(f"--steps {args.steps}: must be >= 0 (0 = until stopped)")
-        cfg.train.steps = args.steps
-    if getattr(args, "minutes", None) is not None:
-        if not 0 <= args.minutes < 1e6:
-            raise BabyError(f"--minutes {args.minutes:g}: must be >= 0 (0 = no time budget)")
-        cfg.train.minutes = args.minutes
+    for flag, key in (("steps", "train.steps"), ("minutes", "train.minutes")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            problem = range_problem(key, value)
+            if problem:
+                raise BabyError(f"--{flag} {value}: {problem.partition(': ')[2]}")
+            setattr(cfg.train, flag, value)
     return cfg
 
 
@@ -42,14 +43,14 @@ def prepare_run(args: argparse.Namespace, runs_root: Path = RUNS) -> tuple[Confi
     and --steps); otherwise the config comes from --config (or the one that suits this machine).
     """
     from babyllm.run.rundir import resolve_run_dir
-    from babyllm.school.soul import saved_config  # torch: only once arguments parse
+    from babyllm.school.soul import resume_config  # torch: only once arguments parse
 
     run = getattr(args, "run", None)
     run_dir_arg = getattr(args, "run_dir", None)
     resume = bool(getattr(args, "resume", False))
     if resume and not getattr(args, "config", None):
         run_dir = resolve_run_dir(run, run_dir_arg, True, "", runs_root)
-        cfg = saved_config(run_dir)
+        cfg = resume_config(run_dir, say=lambda message: print(f"warning: {message}", file=sys.stderr))
         for item in getattr(args, "overrides", None) or ():
             apply_override(cfg, item)
         apply_run_args(cfg, args)

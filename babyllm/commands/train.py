@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 from rich.console import Console
 from rich.text import Text
 
-from babyllm.calligraphist import Calligraphist
+from babyllm.calligraphist import Calligraphist, colour_depth
 from babyllm.commands.runsetup import make_tutor, prepare_run
+from babyllm.commands.startup import Interrupted, caught_before, second_signal
 from babyllm.config import Config
 from babyllm.durations import duration
 from babyllm.errors import BabyError
@@ -130,18 +131,18 @@ def _main(args: argparse.Namespace, rank: int, world: int) -> int:
             return  # torchrun's copy of a Ctrl-C the terminal already delivered
         signals_seen.append((signum, now))
         if len(signals_seen) > 1:
-            try:
-                os.write(2, b"second signal: exiting now (the last save is intact)\n")
-            finally:
-                os._exit(128 + signum)
+            second_signal(signum)
         tutor = holder.get("tutor")
-        if tutor is None:
-            raise KeyboardInterrupt
-        tutor.stop(by=f"{signal.Signals(signum).name} to babyllm train (pid {os.getpid()})")
+        if tutor is not None:
+            tutor.stop(by=_stopped_by(signum))
+        # (still starting: remembered, and acted on where stopping is clean; see commands.startup)
 
     in_main = threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, on_signal) for s in SIGNALS} if in_main else {}
     try:
+        early = caught_before(previous.values())  # one that came while the command started
+        if early is not None:
+            raise Interrupted(early)
         progress = ProgressLine(sys.stderr, cfg.stats.print_every) if rank == 0 else None
 
         def say(message: str) -> None:
@@ -149,19 +150,32 @@ def _main(args: argparse.Namespace, rank: int, world: int) -> int:
                 progress.finish()  # a warning starts on a line of its own, not after the progress line
                 show(message, err=True, style="yellow")
 
+        def preparing(p: Progress) -> None:  # called often while the corpus is prepared: a clean place to stop
+            if signals_seen:
+                raise Interrupted(signals_seen[0][0])  # (the Tutor removes a run directory it made)
+            if progress is not None:
+                progress(p)
+
         try:
-            tutor = make_tutor(cfg, run_dir, resume, say=say, rank=rank, world_size=world, progress=progress)
+            tutor = make_tutor(cfg, run_dir, resume, say=say, rank=rank, world_size=world, progress=preparing)
         finally:
             if progress is not None:
                 progress.finish()
         holder["tutor"] = tutor
-        return _watch(tutor, cfg, show, signals_seen)
+        if signals_seen:  # one came after the corpus was ready: the usual stop, at the first step boundary
+            tutor.stop(by=_stopped_by(signals_seen[0][0]))
+        return _watch(tutor, cfg, show, signals_seen, resume)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
 
 
-def _header_line(snap: Snapshot, cfg: Config) -> str:
+def _stopped_by(signum: int) -> str:
+    return f"{signal.Signals(signum).name} to babyllm train (pid {os.getpid()})"
+
+
+def _header_line(snap: Snapshot, cfg: Config, resumed: bool) -> str:
+    """What the built Tutor is: device, size, corpus, the save it resumed from, how long it trains."""
     c = snap.corpus
     corpus = f" · corpus {c.root} ({c.train_tokens:,} training / {c.val_tokens:,} validation tokens)" if c else ""
     batch = f" · global batch {snap.global_batch:,} sequences" if snap.global_batch else ""
@@ -176,17 +190,18 @@ def _budget(cfg: Config) -> str:
     return "until " + " or ".join(parts) if parts else "until stopped"
 
 
-def _watch(tutor: TutorControl, cfg: Config, show: _Printer, signals_seen: list[Any]) -> int:
-    show(_header_line(tutor.snapshot(), cfg))
+def _watch(tutor: TutorControl, cfg: Config, show: _Printer, signals_seen: list[Any], resumed: bool) -> int:
+    first = tutor.snapshot()
+    show(_header_line(first, cfg, resumed))
 
     result: list[str] = []
     thread = threading.Thread(target=lambda: result.append(tutor.run()), name="tutor", daemon=True)
-    calli = Calligraphist(window=cfg.stats.window)
+    calli = Calligraphist(window=cfg.stats.window, depth=colour_depth(os.environ))  # (Rich drops colour off a tty)
     start = time.monotonic()
     next_line = start + cfg.stats.print_every
     seen_step: float | None = -1
     summarised: float | None = -1
-    printed, told_stop, alarm_handled = 0, False, False
+    printed, told_stop, alarm_handled = first.history_events, False, False  # (a resume's old events: not news)
     release_openmp_threads()  # the main thread's pool would slow the Tutor's (see runtime)
     thread.start()
 
@@ -199,7 +214,8 @@ def _watch(tutor: TutorControl, cfg: Config, show: _Printer, signals_seen: list[
         new = snap.event_count - printed
         if new > 0:
             for ev in snap.events[-new:] if new <= len(snap.events) else snap.events:
-                show(f"[{ev.kind}] step {ev.step}: {ev.message}", style=EVENT_STYLES.get(ev.kind))
+                if not ev.said:  # (a warning said as it happened, while the corpus was prepared: once is enough)
+                    show(f"[{ev.kind}] step {ev.step}: {ev.message}", style=EVENT_STYLES.get(ev.kind))
             printed = snap.event_count
         if signals_seen and not told_stop:
             told_stop = True

@@ -78,6 +78,13 @@ COMMANDS: tuple[ChatCommand, ...] = (
 RELOAD = ChatCommand("/reload", description="load the newest save at the next message", action="reload")
 
 
+def cut_at_limit() -> str:
+    """The mark after a reply that stopped at the token limit (Infer2.hit_limit), in `babyllm chat` and the
+    cockpit's chat alike: "[stopped at the token limit: /max N for longer replies]"."""
+    limit = next(c for c in COMMANDS if c.setting == "max_tokens")
+    return f"[stopped at the token limit: {limit.name} {limit.argument} for longer replies]"
+
+
 def find(name: str, commands: Iterable[ChatCommand] = COMMANDS) -> ChatCommand | None:
     """The command typed as `name` (lower case, with its slash), or None."""
     return next((c for c in commands if name == c.name or name in c.aliases), None)

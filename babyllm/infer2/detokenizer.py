@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import re
 
 from tokenizers import Tokenizer, decoders
 
@@ -18,6 +19,16 @@ def _byte_decoder() -> dict[str, int]:
             cs.append(256 + n)
             n += 1
     return {chr(c): b for b, c in zip(bs, cs, strict=True)}
+
+
+_LONE_BYTES = re.compile("[\udc80-\udcff]")  # the bytes utf-8's surrogateescape could not decode
+
+
+def shown_bytes(data: bytes) -> str:
+    """One token's bytes as text on their own: UTF-8 where they decode, and each byte that cannot (a piece of a
+    character byte-level BPE split across tokens) as what it is, e.g. "<0xE2>", never U+FFFD."""
+    text = data.decode("utf-8", errors="surrogateescape")
+    return _LONE_BYTES.sub(lambda m: f"<0x{ord(m.group()) - 0xDC00:02X}>", text)
 
 
 class TokenText:
@@ -46,6 +57,14 @@ class TokenText:
 
     def stream(self) -> TextStream:
         return TextStream(self)
+
+    def shown(self, token: int) -> str:
+        """A token's own text, as a guess-versus-truth sample shows it (shown_bytes; "?" for an id out of range)."""
+        if not 0 <= token < self.size:
+            return "?"
+        if self.byte_level:
+            return shown_bytes(self.bytes[token])
+        return self.tokenizer.decode([token], skip_special_tokens=False)
 
 
 class TextStream:

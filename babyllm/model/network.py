@@ -231,7 +231,7 @@ class BabyLLM(nn.Module):
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> BabyLLM:
         """The model a `babyllm export` folder holds (config.json, model.safetensors), in eval mode on `device`;
-        its tokenizer: tokenizers.Tokenizer.from_file(folder / "tokenizer.json")."""
+        its tokenizer: babyllm.model.pretrained.load_tokenizer(folder)."""
         from babyllm.model.pretrained import build
 
         return build(cls, folder, device)

@@ -30,6 +30,7 @@ from tokenizers import Tokenizer
 
 from babyllm.config import Config, ModelConfig, _apply_table, validate
 from babyllm.errors import CheckpointError, ConfigError
+from babyllm.safefile import open_checked, read_bounded
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -38,6 +39,9 @@ CARD_FILE = "README.md"
 MODEL_TYPE = "babyllm"
 EXPORT_FORMAT = 1
 INFO = "babyllm"  # config.json's table of how the model was trained
+CONFIG_LIMIT = 1 << 20  # bytes config.json may hold (it is a few hundred)
+TOKENIZER_LIMIT = 64 << 20  # a tokenizer of 65,535 tokens is a few MB
+WEIGHTS_SLACK = 1 << 20  # bytes of safetensors header beyond the weights themselves
 
 M = TypeVar("M", bound=torch.nn.Module)
 
@@ -45,8 +49,9 @@ M = TypeVar("M", bound=torch.nn.Module)
 def is_export(folder: Path) -> bool:
     """A folder `babyllm export` wrote (its config.json says model_type "babyllm")."""
     try:
-        return json.loads((Path(folder) / CONFIG_FILE).read_text(encoding="utf-8")).get("model_type") == MODEL_TYPE
-    except (OSError, ValueError, AttributeError, RecursionError):
+        text = read_bounded(Path(folder) / CONFIG_FILE, CONFIG_LIMIT, Path(folder))
+        return json.loads(text.decode("utf-8")).get("model_type") == MODEL_TYPE
+    except (OSError, ValueError, AttributeError, RecursionError, CheckpointError):
         return False
 
 
@@ -54,7 +59,7 @@ def read_config(folder: Path) -> tuple[ModelConfig, dict[str, Any]]:
     """The model's sizes and the training information config.json holds; CheckpointError (one line) if unusable."""
     path = Path(folder) / CONFIG_FILE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_bounded(path, CONFIG_LIMIT, Path(folder)).decode("utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{folder}: not an exported babyllm model (no {CONFIG_FILE}; write one with "
                               "babyllm export RUN -o DIR)") from None
@@ -81,8 +86,15 @@ def build(make: Callable[[ModelConfig], M], folder: str | Path, device: str | to
     folder = Path(folder)
     cfg, _ = read_config(folder)
     model = make(cfg)
+    weights = folder / WEIGHTS_FILE
     try:
-        state = load_file(str(folder / WEIGHTS_FILE))
+        fd, size = open_checked(weights, folder)  # no link out, no device; a size the config can need at most
+        os.close(fd)
+        most = sum(p.numel() * p.element_size() for p in model.parameters()) + WEIGHTS_SLACK
+        if size > most:
+            raise CheckpointError(f"{weights}: {size:,} bytes, more than {CONFIG_FILE}'s model can hold ({most:,}); "
+                                  "not read")
+        state = load_file(str(weights))
     except FileNotFoundError:
         raise CheckpointError(f"{folder / WEIGHTS_FILE}: missing") from None
     except (SafetensorError, OSError) as e:
@@ -98,7 +110,9 @@ def build(make: Callable[[ModelConfig], M], folder: str | Path, device: str | to
 def load_tokenizer(folder: str | Path) -> Tokenizer:
     path = Path(folder) / TOKENIZER_FILE
     try:
-        return Tokenizer.from_file(str(path))
+        return Tokenizer.from_str(read_bounded(path, TOKENIZER_LIMIT, Path(folder)).decode("utf-8"))
+    except CheckpointError:
+        raise
     except Exception as e:  # tokenizers raises a plain Exception for a missing or bad file
         raise CheckpointError(f"{path}: unusable tokenizer ({str(e).splitlines()[0][:120]})") from None
 

@@ -25,14 +25,13 @@ makes the next message load the newest save again.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from babyllm.board import Board
 from babyllm.control import DEFAULT_BY, Controls, Request
@@ -40,127 +39,17 @@ from babyllm.durations import duration
 from babyllm.errors import BabyError, CheckpointError
 from babyllm.events import EventKind
 from babyllm.run import runfiles
+from babyllm.run.tails import JsonlTail
 from babyllm.snapshot import Event, History, Publish, Sample, Say, Snapshot, State
 
 POLL_S = 0.5  # seconds between looks at the run's files
 PUBLISH_EVERY = 0.25  # at most this often a snapshot while catching up on a long file
 IDLE_AFTER_S = 15.0  # no new step for this long (or 5 step times, if longer): "idle"
-CHUNK = 4 << 20  # bytes read per file per look (a long file is caught up on over several looks)
 METRICS_TAIL = 48 << 20  # a metrics.jsonl longer than this is read from this far before its end
-MAX_LINE = 16 << 20  # a "line" longer than this (no newline in sight) is dropped as damaged
-HEAD_BYTES = 256  # a file whose first bytes change was rewritten by a new run: read it again
 SAMPLES_TAIL = 1 << 20  # only the newest sample is shown: a long samples.jsonl is read from this far before its end
 
 
 # --- following a file another process appends to ------------------------------------------------
-
-
-class TailRead(NamedTuple):
-    lines: list[bytes]  # new complete lines (without their newline)
-    restarted: bool  # the file started over (truncated, replaced or rewritten): forget what it said
-    more: bool  # there is more to read already (a long file is read CHUNK bytes per look)
-
-
-class LineTail:
-    """The new complete lines of a file another process appends to; opened read-only on every look.
-
-    start_within: on the first look at a file longer than this, start that many bytes before its end
-    (at the next line start): a long history is only partly needed.
-    """
-
-    def __init__(self, path: Path, start_within: int | None = None, chunk: int = CHUNK) -> None:
-        self.path = Path(path)
-        self.start_within = start_within
-        self.chunk = chunk
-        self.exists = False
-        self.mtime: float | None = None  # of the last look that found the file
-        self.skipped = 0  # bytes not read at the start of a long file
-        self.dropped = 0  # over-long fragments dropped
-        self._id: tuple[int, int] | None = None
-        self._offset = 0
-        self._buf = b""
-        self._head = b""
-        self._skip_partial = False
-
-    def _reset(self) -> None:
-        self._id, self._offset, self._buf, self._head, self._skip_partial = None, 0, b"", b"", False
-        self.skipped = 0
-
-    def _changed(self, fd: int, st: os.stat_result) -> bool:
-        """Is the file at our path no longer the one read so far (replaced, truncated or rewritten)?"""
-        return self._id is not None and ((st.st_dev, st.st_ino) != self._id or st.st_size < self._offset
-                                         or (bool(self._head) and os.pread(fd, len(self._head), 0) != self._head))
-
-    def read(self) -> TailRead:
-        for attempt in range(2):  # a file that looks changed is looked at once more before starting over
-            try:
-                fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-            except OSError:  # not there (yet, or any more), or unreadable: wait
-                self.exists = False
-                return TailRead([], False, False)
-            try:
-                changed = self._changed(fd, os.fstat(fd))
-            except OSError:
-                changed = True
-            if not changed or attempt:
-                break
-            os.close(fd)
-        try:
-            st = os.fstat(fd)
-            self.exists, self.mtime = True, st.st_mtime
-            ident = (st.st_dev, st.st_ino)
-            restarted = False
-            if changed:
-                self._reset()
-                restarted = True
-            if self._id is None:
-                self._id = ident
-                if self.start_within and st.st_size > self.start_within:
-                    self._offset = self.skipped = st.st_size - self.start_within
-                    self._skip_partial = os.pread(fd, 1, self._offset - 1) != b"\n"
-            left = st.st_size - self._offset
-            data = os.pread(fd, min(self.chunk, left), self._offset) if left > 0 else b""
-            self._offset += len(data)
-            if len(self._head) < HEAD_BYTES and self._offset > len(self._head):
-                self._head = os.pread(fd, min(HEAD_BYTES, self._offset), 0)
-            more = self._offset < st.st_size
-        except OSError:
-            return TailRead([], False, False)
-        finally:
-            os.close(fd)
-        lines = (self._buf + data).split(b"\n")
-        self._buf = lines.pop()  # the part after the last newline: a line still being written
-        if len(self._buf) > MAX_LINE:
-            self._buf = b""
-            self.dropped += 1
-        if self._skip_partial and lines:
-            lines.pop(0)  # the tail of a line that started before where reading began
-            self._skip_partial = False
-        return TailRead([ln for ln in lines if ln.strip()], restarted, more)
-
-
-class JsonlTail(LineTail):
-    """LineTail of a JSON-lines file: each new line as a dict (damaged lines are counted and skipped)."""
-
-    def __init__(self, path: Path, start_within: int | None = None, chunk: int = CHUNK) -> None:
-        super().__init__(path, start_within, chunk)
-        self.bad_lines = 0
-
-    def records(self) -> tuple[list[dict[str, Any]], bool, bool]:
-        """(new records, restarted, more) -- see TailRead."""
-        got = self.read()
-        out = []
-        for line in got.lines:
-            try:
-                rec = json.loads(line)
-            except ValueError:  # half a line from a crash, or not JSON at all
-                self.bad_lines += 1
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
-            else:
-                self.bad_lines += 1
-        return out, got.restarted, got.more
 
 
 # --- the Watcher --------------------------------------------------------------------------------
@@ -192,6 +81,9 @@ class Watcher(Controls):
         self.step = 0
         self.tokens = 0
         self.save_step: int | None = None
+        self.save_error: str | None = None  # the latest save_error event's message, until a save is written
+        self.save_seconds = math.nan  # the newest save's training time (for a budget of train.minutes)
+        self.max_minutes = 0.0
         self.header: runfiles.Header | None = None  # None: not written yet, or a run from before headers
         self.config_name = ""
         self.device = ""
@@ -277,7 +169,7 @@ class Watcher(Controls):
                     max_steps=self.max_steps, sample=self.sample, device=self.device,
                     config_name=self.config_name, run_dir=str(self.run_dir),
                     dtype=self.header.dtype if self.header is not None else "",
-                    last_save_step=self.save_step)
+                    last_save_step=self.save_step, last_save_error=self.save_error)
 
     def _local_event(self, kind: EventKind, message: str) -> None:
         self._add_event(Event(self.step, kind, message))
@@ -286,6 +178,10 @@ class Watcher(Controls):
         self._board.add(ev)
         if ev.kind == "alarm":
             self._alarm = ev
+        elif ev.kind == "save_error":  # (its kind says so: the message is passed on, never read)
+            self.save_error = ev.message
+        elif ev.kind in runfiles.RESUMABLE_KINDS:
+            self.save_error = None
 
     # -- the files ---------------------------------------------------------------------------------
 
@@ -356,14 +252,17 @@ class Watcher(Controls):
         from babyllm.school.soul import config_from_dict, read_meta, saved_config  # (torch: only once saves appear)
 
         try:
-            step = runfiles.latest_step(self.run_dir)
+            saves = runfiles.list_saves(self.run_dir)
         except OSError:
             return False
+        step = saves[0].step if saves else None
         changed = step != self.save_step
         self.save_step = step
         try:
             if changed and step is not None:
                 self._take_config(saved_config(self.run_dir))
+                seconds = read_meta(saves[0].path).get("train_seconds")
+                self.save_seconds = float(seconds) if isinstance(seconds, int | float) else math.nan
             elif not self._have_config and runfiles.is_save_folder(self.run_dir / runfiles.BEST):
                 meta = read_meta(self.run_dir / runfiles.BEST)
                 self._take_config(config_from_dict(meta["config"], meta.get("config_name", "saved")))
@@ -375,6 +274,7 @@ class Watcher(Controls):
     def _take_config(self, cfg: Any) -> None:
         self._have_config = True
         self.max_steps = int(cfg.train.steps)
+        self.max_minutes = float(cfg.train.minutes)
         if self.header is None:  # a run from before headers: the saved config is the best guess
             self.config_name = self.config_name or cfg.name
             self.device = self.device or str(cfg.train.device)
@@ -383,9 +283,10 @@ class Watcher(Controls):
         """(state, status-bar note) from what the files say."""
         save = f"save {self.save_step:,}" if self.save_step is not None else "no save yet"
         if self.replay.last_step is None:
+            name, folder = self.metrics.path.name, self.metrics.path.parent  # (the name first: a line cuts the end)
             if not self.metrics.exists:
-                return "waiting", f"waiting for {self.metrics.path}"
-            return "waiting", f"waiting for the first step in {self.metrics.path}"
+                return "waiting", f"waiting for {name} in {folder}"
+            return "waiting", f"waiting for the first step in {name} in {folder}"
         if self.max_steps and self.step >= self.max_steps:
             return "finished", f"viewer · {save}"
         step_s = self.stats.get("step_ms", math.nan) / 1000.0
@@ -397,6 +298,10 @@ class Watcher(Controls):
             return "running", f"viewer · {save}"
         if not self.metrics.exists:
             return "idle", f"{self.metrics.path.name} is gone · {save}"
+        if not (self.run_dir / runfiles.CONTROL_SOCKET).exists():  # the trainer let go of the run (a killed one
+            if self.max_minutes and self.save_seconds >= 60 * self.max_minutes:  # leaves it: "idle" says so)
+                return "finished", f"viewer · the {self.max_minutes:g} minutes' budget was spent · {save}"
+            return "stopped", f"viewer · stopped at step {self.step:,} · {save}"
         return "idle", f"no new step for {duration(quiet)} · {save}"
 
 

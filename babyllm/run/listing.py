@@ -14,6 +14,7 @@ from typing import Any
 
 from babyllm.durations import duration
 from babyllm.errors import BabyError
+from babyllm.events import FAILURE_KINDS
 from babyllm.run import runfiles
 from babyllm.snapshot import History, Snapshot
 from babyllm.socket.client import ControlClient, NoLiveRun, socket_path
@@ -27,7 +28,7 @@ METRICS_TAIL = 8 << 20  # `runs` reads the last this many bytes of metrics.jsonl
 EVENTS_TAIL = 256 << 10
 
 
-NOTED_KINDS = ("error", "alarm")  # a stopped run whose last event is one of these shows it
+NOTED_KINDS = FAILURE_KINDS  # a stopped run whose last event is one of these shows it
 
 
 NONE = "-"  # an empty cell

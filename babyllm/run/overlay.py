@@ -13,6 +13,7 @@ from pathlib import Path
 
 from babyllm.run import listing, runfiles
 from babyllm.run.curves import CURVE_STATS, Curves, curves_from_history
+from babyllm.safefile import Refused
 from babyllm.snapshot import History
 
 CURVE_POINTS = 1000  # per curve, as read (the pane thins them further to its width)
@@ -64,7 +65,7 @@ class ReferenceRun:
             self._seen = _signature(self.path)
             try:
                 self._take_new_lines()
-            except OSError as e:
+            except (OSError, Refused) as e:  # (Refused: not a regular file of the run, or a link out of it)
                 self.curves, self.note = None, self._missing(e)
                 return (self.curves, self.note) != before
             curves = curves_from_history(self.name, self._history, CURVE_POINTS)
@@ -79,10 +80,11 @@ class ReferenceRun:
         records, self._offset = runfiles.read_jsonl_since(self.path, self._offset)
         self._replay.feed(records)
 
-    def _missing(self, error: OSError) -> str:
+    def _missing(self, error: OSError | Refused) -> str:
         if isinstance(error, FileNotFoundError):
             return f"{self.name}: no {runfiles.METRICS_FILE}: not trained yet?"
-        return f"{self.name}: cannot read {runfiles.METRICS_FILE} ({error.strerror or error})"
+        why = error.why if isinstance(error, Refused) else error.strerror or error
+        return f"{self.name}: cannot read {runfiles.METRICS_FILE} ({why})"
 
 
 class Overlay:

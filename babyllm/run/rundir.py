@@ -4,7 +4,9 @@ created writable, never a new run over saves, never a resume without one."""
 from __future__ import annotations
 
 import os
+import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from babyllm.errors import BabyError, CheckpointError
@@ -19,17 +21,60 @@ from babyllm.run.runfiles import (
 )
 
 
-def make_run_dir(run_dir: Path) -> None:
-    """Create the run directory (and parents), or say in one line why it cannot be used."""
+def make_run_dir(run_dir: Path) -> bool:
+    """Create the run directory (and parents), or say in one line why it cannot be used. True when this call
+    made it: of several starts at once exactly one did, and only it may ever remove it (see Claim)."""
     run_dir = check_run_dir(run_dir, "train")
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir.mkdir()
+            created = True
+        except FileExistsError:  # (made before, or by another start a moment ago)
+            created = False
+            check_run_dir(run_dir, "train")  # (a file put there meanwhile: one line)
     except OSError as e:
         raise BabyError(f"{run_dir}: cannot create the run directory ({e.strerror or e}); "
                         "choose another --run-dir") from None
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise BabyError(f"{run_dir}: the run directory is not writable; fix its permissions or "
                         "train a copy of it (its saves are untouched)")
+    return created
+
+
+@dataclass
+class Claim:
+    """A run directory claimed for training: its lock held, and whether this start made the directory."""
+
+    run_dir: Path
+    lock: runlock.RunLock
+    created: bool
+
+    def abandon(self) -> None:
+        """A start that failed: a run directory it made is removed while its lock is still held (no other start
+        can be using it), then the lock goes. One it did not make is left as it was."""
+        if self.created:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+        self.lock.release()
+
+
+def claim(run_dir: Path, resume: bool, tries: int = 3) -> Claim:
+    """Make (or find) the run directory and take its lock; of any number of starts at once exactly one wins and
+    the others raise RunLocked, having removed nothing. check_start's refusals come after the lock is taken."""
+    for _ in range(tries):
+        created = make_run_dir(run_dir)
+        try:
+            lock = runlock.RunLock(run_dir).acquire()
+        except runlock.LockFileGone:  # the directory was removed (a failed start's) as this one took its lock
+            continue
+        taken = Claim(Path(run_dir), lock, created)
+        try:
+            check_start(run_dir, resume, owner=True)
+        except BaseException:
+            taken.abandon()
+            raise
+        return taken
+    raise BabyError(f"{run_dir}: removed again and again as this run started; start it again")
 
 
 def check_start(run_dir: Path, resume: bool, owner: bool = False) -> None:

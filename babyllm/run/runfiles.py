@@ -36,9 +36,11 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
 from babyllm.errors import BabyError, CheckpointError
+from babyllm.safefile import read_bounded, read_tail
 from babyllm.snapshot import Event, History, Sample
 
 HEADER_FILE = "header.json"
@@ -159,6 +161,11 @@ def _check_watchable(d: Path) -> Path:
     raise CheckpointError(f"{d}: not a babyllm run (no metrics.jsonl, events.jsonl, tokenizer.json or saves)")
 
 
+# What a file read whole may hold (a save's weights and state: by its config, babyllm.school.soul); the logs
+# are read by their tail (HISTORY_TAIL_BYTES), never whole. A tokenizer of 65,535 tokens is a few MB.
+READ_LIMITS: Mapping[str, int] = MappingProxyType({HEADER_FILE: 1 << 20, META_FILE: 16 << 20, TOKENIZER_FILE: 64 << 20})
+
+
 # --- the header -----------------------------------------------------------------------------------
 
 
@@ -214,8 +221,8 @@ def write_header(run_dir: Path, header: Header) -> None:
 def read_header(run_dir: Path) -> Header | None:
     """The run's header; None when there is none (a run started before headers existed) or it is unreadable."""
     try:
-        return Header.from_record(json.loads((Path(run_dir) / HEADER_FILE).read_text(encoding="utf-8")))
-    except (OSError, ValueError, RecursionError):
+        return Header.from_record(json.loads(read_bounded(Path(run_dir) / HEADER_FILE, READ_LIMITS[HEADER_FILE])))
+    except (OSError, ValueError, RecursionError, CheckpointError):
         return None
 
 
@@ -312,11 +319,8 @@ def parse_event(record: dict[str, Any], default_time: float | None = None) -> Ev
 def read_jsonl(path: Path, tail_bytes: int = HISTORY_TAIL_BYTES) -> list[dict[str, Any]]:
     """The JSON objects in the last `tail_bytes` of a JSON-lines log; torn or damaged lines are skipped."""
     try:
-        with open(path, "rb") as fh:
-            size = fh.seek(0, 2)
-            fh.seek(max(0, size - tail_bytes))
-            data = fh.read()
-    except OSError:
+        data, size = read_tail(path, 0, tail_bytes)
+    except (OSError, CheckpointError):
         return []
     lines = data.split(b"\n")
     if size > tail_bytes:
@@ -329,11 +333,8 @@ def read_jsonl_since(path: Path, offset: int = 0,
     """The JSON objects in the whole lines after byte `offset` (at most the last `tail_bytes` of them) and
     the offset after the last whole line: a follower reads only what was appended since. A torn last line
     (still being written) is left for the next read. OSError if the file cannot be read."""
-    with open(path, "rb") as fh:
-        size = fh.seek(0, 2)
-        start = max(offset, size - tail_bytes)
-        fh.seek(start)
-        data = fh.read()
+    data, size = read_tail(path, offset, tail_bytes)
+    start = max(offset, size - tail_bytes)
     end = data.rfind(b"\n") + 1
     lines = data[:end].split(b"\n")
     if start > offset:

@@ -20,6 +20,10 @@ class RunLocked(BabyError):
     """Another live process is training this run directory."""
 
 
+class LockFileGone(BabyError):
+    """The lock was taken on a lock file no longer in the run directory (it was removed meanwhile)."""
+
+
 class RunLock:
     """An exclusive, non-blocking lock on one run directory (release() or process exit drops it)."""
 
@@ -28,8 +32,8 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> RunLock:
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # (never through a link: the lock is the run directory's own file)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as e:
             raise BabyError(f"{self.path}: cannot create the run's lock file ({e.strerror}); "
                             "check the run directory is writable") from None
@@ -40,6 +44,9 @@ class RunLock:
             os.close(fd)
             raise RunLocked(f"{self.path.parent}: already being trained by {holder}; "
                             "stop that one first, or watch it with --watch") from None
+        if not _still_there(fd, self.path):  # a failed start removed the directory while this one locked it
+            os.close(fd)
+            raise LockFileGone(f"{self.path}: removed while it was being locked")
         try:  # name the holder (best effort: a full disk must not stop the lock itself from working)
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
@@ -58,6 +65,14 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _still_there(fd: int, path: Path) -> bool:
+    try:
+        here, locked = os.stat(path, follow_symlinks=False), os.fstat(fd)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (locked.st_dev, locked.st_ino)
 
 
 def _read_holder(fd: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from babyllm.run.runfiles import (
     rollback_record,
     sample_record,
 )
+from babyllm.safefile import cut_torn_line, writable_log
 from babyllm.snapshot import Event, Sample
 
 
@@ -30,11 +32,8 @@ def open_log(path: Path, mode: str) -> IO[str]:
     """Open a JSON-lines log for appending ("a") or afresh ("w"); a torn last line (a crash or a full disk
     mid-write) is cut first, so the next line never glues onto it. Failure is one line naming the file."""
     try:
-        if mode == "a" and path.exists():
-            with open(path, "rb+") as fh:
-                data = fh.read()
-                if data and not data.endswith(b"\n"):
-                    fh.truncate(data.rfind(b"\n") + 1)
+        if writable_log(path) and mode == "a":
+            cut_torn_line(path)
         return open(path, mode, encoding="utf-8")  # noqa: SIM115 - kept open until close()
     except OSError as e:
         raise BabyError(f"{path}: cannot open for writing ({e.strerror or e}); free space or fix permissions "
@@ -85,9 +84,10 @@ class RunWriter:
         self._write("events", json.dumps(event_record(ev)) + "\n", flush=True)
         self.flush()
 
-    def flush(self) -> None:
-        """Flush metrics.jsonl now (an event or a state change: a follower should see the steps before it)."""
-        self._write("metrics", "", flush=True)
+    def flush(self, sync: bool = False) -> None:
+        """Flush metrics.jsonl now (an event or a state change: a follower should see the steps before it);
+        `sync`: onto the disk too (before a save: a step saved is a step logged, whatever kills the process)."""
+        self._write("metrics", "", flush=True, sync=sync)
 
     def reopen(self) -> list[str]:
         """Reopen any log that failed (once the user has freed space); the errors of those that still fail."""
@@ -108,7 +108,7 @@ class RunWriter:
                     f.close()  # (flushes)
         self._files = {name: None for name in self._files}
 
-    def _write(self, name: LogName, text: str, flush: bool) -> None:
+    def _write(self, name: LogName, text: str, flush: bool, sync: bool = False) -> None:
         """Write and/or flush one log; an OSError (a full disk) drops it and calls `failed(file name, error)`."""
         f = self._files.get(name)
         if f is None:
@@ -118,6 +118,8 @@ class RunWriter:
                 f.write(text)
             if flush:
                 f.flush()
+                if sync:
+                    os.fsync(f.fileno())
                 if name == "metrics":
                     self._last_flush = time.monotonic()
                     self.mirrors.flush()

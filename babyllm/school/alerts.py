@@ -5,7 +5,8 @@ clock), its config keys (the first is its threshold: 0 turns the rule off) and i
 pure (no torch, no UI): fed the stats, it returns the alerts to raise. A rule fires once when its
 condition starts to hold and re-arms only once it has cleared, so a condition gives one alert, not one
 per step. The Tutor raises each as an "alert" event (headless, the viewer and the cockpit show events),
-pauses or stops the run as `alerts.action` says, and runs `alerts.command` with the text (run_command).
+pauses or stops the run as `alerts.action` says, and runs `alerts.command` with the text (Commands: each in a
+process group of its own, killed at its timeout and at the run's end, only a bounded tail of its stderr kept).
 
 Stall is the clock's rule: a stuck step cannot notice itself, so the Tutor's watchdog thread asks
 `Alerts.clock` how long the loop has gone without a step.
@@ -13,12 +14,16 @@ Stall is the clock's rule: a stuck step cannot notice itself, so the Tutor's wat
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import select
 import shlex
+import signal
 import statistics
 import subprocess
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -208,29 +213,100 @@ class Alerts:
         return out
 
 
-def run_command(command: str, text: str, timeout: float, failed: Say) -> threading.Thread:
-    """Run `command` (split as a shell would, never through one) with `text` as its last argument and in
-    $BABYLLM_ALERT, in a background thread; `failed` hears one line if it cannot start, fails or times out."""
+TAIL_BYTES = 4096  # of an alert command's stderr kept for its failure line (the rest is read and dropped)
+CLOSE_GRACE_S = 5.0  # how long a run's end waits for an alert command still running before killing it
 
-    def go() -> None:
-        argv = [*shlex.split(command), text]
+
+class Commands:
+    """A run's alert commands. Each runs in a process group of its own, so whatever it forks is killed with it:
+    at its timeout, and at the run's end (close) if still running then; of its stderr only a bounded tail is
+    kept (a command that floods it costs nothing)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._groups: set[int] = set()  # process groups started and perhaps still alive
+        self._threads: list[threading.Thread] = []
+
+    def run(self, command: str, text: str, timeout: float, failed: Say) -> threading.Thread:
+        """Run `command` (split as a shell would, never through one) with `text` as its last argument and in
+        $BABYLLM_ALERT, in a background thread; `failed` hears one line if it cannot start, fails or times out."""
+        thread = threading.Thread(target=self._go, args=([*shlex.split(command), text], text, timeout, failed),
+                                  name="alert-command", daemon=True)
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+        return thread
+
+    def close(self, grace: float = CLOSE_GRACE_S) -> None:
+        """The run ends: commands still running get `grace` seconds, then their process groups are killed."""
+        deadline = time.monotonic() + grace
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            groups, self._groups = set(self._groups), set()
+        for group in groups:
+            _kill_group(group)
+        for thread in threads:
+            thread.join(1.0)
+
+    def _go(self, argv: list[str], text: str, timeout: float, failed: Say) -> None:
+        name = argv[0]
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, env={**os.environ, COMMAND_ENV: text})
+                                    stderr=subprocess.PIPE, env={**os.environ, COMMAND_ENV: text},
+                                    start_new_session=True)
         except OSError as e:
-            failed(f"alerts.command {argv[0]!r} did not start: {e.strerror or e}")
+            failed(f"alerts.command {name!r} did not start: {e.strerror or e}")
             return
+        with self._lock:
+            self._groups.add(proc.pid)  # (a new session: its group's id is its pid)
+        deadline = time.monotonic() + timeout
+        assert proc.stderr is not None
+        with proc.stderr:
+            tail, finished = _read_tail(proc.stderr.fileno(), deadline)
         try:
-            _, err = proc.communicate(timeout=timeout)
+            code = proc.wait(max(0.0, deadline - time.monotonic())) if finished else None
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            failed(f"alerts.command {argv[0]!r} killed after {timeout:g} s (alerts.command_timeout)")
-            return
-        if proc.returncode != 0:
-            last = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
-            failed(f"alerts.command {argv[0]!r} exited {proc.returncode}" + (f": {last[0][:200]}" if last[0] else ""))
+            code = None
+        if code is None:
+            _kill_group(proc.pid)
+            proc.wait()
+            failed(f"alerts.command {name!r} killed after {timeout:g} s (alerts.command_timeout)")
+        elif code != 0:
+            last = tail.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            failed(f"alerts.command {name!r} exited {code}" + (f": {last[0][:200]}" if last[0] else ""))
+        if not _group_alive(proc.pid):
+            with self._lock:
+                self._groups.discard(proc.pid)
 
-    thread = threading.Thread(target=go, name="alert-command", daemon=True)
-    thread.start()
-    return thread
+
+def _read_tail(fd: int, deadline: float) -> tuple[bytes, bool]:
+    """(the last TAIL_BYTES of what `fd` gives until its end, whether it ended before `deadline`)."""
+    tail = b""
+    while (left := deadline - time.monotonic()) > 0:
+        if select.select([fd], [], [], min(left, 1.0))[0]:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return tail, True
+            tail = (tail + chunk)[-TAIL_BYTES:]
+    return tail, False
+
+
+def _kill_group(group: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, signal.SIGKILL)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def run_command(command: str, text: str, timeout: float, failed: Say) -> threading.Thread:
+    """One alert command, run as Commands.run runs it (without a run whose end would kill what is left)."""
+    return Commands().run(command, text, timeout, failed)

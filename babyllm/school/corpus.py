@@ -7,6 +7,7 @@ import codecs
 import csv
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,17 @@ CORPUS_SUFFIXES = PLAIN_SUFFIXES + RECORD_SUFFIXES
 CHUNK = 1 << 18  # bytes read at a time, so a large corpus is never held whole
 
 
-MAX_CARRY = 16 << 20  # characters a plain document may run without a safe cut before it is cut anyway
+MAX_CARRY = 1 << 20  # characters a piece may run without a safe cut before it is cut anyway (a piece takes
+# about 200 bytes a character to encode: a megabyte of text with no space or newline must not become one piece)
+
+
+MAX_RECORD = 64 << 20  # bytes of one .jsonl/.csv line: a longer one is skipped, read a chunk at a time
+
+
+MAX_WORD = 256  # characters of one word (a run of letters, of marks or of spaces) the tokenizer is trained on
+
+
+LONG_RUN_CHARS = 4_000_000  # characters of over-long runs, cut to MAX_WORD, one tokenizer sample takes
 
 
 SAMPLE_CHARS = 100_000_000  # the tokenizer's training sample: at most this many characters of the corpus
@@ -98,8 +109,14 @@ def _has_column(path: Path, field: str, say: Say) -> bool:
     """Records can be read for `field`: True, or False for a damaged file (said); a wrong column is an error."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
+        _raise_csv_limit()
         with path.open(encoding="utf-8-sig", errors="replace", newline="") as fh:
-            columns = next(csv.reader(fh), [])
+            head = fh.readline(MAX_RECORD)  # (bounded: a header of 50 MB is not read whole)
+        try:
+            columns = next(csv.reader([head]), [])
+        except csv.Error as e:
+            say(f"{path}: skipped, unreadable CSV header ({e})")
+            return False
     elif suffix == ".parquet":
         try:
             columns = _parquet(path).schema_arrow.names
@@ -114,6 +131,11 @@ def _has_column(path: Path, field: str, say: Say) -> bool:
         raise CorpusError(f"{path}: no column '{field}' for data.text_field; its columns: "
                           f"{', '.join(map(str, columns)) or 'none'} (set --set data.text_field=NAME)")
     return True
+
+
+def _raise_csv_limit() -> None:
+    """Documents can be long: the csv module's 128 KB field limit is raised to MAX_RECORD (never lowered)."""
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_RECORD))
 
 
 def _parquet(path: Path) -> Any:
@@ -166,6 +188,38 @@ class _Utf8:
         return text
 
 
+def _cut(text: str) -> Iterator[str]:
+    """`text` in pieces of at most MAX_CARRY characters, cut at safe places (see _safe_cut) where it has any."""
+    while len(text) > MAX_CARRY:
+        cut = _safe_cut(text[:MAX_CARRY]) or MAX_CARRY
+        yield text[:cut]
+        text = text[cut:]
+    if text:
+        yield text
+
+
+_LONG_RUN = re.compile(rf"\w{{{MAX_WORD + 1},}}|[^\w\s]{{{MAX_WORD + 1},}}|\s{{{MAX_WORD + 1},}}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def bounded_words(pieces: Iterable[str], budget: int = LONG_RUN_CHARS) -> Iterator[str]:
+    """The pieces for the tokenizer's trainer with every run of letters, of marks or of spaces longer than
+    MAX_WORD cut into MAX_WORD-long words, and at most `budget` characters of such runs in all: the trainer
+    takes time and memory by the length of its words (a 50 MB line without a space is one word to it)."""
+    for piece in pieces:
+        last = 0
+        for m in _LONG_RUN.finditer(piece):
+            if m.start() > last:
+                yield piece[last:m.start()]
+            take = min(m.end() - m.start(), max(0, budget))
+            budget -= take
+            end = m.start() + take
+            yield from (piece[i:min(i + MAX_WORD, end)] for i in range(m.start(), end, MAX_WORD))
+            last = m.end()
+        if last < len(piece):
+            yield piece[last:] if last else piece
+
+
 def _read_plain(path: Path, field: str, say: Say) -> Iterator[tuple[str, int]]:
     decode, carry, pos = _Utf8(path, say), "", 0
     with path.open("rb") as fh:
@@ -174,11 +228,8 @@ def _read_plain(path: Path, field: str, say: Say) -> Iterator[tuple[str, int]]:
             searched, text = len(carry), carry + decode(raw)
             cut = _safe_cut(text, searched) or (len(text) if len(text) > MAX_CARRY else 0)
             carry, text = text[cut:], text[:cut]
-            if text:
-                yield text, pos
-    text = carry + decode(b"", final=True)
-    if text:
-        yield text, pos
+            yield from ((piece, pos) for piece in _cut(text))
+    yield from ((piece, pos) for piece in _cut(carry + decode(b"", final=True)))
     yield END_OF_TEXT, pos
 
 
@@ -188,18 +239,23 @@ class _BadRows:
     def __init__(self, path: Path, say: Say) -> None:
         self.path, self.say, self.count = path, say, 0
 
-    def __call__(self, where: str, why: str) -> None:
+    def __call__(self, where: str, why: str, done: str = "skipped") -> None:
         self.count += 1
         if self.count <= BAD_ROWS_NAMED:
-            self.say(f"{self.path}: {where}: {why}; skipped")
+            self.say(f"{self.path}: {where}: {why}; {done}")
 
     def close(self) -> None:
         if self.count > BAD_ROWS_NAMED:
-            self.say(f"{self.path}: {self.count:,} bad rows in all, skipped")
+            self.say(f"{self.path}: {self.count:,} bad rows in all, skipped or mended")
 
 
 def _row_text(value: Any, field: str, bad: _BadRows, where: str) -> str | None:
     if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a JSON escape such as "\ud800": no character, and no UTF-8 for it
+            bad(where, "lone UTF-16 surrogates in the text", "replaced with U+FFFD")
+            return _SURROGATE.sub("\ufffd", value)
         return value
     if value is None:
         bad(where, f"no '{field}' value (data.text_field)")
@@ -208,18 +264,27 @@ def _row_text(value: Any, field: str, bad: _BadRows, where: str) -> str | None:
     return None
 
 
-def _lines(path: Path, say: Say, pos: list[int]) -> Iterator[str]:
-    """A file's decoded lines; pos[0] follows the bytes read."""
+def _lines(path: Path, say: Say, pos: list[int], bad: _BadRows) -> Iterator[str]:
+    """A file's decoded lines; pos[0] follows the bytes read. A line over MAX_RECORD bytes is skipped (read a
+    chunk at a time, never whole) and comes as an empty line."""
     decode = _Utf8(path, say)
     with path.open("rb") as fh:
-        for raw in fh:
+        n = 0
+        while raw := fh.readline(MAX_RECORD + 1):
+            n += 1
             pos[0] += len(raw)
+            if len(raw) > MAX_RECORD and not raw.endswith(b"\n"):
+                while (rest := fh.readline(CHUNK)) and not rest.endswith(b"\n"):
+                    pos[0] += len(rest)
+                pos[0] += len(rest)
+                bad(f"line {n}", f"longer than {MAX_RECORD:,} bytes")
+                raw = b"\n"
             yield decode(raw)
 
 
 def _read_jsonl(path: Path, field: str, say: Say) -> Iterator[tuple[str, int]]:
     bad, pos = _BadRows(path, say), [0]
-    for n, line in enumerate(_lines(path, say, pos), 1):
+    for n, line in enumerate(_lines(path, say, pos, bad), 1):
         if not line.strip():
             continue
         try:
@@ -232,16 +297,15 @@ def _read_jsonl(path: Path, field: str, say: Say) -> Iterator[tuple[str, int]]:
             continue
         text = _row_text(row.get(field), field, bad, f"line {n}")
         if text:
-            yield text, pos[0]
+            yield from ((piece, pos[0]) for piece in _cut(text))
             yield END_OF_TEXT, pos[0]
     bad.close()
 
 
 def _read_csv(path: Path, field: str, say: Say) -> Iterator[tuple[str, int]]:
-    # Documents can be long; the csv module's 128 KB field limit is raised (never lowered) for them.
-    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
+    _raise_csv_limit()
     bad, pos = _BadRows(path, say), [0]
-    reader = csv.reader(_lines(path, say, pos))
+    reader = csv.reader(_lines(path, say, pos, bad))
     try:
         header = next(reader)
         column = header.index(field)
@@ -251,7 +315,7 @@ def _read_csv(path: Path, field: str, say: Say) -> Iterator[tuple[str, int]]:
             where = f"row {n} (line {reader.line_num})"
             text = _row_text(row[column] if column < len(row) else None, field, bad, where)
             if text:
-                yield text, pos[0]
+                yield from ((piece, pos[0]) for piece in _cut(text))
                 yield END_OF_TEXT, pos[0]
     except csv.Error as e:
         bad(f"line {reader.line_num}", f"unreadable CSV ({e}); the rest of the file")
@@ -268,7 +332,7 @@ def _read_parquet(path: Path, field: str, say: Say) -> Iterator[tuple[str, int]]
                 n += 1
                 text = _row_text(value, field, bad, f"row {n}")
                 if text:
-                    yield text, size * n // rows
+                    yield from ((piece, size * n // rows) for piece in _cut(text))
                     yield END_OF_TEXT, size * n // rows
     except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a damaged file
         bad(f"after row {n}", f"unreadable Parquet ({e}); the rest of the file")

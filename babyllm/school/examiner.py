@@ -10,6 +10,7 @@ import torch
 
 from babyllm.config import Config
 from babyllm.events import EventKind
+from babyllm.infer2.detokenizer import TokenText
 from babyllm.model import bpb
 from babyllm.model.network import BabyLLM, next_token_loss
 from babyllm.model.runtime import autocast
@@ -86,9 +87,9 @@ class Examiner:
         keep = min(T, SAMPLE_TOKENS)
         guesses = logits[-keep:].argmax(-1).tolist()
         truths = ids[1:][-keep:].tolist()
-        if self._token_text is None:
-            decode = self.librarian.decode
-            self._token_text = [decode([i]) for i in range(self.librarian.vocab_size)]
+        if self._token_text is None:  # each token alone: a byte of a split character as <0xE2>, not U+FFFD
+            table = TokenText(self.librarian.tokenizer)
+            self._token_text = [table.shown(i) for i in range(table.size)]
         text = self._token_text
         shown = lambda i: text[i] if 0 <= i < len(text) else "?"  # noqa: E731
         return Sample(step, self.librarian.decode(ids[:-1][-keep:].tolist()),

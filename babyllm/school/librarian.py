@@ -24,9 +24,13 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from babyllm.config import Config
 from babyllm.errors import CorpusError
+from babyllm.model.footprint import host_available
+from babyllm.run.runfiles import READ_LIMITS, TOKENIZER_FILE
+from babyllm.safefile import read_bounded
 from babyllm.school.corpus import (
     END_OF_TEXT,
     SAMPLE_CHARS,
+    bounded_words,
     corpus_digest,
     find_corpus,
     list_corpus,
@@ -36,6 +40,7 @@ from babyllm.school.corpus import (
 from babyllm.snapshot import Say
 
 ENCODE_BATCH = 2 << 20  # characters handed to the tokenizer at once (several pieces: its threads share them)
+TRAINER_BYTES_PER_CHAR = 100  # the tokenizer trainer's memory per sampled character at worst (random text)
 
 
 def warn_to_stderr(message: str) -> None:
@@ -102,6 +107,13 @@ def train_tokenizer(texts: Iterator[str], vocab: int) -> Tokenizer:
     )
     tok.train_from_iterator(texts, trainer=trainer)
     return tok
+
+
+def sample_limit() -> int:
+    """The characters the tokenizer is trained on: SAMPLE_CHARS, or fewer where the machine's memory would not
+    hold the trainer's words (it keeps every distinct word: text with few repeats costs the most)."""
+    free = host_available()
+    return SAMPLE_CHARS if free is None else min(SAMPLE_CHARS, max(1 << 20, free[0] // (2 * TRAINER_BYTES_PER_CHAR)))
 
 
 def tokenizer_digest(tok: Tokenizer) -> str:
@@ -218,14 +230,15 @@ class Librarian:
         path = self.cache / f"tokenizer-{digest}-{vocab}.json"
         if _exists(path):
             try:
-                return Tokenizer.from_file(str(path))
-            except Exception:  # a damaged cache entry is rebuilt, never fatal
+                return Tokenizer.from_str(read_bounded(path, READ_LIMITS[TOKENIZER_FILE]).decode("utf-8"))
+            except Exception:  # a damaged (or oversized) cache entry is rebuilt, never fatal
                 say(f"{path}: damaged tokenizer cache, retraining")
         any_text = False
 
         def sample() -> Iterator[str]:  # streamed into the trainer, which keeps only its word counts
             nonlocal any_text
-            for piece in sample_text(self._stream("sampling", lambda _m: None), self.size, SAMPLE_CHARS):
+            for piece in bounded_words(sample_text(self._stream("sampling", lambda _m: None), self.size,
+                                                   sample_limit())):
                 any_text = any_text or bool(piece.strip())
                 yield piece
             self._report("training tokenizer", 0, 0)

@@ -114,6 +114,12 @@ class Recorder:
         with self.lock:
             self.writer.sample(sample)
 
+    def before_save(self) -> None:
+        """A save is about to be written: the steps recorded so far go onto the disk first, so the log never
+        lacks a step that a save (and a resume from it) has."""
+        with self.lock:
+            self.writer.flush(sync=True)
+
     def rewind(self, step: int) -> None:
         """A rollback to `step`: the steps after it are dropped (History) and marked discarded (the logs)."""
         self.error = None
@@ -121,10 +127,11 @@ class Recorder:
         with self.lock:
             self.writer.rollback(step)
 
-    def event(self, kind: EventKind, message: str) -> None:
-        """Log and publish an event (from the training thread, the stall watchdog or an alert command's thread)."""
+    def event(self, kind: EventKind, message: str, said: bool = False) -> None:
+        """Log and publish an event (from the training thread, the stall watchdog or an alert command's thread);
+        `said`: the user was told already (Event.said)."""
         with self.lock:
-            ev = Event(self.progress.step_count, kind, message)
+            ev = Event(self.progress.step_count, kind, message, said=said)
             self.board.add(ev)
             self.log(f"event {kind} step {ev.step}: {message}")
             self.writer.event(ev)

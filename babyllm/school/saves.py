@@ -77,7 +77,7 @@ class Saves:
         if not self._weights_finite():
             msg = f"step {step}: weights contain nan/inf; {kind} not written (the last good save is kept)"
             p.last_save_error = msg
-            self.event("error", msg)
+            self.event("save_error", msg)
             return None
         try:
             path = soul.save(self.run_dir, kind, step, self.engine.model.state_dict(),
@@ -88,7 +88,7 @@ class Saves:
             msg = f"step {step}: {kind} failed: {e}; earlier saves are intact"
             p.last_save_error = msg
             self.log(msg)
-            self.event("error", msg)
+            self.event("save_error", msg)
             return None
         if kind != runfiles.BEST:
             p.last_saved_step = step

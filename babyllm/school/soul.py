@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import io
 import json
 import os
@@ -27,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeGuard, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -37,19 +36,31 @@ from tokenizers import Tokenizer
 
 from babyllm.config import Config, _apply_table, validate
 from babyllm.errors import CheckpointError, ConfigError
-from babyllm.model import pretrained
+from babyllm.model import footprint, pretrained
 from babyllm.model.network import BabyLLM
 from babyllm.run.runfiles import (
     BEST,
     META_FILE,
     MODEL_FILE,
+    READ_LIMITS,
     STATE_FILE,
     TOKENIZER_FILE,
     is_save_folder,
     list_saves,
     save_name,
 )
+from babyllm.safefile import read_bounded
 from babyllm.school.librarian import atomic_write_bytes, tokenizer_digest
+from babyllm.school.savecheck import (
+    is_int,
+    is_number,
+    meta_problem,
+    not_json,
+    read_checked,
+    sha256,
+    short,
+    weights_problem,
+)
 from babyllm.snapshot import Say
 
 FORMAT = 1
@@ -68,6 +79,7 @@ class LoadedSave:
     meta: dict[str, Any]
     model_state: dict[str, torch.Tensor]
     state: dict[str, Any] | None
+    config: Config  # the one it was saved with (its model is the weights')
 
     @property
     def step(self) -> int:
@@ -105,14 +117,10 @@ def saved_best_val(run_dir: Path) -> float | None:
         val = read_meta(Path(run_dir) / BEST).get("val_loss")
     except CheckpointError:
         return None
-    return float(val) if _is_number(val) else None
+    return float(val) if is_number(val) else None
 
 
 # --- atomic writing -------------------------------------------------------------------------------
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
@@ -138,7 +146,7 @@ def fsync_dir(path: Path) -> None:
 
 def write_folder(dest: Path, files: dict[str, bytes], meta: dict[str, Any]) -> None:
     """Atomically create or replace folder `dest` holding `files` plus meta.json (with sizes and checksums)."""
-    meta = dict(meta, files={name: {"bytes": len(data), "sha256": _sha256(data)} for name, data in files.items()})
+    meta = dict(meta, files={name: {"bytes": len(data), "sha256": sha256(data)} for name, data in files.items()})
     parent = dest.parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / f".{dest.name}.tmp-{os.getpid()}"
@@ -174,11 +182,15 @@ def write_tokenizer(run_dir: Path, tokenizer: Tokenizer) -> None:
 
 def load_tokenizer(run_dir: Path) -> Tokenizer:
     path = Path(run_dir) / TOKENIZER_FILE
-    if not path.exists():
-        raise CheckpointError(f"{path}: missing (the run's tokenizer is needed to read its saves)")
     try:
-        return Tokenizer.from_file(str(path))
-    except Exception as e:  # tokenizers raises a plain Exception for bad JSON
+        return Tokenizer.from_str(read_bounded(path, READ_LIMITS[TOKENIZER_FILE], Path(run_dir)).decode("utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing (the run's tokenizer is needed to read its saves)") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
+    except CheckpointError:
+        raise
+    except Exception as e:  # tokenizers raises a plain Exception for bad JSON (and bad UTF-8 a ValueError)
         raise CheckpointError(f"{path}: damaged tokenizer ({str(e).splitlines()[0][:120]})") from None
 
 
@@ -207,87 +219,21 @@ def prune(run_dir: Path, keep: int) -> None:
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
+    """A save folder's meta.json, checked (bounded, inside its run directory, every number in its range)."""
     f = Path(folder) / META_FILE
     try:
-        meta = json.loads(f.read_text(encoding="utf-8"))
+        meta = json.loads(read_bounded(f, READ_LIMITS[META_FILE], f.parent.parent), parse_constant=not_json)
     except FileNotFoundError:
         raise CheckpointError(f"{f}: missing (the save is incomplete)") from None
     except (OSError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{f}: damaged ({str(e)[:120]})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         got = meta.get("format") if isinstance(meta, dict) else None
-        raise CheckpointError(f"{f}: not a babyllm save of format {FORMAT} (format {_short(got)})")
-    problem = _meta_problem(meta)
+        raise CheckpointError(f"{f}: not a babyllm save of format {FORMAT} (format {short(got)})")
+    problem = meta_problem(meta)
     if problem:
         raise CheckpointError(f"{f}: damaged ({problem})")
     return meta
-
-
-def _short(value: Any) -> str:
-    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
-    return text[:40]
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> TypeGuard[int | float]:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _meta_problem(meta: dict[str, Any]) -> str | None:
-    """What is wrong with a meta.json's shape (every field a reader uses has the type it expects), or None."""
-    for key in ("step", "config", "files"):
-        if key not in meta:
-            return f"no '{key}'"
-    if not _is_int(meta["step"]) or meta["step"] < 0:
-        return f"step is {_short(meta['step'])}, not a whole number >= 0"
-    if "tokens" in meta and (not _is_int(meta["tokens"]) or meta["tokens"] < 0):
-        return f"tokens is {_short(meta['tokens'])}, not a whole number >= 0"
-    if not isinstance(meta["config"], dict) or not isinstance(meta["config"].get("model", {}), dict):
-        return "config is not a table"
-    files = meta["files"]
-    if not isinstance(files, dict):
-        return "files is not a table"
-    for name, info in files.items():
-        if not (isinstance(info, dict) and _is_int(info.get("bytes")) and info["bytes"] >= 0
-                and isinstance(info.get("sha256"), str)):
-            return f"files.{str(name)[:40]} is not {{bytes, sha256}}"
-    for key in ("val_loss", "best_val_loss", "best_val_step"):
-        if meta.get(key) is not None and not _is_number(meta[key]):
-            return f"{key} is {_short(meta[key])}, not a number"
-    for key in ("config_name", "tokenizer_digest"):
-        if meta.get(key) is not None and not isinstance(meta[key], str):
-            return f"{key} is {_short(meta[key])}, not text"
-    rng = meta.get("python_rng")
-    if rng is not None and not (isinstance(rng, list) and len(rng) == 3 and isinstance(rng[1], list)
-                                and all(_is_int(v) for v in rng[1])):
-        return "python_rng is not [version, [ints], gauss]"
-    return None
-
-
-def _read_checked(folder: Path, meta: dict[str, Any], name: str) -> bytes:
-    f = Path(folder) / name
-    want = meta["files"].get(name)
-    if want is None:
-        raise CheckpointError(f"{folder / META_FILE}: damaged (does not list {name})")
-    try:
-        size = f.stat().st_size  # checked before reading: a huge (or sparse) file is never loaded
-        if size != want["bytes"]:
-            what = "truncated" if size < want["bytes"] else "wrong size"
-            raise CheckpointError(f"{f}: {what} ({size:,} bytes, expected {want['bytes']:,})")
-        data = f.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{f}: missing") from None
-    except OSError as e:
-        raise CheckpointError(f"{f}: cannot read ({e.strerror})") from None
-    if len(data) != want["bytes"]:
-        what = "truncated" if len(data) < want["bytes"] else "wrong size"
-        raise CheckpointError(f"{f}: {what} ({len(data):,} bytes, expected {want['bytes']:,})")
-    if _sha256(data) != want["sha256"]:
-        raise CheckpointError(f"{f}: damaged (checksum mismatch)")
-    return data
 
 
 def _fmt(value: Any) -> str:
@@ -308,8 +254,9 @@ def config_mismatch(saved: dict[str, Any], cfg: Config) -> str | None:
 
 
 def read_save(folder: Path, cfg: Config | None = None, tokenizer: Tokenizer | None = None,
-              with_state: bool = True) -> LoadedSave:
-    """Read and check one save folder (sizes, checksums, config and tokenizer fit)."""
+              with_state: bool = True, fits: Callable[[Config], None] | None = None) -> LoadedSave:
+    """Read and check one save folder (sizes, checksums, config and tokenizer fit); `fits` hears the save's own
+    config before its weights are read (and may raise: e.g. a model too large for this machine)."""
     folder = Path(folder)
     meta = read_meta(folder)
     if cfg is not None:
@@ -322,63 +269,74 @@ def read_save(folder: Path, cfg: Config | None = None, tokenizer: Tokenizer | No
         raise CheckpointMismatch(
             f"{folder.parent / TOKENIZER_FILE}: does not match the checkpoint {folder.name} "
             f"(tokenizer digest {tokenizer_digest(tokenizer)}, checkpoint expects {meta.get('tokenizer_digest')})")
+    own = config_from_dict(meta["config"], meta.get("config_name", "saved"), str(folder / META_FILE))
+    problem = weights_problem(folder, meta, own)
+    if problem:
+        raise CheckpointError(f"{folder}: damaged ({problem})")
+    if fits is not None:
+        fits(own)
+    weights_limit, state_limit = footprint.save_file_limits(own)
     try:
-        model_state = st_load(_read_checked(folder, meta, MODEL_FILE))
+        model_state = st_load(read_checked(folder, meta, MODEL_FILE, weights_limit))
     except SafetensorError as e:
         raise CheckpointError(f"{folder / MODEL_FILE}: damaged ({e})") from None
     state = None
     if with_state:
         if not meta.get("resumable", False):
             raise CheckpointError(f"{folder}: holds weights only and cannot be resumed from")
-        data = _read_checked(folder, meta, STATE_FILE)
+        data = read_checked(folder, meta, STATE_FILE, state_limit)
         try:
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as e:  # unpickling errors of every kind: damaged, or not plain data
             first = str(e).splitlines()[0][:120]
             raise CheckpointError(f"{folder / STATE_FILE}: damaged or unsafe ({first})") from None
-    return LoadedSave(folder, meta, model_state, state)
+    return LoadedSave(folder, meta, model_state, state, own)
 
 
 def load_newest(run_dir: Path, cfg: Config | None, tokenizer: Tokenizer | None,
                 say: Say | None = None, with_state: bool = True,
                 apply: Callable[[LoadedSave], None] | None = None) -> LoadedSave:
-    """The newest save that reads, checks and (if given) applies cleanly, falling back to older ones.
-
-    A damaged save is skipped (saying so); a mismatch with the config or tokenizer is raised at once,
-    since every older save of the run would mismatch the same way.
-    """
-    saves = list_saves(run_dir)
-    if not saves:
-        raise CheckpointError(f"{run_dir}: no save found")
-
+    """The newest save that reads, checks, fits the config and tokenizer and (if given) applies cleanly,
+    falling back to older ones (see first_usable)."""
     def load(folder: Path) -> LoadedSave:
         loaded = read_save(folder, cfg, tokenizer, with_state=with_state)
         if apply is not None:
             apply(loaded)
         return loaded
 
-    return first_usable([info.path for info in saves], load, run_dir, say)
+    return first_usable([info.path for info in list_saves(run_dir)], load, run_dir, say)
 
 
 def first_usable(folders: list[Path], load: Callable[[Path], T], where: Path,
                  say: Say | None = None) -> T:
-    """What `load` makes of the first folder (newest first) that loads: a damaged one falls back to the next,
-    saying so; a mismatch with the config or tokenizer is raised at once (older saves would mismatch too)."""
-    first_error: CheckpointError | None = None
+    """What `load` makes of the first folder (newest first) that loads. A damaged one falls back to the next,
+    saying so; so does one that does not fit the config or tokenizer in use (its config edited, or the folder
+    another run's), named once an older one is found to fit. When none loads: the first mismatch (the config
+    or tokenizer in use is then what to change), else the newest one's damage."""
+    damage: CheckpointError | None = None
+    mismatches: list[CheckpointMismatch] = []
     for folder in folders:
         try:
             result = load(folder)
-        except CheckpointMismatch:
-            raise
+        except CheckpointMismatch as e:
+            mismatches.append(e)
+            continue
         except CheckpointError as e:
-            first_error = first_error or e
+            damage = damage or e
             if say:
                 say(f"{e}; trying an older save")
             continue
-        if first_error is not None and say:
-            say(f"using the older save {folder}")
+        if say is not None:
+            for skipped in mismatches:
+                say(f"{skipped}; skipped")
+            if damage or mismatches:
+                say(f"using the older save {folder}")
         return result
-    raise CheckpointError(f"{first_error} (and no older save of {where} is usable)")
+    if mismatches:
+        raise mismatches[0]
+    if damage is None:
+        raise CheckpointError(f"{where}: no save found")
+    raise CheckpointError(f"{damage} (and no older save of {where} is usable)")
 
 
 def config_from_dict(data: dict[str, Any], name: str = "saved", where: str = "checkpoint") -> Config:
@@ -397,7 +355,7 @@ def config_from_dict(data: dict[str, Any], name: str = "saved", where: str = "ch
 
 
 def saved_config(run_dir: Path) -> Config:
-    """The config the run was saved with (from its newest readable meta.json)."""
+    """The config the run was saved with (from its newest readable meta.json: what a viewer shows)."""
     first_error: CheckpointError | None = None
     for info in list_saves(run_dir):
         try:
@@ -406,6 +364,20 @@ def saved_config(run_dir: Path) -> Config:
         except CheckpointError as e:
             first_error = first_error or e
     raise first_error or CheckpointError(f"{run_dir}: no save found")
+
+
+def resume_config(run_dir: Path, say: Say | None = None) -> Config:
+    """The config to resume the run with: that of its newest save whose meta.json reads and whose weights fit it
+    (a damaged newest save, or one whose config was edited, is skipped, saying so, as resuming skips it)."""
+    def config_of(folder: Path) -> Config:
+        meta = read_meta(folder)
+        cfg = config_from_dict(meta["config"], meta.get("config_name", "saved"), str(folder / META_FILE))
+        problem = weights_problem(folder, meta, cfg)
+        if problem:
+            raise CheckpointError(f"{folder}: damaged ({problem})")
+        return cfg
+
+    return first_usable([info.path for info in list_saves(run_dir)], config_of, run_dir, say)
 
 
 def load_for_inference(run_dir: Path, device: str | torch.device = "cpu",
@@ -428,10 +400,12 @@ def load_for_inference(run_dir: Path, device: str | torch.device = "cpu",
         raise CheckpointError(f"{run_dir}: no save found (train one first: babyllm train --run-dir {run_dir})")
     tokenizer = load_tokenizer(tok_dir)
 
+    def fits(cfg: Config) -> None:  # a model too big for this machine: one line (not damage: no fallback)
+        footprint.check(cfg, torch.device(device), training=False)
+
     def load(folder: Path) -> tuple[Config, BabyLLM, Tokenizer, int]:
-        loaded = read_save(folder, tokenizer=tokenizer, with_state=False)
-        meta = loaded.meta
-        cfg = config_from_dict(meta["config"], meta.get("config_name", "saved"), str(folder / META_FILE))
+        loaded = read_save(folder, tokenizer=tokenizer, with_state=False, fits=fits)
+        cfg = loaded.config
         model = BabyLLM(cfg.model)
         try:
             model.load_state_dict(loaded.model_state)
@@ -452,4 +426,4 @@ def load_export(folder: Path, device: str | torch.device = "cpu") -> tuple[Confi
     cfg = config_from_dict({**saved, "model": dataclasses.asdict(sizes)}, str(info.get("config_name", "exported")),
                            where)
     step = info.get("step", 0)
-    return cfg, BabyLLM.from_pretrained(folder, device), pretrained.load_tokenizer(folder), step if _is_int(step) else 0
+    return cfg, BabyLLM.from_pretrained(folder, device), pretrained.load_tokenizer(folder), step if is_int(step) else 0

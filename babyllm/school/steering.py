@@ -16,7 +16,7 @@ from babyllm.control import AGREED, PAUSABLE, WAITING, Change, Request, Requests
 from babyllm.errors import ConfigError
 from babyllm.events import EventKind
 from babyllm.school import distributed
-from babyllm.school.alerts import Alert, Alerts, run_command
+from babyllm.school.alerts import Alert, Alerts, Commands
 from babyllm.school.progress import Progress
 from babyllm.snapshot import State
 
@@ -46,6 +46,7 @@ class Steering:
         self.stopping = False
         # Rank 0 judges the alerts (a pause goes through the vote); the watchdog reads `beat`.
         self.alerts = Alerts(cfg.alerts) if main else None
+        self.commands = Commands()  # alerts.command's runs (killed at the run's end: stop_watchdog)
         self.beat: float | None = None  # when the loop last finished a step (None: none yet this run)
         self._watchdog_stop = threading.Event()
 
@@ -212,7 +213,7 @@ class Steering:
         a = self.cfg.alerts
         self.event("alert", alert.message)
         if a.command.strip():
-            run_command(a.command, alert.message, a.command_timeout, lambda why: self.event("error", why))
+            self.commands.run(a.command, alert.message, a.command_timeout, lambda why: self.event("error", why))
         what = ALERT_REQUESTS.get(a.action)  # ("none": nothing)
         if what is not None:
             self.requests.put(what, f"alert ({alert.rule})")
@@ -227,9 +228,12 @@ class Steering:
         return thread
 
     def stop_watchdog(self, thread: threading.Thread | None) -> None:
+        """The run ends: the watchdog stops, and alert commands still running are given a moment, then killed
+        with whatever they forked."""
         self._watchdog_stop.set()
         if thread is not None:
             thread.join()
+        self.commands.close()
 
     def _watch_stalls(self) -> None:
         assert self.alerts is not None

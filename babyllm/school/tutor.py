@@ -36,7 +36,6 @@ requests). The stats themselves are listed by babyllm.school.stepper.Stepper.
 from __future__ import annotations
 
 import math
-import shutil
 import sys
 import threading
 import traceback
@@ -51,10 +50,9 @@ from babyllm.config import Config
 from babyllm.control import DEFAULT_BY, WAITING, Controls, Request
 from babyllm.errors import BabyError, ConfigError
 from babyllm.infer2 import Infer2, Settings
-from babyllm.model import bpb, peaks
+from babyllm.model import bpb, footprint, peaks
 from babyllm.model.runtime import apply_precision, choose_precision, cuda_name, pick_device
 from babyllm.run import rundir, runfiles
-from babyllm.run.runlock import RunLock
 from babyllm.school import batching, distributed, soul
 from babyllm.school.counsellor import Counsellor, cuda_sync
 from babyllm.school.engine import Engine
@@ -105,19 +103,18 @@ class Tutor(Controls):
         self.history = self.recorder.history
         self._sample: Sample | None = None
 
-        created = not self.run_dir.exists()
-        self._lock: RunLock | None = None
+        self._claim: rundir.Claim | None = None
         try:
+            footprint.check(cfg, self.device, world_size)  # a config too big for the machine: one line, nothing made
             if self.is_main:  # one owner per run: taken before anything in the run directory is touched
-                rundir.make_run_dir(self.run_dir)
-                self._lock = RunLock(self.run_dir).acquire()
-                rundir.check_start(self.run_dir, resume, owner=True)
+                self._claim = rundir.claim(self.run_dir, resume)
                 soul.clean_temp(self.run_dir)
             self._build(resume, progress)
-        except BaseException:
+        except BaseException:  # (a mistake, e.g. an empty corpus, or a signal: no half-made run is left behind)
+            claim, self._claim = self._claim, None
             self.close()
-            if created and self.is_main:  # a mistake (e.g. an empty corpus) leaves no half-made run behind
-                shutil.rmtree(self.run_dir, ignore_errors=True)
+            if claim is not None:
+                claim.abandon()  # a directory this start made goes, before its lock does
             raise
 
     def _build(self, resume: bool, progress: ProgressFn | None) -> None:
@@ -135,9 +132,8 @@ class Tutor(Controls):
         settled = distributed.share(lambda: batching.settle(cfg, self.device, self.dtype, train_tokens, world))
         cfg.train.batch = settled.batch  # (the saves keep the number: a resume trains on with it)
         self.global_batch = settled.batch * cfg.train.accumulate * world
-        rec.event("info", f"precision: {self.precision.reason}")
         shape = batching.global_batch_text(settled.batch, cfg.train.accumulate, world, cfg.model.context)
-        rec.event("info", f"{settled.reason}; {shape}")
+        self._setup = (f"precision: {self.precision.reason}", f"{settled.reason}; {shape}")  # said as it starts
         self.engine = Engine(cfg, self.device, self.dtype, world, self.progress)
         self.model, self.optimizer = self.engine.model, self.engine.optimizer  # (the engine keeps both for good)
         self.exam = Examiner(cfg, self.engine.model, self.librarian, self.progress, device=self.device,
@@ -193,6 +189,8 @@ class Tutor(Controls):
         p, rec = self.progress, self.recorder
         try:
             rec.set_state("running")
+            for line in self._setup:  # the run's first lines: how it computes and why
+                rec.event("info", line)
             note = self.engine.how_it_runs()
             if note is not None:
                 rec.event("info", note)
@@ -292,12 +290,12 @@ class Tutor(Controls):
         self.recorder.event("error", error)
 
     def _corpus_warning(self, message: str) -> None:
-        self.say(f"warning: {message}")
-        self.recorder.event("info", message)
+        self.say(f"warning: {message}")  # now (a large corpus takes minutes to prepare), and in the log
+        self.recorder.event("info", message, said=True)
 
     def _fallback_note(self, message: str) -> None:
         self.say(message)
-        self.recorder.event("error", message)
+        self.recorder.event("error", message, said=True)
 
     def _fields(self) -> dict[str, Any]:
         """The Snapshot's fields (the recorder's board adds the recent events)."""
@@ -336,6 +334,7 @@ class Tutor(Controls):
 
     def save(self, kind: str = "save") -> Path | None:
         """Write a "save", "checkpoint" or "best" now; None if not written (a failure is an event)."""
+        self.recorder.before_save()  # (metrics.jsonl holds every step a save has, before the save exists)
         return self.saves.save(kind)
 
     def budget_used(self) -> float | None:
@@ -380,9 +379,9 @@ class Tutor(Controls):
         """Flush and close the run's files and let the run go (run() does this on the way out)."""
         self.recorder.close()
         self.counsellor.close()
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        if self._claim is not None:
+            self._claim.lock.release()
+            self._claim = None
 
     def __enter__(self) -> Tutor:
         return self

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import RenderableType
 from rich.segment import Segment
@@ -74,8 +74,18 @@ def _guard_hook(hook: Callable[..., None], what: str) -> Callable[..., None]:
     return guarded
 
 
-class Guarded(Widget):
+if TYPE_CHECKING:
+    _Drawn = Widget  # what the mixin's super() calls reach (the widget it is mixed into)
+else:
+    _Drawn = object
+
+
+class Guarded(_Drawn):
     """A widget whose drawing can fail without ending the app: it shows a one-line note instead.
+
+    A mixin, put before the Textual widget it guards (``Guarded, Static``), never a Widget itself:
+    Textual inherits DEFAULT_CSS only along each class's first widget base, so a Widget here would
+    cut off the guarded widget's own CSS (a Static's ``height: auto``: every chat line was a pane tall).
 
     Textual draws every widget through render_lines, so this one override covers render(), the
     Rich renderables it returns and whatever a library (plotext) does while building them. The
@@ -90,6 +100,10 @@ class Guarded(Widget):
             style = Style(color="red", italic=True)
             first = Strip([Segment(note, style)]).crop_extend(0, crop.width, None)
             return [first] + [Strip.blank(crop.width)] * max(0, crop.height - 1)
+
+
+class GuardedWidget(Guarded, Widget):
+    """A plain widget that draws itself (render), guarded."""
 
 
 class GuardedStatic(Guarded, Static):

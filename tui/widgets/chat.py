@@ -19,6 +19,7 @@ from textual.widgets import Input, Static
 from textual.worker import get_current_worker
 
 from babyllm.errors import BabyError
+from babyllm.infer2.commands import cut_at_limit
 from tui.keys import Keys, Scope
 from tui.messages import ChatDone, ChatPiece
 from tui.widgets.base import GuardedStatic, Pane, PaneKit
@@ -91,6 +92,9 @@ class ChatPane(Pane):
     def on_mount(self) -> None:
         keys = self.kit.keys
         self.border_subtitle = f"{keys.first('chat')} chat · {keys.first('leave', short=True)} leave"
+        # Anchored: the newest line stays at the bottom as replies grow and at every size (a resize
+        # re-lays it out there), until the user scrolls up to read; a new line anchors it again.
+        self.query_one("#chat-log", VerticalScroll).anchor()
 
     def _add(self, widget: Static) -> None:
         log = self.query_one("#chat-log", VerticalScroll)
@@ -98,7 +102,7 @@ class ChatPane(Pane):
         extra = len(log.children) - MAX_MESSAGES
         for old in list(log.children)[:max(extra, 0)]:
             old.remove()
-        log.scroll_end(animate=False)
+        log.scroll_end(animate=False)  # (after the layout: re-anchors if the user had scrolled up)
 
     def last_line(self) -> str:
         """The plain text of the last line in the chat log ("" if none)."""
@@ -130,12 +134,11 @@ class ChatPane(Pane):
             self.start_reply()
         self._reply_text.append(piece)
         assert self._reply is not None
-        self._reply.update(self._reply_text)
-        self.query_one("#chat-log", VerticalScroll).scroll_end(animate=False)
+        self._reply.update(self._reply_text)  # (the anchored log keeps the reply's end in view)
 
     def end_reply(self, error: str | None = None, hit_limit: bool = False) -> None:
         if hit_limit and self._reply is not None:
-            self._reply_text.append(" [stopped at the token limit: /max N for longer replies]", style="dim italic")
+            self._reply_text.append(f" {cut_at_limit()}", style="dim italic")
             self._reply.update(self._reply_text)
         if error:
             self.add_line("", error, "red")

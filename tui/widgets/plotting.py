@@ -6,9 +6,11 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
+from rich.color import Color
 from rich.text import Text
 from textual_plotext import PlotextPlot
 
+from babyllm.calligraphist import Depth, Hue
 from tui.widgets.base import Guarded, pane_of
 
 
@@ -35,6 +37,16 @@ def finite(steps: list[int], values: list[float], positive: bool = False) -> tup
 # inverts them): the plot shows a note instead.
 MIN_WIDTH = 30
 MIN_HEIGHT = 6
+
+
+def plot_colour(hue: Hue, depth: Depth) -> str | int | tuple[int, int, int]:
+    """A hue as plotext takes it, so a plotted line is the very colour Rich gives the same hue: an RGB triple
+    (truecolour, 256), the ANSI colour's number among 16 (plotext's own names follow its theme: its "yellow"
+    can be bright blue), "default" for the theme's foreground or without colour."""
+    colour = Color.parse(hue.at(depth) or "default")
+    if colour.triplet is not None:
+        return tuple(colour.triplet)  # type: ignore[return-value]
+    return "default" if colour.number is None else colour.number
 
 
 def integer_ticks(plt: Any, steps: Sequence[float], count: int = 5,

@@ -6,7 +6,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 
 from babyllm.snapshot import Sample
-from tui.widgets.base import Guarded, Pane
+from tui.widgets.base import GuardedWidget, Pane
 
 HIT = "bold green"
 MISS = "red"
@@ -17,7 +17,7 @@ def visible(token: str) -> str:
     return token.replace(" ", "·").replace("\n", "↵").replace("\t", "→").replace("\r", "") or "∅"
 
 
-class SampleView(Guarded):
+class SampleView(GuardedWidget):
     """The sample's text, then truth over guess token by token, wrapped to the width."""
 
     DEFAULT_CSS = "SampleView { height: 1fr; }"

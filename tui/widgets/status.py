@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
@@ -26,6 +27,9 @@ STATE_STYLES = {
 ALERT_STYLE = EVENT_STYLES["alert"]
 
 RATE_SECONDS = 10.0  # the header's tok/s is the mean over this many seconds of wall time
+# What matters most on a narrow line (fit): the state and step, a flash or note, loss, val, tokens/s, an alert's
+# banner (cut, never the numbers), a viewer's standing note, the ETA.
+HEAD, NOTE, LOSS, VAL, RATE, ALERT, ABOUT, ETA = 9, 8, 7, 6, 5, 4, 3, 2
 
 
 class TokenRate:
@@ -58,8 +62,42 @@ class TokenRate:
         return (n1 - n0) / (t1 - t0) if t1 > t0 else None
 
 
+MIN_TEXT_CELLS = 12  # a text cut shorter than this is left out instead
+
+
+@dataclass(frozen=True)
+class Part:
+    """A piece of the status line: its text, how much it matters (a narrow line drops or cuts the least first),
+    and whether it may be cut (a text) or only dropped (a number)."""
+
+    text: Text
+    rank: int
+    cuttable: bool = False
+
+
+def fit(parts: list[Part], width: int) -> Text:
+    """The parts in order on one line of `width` cells (0: unknown, all of them): while too long, the part that
+    matters least is cut (a text, down to MIN_TEXT_CELLS) or dropped. A long alert never pushes the numbers
+    off the line, and a short confirmation (a flash) stays whole before a number does."""
+    parts = [p for p in parts if p.text.cell_len]
+    while width and parts and sum(p.text.cell_len for p in parts) > width:
+        least = min(range(len(parts)), key=lambda i: parts[i].rank)
+        part, over = parts[least], sum(p.text.cell_len for p in parts) - width
+        if part.cuttable and part.text.cell_len - over >= MIN_TEXT_CELLS:
+            cut = part.text.copy()
+            cut.truncate(part.text.cell_len - over, overflow="ellipsis")
+            parts[least] = Part(cut, part.rank, True)
+        else:
+            del parts[least]
+    out = Text(no_wrap=True, overflow="ellipsis")
+    for p in parts:
+        out.append_text(p.text)
+    return out
+
+
 class StatusBar(Static):
-    """The line under the header: state, step, loss, speed, ETA, and a note (lasting) or a flash (short).
+    """The line under the header: state, step, loss, speed, ETA, and a note (lasting), a flash (short) or what
+    a viewer makes of the run (``about``, when neither), all cut to fit the line before the numbers are.
 
     Told each snapshot; it redraws at most every PANES_EVERY (stretched by the Pace) unless told to
     show one at once (the first, a change of state), since snapshots can come ~20 a second.
@@ -72,7 +110,9 @@ class StatusBar(Static):
         super().__init__(**kwargs)
         self.calligraphist, self.token_rate, self.pace, self.keys = calligraphist, token_rate, pace, keys
         self.snapshot: Snapshot | None = None
-        self.note = ""  # lasting (stopping; what a viewer makes of the run): it wins over a flash
+        self.note = ""  # lasting (stopping): it wins over a flash
+        self.about = ""  # what a viewer makes of the run: shown when there is neither a note nor a flash
+        self.starting = ""  # what the Tutor's building says (a corpus's progress): shown until the first snapshot
         self.alert = ""  # the latest alert's text, shown until dismissed (its dismiss_alert key) or a resume
         self._flash, self._flash_until = "", 0.0
         self._dirty = False
@@ -85,6 +125,9 @@ class StatusBar(Static):
             self.refresh_line()
         else:
             self._dirty = True
+
+    def on_resize(self) -> None:
+        self.refresh_line()  # (what fits depends on the width)
 
     def tick(self) -> None:
         """Timer: show the newest snapshot if one is waiting and due."""
@@ -102,10 +145,15 @@ class StatusBar(Static):
         self._dirty = False
         self._shown = time.monotonic()
         flash = self._flash if time.monotonic() < self._flash_until else ""
-        self.show(self.snapshot, self.note or flash)
+        said = self.note or flash
+        if self.snapshot is None:
+            self.show(None, said or self.starting)
+            return
+        self.show(self.snapshot, said or self.about, standing=not said)
 
-    def show(self, snap: Snapshot | None, note: str = "") -> None:
-        """Draw the line for this snapshot (None: still starting) with this note."""
+    def show(self, snap: Snapshot | None, note: str = "", standing: bool = False) -> None:
+        """Draw the line for this snapshot (None: still starting) with this note (`standing`: a viewer's, which
+        a narrow line cuts before the numbers)."""
         if not self.is_attached:
             return  # the app is being torn down: a late timer finds the bar gone
         self.set_class(snap is not None and snap.state in ("alarm", "error"), "-alarm")
@@ -127,30 +175,34 @@ class StatusBar(Static):
             out.append(f" {snap.error or 'the Tutor stopped with an error'}")
             self.update(out, layout=False)
             return
-        out.append(f" step {snap.step:,}")
-        if snap.max_steps:
-            out.append(f"/{snap.max_steps:,}")
-        if self.alert:  # early, as the note; the dismiss_alert key dismisses it
-            out.append("  ")
-            out.append(self.keys.all("dismiss_alert"), style="bold reverse")
-            out.append(f" ⚠ {self.alert}", style=ALERT_STYLE)
-        if note:  # early, so 80 columns never cut it off ("saved → save-00000904")
-            out.append(f"  {note}", style="italic")
+        step = f" step {snap.step:,}" + (f"/{snap.max_steps:,}" if snap.max_steps else "")
+        parts = [Part(out, HEAD), Part(Text(step), HEAD)]
+        if self.alert:  # early, and cut first: the dismiss_alert key dismisses it
+            banner = Text("  ")
+            banner.append(self.keys.all("dismiss_alert"), style="bold reverse")
+            banner.append(f" ⚠ {self.alert}", style=ALERT_STYLE)
+            parts.append(Part(banner, ALERT, cuttable=True))
+        if note:  # early: "saved → save-00000904"; a viewer's standing note is cut before the numbers
+            parts.append(Part(Text(f"  {note}", style="italic"), ABOUT if standing else NOTE, cuttable=True))
+        parts += self._numbers(snap)
+        self.update(fit(parts, self.content_region.width), layout=False)
+
+    def _numbers(self, snap: Snapshot) -> list[Part]:
+        """loss and val (coloured by their bands), the tokens/s and the ETA."""
         s = snap.stats
         calli = self.calligraphist
+        out = []
         if "loss" in s:
-            out.append("  loss ", style="dim")
-            out.append_text(calli.text("loss", s["loss"]))
+            out.append(Part(Text.assemble(("  loss ", "dim"), calli.text("loss", s["loss"])), LOSS))
         if "val_loss" in s:
-            out.append("  val ", style="dim")
-            out.append_text(calli.text("val_loss", s["val_loss"]))
+            out.append(Part(Text.assemble(("  val ", "dim"), calli.text("val_loss", s["val_loss"])), VAL))
         rate = self.token_rate.rate() if snap.state == "running" else None
         if rate is None and snap.state == "running" and "tokens_per_s" in s:
             rate = s["tokens_per_s"]  # the first seconds: the Tutor's own (per-step) figure
         if rate is not None:
             # "avg": a mean over the last RATE_SECONDS, unlike loss and val (the last step's)
-            out.append(f"  avg {format_value('tokens_per_s', rate)} tok/s", style="dim")
+            out.append(Part(Text(f"  avg {format_value('tokens_per_s', rate)} tok/s", style="dim"), RATE))
         left = eta_seconds(snap.step, snap.max_steps, s.get("step_ms", float("nan")))
         if left is not None:
-            out.append(f"  ETA {duration(left)}", style="dim")
-        self.update(out, layout=False)
+            out.append(Part(Text(f"  ETA {duration(left)}", style="dim"), ETA))
+        return out

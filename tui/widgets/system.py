@@ -13,7 +13,7 @@ from textual.app import ComposeResult
 from textual.geometry import Size
 
 from babyllm.system import BY_KEY
-from tui.widgets.base import Guarded, Pane
+from tui.widgets.base import GuardedWidget, Pane
 from tui.widgets.windows import bar
 
 NO_READINGS = "no system readings: only a live run sends them"  # (a file-following viewer has none)
@@ -65,7 +65,7 @@ def rss_note(r: dict[str, float]) -> str:
     return f"{BY_KEY['rss_gib'].label} {_text('rss_gib', r)}" if "rss_gib" in r else ""
 
 
-class SystemView(Guarded):
+class SystemView(GuardedWidget):
     """The readings as labelled bars (drawn in render(), so the bars fit the current width)."""
 
     DEFAULT_CSS = "SystemView { height: auto; }"

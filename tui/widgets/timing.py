@@ -11,7 +11,7 @@ from textual.geometry import Size
 from babyllm.calligraphist import Calligraphist, format_value
 from babyllm.durations import duration
 from babyllm.stats import REGISTRY, TIMING_PREFIX
-from tui.widgets.base import Guarded, Pane
+from tui.widgets.base import GuardedWidget, Pane
 from tui.widgets.windows import bar
 
 ORDER = REGISTRY.timings()
@@ -29,7 +29,7 @@ def section_names(stats: dict[str, float]) -> list[str]:
     return [n for n in ORDER if n in stats] + sorted(n for n in stats if n.startswith(TIMING_PREFIX) and n not in ORDER)
 
 
-class TimingView(Guarded):
+class TimingView(GuardedWidget):
     """The sections' times as bars, the token rate, the step time and the ETA."""
 
     DEFAULT_CSS = "TimingView { height: auto; }"
@@ -82,6 +82,9 @@ class TimingView(Guarded):
         out.append("   step ", style="dim")
         out.append_text(calli.text("step_ms", stats["step_ms"]) if "step_ms" in stats else Text("?"))
         out.append(" ms", style="dim")
+        if "mfu" in stats:  # model FLOPs utilisation: the run's first events say against which peak
+            out.append("   MFU ", style="dim")
+            out.append_text(calli.text("mfu", stats["mfu"]))
         left = eta_seconds(step, max_steps, stats.get("step_ms", math.nan))
         out.append("\n")
         if max_steps > 0:

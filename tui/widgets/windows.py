@@ -1,26 +1,34 @@
 """Windows pane: the window weightings and sizes now (bars) and, below them, one of three views (the w key):
-the weightings over steps, the sizes over steps (plots), or the memories' per-neuron gates as histograms."""
+the weightings over steps, the sizes over steps (plots, or a sparkline per window where a plot is too short),
+or the memories' per-neuron gates as histograms."""
 
 from __future__ import annotations
 
 import math
 
+from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.geometry import Size
 from textual.reactive import var
 
-from babyllm.snapshot import Snapshot
+from babyllm.calligraphist import Depth, Hue
+from babyllm.snapshot import History, Snapshot
 from babyllm.stats import GATE_BINS, MEMORIES, MEMORY_GATE, MEMORY_SOURCES, REGISTRY, WINDOW_SIZE, WINDOW_WEIGHT
-from tui.widgets.base import Guarded, PlotPane
-from tui.widgets.plotting import Plot, finite, integer_ticks
+from tui.widgets.base import GuardedWidget, PlotPane, pane_of
+from tui.widgets.plotting import Plot, finite, integer_ticks, plot_colour
 
 MAX_POINTS = 400  # per window
-# One colour per window, the seven an 8-colour terminal (TERM=xterm) has besides black, so the seven
-# lines stay distinct everywhere; "default" is the theme's foreground (light themes too). The bars'
-# "#k" labels in the same colours are the plot's legend.
-PLOT_COLOURS = ("blue", "cyan", "green", "yellow", "red", "magenta", "default")
-TEXT_COLOURS = ("blue", "cyan", "green", "yellow", "red", "magenta", "default")
+# One colour per window index: the bars, the plot's lines and the trends all take theirs from here, so the
+# bars' "#k" labels are the legend of each. Seven apart at every depth (Hue: mid-luminance hexes that read on
+# dark and light themes; seven different ANSI colours among 16, "default" the theme's foreground).
+WINDOW_HUES: tuple[Hue, ...] = tuple(Hue(h, a) for h, a in (
+    ("#4e79a7", "blue"), ("#f28e2b", "yellow"), ("#59a14f", "green"), ("#e15759", "red"), ("#b07aa1", "magenta"),
+    ("#76b7b2", "cyan"), ("#9c755f", "default")))
+WINDOW_MARKERS = "•x+o*#%"  # without colour (NO_COLOR), the plot's lines differ by their marks instead
+# The plot keeps the lines apart only with two rows per window (and its axes, title and step label);
+# a shorter space shows one sparkline per window instead (WindowTrends).
+PLOT_ROWS_PER_WINDOW, PLOT_FRAME_ROWS = 2, 5
 VIEWS = ("weightings", "sizes", "gates")  # what the w key cycles through, below the bars
 VIEW_TEXT = {"weightings": "weightings over steps", "sizes": "sizes over steps",
              "gates": "memory gate histograms"}
@@ -28,6 +36,10 @@ VIEW_TEXT = {"weightings": "weightings over steps", "sizes": "sizes over steps",
 GATE_COLOURS = ("blue", "cyan", "green", "magenta")
 GATE_SOURCES = tuple(zip(MEMORY_SOURCES, GATE_COLOURS, strict=True))
 SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def window_hue(i: int) -> Hue:
+    return WINDOW_HUES[i % len(WINDOW_HUES)]
 
 
 def windows_in(stats: dict[str, float]) -> int:
@@ -44,14 +56,15 @@ def bar(fraction: float, width: int) -> str:
     return ("█" * full + (" ▏▎▍▌▋▊▉"[part] if part else "")).ljust(width)
 
 
-class WindowBars(Guarded):
+class WindowBars(GuardedWidget):
     """One line per window: its size (tokens) and its weighting as bars."""
 
     DEFAULT_CSS = "WindowBars { height: auto; }"
 
-    def __init__(self) -> None:
+    def __init__(self, depth: Depth) -> None:
         super().__init__(id="window-bars")
         self.stats: dict[str, float] = {}
+        self.depth = depth
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         return max(1, windows_in(self.stats))
@@ -69,10 +82,10 @@ class WindowBars(Guarded):
         size_w, weight_w = max(2, room // 3), max(2, room - room // 3)
         out = Text(no_wrap=True, overflow="ellipsis")
         for i, (w, s) in enumerate(zip(weights, sizes, strict=True)):
-            colour = TEXT_COLOURS[i % len(TEXT_COLOURS)]
+            colour = window_hue(i).style(self.depth)
             if i:
                 out.append("\n")
-            out.append(f"#{i} ", style=f"bold {colour}")
+            out.append(f"#{i} ", style=colour + Style(bold=True))
             out.append(f"size {s:6.1f} ", style="dim")
             # log scale: sizes span 1..context
             frac = math.log(max(s, 1.0)) / math.log(max(biggest, 2.0)) if math.isfinite(s) else 0.0
@@ -80,6 +93,72 @@ class WindowBars(Guarded):
             out.append(f" weight {w:.3f} ", style="dim")
             out.append(bar(w / top, weight_w), style=colour)
         return out
+
+
+def trend_levels(values: list[float], log: bool) -> tuple[list[int], float, float]:
+    """A series' points as sparkline levels 0..7 between its own lowest and highest point (a log scale for
+    the sizes), and those two; -1 for a point that cannot be drawn (nan, or not positive on a log scale)."""
+    def usable(v: float) -> bool:
+        return math.isfinite(v) and (v > 0 or not log)
+
+    scaled = [math.log(v) if log else v for v in values if usable(v)]
+    if not scaled:
+        return [-1] * len(values), math.nan, math.nan
+    lo, hi = min(scaled), max(scaled)
+    span = hi - lo or 1.0
+    levels = [round(7 * ((math.log(v) if log else v) - lo) / span) if usable(v) else -1 for v in values]
+    return levels, (math.exp(lo) if log else lo), (math.exp(hi) if log else hi)
+
+
+class WindowTrends(GuardedWidget):
+    """The weightings (or sizes) over steps as one sparkline per window, in its window's colour, each between
+    its own lowest and highest value (shown, with the latest): where the plot would be too short to keep
+    seven lines apart (80x24, the wide grid)."""
+
+    DEFAULT_CSS = "WindowTrends { height: auto; }"
+    VALUES = len(" 0.099 0.080…0.220")  # the latest value and the row's range
+
+    def __init__(self, depth: Depth) -> None:
+        super().__init__(id="window-trends")
+        self.depth = depth
+        self.series: list[list[float]] = []  # per window, oldest first (as many points as there are cells)
+        self.log_scale = False
+        self.drawn_cells = 0  # the width the series were thinned for
+
+    def on_resize(self) -> None:
+        """Another width, another number of points: have the pane take them on the next tick."""
+        if self.cells != self.drawn_cells:
+            pane = pane_of(self)
+            if pane is not None:
+                pane.want_redraw()
+
+    @property
+    def cells(self) -> int:
+        """The sparkline's width: the row less its "#k " and its numbers."""
+        return max(4, self.size.width - len("#0 ") - self.VALUES)
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return max(1, len(self.series))
+
+    def render(self) -> Text:
+        if not self.series:
+            return Text("no steps yet", style="dim")
+        fmt = "{:.1f}" if self.log_scale else "{:.3f}"
+        lines = []
+        for i, values in enumerate(self.series):
+            values = values[-self.cells:]
+            levels, lo, hi = trend_levels(values, self.log_scale)
+            colour = window_hue(i).style(self.depth)
+            line = Text(f"#{i} ", style=colour + Style(bold=True))
+            line.append("".join(SPARKS[v] if v >= 0 else " " for v in levels).rjust(self.cells), style=colour)
+            last = next((v for v in reversed(values) if math.isfinite(v)), math.nan)
+            if math.isfinite(last):
+                line.append(f" {fmt.format(last)}")
+                line.append(f" {fmt.format(lo)}…{fmt.format(hi)}", style="dim")
+            lines.append(line)
+        for line in lines:
+            line.truncate(max(1, self.size.width), overflow="ellipsis")
+        return Text("\n").join(lines)
 
 
 def spark_levels(counts: tuple[int, ...]) -> list[int]:
@@ -102,7 +181,7 @@ def gate_layout(width: int) -> tuple[int, bool]:
     return 1, True
 
 
-class GateHistograms(Guarded):
+class GateHistograms(GuardedWidget):
     """The memories' per-neuron gates, one histogram per source over [0, 1], with each source's mean."""
 
     DEFAULT_CSS = "GateHistograms { height: auto; }"
@@ -173,7 +252,6 @@ class WindowsPane(PlotPane):
 
     def watch_view(self) -> None:
         gates = self.view == "gates"
-        self.query_one(Plot).display = not gates
         hist = self.query_one(GateHistograms)
         hist.display = gates
         if gates:
@@ -185,18 +263,37 @@ class WindowsPane(PlotPane):
     def on_resize(self) -> None:
         self._fit()
 
+    @property
+    def trends_shown(self) -> bool:
+        return bool(self.query_one(WindowTrends).display)
+
     def _fit(self) -> None:
-        """The gates view in a pane too short for the bars and the histograms (the wide grid's least
+        """What fits below the bars: the plot where it has two rows per window, else the trends (80x24, the
+        wide grid); the gates view in a pane too short for the bars and the histograms (the wide grid's least
         height) shows the histograms alone: they are what the user asked to see."""
         bars = self.query_one(WindowBars)
         size = self.content_size
-        need = (max(1, windows_in(bars.stats)) + 1  # (its margin)
-                + self.query_one(GateHistograms).get_content_height(size, size, size.width))
-        bars.display = self.view != "gates" or size.height >= need
+        n = max(1, windows_in(bars.stats))
+        gates = self.view == "gates"
+        need = n + 1 + self.query_one(GateHistograms).get_content_height(size, size, size.width)  # (+1: its margin)
+        bars.display = not gates or size.height >= need
+        below = size.height - (n + 1)
+        trends = not gates and below < PLOT_FRAME_ROWS + PLOT_ROWS_PER_WINDOW * n
+        if trends != self.trends_shown or gates:
+            self.border_subtitle = ""
+        was = self.trends_shown
+        self.query_one(WindowTrends).display = trends
+        self.query_one(Plot).display = not gates and not trends
+        if trends != was:
+            self.want_redraw()
 
     def compose(self) -> ComposeResult:
-        yield WindowBars()
+        depth = self.calligraphist.depth
+        yield WindowBars(depth)
         yield Plot(id="windows-plot")
+        trends = WindowTrends(depth)
+        trends.display = False
+        yield trends
         hist = GateHistograms(self.view_key)
         hist.display = False
         yield hist
@@ -216,32 +313,50 @@ class WindowsPane(PlotPane):
             hist.snapshot = snap
             hist.refresh()
 
+    def _what(self, n: int) -> str:
+        """The view's title: what it shows, that the colours are the bars', and the key to the next view."""
+        what = "sizes over steps, log" if self.show_sizes else "weightings over steps"
+        same = 1 < n <= len(WINDOW_HUES)  # every line has its own colour, as its bar above
+        # (short: plotext drops a title wider than the plot)
+        shown = f"{self.view_key}: {'gates' if self.show_sizes else 'sizes'}"
+        return f"{what} (#0…#{n - 1} as above; {shown})" if same else f"{what} ({shown})"
+
     def redraw(self) -> None:
         if self.view == "gates":
             return  # (text, shown with each snapshot)
-        history = self.history
+        n = windows_in(self.snapshot.stats) if self.snapshot else 0
+        stat = WINDOW_SIZE if self.show_sizes else WINDOW_WEIGHT
+        if self.trends_shown:
+            trends = self.query_one(WindowTrends)
+            trends.series = [series(self.history, REGISTRY.key(stat, i), trends.cells) for i in range(n)]
+            trends.log_scale, trends.drawn_cells = self.show_sizes, trends.cells
+            trends.refresh(layout=True)
+            self.border_subtitle = self._what(n)  # (no room for a title line)
+            return
+        self.border_subtitle = ""
         plot = self.query_one(Plot)
         plt = plot.plt
         plt.clear_data()
         plt.clear_figure()
-        n = windows_in(self.snapshot.stats) if self.snapshot else 0
         points = min(MAX_POINTS, max(50, plot.size.width))  # 7 lines: plotext's cost grows with points
-        stat = WINDOW_SIZE if self.show_sizes else WINDOW_WEIGHT
+        depth = self.calligraphist.depth
         drawn: list[int] = []
         for i in range(n):
-            steps, values = history.series(REGISTRY.key(stat, i), points) if history else ([], [])
+            steps, values = self.history.series(REGISTRY.key(stat, i), points) if self.history else ([], [])
             x, y = finite(steps, values, positive=self.show_sizes)
             if x:
-                plt.plot(x, y, color=PLOT_COLOURS[i % len(PLOT_COLOURS)], marker="braille")
+                marker = "braille" if depth is not Depth.NONE else WINDOW_MARKERS[i % len(WINDOW_MARKERS)]
+                plt.plot(x, y, color=plot_colour(window_hue(i), depth), marker=marker)
                 drawn += x[:1] + x[-1:]
         if self.show_sizes and drawn:
             plt.yscale("log")  # sizes span 1 .. the context: a log axis keeps the small ones apart
         integer_ticks(plt, drawn)
-        what = "sizes over steps, log" if self.show_sizes else "weightings over steps"
-        same = 1 < n <= len(PLOT_COLOURS)  # every line has its own colour, as its bar above
-        # (short: plotext drops a title wider than the plot)
-        shown = f"{self.view_key}: {'gates' if self.show_sizes else 'sizes'}"
-        plt.title(f"{what} (#0…#{n - 1} as above; {shown})" if same else what)
+        plt.title(self._what(n))
         plt.xlabel("step")
         plot.mark_drawn()
         plot.replot()
+
+
+def series(history: History | None, name: str, cells: int) -> list[float]:
+    """A stat's values over steps for a sparkline of `cells` cells (one point a cell at most)."""
+    return history.series(name, cells)[1] if history is not None else []

@@ -88,7 +88,7 @@ def _safe(cell: Callable[[Result], str], r: Result) -> str:
 
 def _header(machine: dict[str, Any]) -> str:
     gpu = f", {machine['gpu']}" if "gpu" in machine else ""
-    bf16 = f"{'yes' if machine['bf16_matmul'] else 'no'} {','.join(machine['cpu_bf16_flags'])}"
+    bf16 = machine["bf16"]  # (machine.machine_info: the words runtime uses, never pieced from flags)
     return (f"[bold]babyllm bench[/] on {machine['cpu']} ({machine['cpu_cores']} cores, {machine['threads']} threads"
             f"{gpu}; bf16 matmul: {bf16}), torch {machine['torch']}")
 
