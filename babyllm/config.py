@@ -30,6 +30,8 @@ class ModelConfig:
     window_groups: int = 1  # groups of neurons, each with its own window weightings (must divide neurons)
     dropout: float = 0.0  # dropout on the neuron activations and on Logits' input, in training steps only
     memory_mlp: bool = False  # the memories' projected path: a GELU bottleneck over their input, not linear on L
+    token_shift: bool = False  # the Neurons see each token blended, per channel and by the data, with the one before it
+    activation: str = "gelu"  # the Neurons' nonlinearity: "gelu" or "relu2" (ReLU squared)
 
 
 @dataclass
@@ -59,6 +61,7 @@ class TrainConfig:
     warmup: int = 200
     decay_steps: int = 20_000  # cosine from lr to min_lr over this many steps (or `steps` if set)
     weight_decay: float = 0.1
+    optimizer: str = "adamw"  # "adamw", or "muon": Muon for the hidden weight matrices, AdamW for the rest
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # 0 = off
@@ -159,6 +162,8 @@ class Config:
 
 
 SECTIONS = ("model", "data", "train", "stats", "chat", "tui", "alerts", "log")
+ACTIVATIONS = ("gelu", "relu2")  # model.activation (babyllm.model.network.Neurons)
+OPTIMIZERS = ("adamw", "muon")  # train.optimizer (babyllm.school.optimizers)
 AUTO_KEYS: dict[tuple[str, str], type] = {("train", "batch"): int, ("train", "compile"): bool}  # and their type
 DEVICES = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 PROJECT = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -432,6 +437,8 @@ def _relations(cfg: Config) -> list[tuple[bool, str]]:
          f"train.weight_decay = {t.weight_decay}: train.lr x train.weight_decay must be below 1 (each step "
          f"scales the weights by 1 - {t.lr:g} x {t.weight_decay:g}); lower one of them"),
         (bool(DEVICES.match(t.device)), f"train.device = '{t.device}': use auto, cpu, cuda, cuda:N or mps"),
+        (m.activation in ACTIVATIONS, f"model.activation = {m.activation!r}: use one of {', '.join(ACTIVATIONS)}"),
+        (t.optimizer in OPTIMIZERS, f"train.optimizer = {t.optimizer!r}: use one of {', '.join(OPTIMIZERS)}"),
         (t.dtype in ("fp32", "bf16", "auto"),
          f"train.dtype = '{t.dtype}': use fp32, bf16 or auto (bf16 where the device computes it natively)"),
         (u.on_hangup in HANGUP_CHOICES,

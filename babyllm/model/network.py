@@ -44,6 +44,7 @@ class State:
     acts: Tensor  # [N, B, H] the last <= context neuron activations (the windows' history), neuron-major
     memory1: Tensor  # [B, 2, N] short- and long-term buffers of Memory
     memory2: Tensor  # [B, 2, N] the same for Memory 2
+    embedded: Tensor | None = None  # [B, D] the last position's embedding (the token shift's previous token)
 
 
 @dataclass
@@ -73,23 +74,49 @@ class Embed(nn.Module):
 
 
 class Neurons(nn.Module):
-    """NEURON layer: N D-dimensional neurons, each giving one GELU activation per token -> [B, T, N]."""
+    """NEURON layer: N D-dimensional neurons, each giving one GELU activation per token -> [B, T, N].
 
-    def __init__(self, dim: int, neurons: int) -> None:
+    With `shift` (model.token_shift) each position's input is first blended with the previous position's,
+    channel by channel, by an amount that depends on the token itself (a data-gated token shift, as in RWKV):
+    x'_t = x_t + mu_t * (x_(t-1) - x_t), mu_t = sigmoid(m + tanh(x_t A) B) with a rank-SHIFT_RANK A, B. So a
+    neuron's nonlinearity sees a token and the one before it (an n-gram), which the sequence mixing after it,
+    linear in the activations, cannot make. `activation` "relu2" is ReLU squared in place of GELU.
+    """
+
+    SHIFT_RANK = 16
+    SHIFT_START = -2.0  # mu's logit at first: mostly the token itself (sigmoid(-2) = 0.12)
+
+    def __init__(self, dim: int, neurons: int, shift: bool = False, activation: str = "gelu") -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         # Scaled so every pre-activation starts with unit variance whatever D is.
         self.weight = nn.Parameter(torch.randn(neurons, dim) / math.sqrt(dim))
         self.bias = nn.Parameter(torch.zeros(neurons))
+        self.activation = activation
+        self.shift = shift
+        if shift:
+            self.shift_logit = nn.Parameter(torch.full((dim,), self.SHIFT_START))
+            self.shift_down = nn.Parameter(torch.randn(dim, self.SHIFT_RANK) / math.sqrt(dim))
+            self.shift_up = nn.Parameter(torch.zeros(self.SHIFT_RANK, dim))  # the data's say starts at nothing
 
     def forward(self, x: Tensor) -> Tensor:
         return batch_major(self.neuron_major(x))
 
-    def neuron_major(self, x: Tensor) -> Tensor:
+    def shifted(self, x: Tensor, before: Tensor | None = None) -> Tensor:
+        """x [B, T, D] with each position blended with the one before it (`before` [B, D]: the position before the
+        first, from a conversation's state; zeros at a sequence's start)."""
+        first = before.to(x.dtype).unsqueeze(1) if before is not None else torch.zeros_like(x[:, :1])
+        prev = torch.cat([first, x[:, :-1]], dim=1)
+        mu = torch.sigmoid(self.shift_logit + torch.tanh(x @ self.shift_down.to(x.dtype)) @ self.shift_up.to(x.dtype))
+        return torch.lerp(x, prev, mu.to(x.dtype))
+
+    def neuron_major(self, x: Tensor, before: Tensor | None = None) -> Tensor:
         """The same activations for x [B, T, D], laid out [N, B, T]: W @ norm(x)^T is one GEMM."""
         B, T, D = x.shape
+        if self.shift:
+            x = self.shifted(x, before)
         pre = gemm.addmm(self.bias.unsqueeze(1), self.weight, self.norm(x).reshape(B * T, D).t())
-        return F.gelu(pre).view(-1, B, T)
+        return (F.relu(pre).square() if self.activation == "relu2" else F.gelu(pre)).view(-1, B, T)
 
 
 class Windows(nn.Module):
@@ -195,7 +222,7 @@ class BabyLLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = Embed(cfg.vocab, cfg.embed, cfg.context)
-        self.neurons = Neurons(cfg.embed, cfg.neurons)
+        self.neurons = Neurons(cfg.embed, cfg.neurons, shift=cfg.token_shift, activation=cfg.activation)
         self.windows = Windows(cfg.windows, cfg.context, cfg.window_groups)
         self.memory1 = Memory(cfg.neurons, cfg.memory_rank, mlp=cfg.memory_mlp)
         self.memory2 = Memory2(cfg.neurons, cfg.memory_rank, mlp=cfg.memory_mlp)
@@ -219,7 +246,8 @@ class BabyLLM(nn.Module):
         """
         B, T = ids.shape
         drop = self.cfg.dropout if train else 0.0
-        acts = self.neurons.neuron_major(self.embed(ids, start=state.pos if state else 0))  # [N, B, T]
+        embedded = self.embed(ids, start=state.pos if state else 0)  # [B, T, D]
+        acts = self.neurons.neuron_major(embedded, state.embedded if state else None)  # [N, B, T]
         if drop:
             acts = F.dropout(acts, drop)
         history = torch.cat([state.acts.to(acts.dtype), acts], dim=2) if state else acts
@@ -237,7 +265,7 @@ class BabyLLM(nn.Module):
             assert carried1 is not None and carried2 is not None
             pos = (state.pos if state else 0) + T
             kept = history[:, :, -self.cfg.context :].detach()
-            new_state = State(pos, kept, carried1.detach(), carried2.detach())
+            new_state = State(pos, kept, carried1.detach(), carried2.detach(), embedded[:, -1].detach())
         return Pass(logits, new_state, batch_major(acts))
 
     @torch.no_grad()
@@ -280,7 +308,7 @@ class BabyLLM(nn.Module):
         memory = 2 * T * N + 2 * N * c.memory_rank + (0 if c.memory_mlp else T * c.memory_rank)
         return {
             "embed": 0,
-            "neurons": c.embed * N,
+            "neurons": c.embed * N + (2 * c.embed * Neurons.SHIFT_RANK if c.token_shift else 0),
             "windows": T * N,
             "memory1": memory,
             "memory2": memory,

@@ -58,7 +58,7 @@ def fill_batch(step_bytes: Callable[[int], float], base: int, budget_bytes: floa
 
 def cuda_step_bytes(cfg: Config, device: torch.device, dtype: str, batch: int) -> float:
     """Peak CUDA memory of two training steps of a throwaway model at this batch (random tokens, no compile)."""
-    from babyllm.school.engine import make_optimizer  # (engine imports nothing of this module)
+    from babyllm.school.optimizers import make_optimizer
 
     model = optimizer = None
     try:

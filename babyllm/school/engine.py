@@ -6,15 +6,15 @@ import contextlib
 import math
 import random
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from babyllm.config import Config, TrainConfig
+from babyllm.config import Config
 from babyllm.model import gemm
 from babyllm.model.network import BabyLLM, next_token_loss
 from babyllm.model.runtime import autocast
+from babyllm.school.optimizers import decay_groups, make_optimizer
 from babyllm.school.progress import Progress
 
 # torch 2.13's CPU compiler (inductor) gives this model NaN gradients in bf16 (Memory 2's decays and gates,
@@ -34,26 +34,6 @@ def lr_multiplier(step: int, warmup: int, total: int, lr: float, min_lr: float,
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup)) if fraction is None else min(1.0, fraction)
     return (min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))) / lr
-
-
-def make_optimizer(model: torch.nn.Module, t: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW (fused where torch has a kernel); weight decay only on 2-D weight matrices.
-
-    Not on biases, norms, gate or mixing logits. Group 0 decays (Engine.sync_optimizer relies on it)."""
-    decay: list[torch.nn.Parameter] = []
-    plain: list[torch.nn.Parameter] = []
-    for name, p in model.named_parameters():
-        (decay if p.ndim == 2 and name.endswith("weight") else plain).append(p)
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": plain, "weight_decay": 0.0}]
-    kwargs: dict[str, Any] = dict(lr=t.lr, betas=(t.beta1, t.beta2))
-    if device.type in ("cuda", "cpu"):
-        # One fused kernel per step: on CPU it measured ~13x faster than the per-tensor loop, which
-        # was ~20% of a small-batch step at the default config.
-        try:
-            return torch.optim.AdamW(groups, fused=True, **kwargs)
-        except (TypeError, RuntimeError):
-            pass
-    return torch.optim.AdamW(groups, **kwargs)
 
 
 class _Runner(torch.nn.Module):
@@ -137,7 +117,8 @@ class Engine:
         """Make the optimizer follow the config: weight decay on the decay group, the schedule's base rate;
         with `reschedule`, the rate for the next step recomputed (a schedule setting changed)."""
         t, groups = self.cfg.train, self.optimizer.param_groups
-        groups[0]["weight_decay"] = t.weight_decay  # (group 0 decays; see make_optimizer)
+        for g in decay_groups(self.optimizer):
+            g["weight_decay"] = t.weight_decay
         if self.scheduler.base_lrs != [t.lr] * len(groups):
             reschedule = True  # e.g. resumed with --set train.lr=...
         if not reschedule:
