@@ -68,6 +68,8 @@ def test_tutor_trains_in_bf16_with_fused_adamw(make_cfg, tmp_path):
     try:
         assert tutor.device.type == torch.device(DEVICE).type
         assert tutor.optimizer.defaults.get("fused") is True
+        assert tutor.stepper.resident  # a small corpus stays on the GPU: windows gathered there
+        assert tutor.librarian.train_batch(2).device.type == "cuda"
         losses = train(tutor, 8)
     finally:
         tutor.close()

@@ -109,3 +109,22 @@ def test_shipped_corpus_is_large_enough_and_loads(tmp_path):
     lib = Librarian(cfg, say=lambda m: None)
     assert sum(f.size for f in lib.files) >= 100_000
     assert len(lib.train_tokens) > 20 * cfg.model.context
+
+
+@pytest.mark.parametrize("rank, world_size", [(0, 1), (1, 2), (2, 3)])
+def test_windows_gathered_from_a_resident_corpus_are_the_host_path_s(tmp_path, corpus, rank, world_size):
+    """keep_on (the training split kept on the GPU) draws the same starts from the same generator and gathers the
+    same windows, for every rank's slice: a run's batches do not depend on where the corpus lives."""
+    host = Librarian(config(tmp_path, corpus), say=lambda m: None, rank=rank, world_size=world_size)
+    kept = Librarian(config(tmp_path, corpus), say=lambda m: None, rank=rank, world_size=world_size)
+    assert kept.keep_on(torch.device("cpu"), free_bytes=1 << 40)
+    for batch in (1, 4, 7):
+        a, b = host.train_batch(batch), kept.train_batch(batch)
+        assert a.dtype == b.dtype == torch.int64 and torch.equal(a, b)
+    assert torch.equal(host.sampler_state(), kept.sampler_state())
+
+
+def test_a_corpus_too_big_for_the_device_stays_on_the_host(tmp_path, corpus):
+    lib = Librarian(config(tmp_path, corpus), say=lambda m: None)
+    assert not lib.keep_on(torch.device("cpu"), free_bytes=len(lib.train_tokens))  # 4 bytes a token: 5% is far less
+    assert lib.train_batch(3).shape == (3, lib.context + 1)

@@ -41,6 +41,7 @@ from babyllm.snapshot import Say
 
 ENCODE_BATCH = 2 << 20  # characters handed to the tokenizer at once (several pieces: its threads share them)
 TRAINER_BYTES_PER_CHAR = 100  # the tokenizer trainer's memory per sampled character at worst (random text)
+RESIDENT_SHARE = 0.05  # the training split stays on a GPU when it takes at most this share of its free memory
 
 
 def warn_to_stderr(message: str) -> None:
@@ -220,6 +221,8 @@ class Librarian:
         # One sampler stream shared by every rank (see train_batch), so its state is the same everywhere.
         self.rank, self.world_size = rank, world_size
         self.generator = torch.Generator().manual_seed(cfg.train.seed)
+        self._resident: torch.Tensor | None = None  # the training split on the device (keep_on), or None
+        self._offsets: torch.Tensor | None = None
 
     def _stream(self, stage: str, say: Say) -> Iterator[tuple[str, int]]:
         for piece, pos in read_corpus(self.files, self.text_field, say):
@@ -304,15 +307,28 @@ class Librarian:
 
         Every rank draws the same global batch from the shared generator and keeps rows
         [rank*batch:(rank+1)*batch], so the ranks train on different windows, the sampler state stays
-        identical on all of them, and N ranks see exactly what one process with batch x N sees.
+        identical on all of them, and N ranks see exactly what one process with batch x N sees. With the
+        training split kept on the device (keep_on), the windows are gathered there, from the same starts.
         """
-        if self.world_size == 1:
+        if self.world_size == 1 and self._resident is None:
             return self.batch(batch)
         data = self.train_tokens
         starts = torch.randint(0, len(data) - self.context - 1, (batch * self.world_size,), generator=self.generator)
-        mine = starts[self.rank * batch:(self.rank + 1) * batch].numpy()
-        rows = mine[:, None] + np.arange(self.context + 1)
+        mine = starts[self.rank * batch:(self.rank + 1) * batch]
+        if self._resident is not None and self._offsets is not None:  # only the starts cross to the device
+            return self._resident[mine.to(self._resident.device).unsqueeze(1) + self._offsets].long()
+        rows = mine.numpy()[:, None] + np.arange(self.context + 1)
         return torch.from_numpy(data[rows].astype(np.int64))
+
+    def keep_on(self, device: torch.device, free_bytes: int) -> bool:
+        """Keep the training split on `device` (as int32) when it takes at most RESIDENT_SHARE of `free_bytes`,
+        so a step's windows are gathered there and nothing waits for a host-to-device copy. Whether it did."""
+        size = len(self.train_tokens) * 4
+        if size > RESIDENT_SHARE * free_bytes:
+            return False
+        self._resident = torch.from_numpy(self.train_tokens.astype(np.int32)).to(device)
+        self._offsets = torch.arange(self.context + 1, device=device)
+        return True
 
     def val_batches(self, count: int, batch: int) -> list[torch.Tensor]:
         """The same validation batches every time, so validation losses are comparable across steps."""

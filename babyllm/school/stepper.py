@@ -93,6 +93,9 @@ class Stepper:
         self._slow_names: list[str] = []
         self._landed_at: float | None = None  # when the previous step's numbers were read (overlap timing)
         self.mfu: tuple[int, float] | None = None  # (training FLOPs a token, the peak FLOP/s): the mfu stat
+        # on a GPU the training split stays there when it is small beside its free memory
+        self.resident = self.device.type == "cuda" and librarian.keep_on(
+            self.device, torch.cuda.mem_get_info(self.device)[0])
 
     @property
     def next_number(self) -> int:
@@ -174,9 +177,11 @@ class Stepper:
     def _windows(self, batch: int) -> torch.Tensor:
         """This rank's windows of the next global batch [batch, T+1], on the device."""
         windows = self.librarian.train_batch(batch)
+        if windows.device == self.device:  # (gathered there: the corpus stays on the GPU)
+            return windows
         if self.device.type == "cuda":
             return windows.pin_memory().to(self.device, non_blocking=True)
-        return windows if windows.device == self.device else windows.to(self.device)
+        return windows.to(self.device)
 
     def _refusal(self, lr: float) -> str | None:
         """Why this step's settings could only make the weights non-finite (None: they cannot)."""

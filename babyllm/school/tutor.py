@@ -133,7 +133,8 @@ class Tutor(Controls):
         cfg.train.batch = settled.batch  # (the saves keep the number: a resume trains on with it)
         self.global_batch = settled.batch * cfg.train.accumulate * world
         shape = batching.global_batch_text(settled.batch, cfg.train.accumulate, world, cfg.model.context)
-        self._setup = (f"precision: {self.precision.reason}", f"{settled.reason}; {shape}")  # said as it starts
+        # said as it starts: how it computes and why
+        self._setup: tuple[str, ...] = (f"precision: {self.precision.reason}", f"{settled.reason}; {shape}")
         self.engine = Engine(cfg, self.device, self.dtype, world, self.progress)
         self.model, self.optimizer = self.engine.model, self.engine.optimizer  # (the engine keeps both for good)
         self.exam = Examiner(cfg, self.engine.model, self.librarian, self.progress, device=self.device,
@@ -145,6 +146,9 @@ class Tutor(Controls):
         self.stepper = Stepper(cfg, self.engine, self.librarian, self.progress, self.counsellor, self.weights_lock,
                                world_size=world, unigram_bpb=self.exam.unigram_bpb,
                                ballot=self.steering.ballot, tally=self.steering.tally)
+        if self.stepper.resident:
+            self._setup += (f"corpus: the training split stays on {self.device} ({train_tokens:,} tokens), "
+                            "each step's windows gathered there",)
         self.saves = Saves(self.run_dir, cfg, self.engine, self.librarian, self.progress, self.weights_lock,
                            main=self.is_main, rank=self.rank, world_size=world, live=self.steering.saved_changes,
                            event=rec.event, log=self.counsellor.log)
