@@ -135,7 +135,7 @@ def test_the_stat_lists_are_the_registrys_flags():
     assert all(s.changes in (PER_STEP, STEPWISE, CUMULATIVE) for s in STATS)
     assert History.STEPWISE == tuple(s.name for s in STATS if s.changes == STEPWISE) == (
         "val_loss", "val_bpb", "unigram_bpb", "perplexity")  # val_bpb changes only at a validation, as val_loss
-    assert History.CUMULATIVE == tuple(s.name for s in STATS if s.changes == CUMULATIVE) == ("tokens",)
+    assert History.CUMULATIVE == tuple(s.name for s in STATS if s.changes == CUMULATIVE) == ("tokens", "train_s")
     logged = {s.name for s in STATS if s.tensorboard}
     assert set(tboard.EVERY_STEP) | set(tboard.ON_CHANGE) == logged == {"loss", "lr", "val_loss", "val_bpb",
                                                                         "unigram_bpb"}
