@@ -3,12 +3,14 @@ the rest (train.optimizer); weight decay only on weight matrices."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 
 from babyllm.config import TrainConfig
+from babyllm.model.runtime import resolve_dtype
 
 # The hidden 2-D matrices Muon takes (train.optimizer = "muon"): the Neurons' weights and the memories'
 # bottlenecks. Embeddings, the Logits layer (input and output layers), gates, mixes and biases stay with AdamW.
@@ -22,7 +24,7 @@ def make_optimizer(model: torch.nn.Module, t: TrainConfig, device: torch.device)
     muon = [p for n, p in named if t.optimizer == "muon" and n in MUON_PARAMS]
     rest = [(n, p) for n, p in named if not any(p is q for q in muon)]
     adamw = _adamw(rest, t, device)
-    return MuonAdamW(muon, adamw, t) if muon else adamw
+    return MuonAdamW(muon, adamw, t, native_bf16=resolve_dtype("auto", device) == "bf16") if muon else adamw
 
 
 def _adamw(named: Iterable[tuple[str, torch.nn.Parameter]], t: TrainConfig,
@@ -56,9 +58,11 @@ class MuonAdamW(torch.optim.Optimizer):
     and one schedule serve both) for the hidden matrices, AdamW for the rest: one optimizer to the schedule,
     the saves and the guard. Its param_groups are AdamW's (decay, plain) then Muon's (decay)."""
 
-    def __init__(self, muon: list[torch.nn.Parameter], adamw: torch.optim.Optimizer, t: TrainConfig) -> None:
+    def __init__(self, muon: list[torch.nn.Parameter], adamw: torch.optim.Optimizer, t: TrainConfig, *,
+                 native_bf16: bool = True) -> None:
         self.adamw = adamw
-        self.muon = torch.optim.Muon(muon, lr=t.lr, weight_decay=t.weight_decay, adjust_lr_fn="match_rms_adamw")
+        kind = torch.optim.Muon if native_bf16 else Fp32Muon
+        self.muon = kind(muon, lr=t.lr, weight_decay=t.weight_decay, adjust_lr_fn="match_rms_adamw")
         super().__init__([p for g in adamw.param_groups + self.muon.param_groups for p in g["params"]],
                          {"lr": t.lr})
         self.param_groups = self.adamw.param_groups + self.muon.param_groups  # the very dicts: a rate set here
@@ -88,3 +92,44 @@ class MuonAdamW(torch.optim.Optimizer):
     @state.setter
     def state(self, _value: Any) -> None:  # (torch.optim.Optimizer.__init__ sets it)
         pass
+
+
+class Fp32Muon(torch.optim.Muon):
+    """torch's Muon with its Newton-Schulz iteration in fp32, for devices without native bf16 (an AVX2 CPU, a
+    T4): torch's always casts to bf16, which such a device only emulates, many times slower than fp32.
+    The same update otherwise (momentum, Nesterov, decoupled decay, the AdamW-matched rate) and the same state,
+    so a save moves between the two."""
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            momentum, decay = group["momentum"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
+                buf = state["momentum_buffer"]
+                buf.lerp_(p.grad, 1 - momentum)
+                update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
+                update = orthogonalised(update, group["ns_coefficients"], group["ns_steps"], group["eps"],
+                                        torch.float32)
+                p.mul_(1 - group["lr"] * decay)
+                p.add_(update.to(p.dtype), alpha=-group["lr"] * 0.2 * math.sqrt(max(p.shape[:2])))
+
+
+def orthogonalised(g: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float,
+                   dtype: torch.dtype) -> torch.Tensor:
+    """Muon's quintic Newton-Schulz iteration towards the orthogonal factor of g (2-D), computed in `dtype`: the
+    wide side last, scaled to spectral norm at most 1, then `steps` times X <- aX + (bA + cA^2)X with A = XX^T."""
+    a, b, c = coefficients
+    x = g.to(dtype)
+    tall = g.size(0) > g.size(1)
+    if tall:
+        x = x.T
+    x = x / x.norm().clamp(min=eps)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if tall else x
