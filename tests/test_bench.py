@@ -15,6 +15,7 @@ from babyllm.commands.bench.measure import measure_config
 from babyllm.commands.bench.peak import capped, gemm_shapes
 from babyllm.config import load_config
 from babyllm.errors import BabyError
+from babyllm.model.network import Neurons
 from babyllm.school.batching import cuda_step_bytes, fill_batch
 
 
@@ -94,11 +95,14 @@ def test_gemm_shapes_cover_the_step():
     rows = cfg.train.batch * cfg.model.context
     fwd = {s["name"]: s for s in shapes}["logits fwd"]
     assert (fwd["m"], fwd["k"], fwd["n"]) == (rows, cfg.model.neurons, cfg.model.vocab)
-    # Every FLOP of the step is in a listed shape except the memories' low-rank projections.
+    # Every FLOP of the step is in a listed shape except the thin ones: the memories' low-rank projections and
+    # the token shift's rank-16 pair
     model = BabyLLM(cfg.model)
     c = cfg.model
     low_rank = 2 * (2 * c.neurons * c.memory_rank + (0 if c.memory_mlp else c.context * c.memory_rank))
-    assert sum(s["flops_per_token"] for s in shapes) == model.train_flops_per_token() - 6 * low_rank
+    shift = 2 * c.embed * Neurons.SHIFT_RANK if c.token_shift else 0
+    assert c.token_shift  # (cpu.toml has it: the exception is exercised)
+    assert sum(s["flops_per_token"] for s in shapes) == model.train_flops_per_token() - 6 * (low_rank + shift)
     dims = capped(fwd, 1e8)
     assert 2 * dims[0] * dims[1] * dims[2] <= 1e8 or dims[0] == 64
 

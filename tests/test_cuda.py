@@ -146,7 +146,8 @@ def test_auto_batch_fills_the_device_within_the_corpus(make_cfg, tmp_path):
 def test_the_step_compiles_without_a_graph_break_on_the_device(make_cfg, tmp_path):
     import torch._dynamo
 
-    with Tutor(make_cfg("model.memory_mlp=true", "model.window_groups=4", "train.dtype=bf16"), tmp_path / "run",
+    with Tutor(make_cfg("model.memory_mlp=true", "model.window_groups=4", "model.token_shift=true",
+                        "model.activation=relu2", "train.optimizer=muon", "train.dtype=bf16"), tmp_path / "run",
                say=lambda _m: None) as t:
         windows = t.librarian.train_batch(4).to(t.device)
         torch._dynamo.reset()

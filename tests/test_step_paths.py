@@ -142,10 +142,12 @@ def test_the_slow_stats_look_at_a_bounded_sample(monkeypatch):
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 def test_the_compiled_step_has_no_graph_break(make_cfg, tmp_path, dtype):
     """The training forward that train.compile compiles, with every model feature on (the memories' custom
-    autograd Function, the memory MLP, window groups, dropout), is one graph: torch._dynamo.explain finds no break."""
+    autograd Function, the memory MLP, window groups, dropout, the token shift, ReLU squared), is one graph:
+    torch._dynamo.explain finds no break."""
     import torch._dynamo
 
-    cfg = make_cfg("model.memory_mlp=true", "model.window_groups=4", "model.dropout=0.1", f"train.dtype={dtype}")
+    cfg = make_cfg("model.memory_mlp=true", "model.window_groups=4", "model.dropout=0.1", "model.token_shift=true",
+                   "model.activation=relu2", f"train.dtype={dtype}")
     with Tutor(cfg, tmp_path / "run", say=lambda m: None) as t:
         windows = t.librarian.train_batch(4)
         torch._dynamo.reset()
