@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from causal import assert_causal
 
 from babyllm.config import load_config
 from babyllm.model.network import BabyLLM, Neurons
@@ -52,13 +53,7 @@ def test_relu_squared_is_the_activation():
 
 def test_causal_at_every_position_with_the_shift(shifted):
     cfg, model = shifted
-    T = cfg.model.context
-    ids = torch.randint(0, cfg.model.vocab, (2, T))
-    base = model(ids)
-    for t in range(T - 1):
-        changed = ids.clone()
-        changed[:, t + 1:] = torch.randint(0, cfg.model.vocab, (2, T - t - 1))
-        torch.testing.assert_close(model(changed)[:, : t + 1], base[:, : t + 1], rtol=0, atol=1e-5)
+    assert_causal(model, cfg.model.vocab, cfg.model.context)
 
 
 def test_a_conversation_carries_the_previous_token_across_calls(shifted):
