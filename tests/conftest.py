@@ -52,6 +52,16 @@ def make_cfg(corpus, cache):
 
 
 @pytest.fixture
+def train_args(corpus, cache):
+    """`babyllm train`'s arguments on tiny.toml, the test corpus and cache (headless lines every 0.05 s), plus
+    `extra`."""
+    def make(*extra):
+        return ["train", "--config", "tiny", "--corpus", str(corpus), "--set", f"data.cache_dir={cache}",
+                "--set", "stats.print_every=0.05", *extra]
+    return make
+
+
+@pytest.fixture
 def served(tmp_path):
     """A FakeTutor served on tmp_path/run (no model: the protocol alone): (run_dir, fake, endpoint)."""
     run = tmp_path / "run"

@@ -19,14 +19,6 @@ from babyllm.run.runfiles import list_saves
 from babyllm.school.soul import load_for_inference
 
 
-@pytest.fixture
-def train_args(corpus, cache):
-    def make(*extra):
-        return ["train", "--config", "tiny", "--corpus", str(corpus), "--set", f"data.cache_dir={cache}",
-                "--set", "stats.print_every=0.05", *extra]
-    return make
-
-
 def test_train_prints_header_events_summary_and_saves(train_args, tmp_path, capsys):
     run = tmp_path / "run"
     assert cli_main(train_args("--steps", "30", "--run-dir", str(run))) == 0

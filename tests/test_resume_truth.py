@@ -125,11 +125,3 @@ def test_a_resume_shows_the_runs_old_events_as_history_not_news(train_args, tmp_
         assert snap.history_events > 0 and [e.message for e in news] == ["resumed from save-00000014 (step 14)"]
     finally:
         tutor.close()
-
-
-@pytest.fixture
-def train_args(corpus, cache):
-    def make(*extra):
-        return ["train", "--config", "tiny", "--corpus", str(corpus), "--set", f"data.cache_dir={cache}",
-                "--set", "stats.print_every=0.05", *extra]
-    return make

@@ -51,18 +51,23 @@ def asked_rates(tutor: SteppingTutor) -> list[float]:
     return [float(dict(change)[LR]) for change in tutor.queued]
 
 
-@pytest.mark.parametrize("keys, factor", [
-    (("less_than_sign", "greater_than_sign"), 1.0),  # the issue's: halve then double = where it was
-    (("greater_than_sign", "greater_than_sign", "greater_than_sign"), 8.0),  # three doublings compound
-])
-async def test_the_lr_keys_scale_what_was_asked_not_the_snapshot(keys, factor):
+def stepping_app() -> tuple[CockpitApp, dict[str, SteppingTutor]]:
+    """A cockpit on a SteppingTutor (its steps taken by the test); the tutor is made["tutor"] once built."""
     made: dict[str, SteppingTutor] = {}
 
     def factory(publish, say):
         made["tutor"] = SteppingTutor(publish=publish)
         return made["tutor"]
 
-    app = CockpitApp(factory, handle_signals=False)
+    return CockpitApp(factory, handle_signals=False), made
+
+
+@pytest.mark.parametrize("keys, factor", [
+    (("less_than_sign", "greater_than_sign"), 1.0),  # the issue's: halve then double = where it was
+    (("greater_than_sign", "greater_than_sign", "greater_than_sign"), 8.0),  # three doublings compound
+])
+async def test_the_lr_keys_scale_what_was_asked_not_the_snapshot(keys, factor):
+    app, made = stepping_app()
     async with app.run_test(size=SMALL) as pilot:
         await pilot_wait(pilot, lambda: app.snapshot is not None)
         tutor = made["tutor"]
@@ -82,13 +87,7 @@ async def test_the_lr_keys_scale_what_was_asked_not_the_snapshot(keys, factor):
 
 
 async def test_the_form_and_the_palette_say_the_asked_value():
-    made: dict[str, SteppingTutor] = {}
-
-    def factory(publish, say):
-        made["tutor"] = SteppingTutor(publish=publish)
-        return made["tutor"]
-
-    app = CockpitApp(factory, handle_signals=False)
+    app, made = stepping_app()
     async with app.run_test(size=SMALL) as pilot:
         await pilot_wait(pilot, lambda: app.snapshot is not None)
         app.set_live([("top_k", "7")])  # a bare name, as typed in the palette
