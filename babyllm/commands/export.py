@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from babyllm.errors import BabyError, CheckpointError
+from babyllm.errors import BabyError
 
 NOT_MEASURED = "not measured"
 
@@ -27,7 +27,6 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
 
 def export_main(args: argparse.Namespace) -> int:
     from babyllm.model import pretrained
-    from babyllm.model.network import BabyLLM
     from babyllm.run.runfiles import check_run_dir, is_save_folder, run_name_dir
     from babyllm.school import soul
 
@@ -45,12 +44,7 @@ def export_main(args: argparse.Namespace) -> int:
         loaded = soul.load_newest(run, None, tokenizer, say=warn, with_state=False)
     meta = loaded.meta
     cfg = soul.config_from_dict(meta["config"], meta.get("config_name", "saved"), str(loaded.path / "meta.json"))
-    model = BabyLLM(cfg.model)
-    try:
-        model.load_state_dict(loaded.model_state)
-    except RuntimeError as e:
-        raise CheckpointError(f"{loaded.path}: the weights do not fit the saved config "
-                              f"({str(e).splitlines()[0][:160]})") from None
+    model = soul.model_from(cfg, loaded.model_state, loaded.path)
     scores = {} if args.no_score else _score(cfg, model.eval(), tokenizer, args.corpus, warn)
     info = _info(run_dir, loaded.path, meta, cfg, scores)
     pretrained.write(out, cfg.model, loaded.model_state, tokenizer, info, model_card(info, model))

@@ -58,6 +58,13 @@ def draw(runs: list[Curves], out: Path, x_axis: str = "step", log: bool = False)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     ax.set_title("babyLLM: " + ", ".join(r.name for r in runs))
+    _save(fig, out)
+
+
+def _save(fig: Any, out: Path) -> None:
+    """Write the figure to `out` (a one-line error where it cannot be written) and let it go."""
+    plt = _pyplot()
+
     fig.tight_layout()
     try:
         fig.savefig(out)
@@ -111,13 +118,7 @@ def draw_system(runs: list[tuple[str, Series]], out: Path) -> None:
     axes[0, 0].legend(fontsize="small")
     axes[0, 0].set_title("babyLLM, the training machine: " + ", ".join(name for name, _ in runs))
     axes[-1, 0].set_xlabel("step")
-    fig.tight_layout()
-    try:
-        fig.savefig(out)
-    except OSError as e:
-        raise BabyError(f"-o {out}: cannot be written ({e.strerror or e})") from None
-    finally:
-        plt.close(fig)
+    _save(fig, out)
 
 
 def plot_main(args: argparse.Namespace) -> int:

@@ -406,12 +406,7 @@ def load_for_inference(run_dir: Path, device: str | torch.device = "cpu",
     def load(folder: Path) -> tuple[Config, BabyLLM, Tokenizer, int]:
         loaded = read_save(folder, tokenizer=tokenizer, with_state=False, fits=fits)
         cfg = loaded.config
-        model = BabyLLM(cfg.model)
-        try:
-            model.load_state_dict(loaded.model_state)
-        except RuntimeError as e:
-            raise CheckpointError(f"{folder / MODEL_FILE}: weights do not fit the saved config "
-                                  f"({str(e).splitlines()[0][:160]})") from None
+        model = model_from(cfg, loaded.model_state, folder / MODEL_FILE)
         return cfg, model.to(device).eval(), tokenizer, loaded.step
 
     return first_usable(folders, load, run_dir, say)
@@ -427,3 +422,14 @@ def load_export(folder: Path, device: str | torch.device = "cpu") -> tuple[Confi
                            where)
     step = info.get("step", 0)
     return cfg, BabyLLM.from_pretrained(folder, device), pretrained.load_tokenizer(folder), step if is_int(step) else 0
+
+
+def model_from(cfg: Config, weights: dict[str, Any], where: Path) -> BabyLLM:
+    """The network of a save's config with its weights; a one-line error naming `where` when they do not fit."""
+    model = BabyLLM(cfg.model)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CheckpointError(f"{where}: the weights do not fit the saved config "
+                              f"({str(e).splitlines()[0][:160]})") from None
+    return model
