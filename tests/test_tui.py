@@ -341,10 +341,12 @@ async def test_a_time_budget_shows_in_the_header_and_the_timing_pane(max_steps, 
                      handle_signals=False)
     async with app.run_test(size=BIG) as pilot:
         view = app.query_one(TimingView)
-        await pilot_wait(pilot, lambda: "budget" in str(view.render()))
+        await pilot_wait(pilot, lambda: "trained" in str(view.render()))
         text = str(view.render())
         budget = f"{minutes * 60:.0f}s" if minutes < 1 else ("5m00s" if minutes == 5 else "1m30s")
-        assert f"budget    1m00s of {budget} trained" in text and f"ETA {eta}" in text
+        used = f"1m00s/{budget} trained ({60 / (minutes * 60):.0%})"
+        label = "budget    " if not max_steps else "limits    300/1,000 (30%) · "
+        assert f"{label}{used}" in text and f"ETA {eta}" in text
         status = str(app.query_one(StatusBar).render())
         assert f"1m00s/{budget}" in status and f"ETA {eta}" in status
 

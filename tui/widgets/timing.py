@@ -40,7 +40,7 @@ class TimingView(GuardedWidget):
     def build(self, snap: Snapshot, rate: float | None, calligraphist: Calligraphist) -> None:
         """Show this snapshot's timings (and the header's mean tokens/s, when known); the text itself is made
         in render(), so the bars always fit the current width."""
-        lines = len(section_names(snap.stats)) + 2 + (snap.max_minutes > 0)
+        lines = len(section_names(snap.stats)) + 2
         self.shown = (snap, rate)
         self.calligraphist = calligraphist
         self.refresh(layout=lines != self.lines)
@@ -84,17 +84,17 @@ class TimingView(GuardedWidget):
 
     @staticmethod
     def _limits(snap: Snapshot) -> Text:
-        """The step limit and the time budget (train.minutes), each with its progress, then the ETA."""
-        out, left = Text(), snap.seconds_left()
-        eta = Text(f"   ETA {duration(left) if left is not None else '?'}", style="bold")
-        step, limit = snap.step, snap.max_steps
-        out.append(f"\nsteps     {step:,}" + (f"/{limit:,} ({step / limit:.0%})" if limit else " (no limit)"),
-                   style="dim")
+        """One line: the step limit or the time budget (train.minutes; both where both are set), each with its
+        progress, then the ETA to the nearer one."""
+        step, limit, left = snap.step, snap.max_steps, snap.seconds_left()
+        parts = [f"{step:,}/{limit:,} ({step / limit:.0%})"] if limit else []
         if snap.max_minutes > 0:
             used, budget = snap.stats.get("train_s", 0.0), 60.0 * snap.max_minutes
-            out.append(f"\nbudget    {duration(used)} of {duration(budget)} trained ({used / budget:.0%}), "
-                       f"{duration(max(0.0, budget - used))} left", style="dim")
-        out.append_text(eta if left is not None or limit else Text("   ETA -", style="dim"))
+            parts.append(f"{duration(used)}/{duration(budget)} trained ({used / budget:.0%})")
+        label = "limits" if len(parts) == 2 else "budget" if snap.max_minutes > 0 else "steps"
+        out = Text(f"\n{label:<10}" + (" · ".join(parts) if parts else f"{step:,} (no limit)"), style="dim")
+        out.append_text(Text(f"   ETA {duration(left)}", style="bold") if left is not None else
+                        Text("   ETA " + ("?" if parts else "-"), style="dim"))
         return out
 
 
