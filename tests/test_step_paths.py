@@ -7,20 +7,13 @@ import math
 
 import pytest
 import torch
+from guard import params, poison, same
 
 from babyllm.config import load_config
 from babyllm.school import batching
 from babyllm.school import engine as engine_mod
 from babyllm.school import stepper as stepper_mod
 from babyllm.school.tutor import Tutor
-
-
-def params(t):
-    return {n: p.detach().clone() for n, p in t.model.named_parameters()}
-
-
-def same(a, b):
-    return all(torch.equal(a[n].nan_to_num(7.0), b[n].nan_to_num(7.0)) for n in a)
 
 
 def train(make_cfg, tmp_path, name, steps, *sets, overlap=False, on_device=True):
@@ -55,8 +48,7 @@ def test_a_nan_step_and_the_one_queued_after_it_are_never_applied(make_cfg, tmp_
         t.stepper.overlap_ok = overlap
         for _ in range(3):
             t.step()
-        with torch.no_grad():
-            t.model.logits.linear.weight[0, 0] = float("nan")
+        poison(t)
         before = params(t)
         adam = [s["step"].item() for s in t.optimizer.state.values()]
         landed = t.stepper.step(overlap=overlap)  # step 4 (bad); with overlap it stays queued...

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import torch
+from guard import params, poison, same
 from runhelpers import wait_for
 
 import babyllm.school.stepper as stepper_mod
@@ -165,31 +166,24 @@ def test_loss_falls_on_real_text(make_cfg, tmp_path):
 # --- the NaN/inf guard ---------------------------------------------------------------------------
 
 
-def _params(t):
-    return {n: p.detach().clone() for n, p in t.model.named_parameters()}
-
-
 def test_nonfinite_loss_is_never_applied(make_cfg, tmp_path):
     with Tutor(make_cfg(), tmp_path / "run", say=lambda m: None) as t:
         for _ in range(3):
             t.step()
-        with torch.no_grad():
-            t.model.logits.linear.weight[0, 0] = float("nan")
-        before = _params(t)
+        poison(t)
+        before = params(t)
         adam_steps = [s["step"].item() for s in t.optimizer.state.values()]
         stats = t.step()
         assert math.isnan(stats["loss"]) and stats["step"] == 4
         assert t.step_count == 3 and t.stepper.alarm == "step 4: loss is nan"
-        after = _params(t)
-        for n in before:
-            assert torch.equal(before[n].nan_to_num(7.0), after[n].nan_to_num(7.0)), n
+        assert same(before, params(t))
         assert [s["step"].item() for s in t.optimizer.state.values()] == adam_steps
 
 
 def test_nonfinite_grad_norm_is_never_applied(make_cfg, tmp_path, monkeypatch):
     with Tutor(make_cfg(), tmp_path / "run", say=lambda m: None) as t:
         t.step()
-        before = _params(t)
+        before = params(t)
         monkeypatch.setattr(stepper_mod, "clip_grad_norm_", lambda params, max_norm: torch.tensor(float("inf")))
         stats = t.step()
         assert math.isfinite(stats["loss"]) and stats["grad_norm"] == math.inf
