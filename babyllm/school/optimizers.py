@@ -3,11 +3,11 @@ the rest (train.optimizer); weight decay only on weight matrices."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
 import torch
+from torch.optim._muon import _adjust_lr  # torch's own rate for the group's adjust_lr_fn (pinned torch)
 
 from babyllm.config import TrainConfig
 from babyllm.model.runtime import resolve_dtype
@@ -116,7 +116,7 @@ class Fp32Muon(torch.optim.Muon):
                 update = orthogonalised(update, group["ns_coefficients"], group["ns_steps"], group["eps"],
                                         torch.float32)
                 p.mul_(1 - group["lr"] * decay)
-                p.add_(update.to(p.dtype), alpha=-group["lr"] * 0.2 * math.sqrt(max(p.shape[:2])))
+                p.add_(update.to(p.dtype), alpha=-_adjust_lr(group["lr"], group["adjust_lr_fn"], p.shape))
 
 
 def orthogonalised(g: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float,
